@@ -1,0 +1,29 @@
+"""funcnet: neural networks as pure JAX functions, with backprop written out by hand.
+
+The public surface, one list (each name lives in a small module of its own):
+
+  funcnet.mlp(sizes, ...)                 -> Model(init, logits, apply, ...)
+  funcnet.backprop.value_and_grad(m, loss)  hand-written BP1-BP4
+  funcnet.autodiff.value_and_grad(m, loss)  jax.value_and_grad
+  funcnet.gradcheck.compare(m, loss, params, x, y)
+"""
+
+import jax.flatten_util  # noqa: F401  (gradcheck uses jax.flatten_util)
+
+from funcnet import activations
+from funcnet import autodiff
+from funcnet import backprop
+from funcnet import errors
+from funcnet import gradcheck
+from funcnet import initializers
+from funcnet import losses
+from funcnet.errors import FuncnetError
+from funcnet.mlp import mlp
+from funcnet.model import Model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FuncnetError", "Model", "activations", "autodiff", "backprop", "errors",
+    "gradcheck", "initializers", "losses", "mlp",
+]

@@ -1,0 +1,156 @@
+"""Backpropagation written out by hand, equation by equation.
+
+Notation (row vectors, one row per example; Nielsen's book with the indices
+transposed for batches):
+
+  a_0 = x                                   (m, n_0)
+  z_l = a_{l-1} @ W_l + b_l                 (m, n_l)       l = 1..L
+  a_l = f(z_l)                              (m, n_l)
+  C   = (1/m) sum_i C_i(a_L[i], y[i])
+
+The error of layer ``l`` is ``delta_l = dC_i/dz_l``, one row per example
+(the 1/m of the batch mean is applied in the parameter gradients, as in the
+textbook two-layer example ``dW2 = a1.T @ dz2 / m``):
+
+  (BP1) delta_L = dC/da_L * f'(z_L)                     output error
+        (= a_L - y for sigmoid+bce, softmax+cross_entropy, identity+mse;
+         for a softmax output, f'(z_L) is a Jacobian: J^T g = a (g - sum(g a)))
+  (BP2) delta_l = (delta_{l+1} @ W_{l+1}.T) * f'(z_l)   error passed back
+  (BP3) dC/db_l = sum_i delta_l[i] / m                  bias gradient
+  (BP4) dC/dW_l = a_{l-1}.T @ delta_l / m               weight gradient
+
+Only the derivatives in :mod:`funcnet.activations` and :mod:`funcnet.losses`
+are used: no ``jax.grad`` anywhere here. :mod:`funcnet.autodiff` computes the
+same gradient with ``jax.grad`` and :mod:`funcnet.gradcheck` compares them.
+
+With dropout (a key and ``dropout > 0``), ``a_l = f(z_l) * r_l`` and BP2
+becomes ``delta_l = (delta_{l+1} @ W_{l+1}.T) * r_l * f'(z_l)`` with the same
+masks the forward pass drew.
+"""
+
+from typing import NamedTuple, Optional
+
+import jax.numpy as jnp
+
+from funcnet import activations, losses
+from funcnet.errors import ShapeError
+from funcnet.mlp import dropout_masks
+from funcnet.model import Model, check_input
+
+
+class Trace(NamedTuple):
+  """The forward pass, kept for the backward one.
+
+  Attributes:
+    zs: ``[z_1, ..., z_L]``, ``z_l: (m, n_l)``.
+    activations: ``[a_0 = x, a_1, ..., a_L]``, ``a_l: (m, n_l)`` (after
+      dropout for hidden layers).
+    masks: the dropout masks ``[r_1, ..., r_{L-1}]`` or ``None``.
+  """
+  zs: list
+  activations: list
+  masks: Optional[list]
+
+
+class Backward(NamedTuple):
+  """What the backward pass computes, per layer ``l = 1..L``.
+
+  Attributes:
+    loss: the batch-mean loss ``C`` (scalar).
+    deltas: ``[delta_1, ..., delta_L]``, ``delta_l: (m, n_l)``.
+    grads: ``[{"W": dC/dW_l, "b": dC/db_l}, ...]``, the shape of params.
+  """
+  loss: jnp.ndarray
+  deltas: list
+  grads: list
+
+
+def _check_mlp(model: Model) -> None:
+  if model.kind != "mlp":
+    raise ShapeError(
+        f"the hand-written backprop covers MLPs; this model is "
+        f"{model.kind!r}; use funcnet.autodiff for it")
+
+
+def forward(model: Model, params, x, key=None) -> Trace:
+  """Runs the MLP forward, keeping every ``z_l`` and ``a_l``."""
+  _check_mlp(model)
+  check_input(x, model.in_shape, "mlp")
+  spec = model.spec
+  f_hidden = activations.get(spec["activation"]).f
+  f_out = activations.get(model.output_activation).f
+  masks = dropout_masks(key, spec["dropout"],
+                        [(x.shape[0], n) for n in spec["sizes"][1:-1]], x.dtype)
+  zs, acts = [], [x]
+  n_layers = len(params)
+  for l, layer in enumerate(params):
+    z = acts[-1] @ layer["W"] + layer["b"]
+    if l < n_layers - 1:
+      a = f_hidden(z)
+      if masks is not None:
+        a = a * masks[l]
+    else:
+      a = f_out(z)
+    zs.append(z)
+    acts.append(a)
+  return Trace(zs, acts, masks)
+
+
+def output_delta(model: Model, loss, z_L, a_L, y):
+  """(BP1) ``delta_L = dC_i/dz_L``, ``(m, n_L)``, from prepared targets ``y``."""
+  loss = losses.get(loss)
+  out = model.output_activation
+  losses.check_pair(loss, out)
+  if out == loss.canonical:
+    return a_L - y                                   # the canonical reduction
+  g = loss.grad(a_L, y)                              # dC_i/da_L
+  if out == "softmax":                               # f'(z_L) is a Jacobian
+    return a_L * (g - jnp.sum(g * a_L, axis=-1, keepdims=True))
+  return g * activations.get(out).df(z_L, a_L)       # dC/da_L * f'(z_L)
+
+
+def backward(model: Model, loss, params, trace: Trace, y) -> Backward:
+  """BP1 to BP4 on a stored forward trace; ``y`` raw or prepared targets."""
+  _check_mlp(model)
+  act = activations.get(model.spec["activation"])
+  x = trace.activations[0]
+  m = x.shape[0]
+  y = losses.prepare_targets(loss, y, model.n_out, m, x.dtype)
+  zs, acts = trace.zs, trace.activations
+  n_layers = len(params)
+
+  delta = output_delta(model, loss, zs[-1], acts[-1], y)          # BP1
+  deltas = [delta]
+  for l in range(n_layers - 2, -1, -1):                           # layer l+1 in 1-based terms
+    fprime = act.df(zs[l], act.f(zs[l]) if trace.masks is not None else acts[l + 1])
+    if trace.masks is not None:
+      fprime = fprime * trace.masks[l]
+    delta = (delta @ params[l + 1]["W"].T) * fprime               # BP2
+    deltas.insert(0, delta)
+
+  grads = [{"W": acts[l].T @ deltas[l] / m,                       # BP4
+            "b": jnp.sum(deltas[l], axis=0) / m}                  # BP3
+           for l in range(n_layers)]
+  value = losses.mean(loss, model.output_activation, zs[-1], y)
+  return Backward(value, deltas, grads)
+
+
+def value_and_grad(model: Model, loss):
+  """The hand-written ``(params, x, y, key=None) -> (C, grads)``.
+
+  Same signature and result as :func:`funcnet.autodiff.value_and_grad`;
+  pure and jittable. ``grads`` has the structure of ``params``.
+  """
+  _check_mlp(model)
+  losses.get(loss)
+  losses.check_pair(loss, model.output_activation)
+
+  def fn(params, x, y, key=None):
+    result = backward(model, loss, params, forward(model, params, x, key), y)
+    return result.loss, result.grads
+  return fn
+
+
+def deltas(model: Model, loss, params, x, y, key=None) -> list:
+  """The per-layer errors ``[delta_1, ..., delta_L]`` for inspection."""
+  return backward(model, loss, params, forward(model, params, x, key), y).deltas

@@ -1,0 +1,44 @@
+"""The kinds of user mistake funcnet reports, one error type each.
+
+Every error here is a ``ValueError`` whose message is one line saying what is
+wrong and what was expected. The command line turns them into that line on
+stderr and an exit status (see ``funcnet.cli``), never a traceback.
+"""
+
+
+class FuncnetError(ValueError):
+  """Base of every user-facing error funcnet raises."""
+
+  exit_code = 2
+
+
+class UnknownNameError(FuncnetError):
+  """An activation, loss, initialiser, optimizer, dataset or model name that does not exist."""
+
+
+class ShapeError(FuncnetError):
+  """An array whose shape or values do not fit the model or the loss."""
+
+
+class ConfigError(FuncnetError):
+  """A config key, value or type that is wrong."""
+
+
+class DataError(FuncnetError):
+  """A data file or array that cannot be used (missing arrays, NaN, bad labels)."""
+
+
+class CheckpointError(FuncnetError):
+  """A checkpoint that is missing, truncated or corrupted."""
+
+
+class DivergenceError(FuncnetError):
+  """Training produced a NaN or infinite loss."""
+
+  exit_code = 3
+
+
+def unknown(kind: str, name, known) -> UnknownNameError:
+  """The error for an unknown ``name`` of ``kind``, listing the known ones."""
+  return UnknownNameError(
+      f"unknown {kind} {name!r}; expected one of: {', '.join(sorted(known))}")

@@ -1,0 +1,215 @@
+"""Gradient check: hand-written backprop vs ``jax.grad`` vs finite differences.
+
+``compare(model, loss, params, x, y)`` casts everything to float64 and, for
+every parameter array (``W`` and ``b`` of each layer of an MLP; every leaf of
+other models), reports
+
+  * manual vs autodiff on every entry (MLPs only: the hand-written backprop
+    covers MLPs),
+  * autodiff vs central finite differences, and manual vs finite differences,
+    on up to ``max_entries`` entries per array chosen with ``key``:
+
+      dC/dθ_k ≈ (C(θ + h e_k) − C(θ − h e_k)) / (2h),   h = ``eps``.
+
+Errors are reported as the largest absolute difference and the relative
+error of the whole array, as in the literature (e.g. Ng's CS229 notes):
+
+  rel(a, b) = ||a − b|| / max(||a|| + ||b||, tiny)
+
+Kinks: the derivative of ``relu``/``leaky_relu`` jumps at ``z = 0``, and a
+difference whose two sides straddle a kink measures neither side. For an MLP
+with such an activation, an entry is *skipped* when any hidden
+pre-activation ``z_l`` changes sign between ``θ − h e_k`` and ``θ + h e_k``;
+for other models whose ``spec["kinked"]`` is true, when the forward and
+backward one-sided differences disagree by more than ``kink_tol`` relative
+(a straddled kink shows as a jump there). The report counts skipped entries.
+
+``report.ok()`` passes when manual vs autodiff ``rel <= 1e-10`` and both vs
+finite differences ``rel <= 1e-6`` or, for arrays whose gradient is so small
+that rounding dominates, ``abs <= 1e-9``.
+"""
+
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from funcnet import activations, autodiff, backprop
+from funcnet.model import Model
+
+TINY = 1e-300
+
+
+class Row(NamedTuple):
+  """One parameter array's errors; ``None`` where a comparison was not made."""
+  name: str
+  shape: tuple
+  grad_norm: float
+  manual_autodiff_abs: Optional[float]
+  manual_autodiff_rel: Optional[float]
+  autodiff_fd_abs: float
+  autodiff_fd_rel: float
+  manual_fd_abs: Optional[float]
+  manual_fd_rel: Optional[float]
+  fd_checked: int
+  fd_skipped: int
+
+
+def _abs_rel(a, b):
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  if a.size == 0:
+    return 0.0, 0.0
+  diff = np.abs(a - b)
+  rel = np.linalg.norm(a - b) / max(np.linalg.norm(a) + np.linalg.norm(b), TINY)
+  return float(diff.max()), float(rel)
+
+
+def _fmt(v):
+  return "       -" if v is None else f"{v:8.1e}"
+
+
+class Report(NamedTuple):
+  """Per-array gradient errors with pass/fail tolerances."""
+  rows: list
+  manual: bool
+  rtol_manual: float = 1e-10
+  rtol_fd: float = 1e-6
+  atol_fd: float = 1e-9
+
+  def failures(self) -> list[str]:
+    """One line for each comparison over its tolerance."""
+    bad = []
+    for r in self.rows:
+      if r.manual_autodiff_rel is not None and not (
+          r.manual_autodiff_rel <= self.rtol_manual):
+        bad.append(f"{r.name}: manual vs autodiff rel {r.manual_autodiff_rel:.2e}"
+                   f" > {self.rtol_manual:.0e}")
+      for what, rel, ab in (("autodiff", r.autodiff_fd_rel, r.autodiff_fd_abs),
+                            ("manual", r.manual_fd_rel, r.manual_fd_abs)):
+        if rel is not None and not (rel <= self.rtol_fd or ab <= self.atol_fd):
+          bad.append(f"{r.name}: {what} vs finite differences rel {rel:.2e} > "
+                     f"{self.rtol_fd:.0e} (abs {ab:.2e})")
+    return bad
+
+  def ok(self) -> bool:
+    return not self.failures()
+
+  def __str__(self):
+    head = (f"{'param':<14}{'shape':>12}{'|grad|':>10}  "
+            f"{'man-auto abs':>12}{'rel':>9}  {'auto-fd abs':>11}{'rel':>9}  "
+            f"{'man-fd abs':>10}{'rel':>9}  {'fd n':>5}{'skip':>5}")
+    lines = [head, "-" * len(head)]
+    for r in self.rows:
+      lines.append(
+          f"{r.name:<14}{'x'.join(map(str, r.shape)) or '()':>12}"
+          f"{r.grad_norm:10.2e}  {_fmt(r.manual_autodiff_abs):>12}"
+          f"{_fmt(r.manual_autodiff_rel):>9}  {_fmt(r.autodiff_fd_abs):>11}"
+          f"{_fmt(r.autodiff_fd_rel):>9}  {_fmt(r.manual_fd_abs):>10}"
+          f"{_fmt(r.manual_fd_rel):>9}  {r.fd_checked:5d}{r.fd_skipped:5d}")
+    skipped = sum(r.fd_skipped for r in self.rows)
+    if skipped:
+      lines.append(f"{skipped} finite-difference entries skipped: their ±h "
+                   "straddled a kink (relu/leaky_relu at z = 0)")
+    lines.append(("OK" if self.ok() else "FAILED: " + "; ".join(self.failures()))
+                 + f" (tolerances: manual-autodiff rel {self.rtol_manual:.0e}, "
+                 f"fd rel {self.rtol_fd:.0e} or abs {self.atol_fd:.0e})")
+    return "\n".join(lines)
+
+
+def _leaf_name(model, path) -> str:
+  if model.kind == "mlp":
+    # path = ([l], ['W']) -> "layer 1 W", 1-based as in the equations.
+    return f"layer {path[0].idx + 1} {path[1].key}"
+  return jax.tree_util.keystr(path)
+
+
+def _to64(tree):
+  def cast(v):
+    v = jnp.asarray(v)
+    return v.astype(jnp.float64) if jnp.issubdtype(v.dtype, jnp.floating) else v
+  return jax.tree_util.tree_map(cast, tree)
+
+
+def compare(model: Model, loss, params, x, y, *, eps: float = 1e-6,
+            max_entries: int = 32, key=None, kink_tol: float = 1e-3) -> Report:
+  """Compares manual, autodiff and finite-difference gradients in float64.
+
+  Args:
+    model: any :class:`funcnet.model.Model`; manual backprop is compared
+      when it is an MLP.
+    loss: the loss name.
+    params, x, y: as for :func:`funcnet.autodiff.value_and_grad`; cast to
+      float64 here (integer labels and indices stay integers).
+    eps: the finite-difference step ``h``.
+    max_entries: entries per array checked by finite differences (all when
+      the array is smaller).
+    key: a PRNG key choosing those entries (default ``jax.random.key(0)``).
+    kink_tol: see the module docstring (models other than MLPs).
+
+  Returns:
+    A :class:`Report`; ``str(report)`` is a table, ``report.ok()`` the verdict.
+  """
+  if key is None:
+    key = jax.random.key(0)
+  with jax.enable_x64(True):
+    params, x, y = _to64(params), _to64(x), _to64(y)
+    loss_of = autodiff.loss_fn(model, loss)
+    _, auto = jax.jit(autodiff.value_and_grad(model, loss))(params, x, y)
+    manual_ok = model.kind == "mlp"
+    if manual_ok:
+      _, manual = jax.jit(backprop.value_and_grad(model, loss))(params, x, y)
+    flat, unravel = jax.flatten_util.ravel_pytree(params)
+    leaves_p = jax.tree_util.tree_flatten_with_path(params)[0]
+    auto_leaves = jax.tree_util.tree_leaves(auto)
+    man_leaves = jax.tree_util.tree_leaves(manual) if manual_ok else None
+
+    kinked_mlp = manual_ok and activations.get(model.spec["activation"]).kink \
+        and len(params) > 1
+    kinked_other = not manual_ok and bool(model.spec.get("kinked", False))
+
+    @jax.jit
+    def probe(theta):
+      p = unravel(theta)
+      c = loss_of(p, x, y)
+      if kinked_mlp:
+        signs = [jnp.sign(z) for z in backprop.forward(model, p, x).zs[:-1]]
+        return c, jnp.concatenate([s.ravel() for s in signs])
+      return c, jnp.zeros((0,))
+
+    probes = jax.vmap(probe)
+    rows, offset = [], 0
+    keys = jax.random.split(key, len(leaves_p))
+    for i, (path, leaf) in enumerate(leaves_p):
+      size = int(np.prod(leaf.shape))
+      if size <= max_entries:
+        idx = np.arange(size)
+      else:
+        idx = np.sort(np.asarray(jax.random.choice(
+            keys[i], size, (max_entries,), replace=False)))
+      basis = jnp.zeros((len(idx), flat.size), flat.dtype).at[
+          jnp.arange(len(idx)), offset + idx].set(1.0)
+      c_plus, s_plus = probes(flat + eps * basis)
+      c_minus, s_minus = probes(flat - eps * basis)
+      fd = np.asarray((c_plus - c_minus) / (2 * eps))
+      keep = np.ones(len(idx), bool)
+      if kinked_mlp:
+        keep = np.asarray(jnp.all(s_plus == s_minus, axis=1))
+      elif kinked_other:
+        c0 = loss_of(params, x, y)
+        fwd = np.asarray((c_plus - c0) / eps)
+        bwd = np.asarray((c0 - c_minus) / eps)
+        keep = np.abs(fwd - bwd) <= kink_tol * np.maximum(np.abs(fd), 1e-8)
+      a = np.asarray(auto_leaves[i]).ravel()
+      ad_abs, ad_rel = _abs_rel(a[idx][keep], fd[keep])
+      if manual_ok:
+        mval = np.asarray(man_leaves[i]).ravel()
+        ma_abs, ma_rel = _abs_rel(mval, a)
+        mf_abs, mf_rel = _abs_rel(mval[idx][keep], fd[keep])
+      else:
+        ma_abs = ma_rel = mf_abs = mf_rel = None
+      rows.append(Row(_leaf_name(model, path), tuple(leaf.shape),
+                      float(np.linalg.norm(a)), ma_abs, ma_rel, ad_abs, ad_rel,
+                      mf_abs, mf_rel, int(keep.sum()), int((~keep).sum())))
+      offset += size
+  return Report(rows, manual_ok)

@@ -1,0 +1,100 @@
+"""The multilayer perceptron as pure ``init``/``logits`` functions.
+
+For layer sizes ``[n_0, n_1, ..., n_L]`` the network is (row vectors, one row
+per example, ``a_0 = x``):
+
+  z_l = a_{l-1} @ W_l + b_l        W_l: (n_{l-1}, n_l),  b_l: (n_l,),  z_l: (m, n_l)
+  a_l = f(z_l)                     f = ``activation`` for l < L,
+                                       ``output_activation`` for l = L
+
+Params are a list of ``{"W": W_l, "b": b_l}``, one dict per layer, in order.
+With ``dropout = p > 0`` and a key, each hidden output is multiplied by a
+mask ``r_l / (1 - p)``, ``r_l ~ Bernoulli(1 - p)`` (inverted dropout, so
+evaluation needs no rescaling); without a key there is no dropout.
+"""
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from funcnet import activations, initializers
+from funcnet.errors import ShapeError
+from funcnet.model import Model, check_input
+
+
+def dropout_masks(key, rate: float, hidden_shapes, dtype):
+  """The inverted-dropout masks ``r_l / (1 - rate)`` for each hidden layer.
+
+  Shared by the forward pass and :mod:`funcnet.backprop` so both draw the
+  same masks from the same key. Returns ``None`` when no dropout applies.
+  """
+  if key is None or rate == 0.0 or not hidden_shapes:
+    return None
+  keep = 1.0 - rate
+  keys = jax.random.split(key, len(hidden_shapes))
+  return [jax.random.bernoulli(k, keep, s).astype(dtype) / keep
+          for k, s in zip(keys, hidden_shapes)]
+
+
+def mlp(sizes: Sequence[int], activation: str = "sigmoid",
+        output_activation: str = "identity", init: str = "xavier",
+        dropout: float = 0.0) -> Model:
+  """A fully connected network.
+
+  Args:
+    sizes: ``[n_in, n_hidden..., n_out]``, at least two entries.
+    activation: the hidden activation, by name (see :mod:`funcnet.activations`).
+    output_activation: the output activation; ``softmax`` is allowed only here.
+    init: ``"normal"``, ``"xavier"`` or ``"he"`` for the weights; biases are 0.
+    dropout: the probability of dropping a hidden unit in training, in [0, 1).
+
+  Returns:
+    A :class:`funcnet.model.Model` whose params are a list of
+    ``{"W": (n_in, n_out), "b": (n_out,)}``.
+
+  Example:
+    >>> model = funcnet.mlp([784, 128, 10], activation="relu",
+    ...                     output_activation="softmax", init="he")
+    >>> params = model.init(jax.random.key(0))
+    >>> model.apply(params, jnp.zeros((32, 784))).shape
+    (32, 10)
+  """
+  sizes = [int(n) for n in sizes]
+  if len(sizes) < 2 or any(n < 1 for n in sizes):
+    raise ShapeError(
+        f"sizes {sizes} must list at least an input and an output width, "
+        "each a positive integer")
+  hidden = activations.get(activation)
+  activations.get(output_activation)
+  if hidden.name in activations.OUTPUT_ONLY:
+    raise ShapeError(
+        f"activation {hidden.name!r} is allowed only on the output layer; "
+        "choose another hidden activation")
+  init_w = initializers.get(init)
+  if not 0.0 <= dropout < 1.0:
+    raise ShapeError(f"dropout {dropout} must be in [0, 1)")
+  n_layers = len(sizes) - 1
+
+  def init_fn(key, dtype=jnp.float32):
+    keys = jax.random.split(key, n_layers)
+    return [{"W": init_w(k, (n_in, n_out), dtype),
+             "b": jnp.zeros((n_out,), dtype)}
+            for k, n_in, n_out in zip(keys, sizes[:-1], sizes[1:])]
+
+  def logits_fn(params, x, key=None):
+    check_input(x, (sizes[0],), "mlp")
+    masks = dropout_masks(key, dropout, [(x.shape[0], n) for n in sizes[1:-1]],
+                          x.dtype)
+    a = x
+    for l, layer in enumerate(params[:-1]):
+      a = hidden.f(a @ layer["W"] + layer["b"])
+      if masks is not None:
+        a = a * masks[l]
+    return a @ params[-1]["W"] + params[-1]["b"]
+
+  spec = {"kind": "mlp", "sizes": sizes, "activation": hidden.name,
+          "output_activation": output_activation, "init": init,
+          "dropout": float(dropout)}
+  return Model(init_fn, logits_fn, output_activation, (sizes[0],), sizes[-1],
+               spec)
