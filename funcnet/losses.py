@@ -65,10 +65,11 @@ def _bce(a, y):
 
 
 def _bce_from_logits(z, y):
-  # -[y log s(z) + (1-y) log(1-s(z))] = softplus(z) - y z, written so that
-  # exp never overflows: max(z, 0) - y z + log(1 + e^{-|z|}).
-  return jnp.sum(jnp.maximum(z, 0) - y * z + jnp.log1p(jnp.exp(-jnp.abs(z))),
-                 axis=-1)
+  # -[y log s(z) + (1-y) log(1-s(z))] = softplus(z) - y z. logaddexp(z, 0)
+  # never overflows, and its derivative is sigmoid(z) everywhere; the usual
+  # max(z, 0) + log1p(e^{-|z|}) form has kinks that cancel in value but not
+  # under autodiff, which gets the gradient wrong at exactly z = 0.
+  return jnp.sum(jnp.logaddexp(z, 0.0) - y * z, axis=-1)
 
 
 def _ce_from_logits(z, y):
