@@ -1,0 +1,340 @@
+"""Experiment configs: defaults for every key, TOML files, ``--set`` overrides.
+
+A config is a nested dict. :data:`DEFAULTS` holds every key with its default
+and :data:`DOCS` one line about it (``configs/README.md`` is generated from
+them, so the two cannot drift). A TOML file in ``configs/`` overrides some
+keys; ``--set section.key=value`` overrides any key afterwards, the value
+parsed as TOML (``--set model.mlp.hidden=[64,64]``) or, failing that, taken
+as a string (``--set optimizer.name=adam``).
+
+Every mistake is a one-line :class:`funcnet.errors.ConfigError` naming the
+key, the value and what was expected: unknown keys (with the nearest known
+key suggested), wrong types, out-of-range values and unknown names.
+"""
+
+import copy
+import difflib
+import json
+import os
+import tomllib
+from typing import Any
+
+from funcnet.errors import ConfigError
+
+# Each leaf: default value. Types are taken from the default (an int default
+# also accepts nothing but ints; a float default accepts ints; a list default
+# accepts lists). Keys whose default is None accept ints or floats/strings as
+# documented in DOCS.
+DEFAULTS: dict = {
+    "name": "",
+    "seed": 0,
+    "data": {
+        "name": "digits",
+        "seed": 0,
+        "label": "label",
+        "task": "classification",
+        "standardize": True,
+    },
+    "model": {
+        "kind": "mlp",
+        "mlp": {"hidden": [64], "activation": "relu", "output_activation": "softmax",
+                "init": "he", "dropout": 0.0},
+    },
+    "train": {
+        "loss": "cross_entropy",
+        "epochs": 30,
+        "batch_size": 32,
+        "grads": "autodiff",
+        "patience": 0,
+        "eval_every": 1,
+        "dtype": "float32",
+        "compare_grads": False,
+    },
+    "optimizer": {
+        "name": "adam",
+        "impl": "funcnet",
+        "learning_rate": 1e-3,
+        "beta": 0.9,
+        "b1": 0.9,
+        "b2": 0.999,
+        "eps": 1e-8,
+        "decay": 0.9,
+        "initial_accumulator_value": 0.1,
+        "weight_decay": 0.0,
+        "l2": 0.0,
+        "clip_norm": 0.0,
+    },
+    "schedule": {
+        "name": "constant",
+        "warmup_steps": 0,
+        "decay_rate": 0.5,
+        "decay_steps": 1000,
+        "step_size": 1000,
+        "alpha": 0.0,
+    },
+    "run": {
+        "checkpoint_every": 10,
+        "keep_checkpoints": 3,
+        "plots": True,
+        "progress": "auto",
+    },
+}
+
+DOCS: dict = {
+    "name": "run name; default: the config file's stem (run folders are runs/<name>-<time>)",
+    "seed": "the one integer all randomness derives from (init, shuffling, dropout)",
+    "data.name": "a built-in dataset (xor, spirals, moons, regression, digits, mnist1d, ratings) or a path to a .npz/.csv file",
+    "data.seed": "seed of generated data and of splits (kept apart from `seed`, so the digits split stays fixed)",
+    "data.label": "for .csv files: the label column's name (every other column is a feature)",
+    "data.task": "for files: classification | regression | ratings (built-in sets know theirs)",
+    "data.standardize": "standardise inputs with the training split's mean and std",
+    "model.kind": "which model: mlp (more kinds in [model.<kind>] tables)",
+    "model.mlp.hidden": "hidden layer widths; input and output widths come from the data",
+    "model.mlp.activation": "hidden activation: identity, sigmoid, tanh, relu, leaky_relu, elu, softplus, gelu, silu",
+    "model.mlp.output_activation": "output activation: identity, sigmoid, softmax, ... (must suit the loss)",
+    "model.mlp.init": "weight initialiser: normal | xavier | he (biases start at 0)",
+    "model.mlp.dropout": "probability of dropping a hidden unit in training, in [0, 1)",
+    "train.loss": "mse | bce | cross_entropy",
+    "train.epochs": "passes over the training data",
+    "train.batch_size": "examples per gradient step (= n_train for full-batch gradient descent)",
+    "train.grads": "manual (hand-written backprop, MLPs) | autodiff (jax.grad)",
+    "train.patience": "early stopping: evaluations without held-out improvement before stopping (0: off)",
+    "train.eval_every": "evaluate on the held-out split every this many epochs",
+    "train.dtype": "parameter and input dtype: float32 | float64 (float64 needs JAX_ENABLE_X64=1)",
+    "train.compare_grads": "also train with the other gradient source from the same seed and record the parameter difference",
+    "optimizer.name": "sgd | momentum | nesterov | adagrad | rmsprop | adam | adamw",
+    "optimizer.impl": "funcnet (the update rules written out here) | optax (the production library)",
+    "optimizer.learning_rate": "eta in w := w - eta dC/dw (the peak rate under a schedule)",
+    "optimizer.beta": "momentum / nesterov: the velocity decay",
+    "optimizer.b1": "adam / adamw: first-moment decay",
+    "optimizer.b2": "adam / adamw: second-moment decay",
+    "optimizer.eps": "adagrad / rmsprop / adam / adamw: the epsilon in the denominator",
+    "optimizer.decay": "rmsprop: the squared-gradient decay",
+    "optimizer.initial_accumulator_value": "adagrad: the accumulator's starting value",
+    "optimizer.weight_decay": "adamw: decoupled weight decay",
+    "optimizer.l2": "L2 weight decay added to the gradient (g + l2 w) before any optimizer",
+    "optimizer.clip_norm": "clip gradients to this global norm before the update (0: off)",
+    "schedule.name": "constant | step_decay | exponential_decay | inverse_time_decay | cosine_decay",
+    "schedule.warmup_steps": "linear warm-up from 0 over this many steps before the schedule (0: none)",
+    "schedule.decay_rate": "step / exponential / inverse_time: the decay rate",
+    "schedule.decay_steps": "exponential / inverse_time / cosine: the decay horizon in steps",
+    "schedule.step_size": "step: multiply by decay_rate every this many steps",
+    "schedule.alpha": "cosine: the final rate as a fraction of the peak",
+    "run.checkpoint_every": "save a checkpoint every this many epochs (and at the end)",
+    "run.keep_checkpoints": "how many of the latest checkpoints to keep",
+    "run.plots": "write loss/accuracy and gradient-norm plots as PNG",
+    "run.progress": "auto (a bar on a terminal) | always | never",
+}
+
+CHOICES = {
+    "data.task": ("classification", "regression", "ratings"),
+    "train.grads": ("manual", "autodiff"),
+    "train.dtype": ("float32", "float64"),
+    "optimizer.impl": ("funcnet", "optax"),
+    "run.progress": ("auto", "always", "never"),
+}
+
+# (key, low, high, low inclusive): numbers must lie in range.
+RANGES = [
+    ("train.epochs", 1, None, True), ("train.batch_size", 1, None, True),
+    ("train.patience", 0, None, True), ("train.eval_every", 1, None, True),
+    ("optimizer.learning_rate", 0.0, None, False),
+    ("optimizer.beta", 0.0, 1.0, True), ("optimizer.b1", 0.0, 1.0, True),
+    ("optimizer.b2", 0.0, 1.0, True), ("optimizer.eps", 0.0, None, False),
+    ("optimizer.decay", 0.0, 1.0, True),
+    ("optimizer.initial_accumulator_value", 0.0, None, True),
+    ("optimizer.weight_decay", 0.0, None, True), ("optimizer.l2", 0.0, None, True),
+    ("optimizer.clip_norm", 0.0, None, True),
+    ("schedule.warmup_steps", 0, None, True), ("schedule.decay_rate", 0.0, None, True),
+    ("schedule.decay_steps", 1, None, True), ("schedule.step_size", 1, None, True),
+    ("schedule.alpha", 0.0, 1.0, True),
+    ("run.checkpoint_every", 1, None, True), ("run.keep_checkpoints", 1, None, True),
+    ("model.mlp.dropout", 0.0, 1.0, True),
+]
+
+
+def register_model(kind: str, defaults: dict, docs: dict, ranges=()) -> None:
+  """Adds the ``[model.<kind>]`` table: its defaults, docs and ranges."""
+  DEFAULTS["model"][kind] = defaults
+  for k, v in docs.items():
+    DOCS[f"model.{kind}.{k}"] = v
+  RANGES.extend((f"model.{kind}.{k}", lo, hi, inc) for k, lo, hi, inc in ranges)
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+  """``{"a": {"b": 1}} -> {"a.b": 1}``."""
+  out = {}
+  for k, v in tree.items():
+    key = f"{prefix}{k}"
+    if isinstance(v, dict):
+      out.update(flatten(v, key + "."))
+    else:
+      out[key] = v
+  return out
+
+
+def _type_name(v) -> str:
+  if isinstance(v, bool):
+    return "a boolean"
+  if isinstance(v, int):
+    return "an integer"
+  if isinstance(v, float):
+    return "a number"
+  if isinstance(v, str):
+    return "a string"
+  if isinstance(v, list):
+    return "a list"
+  return type(v).__name__
+
+
+def _suggest(key: str, known) -> str:
+  close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.5)
+  if not close:
+    tail = key.rsplit(".", 1)[-1]
+    close = [k for k in known if k.rsplit(".", 1)[-1] == tail][:1]
+  return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _coerce(key: str, value, default):
+  """``value`` checked against the type of ``default``."""
+  if isinstance(default, bool):
+    if isinstance(value, bool):
+      return value
+  elif isinstance(default, int):
+    if isinstance(value, int) and not isinstance(value, bool):
+      return value
+  elif isinstance(default, float):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+      return float(value)
+  elif isinstance(default, str):
+    if isinstance(value, str):
+      return value
+  elif isinstance(default, list):
+    if isinstance(value, list):
+      if all(isinstance(x, int) and not isinstance(x, bool) for x in default + value) \
+          or not default:
+        return value
+      if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value):
+        return value
+  raise ConfigError(
+      f"config key {key!r} = {value!r} is {_type_name(value)}; expected "
+      f"{_type_name(default)} (like the default {default!r})")
+
+
+def _set(cfg: dict, key: str, value) -> None:
+  known = flatten(DEFAULTS)
+  if key not in known:
+    if isinstance(value, dict):
+      for k, v in value.items():
+        _set(cfg, f"{key}.{k}", v)
+      return
+    raise ConfigError(f"unknown config key {key!r}{_suggest(key, known)}")
+  node = cfg
+  parts = key.split(".")
+  for p in parts[:-1]:
+    node = node[p]
+  node[parts[-1]] = _coerce(key, value, known[key])
+
+
+def _merge(cfg: dict, tree: dict, prefix: str = "") -> None:
+  known = flatten(DEFAULTS)
+  for k, v in tree.items():
+    key = f"{prefix}{k}"
+    if isinstance(v, dict) and key not in known:
+      if not any(kk.startswith(key + ".") for kk in known):
+        raise ConfigError(f"unknown config section {key!r}{_suggest(key, known)}")
+      _merge(cfg, v, key + ".")
+    else:
+      _set(cfg, key, v)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+  """``"a.b=value"`` -> ``("a.b", value)``, the value parsed as TOML."""
+  if "=" not in text:
+    raise ConfigError(f"--set {text!r}: expected key=value, e.g. train.epochs=5")
+  key, raw = text.split("=", 1)
+  key, raw = key.strip(), raw.strip()
+  try:
+    value = tomllib.loads(f"v = {raw}")["v"]
+  except tomllib.TOMLDecodeError:
+    value = raw
+  return key, value
+
+
+def validate(cfg: dict) -> dict:
+  """Range and choice checks; returns ``cfg``."""
+  flat = flatten(cfg)
+  for key, options in CHOICES.items():
+    if flat[key] not in options:
+      raise ConfigError(f"config key {key!r} = {flat[key]!r}; expected one of "
+                        f"{', '.join(options)}")
+  for key, lo, hi, inclusive in RANGES:
+    if key not in flat:
+      continue
+    v = flat[key]
+    too_low = lo is not None and (v < lo if inclusive else v <= lo)
+    too_high = hi is not None and v > hi
+    if key == "model.mlp.dropout" or key.endswith(".dropout"):
+      too_high = v >= 1.0
+    if too_low or too_high:
+      if hi is None:
+        want = f"{'>=' if inclusive else '>'} {lo}"
+      else:
+        want = f"in [{lo}, {hi}{')' if key.endswith('dropout') else ']'}"
+      raise ConfigError(f"config key {key!r} = {v!r} is out of range; expected {want}")
+  kind = cfg["model"]["kind"]
+  kinds = [k for k in DEFAULTS["model"] if k != "kind"]
+  if kind not in kinds:
+    raise ConfigError(f"config key 'model.kind' = {kind!r}; expected one of "
+                      f"{', '.join(kinds)}")
+  return cfg
+
+
+def from_dict(tree: dict, overrides=()) -> dict:
+  """A config from a nested dict (e.g. a run's ``config.json``), checked."""
+  cfg = copy.deepcopy(DEFAULTS)
+  _merge(cfg, tree)
+  for text in overrides:
+    _set(cfg, *parse_override(text))
+  return validate(cfg)
+
+
+def load(path=None, overrides=()) -> dict:
+  """The resolved config: defaults, then the TOML file, then ``overrides``.
+
+  Args:
+    path: a ``.toml`` file or None for the defaults alone.
+    overrides: ``"key=value"`` strings (the ``--set`` flags).
+  """
+  cfg = copy.deepcopy(DEFAULTS)
+  if path is not None:
+    path = os.fspath(path)
+    if not os.path.exists(path):
+      raise ConfigError(f"config file {path!r} does not exist")
+    try:
+      with open(path, "rb") as f:
+        tree = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+      raise ConfigError(f"config file {path!r} is not valid TOML: {e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+      raise ConfigError(f"config file {path!r} cannot be read: {e}") from None
+    _merge(cfg, tree)
+    if not cfg["name"]:
+      cfg["name"] = os.path.splitext(os.path.basename(path))[0]
+  for text in overrides:
+    _set(cfg, *parse_override(text))
+  if not cfg["name"]:
+    cfg["name"] = "default"
+  return validate(cfg)
+
+
+def to_json(cfg: dict) -> str:
+  return json.dumps(cfg, indent=2, sort_keys=True)
+
+
+def markdown_table() -> str:
+  """Every key, its default and its doc line, as a Markdown table."""
+  rows = ["| key | default | meaning |", "| --- | --- | --- |"]
+  for key, default in flatten(DEFAULTS).items():
+    rows.append(f"| `{key}` | `{json.dumps(default)}` | {DOCS.get(key, '')} |")
+  return "\n".join(rows)

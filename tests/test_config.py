@@ -1,0 +1,102 @@
+"""Config loading: defaults, TOML, --set with type checks, one-line errors.
+
+In-process through ``funcnet.cli.main`` (the same code the console script
+runs), so each case costs no JAX compilation."""
+
+import json
+
+import pytest
+
+from funcnet import cli, config
+from funcnet.errors import ConfigError
+
+
+def test_every_default_key_is_documented():
+  assert set(config.flatten(config.DEFAULTS)) <= set(config.DOCS)
+
+
+def test_configs_readme_lists_every_key():
+  readme = open("configs/README.md").read()
+  for key in config.flatten(config.DEFAULTS):
+    assert f"`{key}`" in readme, key
+
+
+def test_file_then_overrides(tmp_path):
+  p = tmp_path / "c.toml"
+  p.write_text('[train]\nepochs = 7\n[model.mlp]\nhidden = [5, 6]\n')
+  cfg = config.load(p, ["optimizer.learning_rate=0.5", "optimizer.name=sgd",
+                        "model.mlp.hidden=[9]", "train.grads=manual"])
+  assert cfg["name"] == "c"
+  assert cfg["train"]["epochs"] == 7
+  assert cfg["model"]["mlp"]["hidden"] == [9]
+  assert cfg["optimizer"]["learning_rate"] == 0.5
+  assert cfg["optimizer"]["name"] == "sgd"
+  assert cfg["train"]["grads"] == "manual"
+  # Untouched keys keep their defaults.
+  assert cfg["train"]["batch_size"] == config.DEFAULTS["train"]["batch_size"]
+
+
+def test_ints_are_accepted_for_floats_not_the_reverse():
+  assert config.load(None, ["optimizer.learning_rate=1"])["optimizer"]["learning_rate"] == 1.0
+  with pytest.raises(ConfigError, match="expected an integer"):
+    config.load(None, ["train.epochs=2.5"])
+
+
+def test_round_trip_through_json():
+  cfg = config.load(None, ["train.epochs=3"])
+  assert config.from_dict(json.loads(config.to_json(cfg))) == cfg
+
+
+BAD = [
+    (["train.epoch=5"], r"unknown config key 'train.epoch'; did you mean 'train.epochs'\?"),
+    (["optimizer.lerning_rate=0.1"], "did you mean 'optimizer.learning_rate'"),
+    (["train.epochs=many"], r"'train.epochs' = 'many' is a string; expected an integer"),
+    (["optimizer.learning_rate=-0.1"], r"'optimizer.learning_rate' = -0.1 is out of range; expected > 0"),
+    (["train.batch_size=0"], r"'train.batch_size' = 0 is out of range; expected >= 1"),
+    (["train.batch_size=100000"], "larger than the 1437 training examples"),
+    (["model.mlp.activation=rleu"], r"unknown activation 'rleu'; expected one of: .*relu"),
+    (["train.loss=hinge"], "unknown loss 'hinge'"),
+    (["optimizer.name=adamm"], r"'optimizer.name' = 'adamm'; expected one of .*adam"),
+    (["data.name=mnist"], "unknown dataset 'mnist'"),
+    (["data.name=missing.npz"], "missing.npz"),
+    (["train.grads=symbolic"], "expected one of manual, autodiff"),
+    (["model.mlp.dropout=1.0"], r"'model.mlp.dropout' = 1.0 is out of range"),
+    (["train.loss=mse"], "does not suit the classification data"),
+    (["schedule.name=cosine"], "expected one of"),
+    (["model.kind=resnet"], "'model.kind' = 'resnet'"),
+    (["nonsense"], "expected key=value"),
+]
+
+
+@pytest.mark.parametrize("overrides, message", BAD)
+def test_bad_config_is_one_line_and_status_2(overrides, message, capsys, tmp_path):
+  argv = ["train", "--out", str(tmp_path / "run")]
+  for o in overrides:
+    argv += ["--set", o]
+  assert cli.main(argv) == 2
+  err = capsys.readouterr().err
+  assert err.startswith("funcnet: error: ")
+  assert err.count("\n") == 1, err
+  import re
+  assert re.search(message, err), err
+
+
+def test_missing_and_broken_config_files(capsys, tmp_path):
+  assert cli.main(["train", "--config", str(tmp_path / "nope.toml")]) == 2
+  assert "does not exist" in capsys.readouterr().err
+  bad = tmp_path / "bad.toml"
+  bad.write_text("[train\nepochs = 3")
+  assert cli.main(["train", "--config", str(bad)]) == 2
+  assert "is not valid TOML" in capsys.readouterr().err
+  wrong = tmp_path / "wrong.toml"
+  wrong.write_text("[trian]\nepochs = 3\n")
+  assert cli.main(["train", "--config", str(wrong)]) == 2
+  assert "unknown config section 'trian'; did you mean 'train" in capsys.readouterr().err
+
+
+def test_shipped_configs_load():
+  import glob
+  paths = sorted(glob.glob("configs/*.toml"))
+  assert len(paths) >= 4
+  for p in paths:
+    config.load(p)
