@@ -1,0 +1,169 @@
+"""A convolutional classifier over 1-D signals or 2-D images, as pure functions.
+
+For ``channels = [c_1, ..., c_K]`` and dense widths ``hidden = [n_1, ...,
+n_J]`` the network is (channels-last, batch leading, ``a_0 = x``):
+
+  a_k = pool(f(conv(a_{k-1}; W_k, b_k)))    W_k: (*kernel, c_{k-1}, c_k), b_k: (c_k,)
+                                             a_k: (m, *spatial_k, c_k),  k = 1..K
+  h_0 = global_avg_pool(a_K)  (m, c_K)   or  flatten(a_K)  (m, prod(spatial_K) c_K)
+  h_j = f(drop(h_{j-1}) @ V_j + d_j)         h_j: (m, n_j),  j = 1..J
+  z   = drop(h_J) @ V_out + d_out            z: (m, n_classes), output softmax
+
+``f`` is ``activation``; ``pool`` is a non-overlapping max (or average)
+pool of width ``pool`` on every spatial axis (``pool=1``: none); ``drop``
+is inverted dropout, applied only when ``logits`` gets a key.
+
+The input's per-example shape decides the convolution:
+
+  ``(L,)``      a 1-D signal of one channel (given its channel axis inside);
+  ``(L, C)``    a 1-D signal of C channels   (pass ``conv_dims=1``);
+  ``(H, W)``    a 2-D image of one channel;
+  ``(H, W, C)`` a 2-D image of C channels.
+
+A flat dataset of images (e.g. ``digits``, ``(m, 64)``) keeps
+``in_shape=(64,)`` and passes ``image_shape=(8, 8)``; ``logits`` reshapes
+each row to the image first.
+
+Params: ``{"conv": [{"W", "b"}] * K, "dense": [{"W", "b"}] * (J + 1)}``.
+"""
+
+import math
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from funcnet import initializers, layers
+from funcnet.errors import ShapeError
+from funcnet.model import Model, check_input
+
+
+def cnn(in_shape, n_classes: int, channels: Sequence[int] = (8, 16),
+        kernel_size: int = 3, stride: int = 1, padding: str = "SAME",
+        pool: int = 2, pool_type: str = "max", global_pool: bool = True,
+        hidden: Sequence[int] = (), activation: str = "relu",
+        dropout: float = 0.0, init: str = "he",
+        image_shape: Optional[Sequence[int]] = None,
+        conv_dims: Optional[int] = None) -> Model:
+  """A CNN classifier.
+
+  Args:
+    in_shape: the shape of one example as it arrives (see the module doc).
+    n_classes: the number of outputs.
+    channels: output channels of each conv layer, at least one layer.
+    kernel_size: the kernel width on every spatial axis of every conv layer.
+    stride: the conv stride on every spatial axis.
+    padding: ``"SAME"`` or ``"VALID"``, for the convs.
+    pool: the pooling window (and stride) after each conv layer; 1 = none.
+    pool_type: ``"max"`` or ``"avg"``.
+    global_pool: average the last feature map over space (else flatten it).
+    hidden: widths of dense layers between the features and the output.
+    activation: the hidden activation, by name.
+    dropout: the probability of dropping an input of each dense layer.
+    init: the initialiser of every ``W`` (``"he"`` suits relu).
+    image_shape: reshape each flat example to this shape before the convs;
+      its size must equal that of ``in_shape``.
+    conv_dims: 1 or 2 spatial axes; by default 1 for ``(L,)``, else 2.
+
+  Returns:
+    A :class:`funcnet.model.Model` with output activation ``softmax``.
+
+  Raises:
+    ConfigError: a non-positive size, an unknown padding or pool type, a
+      dropout outside [0, 1).
+    ShapeError: shapes that do not fit (a kernel or pool larger than the
+      feature map, an ``image_shape`` of the wrong size).
+
+  Example:
+    >>> model = cnn((64,), 10, image_shape=(8, 8), channels=(8,))
+    >>> params = model.init(jax.random.key(0))
+    >>> model.apply(params, jnp.zeros((5, 64))).shape
+    (5, 10)
+  """
+  in_shape = layers.require_sizes("in_shape", in_shape)
+  n_classes = layers.require_positive("n_classes", n_classes)
+  channels = list(layers.require_sizes("channels", channels))
+  kernel_size = layers.require_positive("kernel_size", kernel_size)
+  stride = layers.require_positive("stride", stride)
+  padding = layers.require_choice("padding", str(padding).upper(),
+                                  layers.PADDINGS)
+  pool = 1 if pool is None else layers.require_positive("pool", pool)
+  pool_type = layers.require_choice("pool_type", pool_type, ("max", "avg"))
+  hidden = list(layers.require_sizes("hidden", hidden, empty_ok=True))
+  act = layers.hidden_activation(activation)
+  dropout = layers.require_rate("dropout", dropout)
+  initializers.get(init)
+
+  shape = in_shape
+  if image_shape is not None:
+    image_shape = layers.require_sizes("image_shape", image_shape)
+    if math.prod(image_shape) != math.prod(in_shape):
+      raise ShapeError(
+          f"image_shape {list(image_shape)} holds {math.prod(image_shape)} "
+          f"values but in_shape {list(in_shape)} holds {math.prod(in_shape)}; "
+          "expected the same number")
+    shape = image_shape
+  if conv_dims is None:
+    conv_dims = 1 if len(shape) == 1 else 2
+  conv_dims = layers.require_choice("conv_dims", conv_dims, (1, 2))
+  if len(shape) not in (conv_dims, conv_dims + 1):
+    raise ShapeError(
+        f"an example of shape {list(shape)} cannot feed {conv_dims}-D convs; "
+        f"expected {conv_dims} spatial axes and optionally a channel axis")
+  add_channel = len(shape) == conv_dims
+  c_in = 1 if add_channel else shape[-1]
+
+  # Follow the feature map through the layers now, so a kernel or pool that
+  # does not fit is reported at build time rather than as an XLA error.
+  spatial = list(shape[:conv_dims])
+  for l in range(len(channels)):
+    if padding == "VALID" and kernel_size > min(spatial):
+      raise ShapeError(
+          f"conv layer {l + 1}: kernel_size {kernel_size} is larger than its "
+          f"input {spatial} with padding 'VALID'; expected kernel_size <= "
+          f"{min(spatial)} or padding 'SAME'")
+    spatial = [layers.out_size(n, kernel_size, stride, padding) for n in spatial]
+    if pool > min(spatial):
+      raise ShapeError(
+          f"conv layer {l + 1}: pool {pool} is larger than its feature map "
+          f"{spatial}; expected pool <= {min(spatial)}, fewer layers or a "
+          "smaller stride")
+    spatial = [layers.out_size(n, pool, pool, "VALID") for n in spatial]
+  n_features = channels[-1] * (1 if global_pool else math.prod(spatial))
+  widths = [n_features] + hidden + [n_classes]
+  pool_fn = layers.max_pool if pool_type == "max" else layers.avg_pool
+
+  def init_fn(key, dtype=jnp.float32):
+    keys = jax.random.split(key, len(channels) + len(widths) - 1)
+    convs = [layers.conv_init(k, (kernel_size,) * conv_dims, c0, c1, dtype, init)
+             for k, c0, c1 in zip(keys, [c_in] + channels[:-1], channels)]
+    denses = [layers.dense_init(k, n0, n1, dtype, init)
+              for k, n0, n1 in zip(keys[len(channels):], widths[:-1],
+                                   widths[1:])]
+    return {"conv": convs, "dense": denses}
+
+  def logits_fn(params, x, key=None):
+    check_input(x, in_shape, "cnn")
+    a = jnp.reshape(x, (x.shape[0],) + tuple(shape))
+    if add_channel:
+      a = a[..., None]
+    for p in params["conv"]:
+      a = act.f(layers.conv(p, a, stride, padding))
+      if pool > 1:
+        a = pool_fn(a, pool)
+    h = layers.global_avg_pool(a) if global_pool else a.reshape(a.shape[0], -1)
+    keys = ([None] * len(params["dense"]) if key is None
+            else jax.random.split(key, len(params["dense"])))
+    for p, k in zip(params["dense"][:-1], keys):
+      h = act.f(layers.dense(p, layers.dropout(h, dropout, k)))
+    return layers.dense(params["dense"][-1], layers.dropout(h, dropout, keys[-1]))
+
+  spec = {"kind": "cnn", "in_shape": list(in_shape), "n_classes": n_classes,
+          "channels": channels, "kernel_size": kernel_size, "stride": stride,
+          "padding": padding, "pool": pool, "pool_type": pool_type,
+          "global_pool": bool(global_pool), "hidden": hidden,
+          "activation": act.name, "dropout": dropout, "init": init,
+          "image_shape": None if image_shape is None else list(image_shape),
+          "conv_dims": conv_dims,
+          "kinked": act.kink or (pool > 1 and pool_type == "max")}
+  return Model(init_fn, logits_fn, "softmax", in_shape, n_classes, spec)

@@ -1,0 +1,159 @@
+"""Rating predictors for (user, item) pairs: matrix factorisation and NCF.
+
+An example is a pair of integer ids ``x[i] = (u, i)`` (``x: (m, 2)``); the
+output is a predicted rating ``z: (m, 1)`` with identity output, trained
+with the ``"mse"`` loss (``0.5 (r_hat - r)^2`` per example, see
+:mod:`funcnet.losses`).
+
+``matrix_factorization`` (Koren, Bell & Volinsky 2009):
+
+  r_hat_ui = mu + b_u + b_i + p_u . q_i
+           mu: ()  b: (n_users,), (n_items,)  P: (n_users, k)  Q: (n_items, k)
+
+``ncf`` (neural collaborative filtering, the MLP branch of He et al. 2017):
+
+  h_0 = [p_u, q_i]                         (m, 2 e)
+  h_j = f(h_{j-1} @ W_j + b_j)             (m, n_j)
+  r_hat = mu + drop(h_J) @ W_out + b_out   (m, 1)
+
+The global mean ``mu`` is a *learned* scalar param initialised to the
+``global_mean`` argument (default 0). Passing the training ratings' mean
+starts the model at the best constant predictor, so the rest only learns
+deviations; leaving it learned costs one parameter and lets the default of
+0 still work.
+
+Ids are checked against ``n_users``/``n_items`` whenever ``x`` is concrete
+(outside ``jit``), since JAX would silently clamp an out-of-range index.
+Float arrays holding whole numbers are accepted and cast to ids.
+"""
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from funcnet import initializers, layers
+from funcnet.errors import ShapeError
+from funcnet.model import Model, check_input
+
+
+def _ids(x, n_users, n_items, what):
+  check_input(x, (2,), what)
+  if not isinstance(x, jax.core.Tracer):
+    xn = np.asarray(x)
+    if xn.size and (not np.all(xn == np.round(xn))):
+      raise ShapeError(f"{what} ids must be whole numbers; got {xn.dtype} "
+                       "values with fractions")
+    for col, name, n in ((0, "user", n_users), (1, "item", n_items)):
+      if xn.size and (xn[:, col].min() < 0 or xn[:, col].max() >= n):
+        raise ShapeError(
+            f"{name} ids range over [{int(xn[:, col].min())}, "
+            f"{int(xn[:, col].max())}]; expected ids in [0, {n - 1}]")
+  ids = jnp.asarray(x).astype(jnp.int32)
+  return ids[:, 0], ids[:, 1]
+
+
+def matrix_factorization(n_users: int, n_items: int, rank: int = 8,
+                         init_scale: float = 0.1,
+                         global_mean: float = 0.0) -> Model:
+  """Biased matrix factorisation.
+
+  Args:
+    n_users, n_items: the number of distinct ids of each kind.
+    rank: ``k``, the width of the user and item factors.
+    init_scale: factors start as ``N(0, init_scale^2)``; biases at 0.
+    global_mean: the starting value of the learned ``mu``.
+
+  Returns:
+    A :class:`funcnet.model.Model` with ``in_shape (2,)``, ``n_out 1``,
+    identity output, params ``{"mu": (), "b_user": (n_users,),
+    "b_item": (n_items,), "P": (n_users, k), "Q": (n_items, k)}``.
+
+  Example:
+    >>> model = matrix_factorization(100, 50, rank=4, global_mean=3.5)
+    >>> x = jnp.array([[0, 1], [99, 49]])
+    >>> model.apply(model.init(jax.random.key(0)), x).shape
+    (2, 1)
+  """
+  n_users = layers.require_positive("n_users", n_users)
+  n_items = layers.require_positive("n_items", n_items)
+  rank = layers.require_positive("rank", rank)
+  init_scale, global_mean = float(init_scale), float(global_mean)
+
+  def init_fn(key, dtype=jnp.float32):
+    k_p, k_q = jax.random.split(key)
+    return {"mu": jnp.asarray(global_mean, dtype),
+            "b_user": jnp.zeros((n_users,), dtype),
+            "b_item": jnp.zeros((n_items,), dtype),
+            "P": init_scale * jax.random.normal(k_p, (n_users, rank), dtype),
+            "Q": init_scale * jax.random.normal(k_q, (n_items, rank), dtype)}
+
+  def logits_fn(params, x, key=None):
+    del key  # no randomness in the forward pass
+    u, i = _ids(x, n_users, n_items, "mf")
+    r = (params["mu"] + params["b_user"][u] + params["b_item"][i]
+         + jnp.sum(params["P"][u] * params["Q"][i], axis=-1))
+    return r[:, None]
+
+  spec = {"kind": "mf", "n_users": n_users, "n_items": n_items, "rank": rank,
+          "init_scale": init_scale, "global_mean": global_mean,
+          "kinked": False}
+  return Model(init_fn, logits_fn, "identity", (2,), 1, spec)
+
+
+def ncf(n_users: int, n_items: int, embed: int = 8,
+        hidden: Sequence[int] = (16, 8), activation: str = "relu",
+        dropout: float = 0.0, init: str = "he", init_scale: float = 0.1,
+        global_mean: float = 0.0) -> Model:
+  """Neural collaborative filtering: embeddings, concatenated, through an MLP.
+
+  Args:
+    n_users, n_items: the number of distinct ids of each kind.
+    embed: ``e``, the width of each embedding.
+    hidden: widths of the MLP's hidden layers (may be empty).
+    activation: the hidden activation, by name.
+    dropout: the probability of dropping a unit of the last hidden layer.
+    init: the initialiser of the MLP's weights.
+    init_scale: embeddings start as ``N(0, init_scale^2)``.
+    global_mean: the starting value of the learned ``mu``.
+
+  Returns:
+    A :class:`funcnet.model.Model` with ``in_shape (2,)``, ``n_out 1``,
+    identity output, params ``{"mu": (), "user": {"E": (n_users, e)},
+    "item": {"E": (n_items, e)}, "mlp": [{"W", "b"}, ...]}``.
+  """
+  n_users = layers.require_positive("n_users", n_users)
+  n_items = layers.require_positive("n_items", n_items)
+  embed = layers.require_positive("embed", embed)
+  hidden = list(layers.require_sizes("hidden", hidden, empty_ok=True))
+  act = layers.hidden_activation(activation)
+  dropout = layers.require_rate("dropout", dropout)
+  initializers.get(init)
+  init_scale, global_mean = float(init_scale), float(global_mean)
+  widths = [2 * embed] + hidden + [1]
+
+  def init_fn(key, dtype=jnp.float32):
+    k_user, k_item, *k_mlp = jax.random.split(key, 2 + len(widths) - 1)
+    return {"mu": jnp.asarray(global_mean, dtype),
+            "user": layers.embedding_init(k_user, n_users, embed, dtype,
+                                          init_scale),
+            "item": layers.embedding_init(k_item, n_items, embed, dtype,
+                                          init_scale),
+            "mlp": [layers.dense_init(k, n0, n1, dtype, init)
+                    for k, n0, n1 in zip(k_mlp, widths[:-1], widths[1:])]}
+
+  def logits_fn(params, x, key=None):
+    u, i = _ids(x, n_users, n_items, "ncf")
+    h = jnp.concatenate([layers.embed(params["user"], u),
+                         layers.embed(params["item"], i)], axis=-1)
+    for p in params["mlp"][:-1]:
+      h = act.f(layers.dense(p, h))
+    h = layers.dropout(h, dropout, key)
+    return params["mu"] + layers.dense(params["mlp"][-1], h)
+
+  spec = {"kind": "ncf", "n_users": n_users, "n_items": n_items,
+          "embed": embed, "hidden": hidden, "activation": act.name,
+          "dropout": dropout, "init": init, "init_scale": init_scale,
+          "global_mean": global_mean, "kinked": act.kink}
+  return Model(init_fn, logits_fn, "identity", (2,), 1, spec)
