@@ -168,7 +168,6 @@ def compare(model: Model, loss, params, x, y, *, eps: float = 1e-6,
         and len(params) > 1
     kinked_other = not manual_ok and bool(model.spec.get("kinked", False))
 
-    @jax.jit
     def probe(theta):
       p = unravel(theta)
       c = loss_of(p, x, y)
@@ -177,26 +176,38 @@ def compare(model: Model, loss, params, x, y, *, eps: float = 1e-6,
         return c, jnp.concatenate([s.ravel() for s in signs])
       return c, jnp.zeros((0,))
 
-    probes = jax.vmap(probe)
+    # One compiled function for every array: it takes a fixed-length vector
+    # of flat indices and a step, and evaluates the loss at each perturbed
+    # point one after another (lax.map), so memory stays at one copy of the
+    # params however large the model.
+    @jax.jit
+    def shifted(idx, h):
+      return jax.lax.map(lambda i: probe(flat.at[i].add(h)), idx)
+
+    c0 = jax.jit(loss_of)(params, x, y) if kinked_other else None
     rows, offset = [], 0
-    keys = jax.random.split(key, len(leaves_p))
+    # Entry choice: one integer seed per array from the key, then numpy's
+    # generator (jax.random.choice would compile once per array size).
+    seeds = np.asarray(jax.random.randint(key, (len(leaves_p),), 0, 2**31 - 1))
     for i, (path, leaf) in enumerate(leaves_p):
       size = int(np.prod(leaf.shape))
       if size <= max_entries:
         idx = np.arange(size)
       else:
-        idx = np.sort(np.asarray(jax.random.choice(
-            keys[i], size, (max_entries,), replace=False)))
-      basis = jnp.zeros((len(idx), flat.size), flat.dtype).at[
-          jnp.arange(len(idx)), offset + idx].set(1.0)
-      c_plus, s_plus = probes(flat + eps * basis)
-      c_minus, s_minus = probes(flat - eps * basis)
+        idx = np.sort(np.random.default_rng(int(seeds[i])).choice(
+            size, max_entries, replace=False))
+      # Pad to max_entries so every array reuses the one compiled `shifted`.
+      padded = np.full(max_entries, offset + (idx[-1] if len(idx) else 0))
+      padded[:len(idx)] = offset + idx
+      c_plus, s_plus = shifted(padded, eps)
+      c_minus, s_minus = shifted(padded, -eps)
+      k = len(idx)
+      c_plus, c_minus = c_plus[:k], c_minus[:k]
       fd = np.asarray((c_plus - c_minus) / (2 * eps))
-      keep = np.ones(len(idx), bool)
+      keep = np.ones(k, bool)
       if kinked_mlp:
-        keep = np.asarray(jnp.all(s_plus == s_minus, axis=1))
+        keep = np.asarray(jnp.all(s_plus[:k] == s_minus[:k], axis=1))
       elif kinked_other:
-        c0 = loss_of(params, x, y)
         fwd = np.asarray((c_plus - c0) / eps)
         bwd = np.asarray((c0 - c_minus) / eps)
         keep = np.abs(fwd - bwd) <= kink_tol * np.maximum(np.abs(fd), 1e-8)
