@@ -48,6 +48,8 @@ DEFAULTS: dict = {
         "patience": 0,
         "eval_every": 1,
         "dtype": "float32",
+        "compute_dtype": "same",
+        "accumulate": 1,
         "compare_grads": False,
     },
     "optimizer": {
@@ -77,6 +79,15 @@ DEFAULTS: dict = {
         "keep_checkpoints": 3,
         "plots": True,
         "progress": "auto",
+        "checkpoint_dir": "",
+    },
+    "parallel": {
+        "devices": 0,
+        "fsdp": 1,
+        "fsdp_min_size": 1024,
+        "heartbeat_timeout": 60,
+        "shutdown_timeout": 120,
+        "init_timeout": 300,
     },
 }
 
@@ -88,7 +99,7 @@ DOCS: dict = {
     "data.label": "for .csv files: the label column's name (every other column is a feature)",
     "data.task": "for files: classification | regression | ratings (built-in sets know theirs)",
     "data.standardize": "standardise inputs with the training split's mean and std",
-    "model.kind": "which model: mlp (more kinds in [model.<kind>] tables)",
+    "model.kind": "which model: mlp | cnn | rnn | gru | transformer | mf | ncf (each has its [model.<kind>] table)",
     "model.mlp.hidden": "hidden layer widths; input and output widths come from the data",
     "model.mlp.activation": "hidden activation: identity, sigmoid, tanh, relu, leaky_relu, elu, softplus, gelu, silu",
     "model.mlp.output_activation": "output activation: identity, sigmoid, softmax, ... (must suit the loss)",
@@ -101,6 +112,8 @@ DOCS: dict = {
     "train.patience": "early stopping: evaluations without held-out improvement before stopping (0: off)",
     "train.eval_every": "evaluate on the held-out split every this many epochs",
     "train.dtype": "parameter and input dtype: float32 | float64 (float64 needs JAX_ENABLE_X64=1)",
+    "train.compute_dtype": "forward/backward dtype: same (as train.dtype) | bfloat16 (params, optimizer state and gradients stay train.dtype; logits cast back before the loss) | float32",
+    "train.accumulate": "micro-batches per step: the step's gradient is their mean (same as the whole batch's, less memory); must divide train.batch_size",
     "train.compare_grads": "also train with the other gradient source from the same seed and record the parameter difference",
     "optimizer.name": "sgd | momentum | nesterov | adagrad | rmsprop | adam | adamw",
     "optimizer.impl": "funcnet (the update rules written out here) | optax (the production library)",
@@ -124,12 +137,20 @@ DOCS: dict = {
     "run.keep_checkpoints": "how many of the latest checkpoints to keep",
     "run.plots": "write loss/accuracy and gradient-norm plots as PNG",
     "run.progress": "auto (a bar on a terminal) | always | never",
+    "run.checkpoint_dir": "where checkpoints go (default: <run folder>/checkpoints); on several hosts a folder they all see, e.g. gs://bucket/run",
+    "parallel.devices": "devices to train on: 0 = every device of every process (data parallel when more than one), 1 = the single-device path, N = the first N (one process)",
+    "parallel.fsdp": "devices along the fsdp mesh axis that split params and optimizer state (1: replicate them); must divide the device count",
+    "parallel.fsdp_min_size": "arrays with fewer entries stay replicated under fsdp",
+    "parallel.heartbeat_timeout": "several processes: seconds without a heartbeat after which a process counts as dead and the others stop",
+    "parallel.shutdown_timeout": "several processes: seconds a finished process waits for the others at exit",
+    "parallel.init_timeout": "several processes: seconds to wait for every process to join",
 }
 
 CHOICES = {
     "data.task": ("classification", "regression", "ratings"),
     "train.grads": ("manual", "autodiff"),
     "train.dtype": ("float32", "float64"),
+    "train.compute_dtype": ("same", "float32", "bfloat16"),
     "optimizer.impl": ("funcnet", "optax"),
     "run.progress": ("auto", "always", "never"),
 }
@@ -150,6 +171,12 @@ RANGES = [
     ("schedule.alpha", 0.0, 1.0, True),
     ("run.checkpoint_every", 1, None, True), ("run.keep_checkpoints", 1, None, True),
     ("model.mlp.dropout", 0.0, 1.0, True),
+    ("train.accumulate", 1, None, True),
+    ("parallel.devices", 0, None, True), ("parallel.fsdp", 1, None, True),
+    ("parallel.fsdp_min_size", 0, None, True),
+    ("parallel.heartbeat_timeout", 1, None, True),
+    ("parallel.shutdown_timeout", 1, None, True),
+    ("parallel.init_timeout", 1, None, True),
 ]
 
 
@@ -159,6 +186,74 @@ def register_model(kind: str, defaults: dict, docs: dict, ranges=()) -> None:
   for k, v in docs.items():
     DOCS[f"model.{kind}.{k}"] = v
   RANGES.extend((f"model.{kind}.{k}", lo, hi, inc) for k, lo, hi, inc in ranges)
+
+
+# The application models' tables (funcnet/models). Input shape, class count,
+# user/item counts and the ratings mean come from the data, not the config.
+_DROPOUT = [("dropout", 0.0, 1.0, True)]
+register_model("cnn", {
+    "channels": [8, 16], "kernel_size": 3, "stride": 1, "padding": "SAME",
+    "pool": 2, "pool_type": "max", "global_pool": True, "hidden": [],
+    "activation": "relu", "dropout": 0.0, "init": "he", "image_shape": [],
+    "conv_dims": 0,
+}, {
+    "channels": "output channels of each convolution layer",
+    "kernel_size": "convolution kernel width (and height in 2-D)",
+    "stride": "convolution stride",
+    "padding": "SAME | VALID",
+    "pool": "pooling window and stride after each convolution (1: none)",
+    "pool_type": "max | avg",
+    "global_pool": "average over the remaining positions before the head (else flatten)",
+    "hidden": "widths of dense layers between the convolutions and the output",
+    "activation": "activation after each convolution and dense layer",
+    "dropout": "dropout before each dense layer, in [0, 1)",
+    "init": "weight initialiser: normal | xavier | he",
+    "image_shape": "reshape flat inputs to this (e.g. [8, 8] for digits); [] keeps them",
+    "conv_dims": "1 or 2 to force 1-D/2-D convolutions; 0 infers from the input shape",
+}, _DROPOUT + [("kernel_size", 1, None, True), ("stride", 1, None, True),
+               ("pool", 1, None, True)])
+_RNN = {"hidden": 32, "bidirectional": False, "input_features": 1,
+        "dropout": 0.0, "init": "xavier"}
+_RNN_DOCS = {
+    "hidden": "hidden state width",
+    "bidirectional": "also read the sequence backwards and concatenate the final states",
+    "input_features": "values per time step (a length-40 signal with 1 is 40 steps)",
+    "dropout": "dropout on the final state, in [0, 1)",
+    "init": "weight initialiser: normal | xavier | he",
+}
+register_model("rnn", dict(_RNN), {k: "vanilla tanh RNN: " + v for k, v in _RNN_DOCS.items()},
+               _DROPOUT + [("hidden", 1, None, True), ("input_features", 1, None, True)])
+register_model("gru", dict(_RNN), {k: "GRU: " + v for k, v in _RNN_DOCS.items()},
+               _DROPOUT + [("hidden", 1, None, True), ("input_features", 1, None, True)])
+register_model("transformer", {
+    "d_model": 32, "n_heads": 4, "n_layers": 2, "d_ff": 64, "dropout": 0.0,
+    "pos": "learned", "patch": 1, "pool": "mean", "init": "xavier",
+}, {
+    "d_model": "token width",
+    "n_heads": "attention heads (must divide d_model)",
+    "n_layers": "pre-LN encoder blocks",
+    "d_ff": "hidden width of each block's MLP",
+    "dropout": "dropout in the blocks, in [0, 1)",
+    "pos": "learned | sinusoidal positional embeddings",
+    "patch": "consecutive input values per token",
+    "pool": "mean | cls: how tokens become one vector for the head",
+    "init": "weight initialiser: normal | xavier | he",
+}, _DROPOUT + [("d_model", 1, None, True), ("n_heads", 1, None, True),
+               ("n_layers", 1, None, True), ("d_ff", 1, None, True),
+               ("patch", 1, None, True)])
+register_model("mf", {"rank": 8, "init_scale": 0.1}, {
+    "rank": "latent factors per user and item: r = mu + b_u + b_i + p_u . q_i",
+    "init_scale": "std of the initial factors",
+}, [("rank", 1, None, True), ("init_scale", 0.0, None, False)])
+register_model("ncf", {"embed": 8, "hidden": [16, 8], "activation": "relu",
+                       "dropout": 0.0, "init": "he", "init_scale": 0.1}, {
+    "embed": "embedding width of users and of items",
+    "hidden": "MLP widths after concatenating the two embeddings",
+    "activation": "MLP activation",
+    "dropout": "dropout in the MLP, in [0, 1)",
+    "init": "MLP weight initialiser: normal | xavier | he",
+    "init_scale": "std of the initial embeddings",
+}, _DROPOUT + [("embed", 1, None, True), ("init_scale", 0.0, None, False)])
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcnet import checkpoints, config as config_lib, data, optimizers
-from funcnet import losses, plots, schedules, train
+from funcnet import losses, parallel, plots, schedules, train
 from funcnet.errors import ConfigError, DivergenceError
 from funcnet.mlp import mlp
 from funcnet.progress import Progress
@@ -71,7 +71,21 @@ def build_model(cfg, ds):
                output_activation=m["output_activation"], init=m["init"],
                dropout=m["dropout"])
   from funcnet import models  # the application models (CNN, RNN, ...)
-  return models.from_config(kind, m, ds)
+  kwargs = dict(m)
+  if kind in ("mf", "ncf"):
+    if ds.task != "ratings":
+      raise ConfigError(f"model.kind = {kind!r} needs ratings data; "
+                        f"{ds.name!r} is {ds.task}")
+    return models.MODELS[kind](
+        n_users=ds.info["n_users"], n_items=ds.info["n_items"],
+        global_mean=float(np.mean(ds.y_train)), **kwargs)
+  if ds.task != "classification":
+    raise ConfigError(f"model.kind = {kind!r} is a classifier; {ds.name!r} "
+                      f"is {ds.task} data; expected a classification dataset")
+  if kind == "cnn":
+    kwargs["image_shape"] = tuple(kwargs["image_shape"]) or None
+    kwargs["conv_dims"] = kwargs["conv_dims"] or None
+  return models.MODELS[kind](data.in_shape(ds), n_outputs(cfg, ds), **kwargs)
 
 
 def build_schedule(cfg):
@@ -129,6 +143,10 @@ def check(cfg, ds, model) -> None:
     raise ConfigError(f"config key 'train.grads' = 'manual' needs model.kind = "
                       f"'mlp' (hand-written backprop); got {model.kind!r}; "
                       "expected 'autodiff'")
+  if t["batch_size"] % t["accumulate"]:
+    raise ConfigError(f"config key 'train.accumulate' = {t['accumulate']} does "
+                      f"not divide train.batch_size = {t['batch_size']}; "
+                      "expected equal micro-batches")
   if t["dtype"] == "float64" and not jax.config.jax_enable_x64:
     raise ConfigError("config key 'train.dtype' = 'float64' needs 64-bit JAX; "
                       "expected JAX_ENABLE_X64=1 in the environment")
@@ -147,12 +165,24 @@ class Setup:
     self.loss = cfg["train"]["loss"]
     self.dtype = jnp.dtype(cfg["train"]["dtype"])
     self.key = jax.random.key(cfg["seed"])
+    cd = cfg["train"]["compute_dtype"]
+    # None keeps the plain step (bit-identical to a run without the key).
+    self.compute_dtype = None if cd in ("same", self.dtype.name) else jnp.dtype(cd)
+    # None on one device: the single-device path, unchanged.
+    self.plan = parallel.plan_from_config(cfg)
+    if self.plan is not None:
+      self.plan.check_batch(cfg["train"]["batch_size"], cfg["train"]["accumulate"])
 
   def init_state(self):
-    """Params and optimizer state exactly as ``train.fit`` would make them."""
+    """Params and optimizer state exactly as ``train.fit`` would make them.
+
+    Laid out on the plan's mesh when there is one (so a checkpoint restores
+    straight into that layout).
+    """
     k_init, _ = jax.random.split(self.key)
     params = self.model.init(k_init, self.dtype)
-    return params, self.optimizer.init(params)
+    state = params, self.optimizer.init(params)
+    return state if self.plan is None else self.plan.place(state)
 
   def fit(self, **kwargs):
     t = self.cfg["train"]
@@ -161,7 +191,13 @@ class Setup:
         batch_size=t["batch_size"], key=self.key,
         grads=kwargs.pop("grads", t["grads"]),
         patience=t["patience"] or None, eval_every=t["eval_every"],
-        lr_schedule=self.schedule, dtype=self.dtype, **kwargs)
+        lr_schedule=self.schedule, dtype=self.dtype, plan=self.plan,
+        compute_dtype=self.compute_dtype, accumulate=t["accumulate"], **kwargs)
+
+  def device(self) -> str:
+    """``"cpu"``, or e.g. ``"8 x TPU v4 (mesh data=8 fsdp=1, 2 processes)"``."""
+    return (self.plan.describe() if self.plan is not None
+            else jax.devices()[0].device_kind)
 
 
 def _truncate_metrics(path, last_epoch):
@@ -219,8 +255,13 @@ def default_workdir(cfg) -> str:
 
 
 def train_and_evaluate(cfg, workdir, *, resume=False, progress="auto",
-                       log=print, is_main=True):
+                       log=print, is_main=None):
   """Trains the run ``cfg`` describes into ``workdir``; returns the summary.
+
+  With several processes every process calls this with the same arguments:
+  all of them train and write checkpoints (collectively, each its own
+  shards); only the main process (``is_main``, default: process 0) writes
+  ``config.json``, metrics, plots and the summary, and logs.
 
   Raises:
     ConfigError: a config that does not fit its data, or a workdir that
@@ -228,9 +269,13 @@ def train_and_evaluate(cfg, workdir, *, resume=False, progress="auto",
     DivergenceError: the loss became NaN/inf (exit status 3); the run
       folder keeps its last good checkpoint, metrics, summary and plots.
   """
+  if is_main is None:
+    is_main = parallel.is_main()
+  if not is_main:
+    log, progress = (lambda *a, **k: None), "never"
   setup = Setup(cfg)
   ds, model = setup.ds, setup.model
-  ckpt_dir = os.path.join(workdir, "checkpoints")
+  ckpt_dir = cfg["run"]["checkpoint_dir"] or os.path.join(workdir, "checkpoints")
   has_ckpt = checkpoints.latest_epoch(ckpt_dir) is not None
   if has_ckpt and not resume:
     raise ConfigError(f"run folder {workdir!r} already holds checkpoints; "
@@ -255,7 +300,9 @@ def train_and_evaluate(cfg, workdir, *, resume=False, progress="auto",
   log(f"model  {model.kind} {json.dumps({k: v for k, v in model.spec.items() if k != 'kind'})}")
   log(f"train  {t['epochs']} epochs x {steps_per_epoch} steps, "
       f"{cfg['optimizer']['name']} ({cfg['optimizer']['impl']}), "
-      f"grads {t['grads']}, device {jax.devices()[0].device_kind}")
+      f"grads {t['grads']}, device {setup.device()}"
+      + (f", compute {setup.compute_dtype.name}" if setup.compute_dtype else "")
+      + (f", {t['accumulate']} micro-batches" if t["accumulate"] > 1 else ""))
   bar = Progress(t["epochs"], start, mode=progress)
   saver = checkpoints.Saver(ckpt_dir, cfg["run"]["keep_checkpoints"])
   every = cfg["run"]["checkpoint_every"]
@@ -300,6 +347,8 @@ def train_and_evaluate(cfg, workdir, *, resume=False, progress="auto",
                       if t_timed > 0 and timed else None),
       "wall_time_s": elapsed, "device_kind": jax.devices()[0].device_kind,
       "device_count": jax.device_count(), "task": ds.task,
+      "devices_used": setup.plan.n_devices if setup.plan is not None else 1,
+      "process_count": jax.process_count(), "device": setup.device(),
       "final": {k: v for k, v in final.items() if k != "grad_norms"},
       "best": _best(history, ds.task),
   }
