@@ -221,3 +221,13 @@ def test_errors_are_value_errors_with_one_line():
   with pytest.raises(ValueError) as err:
     model.apply(params, jnp.zeros((2, 7)))
   assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("hidden", HIDDEN)
+def test_manual_equals_autodiff_under_jit(hidden, getkey):
+  for loss, out in [("cross_entropy", "softmax"), ("bce", "sigmoid"), ("mse", "tanh")]:
+    model, params, x, y = _problem(getkey(), 3, loss, out, hidden)
+    g_m = jax.jit(backprop.value_and_grad(model, loss))(params, x, y)[1]
+    g_a = jax.jit(autodiff.value_and_grad(model, loss))(params, x, y)[1]
+    for gm, ga in zip(jax.tree_util.tree_leaves(g_m), jax.tree_util.tree_leaves(g_a)):
+      assert _rel(gm, ga) <= 1e-10
