@@ -27,7 +27,7 @@ from typing import Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from funcnet.errors import unknown, UnknownNameError
+from funcnet.errors import lookup, UnknownNameError
 
 LEAKY_SLOPE = 0.01
 ELU_ALPHA = 1.0
@@ -112,10 +112,7 @@ def get(name: str) -> Activation:
   """The activation called ``name``; an ``UnknownNameError`` names the known ones."""
   if isinstance(name, Activation):
     return name
-  try:
-    return ACTIVATIONS[name]
-  except (KeyError, TypeError):
-    raise unknown("activation", name, ACTIVATIONS) from None
+  return lookup("activation", name, ACTIVATIONS)
 
 
 def names() -> list[str]:

@@ -42,3 +42,11 @@ def unknown(kind: str, name, known) -> UnknownNameError:
   """The error for an unknown ``name`` of ``kind``, listing the known ones."""
   return UnknownNameError(
       f"unknown {kind} {name!r}; expected one of: {', '.join(sorted(known))}")
+
+
+def lookup(kind: str, name, table: dict):
+  """``table[name]``, or the :func:`unknown` error for ``kind`` listing the keys."""
+  try:
+    return table[name]
+  except (KeyError, TypeError):
+    raise unknown(kind, name, table) from None

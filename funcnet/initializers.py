@@ -17,7 +17,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from funcnet.errors import unknown
+from funcnet.errors import lookup
 
 
 def _fans(shape):
@@ -47,10 +47,7 @@ def get(name):
   """The initialiser called ``name``; an ``UnknownNameError`` names the known ones."""
   if callable(name):
     return name
-  try:
-    return INITIALIZERS[name]
-  except (KeyError, TypeError):
-    raise unknown("initializer", name, INITIALIZERS) from None
+  return lookup("initializer", name, INITIALIZERS)
 
 
 def names() -> list[str]:

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcnet import activations
-from funcnet.errors import ShapeError, unknown
+from funcnet.errors import ShapeError, lookup
 
 
 class Loss(NamedTuple):
@@ -91,10 +91,7 @@ def get(name) -> Loss:
   """The loss called ``name``; an ``UnknownNameError`` names the known ones."""
   if isinstance(name, Loss):
     return name
-  try:
-    return LOSSES[name]
-  except (KeyError, TypeError):
-    raise unknown("loss", name, LOSSES) from None
+  return lookup("loss", name, LOSSES)
 
 
 def names() -> list[str]:
