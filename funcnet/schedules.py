@@ -17,12 +17,20 @@ initial rate:
                           eta_t = S(t - W)                    for t >= W
 
 ``step_decay`` and ``exponential_decay`` are optax's ``exponential_decay``
-with and without ``staircase=True``; ``cosine_decay`` is optax's
+with and without ``staircase=True`` (one deliberate difference: the drops
+of ``step_decay`` come from integer division of the count, so they fall
+exactly at multiples of ``s``; optax's ``floor(count / s)`` in floating point
+may be compiled to ``floor(count * (1 / s))``, which drops one step late at
+some multiples, e.g. ``s = 41``); ``cosine_decay`` is optax's
 ``cosine_decay_schedule``; ``warmup`` ramps linearly from ``v_0`` to the
 wrapped schedule's first value ``S(0)`` and then runs ``S`` with its clock
 shifted by ``W``, as ``optax.join_schedules([linear_schedule(v_0, S(0), W),
 S], [W])`` does. ``inverse_time_decay`` has no optax counterpart (it is
 Keras's ``InverseTimeDecay`` without the staircase).
+
+Rates are computed in the default float dtype whatever the count's integer
+dtype (optax's ``exponential_decay`` and ``linear_schedule`` compute in
+float32 for an int32 count even with ``jax_enable_x64`` on).
 
 A schedule's hyperparameters are checked when it is built; a value out of
 range raises :class:`funcnet.errors.ConfigError`, an unknown name in

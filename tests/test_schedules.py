@@ -141,6 +141,21 @@ def test_decays_match_numpy_for_any_hyperparameters(lr, rate, steps):
                                rtol=RTOL, atol=1e-300, err_msg=name)
 
 
+@pytest.mark.parametrize("step_size", [7, 41, 47, 49, 97, 103])
+@pytest.mark.parametrize("dtype", [jnp.int32, jnp.int64])
+def test_step_decay_drops_exactly_at_multiples(step_size, dtype):
+  """Each drop lands on a multiple of ``step_size``, vectorised and jitted.
+
+  (Not optax as the reference here: its staircase drops one step late at
+  some multiples, e.g. 41, on a vector of counts.)
+  """
+  schedule = schedules.step_decay(1.0, 0.5, step_size)
+  counts = jnp.arange(3 * step_size + 1, dtype=dtype)
+  expected = 0.5 ** (np.arange(3 * step_size + 1) // step_size)
+  np.testing.assert_array_equal(np.asarray(schedule(counts)), expected)
+  np.testing.assert_array_equal(np.asarray(jax.jit(schedule)(counts)), expected)
+
+
 BAD = [
     (lambda: schedules.get("linear", lr=0.1), UnknownNameError,
      ["schedule", "'linear'", "cosine_decay"]),
