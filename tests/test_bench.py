@@ -1,0 +1,104 @@
+"""``funcnet bench`` on a tiny size: the table, the JSON records, the sweep
+plot, and the FLOP count against XLA's own. Speed targets are read from the
+benchmark (docs/performance.md), never asserted here."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from funcnet import autodiff, bench, cli
+from funcnet.mlp import mlp
+
+TINY = ["bench", "--sizes", "tiny", "--repeats", "2", "--min-time", "0.01",
+        "--peak-size", "64"]
+KEYS = {"size", "grads", "mode", "steps_per_s", "gflops", "peak_gflops",
+        "fraction_of_peak"}
+
+
+def test_bench_prints_the_table_and_writes_the_records(tmp_path, capsys):
+  path = tmp_path / "bench.json"
+  assert cli.main(TINY + ["--json", str(path)]) == 0
+  out = capsys.readouterr().out
+  assert "size   dtype     grads    mode" in out
+  assert "peak: 64x64 float32 matmul" in out
+  assert "tiny float32 scan/loop: manual" in out and "memory (tiny)" in out
+  assert "tiny float32 (scan+norms)/scan: manual" in out
+
+  records = json.loads(path.read_text())
+  assert [(r["grads"], r["mode"]) for r in records] == [
+      (g, m) for g in ("manual", "autodiff")
+      for m in ("loop", "scan", "scan+norms")]
+  flops = 6 * 8 * (16 * 8 + 8 * 4)          # tiny: [16, 8, 4], batch 8
+  for r in records:
+    assert KEYS <= set(r) and r["size"] == "tiny" and r["dtype"] == "float32"
+    assert all(isinstance(r[k], float) and r[k] > 0 for k in
+               ("steps_per_s", "gflops", "peak_gflops", "fraction_of_peak"))
+    assert r["steps_per_s_low"] <= r["steps_per_s"] <= r["steps_per_s_high"]
+    assert r["gflops"] == pytest.approx(flops * r["steps_per_s"] / 1e9)
+    assert r["fraction_of_peak"] == pytest.approx(r["gflops"] / r["peak_gflops"])
+    assert r["ms_per_step"] == pytest.approx(1e3 / r["steps_per_s"])
+    assert f"{r['ms_per_step']:.4f}" in out
+
+
+@pytest.mark.slow  # compiles the 1024-wide MLP of the batch sweep
+def test_sweep_table_and_plot(tmp_path, capsys):
+  png = tmp_path / "sweep.png"
+  assert cli.main(TINY + ["--grads", "autodiff", "--modes", "scan", "--sweep",
+                          "--sweep-widths", "8", "--sweep-batches", "4",
+                          "--plot", str(png)]) == 0
+  out = capsys.readouterr().out
+  assert "sweep (scan, autodiff)" in out
+  assert "[784, 8, 8, 10]" in out and out.count("[784, 1024, 1024, 10]") == 1
+  assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--sizes", "huge"], ["huge", "tiny, small, medium, large"]),
+    (["--grads", "numeric"], ["numeric", "manual, autodiff"]),
+    (["--plot", "x.png"], ["--plot", "--sweep"]),
+    (["--repeats", "0"], ["--repeats"]),
+])
+def test_bad_options_are_one_line_errors(args, words, capsys):
+  assert cli.main(["bench", *args]) == 2
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and all(w in err for w in words)
+
+
+def test_step_flops_is_the_usual_six_m_sum_of_weights():
+  assert bench.step_flops([784, 1024, 1024, 10], 512) == \
+      6 * 512 * (784 * 1024 + 1024 * 1024 + 1024 * 10)
+  assert bench.step_flops([64, 32, 10], 32) == 6 * 32 * (64 * 32 + 32 * 10)
+
+
+def test_xla_counts_the_flops_the_docstring_says():
+  # Independent count: XLA's cost analysis of the compiled gradient. It
+  # skips delta_0 (nobody needs dC/dx), so it is F - 2 m n_0 n_1, plus the
+  # elementwise work, which is small at these widths.
+  sizes, m = [64, 256, 256, 10], 128
+  model = mlp(sizes, activation="sigmoid", output_activation="sigmoid")
+  params = model.init(jax.random.key(0), jnp.float32)
+  x = jnp.zeros((m, 64), jnp.float32)
+  y = jnp.zeros((m, 10), jnp.float32)
+  cost = jax.jit(autodiff.value_and_grad(model, "mse")).lower(
+      params, x, y).compile().cost_analysis()
+  cost = cost[0] if isinstance(cost, list) else cost
+  want = bench.step_flops(sizes, m) - 2 * m * sizes[0] * sizes[1]
+  assert cost["flops"] == pytest.approx(want, rel=0.03)
+
+
+def test_measure_times_whole_repeats_after_warm_up():
+  calls = []
+
+  def run(k):
+    calls.append(k)
+    t = __import__("time").perf_counter() + 0.002 * k
+    while __import__("time").perf_counter() < t:
+      pass
+
+  t = bench.measure(run, repeats=3, min_time=0.02)
+  assert calls[0] == 1                                # compile call
+  assert calls[-3:] == [t.units] * 3 and t.units >= 10  # 3 repeats of >= 20 ms
+  assert 0.002 <= t.low <= t.median <= t.high < 0.004
