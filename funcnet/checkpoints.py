@@ -6,6 +6,14 @@ previous checkpoints readable and the half-written one ignored. Arrays are
 stored as tensorstore/zarr with JSON metadata: nothing is unpickled on load.
 Restoring needs the structure of the state (``optax`` states are named
 tuples), which the caller provides from a fresh ``init``.
+
+With several processes (:mod:`funcnet.parallel`) every process calls
+``save`` and ``restore``: each writes and reads only its own shards of the
+global arrays, and orbax synchronises the processes around the commit. The
+folder must then be one that every host sees (a shared filesystem, or a
+``gs://`` URL, which is passed to orbax as is). A checkpoint restores onto
+any layout: the template's shardings decide, so a run saved on 8 devices
+resumes or evaluates on one.
 """
 
 import logging
@@ -22,17 +30,26 @@ logging.getLogger("absl").setLevel(logging.WARNING)
 import orbax.checkpoint as ocp  # noqa: E402
 
 
+def _is_url(directory) -> bool:
+  return "://" in os.fspath(directory)
+
+
 def _manager(directory, keep=None, create=False):
   opts = ocp.CheckpointManagerOptions(
       max_to_keep=keep, create=create,
       # Synchronous: the next epoch donates the params buffers being saved.
       enable_async_checkpointing=False)
-  return ocp.CheckpointManager(os.path.abspath(directory), options=opts)
+  where = directory if _is_url(directory) else os.path.abspath(directory)
+  return ocp.CheckpointManager(where, options=opts)
 
 
 def latest_epoch(directory):
   """The epoch of the newest complete checkpoint in ``directory``, or None."""
-  if not os.path.isdir(directory):
+  if _is_url(directory):
+    from etils import epath  # orbax's own path layer (gs:// needs gcsfs)
+    if not epath.Path(directory).exists():
+      return None
+  elif not os.path.isdir(directory):
     return None
   with _manager(directory) as mgr:
     return mgr.latest_step()

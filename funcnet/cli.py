@@ -1,8 +1,11 @@
 """The ``funcnet`` command: a thin layer of flags over :mod:`funcnet.experiment`.
 
   funcnet train     [--config FILE] [--set key=value ...] [--out DIR] [--resume]
+                    [--cpu-devices N] [--coordinator HOST:PORT --num-processes N
+                    --process-id I | --distributed]
   funcnet gradcheck [--config FILE] [--set key=value ...] [--batch N]
   funcnet eval      --run DIR
+  funcnet bench     [--sizes small,large] [--json FILE] [--sweep] [--plot FILE]
 
 Exit status: 0 done; 1 a gradient check that failed; 2 a user mistake (bad
 config, data file, name or run folder), reported as one line on stderr; 3
@@ -22,8 +25,11 @@ EPILOG = """examples:
   funcnet train --config configs/xor_textbook.toml
   funcnet train --config configs/digits_mlp.toml --set train.epochs=5 --out runs/try
   funcnet train --out runs/try --resume           # continue from the latest checkpoint
+  funcnet train --cpu-devices 8 --out runs/dp8    # data parallel over 8 simulated devices
+  funcnet train --out runs/mp --coordinator 127.0.0.1:7777 --num-processes 2 --process-id 0
   funcnet gradcheck --config configs/digits_mlp.toml
   funcnet eval --run runs/try
+  funcnet bench --sizes small,large --json bench.json
 Every config key, its default and meaning: configs/README.md."""
 
 
@@ -53,6 +59,21 @@ def _parser() -> argparse.ArgumentParser:
                  "using its saved config (plus any --set)")
   t.add_argument("--progress", choices=("auto", "always", "never"),
                  help="progress bar (default: run.progress)")
+  d = t.add_argument_group(
+      "devices and processes", "The same config runs on one device or many; "
+      "see docs/parallel.md. Applied before JAX starts.")
+  d.add_argument("--cpu-devices", type=int, metavar="N",
+                 help="simulate N devices on the CPU (jax_num_cpu_devices)")
+  d.add_argument("--coordinator", metavar="HOST:PORT",
+                 help="process 0's address: join a multi-process run "
+                 "(with --num-processes and --process-id)")
+  d.add_argument("--num-processes", type=int, metavar="N",
+                 help="processes in the run (one per host, usually)")
+  d.add_argument("--process-id", type=int, metavar="I",
+                 help="this process's index, 0..N-1 (0 writes the files)")
+  d.add_argument("--distributed", action="store_true",
+                 help="join a multi-process run that JAX detects by itself "
+                 "(Cloud TPU pod slice, SLURM, Open MPI, JAX_COORDINATOR_ADDRESS)")
 
   g = sub.add_parser("gradcheck", help="manual vs autodiff vs finite "
                      "differences, per layer, on a batch of the config's data")
@@ -63,6 +84,42 @@ def _parser() -> argparse.ArgumentParser:
   e = sub.add_parser("eval", help="evaluate a run's latest checkpoint on its "
                      "test split")
   e.add_argument("--run", required=True, metavar="DIR", help="a run folder")
+
+  b = sub.add_parser("bench", help="steps/s of a training step (manual and "
+                     "autodiff, Python loop and scanned epoch) against the "
+                     "device's matmul peak",
+                     description="Times one SGD step of a sigmoid MLP (mse) "
+                     "per size, gradient source and mode, and a square matmul "
+                     "on the same device; see docs/performance.md.")
+  b.add_argument("--sizes", default="small,large", metavar="A,B",
+                 help="comma-separated: tiny, small, medium, large "
+                 "(default small,large)")
+  b.add_argument("--grads", default="manual,autodiff", metavar="A,B",
+                 help="gradient sources (default manual,autodiff)")
+  b.add_argument("--modes", default="loop,scan,scan+norms", metavar="A,B",
+                 help="of loop (a Python loop of jitted steps), scan "
+                 "(train.fit, one jitted make_epoch per epoch, norms=False), "
+                 "scan+norms (fit's default per-layer norms) (default all "
+                 "three)")
+  b.add_argument("--dtypes", metavar="A,B",
+                 help="float dtypes (default float32, plus bfloat16 on GPU)")
+  b.add_argument("--repeats", type=int, default=5, metavar="N",
+                 help="timed repeats after warm-up (default 5)")
+  b.add_argument("--min-time", type=float, default=1.0, metavar="S",
+                 help="seconds each repeat runs at least (default 1.0)")
+  b.add_argument("--peak-size", type=int, metavar="N",
+                 help="n of the n x n peak matmul (default 2048 on CPU, 8192 "
+                 "on GPU/TPU)")
+  b.add_argument("--sweep", action="store_true",
+                 help="also time the large MLP across widths and batches")
+  b.add_argument("--sweep-widths", metavar="A,B", help="hidden widths of the "
+                 "sweep (default 128,256,512,1024,2048)")
+  b.add_argument("--sweep-batches", metavar="A,B", help="batches of the "
+                 "sweep (default 32,64,128,256,512,1024)")
+  b.add_argument("--plot", metavar="FILE", help="with --sweep: write a PNG "
+                 "of time per step against FLOPs per step")
+  b.add_argument("--json", metavar="FILE", help="write the records as a JSON "
+                 "list")
   return p
 
 
@@ -81,15 +138,36 @@ def _cmd_train(args) -> int:
     cfg = config_lib.load(args.config, args.overrides)
   if args.progress:
     cfg["run"]["progress"] = args.progress
+  _start_devices(args, cfg)
+  import jax
+  if jax.process_count() > 1 and not args.out:
+    raise FuncnetError("several processes need --out DIR, the same run folder "
+                       "in every process")
   workdir = args.out or experiment.default_workdir(cfg)
   summary = experiment.train_and_evaluate(
       cfg, workdir, resume=args.resume, progress=cfg["run"]["progress"])
+  if jax.process_index() != 0:
+    return 0  # process 0 reports; the others wrote only checkpoint shards
   shown = {k: summary[k] for k in ("test_accuracy", "test_loss", "test_rmse",
                                    "steps_per_s") if summary.get(k) is not None}
   print("result " + ", ".join(f"{k} {v:.4g}" for k, v in shown.items()))
   files = sorted(f for f in os.listdir(workdir) if not f.endswith(".tmp"))
   print(f"run folder {workdir}: {', '.join(files)}")
   return 0
+
+
+def _start_devices(args, cfg) -> None:
+  """``--cpu-devices`` and ``jax.distributed``, before JAX's backend starts."""
+  from funcnet import parallel
+  if args.cpu_devices is not None:
+    parallel.cpu_devices(args.cpu_devices)
+  if args.distributed or args.coordinator or args.num_processes is not None \
+      or args.process_id is not None:
+    p = cfg["parallel"]
+    parallel.initialize(args.coordinator, args.num_processes, args.process_id,
+                        heartbeat_timeout=p["heartbeat_timeout"],
+                        shutdown_timeout=p["shutdown_timeout"],
+                        init_timeout=p["init_timeout"])
 
 
 def _cmd_gradcheck(args) -> int:
@@ -135,6 +213,44 @@ def _cmd_eval(args) -> int:
   return 0
 
 
+def _cmd_bench(args) -> int:
+  from funcnet import bench
+
+  def names(text):
+    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+  def ints(text, flag):
+    try:
+      return [int(t) for t in names(text)]
+    except ValueError:
+      raise FuncnetError(f"{flag} {text!r}: expected comma-separated "
+                         "integers") from None
+
+  if args.repeats < 1 or args.min_time <= 0:
+    raise FuncnetError("--repeats must be >= 1 and --min-time > 0")
+  if args.plot and not args.sweep:
+    raise FuncnetError("--plot draws the sweep; expected --sweep with it")
+  sweep = {}
+  if args.sweep_widths:
+    sweep["sweep_widths"] = ints(args.sweep_widths, "--sweep-widths")
+  if args.sweep_batches:
+    sweep["sweep_batches"] = ints(args.sweep_batches, "--sweep-batches")
+  result = bench.run(
+      names(args.sizes), names(args.grads), names(args.modes),
+      names(args.dtypes), repeats=args.repeats, min_time=args.min_time,
+      peak_size=args.peak_size, sweep=args.sweep,
+      log=lambda line: print(line, file=sys.stderr, flush=True), **sweep)
+  print(bench.format_table(result))
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(bench.records_json(result), f, indent=2)
+      f.write("\n")
+    print(f"records written to {args.json}")
+  if args.plot:
+    print(f"sweep plot written to {bench.plot_sweep(result, args.plot)}")
+  return 0
+
+
 def train_arrays(setup):
   import jax.numpy as jnp
   ds = setup.ds
@@ -152,13 +268,30 @@ def main(argv=None) -> int:
     return 2
   try:
     return {"train": _cmd_train, "gradcheck": _cmd_gradcheck,
-            "eval": _cmd_eval}[args.command](args)
+            "eval": _cmd_eval, "bench": _cmd_bench}[args.command](args)
   except FuncnetError as e:
     print(f"funcnet: error: {e}", file=sys.stderr)
     return e.exit_code
   except KeyboardInterrupt:
     print("funcnet: interrupted; checkpoints already written stay", file=sys.stderr)
     return 130
+  except Exception:
+    if "jax" in sys.modules and sys.modules["jax"].distributed.is_initialized():
+      # The other processes wait for this one inside a collective. A normal
+      # exit would hold them at the shutdown barrier for
+      # parallel.shutdown_timeout; leaving at once stops its heartbeats, so
+      # they stop within parallel.heartbeat_timeout instead.
+      import traceback
+      traceback.print_exc()
+      jax = sys.modules["jax"]
+      e = sys.exc_info()[1]
+      what = (str(e).strip().splitlines() or [type(e).__name__])[-1][:200]
+      print(f"funcnet: error: process {jax.process_index()} of "
+            f"{jax.process_count()} failed ({what}); leaving at once so the "
+            "other processes stop too", file=sys.stderr, flush=True)
+      sys.stdout.flush()
+      os._exit(1)
+    raise
 
 
 if __name__ == "__main__":

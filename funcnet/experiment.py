@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from funcnet import checkpoints, config as config_lib, data, optimizers
+from funcnet import checkpoints, config as config_lib, data, finetune, optimizers
 from funcnet import losses, parallel, plots, schedules, train
 from funcnet.errors import ConfigError, DivergenceError
 from funcnet.mlp import mlp
@@ -38,15 +38,21 @@ TASK_LOSSES = {"classification": ("cross_entropy", "bce"),
                "regression": ("mse",), "ratings": ("mse",)}
 
 
-def build_dataset(cfg) -> data.Dataset:
-  """The dataset the config names, standardised when asked (not ratings)."""
+def build_dataset(cfg, stats=None) -> data.Dataset:
+  """The dataset the config names: its classes (``data.classes``), few labels
+  (``data.train_per_class``), then standardised when asked (not ratings),
+  with the training split's statistics or the given ``(mean, std)``."""
   d = cfg["data"]
   kwargs = {}
   if d["name"] not in data.DATASETS:
     kwargs = {"label": d["label"], "task": d["task"]}
   ds = data.load(d["name"], seed=d["seed"], **kwargs)
+  if d["classes"]:
+    ds = data.select_classes(ds, d["classes"])
+  if d["train_per_class"]:
+    ds = data.few_per_class(ds, d["train_per_class"], d["seed"])
   if d["standardize"] and ds.task != "ratings":
-    ds = data.standardize(ds)
+    ds = data.standardize(ds, stats)
   return ds
 
 
@@ -157,11 +163,18 @@ class Setup:
 
   def __init__(self, cfg):
     self.cfg = cfg
-    self.ds = build_dataset(cfg)
+    ft = cfg["finetune"]
+    # Fine-tuning: the trained run first, since its input statistics scale
+    # this data (see funcnet.finetune).
+    self.pretrained = finetune.load_run(ft["from_run"]) if ft["from_run"] else None
+    self.ds = build_dataset(cfg, self.pretrained and self.pretrained.stats)
     self.model = build_model(cfg, self.ds)
     check(cfg, self.ds, self.model)
     self.schedule = build_schedule(cfg)
     self.optimizer = build_optimizer(cfg, self.schedule)
+    if self.pretrained is not None:
+      self.optimizer = finetune.optimizer(self.optimizer, self.model,
+                                          ft["freeze_body"], ft["body_lr_scale"])
     self.loss = cfg["train"]["loss"]
     self.dtype = jnp.dtype(cfg["train"]["dtype"])
     self.key = jax.random.key(cfg["seed"])
@@ -181,11 +194,15 @@ class Setup:
     """
     k_init, _ = jax.random.split(self.key)
     params = self.model.init(k_init, self.dtype)
+    if self.pretrained is not None:  # the run's body, this init's new head
+      params = finetune.replace_head(self.model, self.pretrained.params, params)
     state = params, self.optimizer.init(params)
     return state if self.plan is None else self.plan.place(state)
 
   def fit(self, **kwargs):
     t = self.cfg["train"]
+    if self.pretrained is not None and kwargs.get("params") is None:
+      kwargs["params"], kwargs["opt_state"] = self.init_state()
     return train.fit(
         self.model, self.loss, self.optimizer, self.ds, epochs=t["epochs"],
         batch_size=t["batch_size"], key=self.key,

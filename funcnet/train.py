@@ -94,17 +94,6 @@ def layer_groups(params) -> list[str]:
   return ["params"]
 
 
-def group_norms(tree) -> jnp.ndarray:
-  """``(n_groups,)`` the global norm of each group of :func:`layer_groups`."""
-  if isinstance(tree, (list, tuple)):
-    groups = list(tree)
-  elif isinstance(tree, dict):
-    groups = [tree[k] for k in sorted(tree)]
-  else:
-    groups = [tree]
-  return jnp.stack([optax.global_norm(g) for g in groups])
-
-
 def gradient_fn(model: Model, loss, grads: str, compute_dtype=None):
   """``(params, x, y, key) -> (C, g)`` from the chosen gradient source.
 
@@ -221,7 +210,7 @@ def make_epoch(model: Model, loss, optimizer: optax.GradientTransformation,
       # ||g_l|| per layer group and ||u||, from each leaf's squared norm as a
       # dot product: on a CPU, XLA runs a reduction as its own pass, and
       # vdot's one pass per leaf (n_leaves passes over g and u, not the
-      # 2 n_leaves of group_norms plus optax.global_norm) costs half as much.
+      # 2 n_leaves of per-group optax.global_norm calls) costs half as much.
       sq = jnp.stack([
           jnp.stack([jnp.vdot(a, a), jnp.vdot(b, b)]).astype(acc)
           for a, b in zip(jax.tree_util.tree_leaves(g),

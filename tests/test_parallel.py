@@ -1,0 +1,481 @@
+"""Scale-out: data parallel and FSDP over fake CPU devices, several processes
+over 127.0.0.1, mixed precision, gradient accumulation, the TPU recipe.
+
+The reference is always the plain single-device run from the same seed:
+the same global batch, the same examples in each step. Training on D
+devices must end with the same params up to float32 rounding. Plain SGD
+is used where it matters, since adam's update hardly changes when the
+gradient is scaled, and a gradient D times too large (the ``shard_map``
+pitfall) must fail these tests.
+
+Anything that needs more than one device runs in a subprocess: this pytest
+process already started a one-device CPU backend (and conftest turns on
+float64). Every subprocess has a timeout and is killed if it outlives it.
+"""
+
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from funcnet import autodiff, backprop, checkpoints, config, mlp, parallel
+from funcnet.errors import ConfigError
+from funcnet.models import cnn
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
+for _k in ("JAX_ENABLE_X64", "XLA_FLAGS", "JAX_NUM_CPU_DEVICES"):
+  ENV.pop(_k, None)
+
+# float32 tolerance for params after a few epochs: the only difference
+# between 1 and D devices is the order of the gradient sums.
+PARAM_TOL = 2e-5
+
+
+def _run(args, timeout):
+  """A subprocess, killed (with its children) if it outlives ``timeout``."""
+  proc = subprocess.Popen(args, cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True,
+                          start_new_session=True)
+  try:
+    out, err = proc.communicate(timeout=timeout)
+  except subprocess.TimeoutExpired:
+    os.killpg(proc.pid, signal.SIGKILL)
+    out, err = proc.communicate()
+    pytest.fail(f"{args[:4]} did not finish in {timeout} s:\n{err[-2000:]}")
+  return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+# --- one process, several fake devices --------------------------------------
+
+# Trains each case twice from one seed, on the plain single-device path and
+# on a mesh of ``n`` devices, and prints what the tests compare.
+WORKER = r'''
+import json, sys
+spec = json.loads(sys.argv[1])
+from funcnet import parallel
+parallel.cpu_devices(spec["devices"])   # before JAX starts its backend
+import functools
+import jax, jax.numpy as jnp, numpy as np, optax
+from funcnet import data, mlp, train
+from funcnet.errors import ConfigError
+from funcnet.models import cnn, matrix_factorization, ncf, rnn, transformer
+
+digits = functools.cache(lambda: data.standardize(data.load("digits")))
+ratings = functools.cache(lambda: data.load("ratings"))
+nu = lambda: ratings().info["n_users"]
+ni = lambda: ratings().info["n_items"]
+BUILD = {
+    "mlp": lambda c: (mlp([64, c.get("hidden", 32), 10], activation="relu",
+                          output_activation="softmax", init="he",
+                          dropout=c.get("dropout", 0.0)), "cross_entropy", digits()),
+    "cnn": lambda c: (cnn((64,), 10, image_shape=(8, 8), channels=(4, 8)),
+                      "cross_entropy", digits()),
+    "rnn": lambda c: (rnn((64,), 10, hidden=16, input_features=8),
+                      "cross_entropy", digits()),
+    "gru": lambda c: (rnn((64,), 10, hidden=16, input_features=8, cell="gru"),
+                      "cross_entropy", digits()),
+    "transformer": lambda c: (transformer((64,), 10, d_model=16, n_heads=2,
+                                          n_layers=1, d_ff=32, patch=8),
+                              "cross_entropy", digits()),
+    "mf": lambda c: (matrix_factorization(nu(), ni(), rank=4), "mse", ratings()),
+    "ncf": lambda c: (ncf(nu(), ni(), embed=4, hidden=(8,)), "mse", ratings()),
+}
+
+def leaves(t):
+  return [np.asarray(a, np.float64) for a in jax.tree_util.tree_leaves(t)]
+
+out = {"device_count": jax.device_count()}
+for c in spec["cases"]:
+  model, loss, ds = BUILD[c["model"]](c)
+  opt = optax.adam(1e-2) if c.get("opt") == "adam" else optax.sgd(c.get("lr", 0.1))
+  cd = jnp.bfloat16 if c.get("bf16") else None
+  kw = dict(epochs=c.get("epochs", 2), batch_size=c.get("batch", 64),
+            key=jax.random.key(0), grads=c.get("grads", "autodiff"),
+            compute_dtype=cd)
+  ref = train.fit(model, loss, opt, ds, **kw)
+  plan = parallel.make_plan(c["n"], fsdp=c.get("fsdp", 1), fsdp_min_size=0)
+  res = train.fit(model, loss, opt, ds, plan=plan,
+                  accumulate=c.get("accumulate", 1), **kw)
+  a, b = leaves(ref.params), leaves(res.params)
+  r = {
+      "max_abs_diff": max(float(np.max(np.abs(x - y))) for x, y in zip(a, b)),
+      "param_scale": max(float(np.max(np.abs(x))) for x in a),
+      "moved": max(float(np.max(np.abs(x - y))) for x, y in
+                   zip(leaves(model.init(jax.random.split(jax.random.key(0))[0])), a)),
+      "loss_1": [h["train_loss"] for h in ref.history],
+      "loss_n": [h["train_loss"] for h in res.history],
+      "gn_ratio": [gn / g1 for h1, hn in zip(ref.history, res.history)
+                   for g1, gn in zip(h1["grad_norms"].values(),
+                                     hn["grad_norms"].values())],
+      "specs": sorted({str(p.sharding.spec) for p in jax.tree_util.tree_leaves(res.params)}),
+      "n_devices": len(jax.tree_util.tree_leaves(res.params)[0].sharding.device_set),
+  }
+  if c.get("hlo"):
+    params, st = plan.place((ref.params, opt.init(ref.params)))
+    ep = train.make_epoch(model, loss, opt, kw["batch_size"], kw["grads"],
+                          prebatched=True, data_sharding=plan.batch_sharding,
+                          state_sharding=plan.shardings((params, st)))
+    n = len(ds.y_train) // kw["batch_size"]
+    xb = jax.ShapeDtypeStruct((n, kw["batch_size"]) + ds.x_train.shape[1:],
+                              jnp.float32, sharding=plan.epoch_sharding)
+    yb = jax.ShapeDtypeStruct((n, kw["batch_size"]), jnp.int32,
+                              sharding=plan.epoch_sharding)
+    hlo = ep.lower(params, st, plan.replicate(jax.random.key(1)), xb, yb).compile().as_text()
+    r["collectives"] = {k: hlo.count(k + "(") + hlo.count(k + "-start(")
+                        for k in ("all-reduce", "all-gather", "reduce-scatter")}
+    # A batch that does not split evenly over the devices is refused.
+    try:
+      plan.check_batch(kw["batch_size"] + 1)
+      r["uneven_batch"] = "accepted"
+    except ConfigError as e:
+      r["uneven_batch"] = str(e)
+    r["local_rows"] = plan.local_rows(kw["batch_size"]).tolist()
+  out[c["id"]] = r
+print("RESULT " + json.dumps(out))
+'''
+
+
+def _workers(devices, cases, timeout):
+  r = _run([sys.executable, "-c", WORKER,
+            json.dumps({"devices": devices, "cases": cases})], timeout)
+  assert r.returncode == 0, r.stderr[-3000:]
+  line = [l for l in r.stdout.splitlines() if l.startswith("RESULT ")][-1]
+  return json.loads(line[len("RESULT "):])
+
+
+def _same_training(r, tol=PARAM_TOL):
+  """D devices end where 1 device does; gradients are not D times off."""
+  assert r["moved"] > 1e-2  # training did change the params
+  assert r["max_abs_diff"] <= tol * max(1.0, r["param_scale"]), r
+  np.testing.assert_allclose(r["loss_n"], r["loss_1"], rtol=1e-4)
+  np.testing.assert_allclose(r["gn_ratio"], 1.0, rtol=1e-4)
+
+
+def test_two_fake_devices_train_like_one_and_all_reduce_the_gradient():
+  out = _workers(2, [{"id": "mlp", "model": "mlp", "n": 2, "hidden": 16,
+                      "batch": 32, "hlo": True}], timeout=180)
+  assert out["device_count"] == 2
+  r = out["mlp"]
+  _same_training(r)
+  assert r["n_devices"] == 2 and r["specs"] == ["P()"]
+  assert r["collectives"]["all-reduce"] >= 1, r["collectives"]
+  assert "expected a multiple of 2" in r["uneven_batch"]
+  assert r["local_rows"] == list(range(32))  # one process holds every row
+
+
+@pytest.mark.slow
+def test_eight_fake_devices_train_every_model_like_one():
+  cases = [
+      {"id": "mlp_autodiff", "model": "mlp", "n": 8, "epochs": 3, "hlo": True},
+      {"id": "mlp_manual", "model": "mlp", "n": 8, "epochs": 3, "grads": "manual"},
+      {"id": "mlp_dropout_adam", "model": "mlp", "n": 8, "dropout": 0.2,
+       "opt": "adam"},
+      {"id": "cnn", "model": "cnn", "n": 8},
+      {"id": "rnn", "model": "rnn", "n": 8},
+      {"id": "gru", "model": "gru", "n": 8},
+      {"id": "transformer", "model": "transformer", "n": 8},
+      {"id": "mf", "model": "mf", "n": 8, "lr": 1.0},
+      {"id": "ncf", "model": "ncf", "n": 8, "lr": 1.0},
+      {"id": "mlp_fsdp", "model": "mlp", "n": 8, "fsdp": 2, "hlo": True},
+      {"id": "transformer_fsdp", "model": "transformer", "n": 8, "fsdp": 4},
+      {"id": "mlp_accumulate", "model": "mlp", "n": 8, "accumulate": 2,
+       "grads": "manual"},
+      {"id": "mlp_bf16", "model": "mlp", "n": 8, "bf16": True},
+  ]
+  out = _workers(8, cases, timeout=900)
+  assert out["device_count"] == 8
+  for c in cases:
+    r = out[c["id"]]
+    print(f"{c['id']:18s} 1 vs 8 devices: max |dparam| {r['max_abs_diff']:.2g} "
+          f"(largest param {r['param_scale']:.2g}), grad-norm ratio "
+          f"{max(r['gn_ratio'], key=lambda v: abs(v - 1)):.6f}")
+    assert r["n_devices"] == 8, c["id"]
+    if c.get("bf16"):  # bfloat16 sums in another order round differently
+      assert r["max_abs_diff"] <= 2e-2 * max(1.0, r["param_scale"]), r
+      np.testing.assert_allclose(r["gn_ratio"], 1.0, rtol=2e-2)
+    else:
+      _same_training(r)
+  rep = out["mlp_autodiff"]
+  assert rep["specs"] == ["P()"]
+  assert rep["collectives"]["all-reduce"] >= 1
+  # FSDP: params split over the fsdp axis, gathered for the step.
+  assert "P('fsdp',)" in out["mlp_fsdp"]["specs"]
+  assert out["mlp_fsdp"]["collectives"]["all-gather"] >= 1
+  assert any("fsdp" in s for s in out["transformer_fsdp"]["specs"])
+
+
+# --- several processes over 127.0.0.1 ---------------------------------------
+
+SMALL = ["--set", "model.mlp.hidden=[16]", "--set", "train.batch_size=32",
+         "--set", "optimizer.name=sgd", "--set", "optimizer.learning_rate=0.1",
+         "--set", "run.plots=false", "--set", "run.checkpoint_every=1"]
+
+
+def _train(*args):
+  return [sys.executable, "-m", "funcnet.cli", "train", *SMALL, *args]
+
+
+def _processes(n, args, cpu_devices=2, heartbeat=10):
+  port = _free_port()
+  return [subprocess.Popen(
+      _train("--cpu-devices", str(cpu_devices), *args,
+             "--set", f"parallel.heartbeat_timeout={heartbeat}",
+             "--set", "parallel.shutdown_timeout=30",
+             "--coordinator", f"127.0.0.1:{port}", "--num-processes", str(n),
+             "--process-id", str(i)),
+      cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      text=True, start_new_session=True) for i in range(n)]
+
+
+def _wait_all(procs, timeout):
+  deadline = time.time() + timeout
+  outs = []
+  try:
+    for p in procs:
+      outs.append(p.communicate(timeout=max(1.0, deadline - time.time())))
+  finally:
+    for p in procs:  # leftovers (a hang) are killed, never left running
+      if p.poll() is None:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.communicate()
+  return outs
+
+
+def _ckpt_params(run):
+  from funcnet import experiment
+  with open(os.path.join(run, "config.json")) as f:
+    cfg = config.from_dict(json.load(f))
+  with jax.enable_x64(False):
+    setup = experiment.Setup(cfg)
+    p, s = setup.init_state()
+    return checkpoints.restore(os.path.join(run, "checkpoints"), p, s)
+
+
+@pytest.mark.slow
+def test_two_processes_of_two_devices_match_one_process(tmp_path):
+  ref = str(tmp_path / "ref")
+  r = _run(_train("--set", "train.epochs=4", "--out", ref), timeout=300)
+  assert r.returncode == 0, r.stderr
+
+  run = str(tmp_path / "mp")
+  procs = _processes(2, ["--set", "train.epochs=2", "--out", run])
+  (out0, err0), (out1, err1) = _wait_all(procs, timeout=400)
+  assert [p.returncode for p in procs] == [0, 0], err0[-2000:] + err1[-2000:]
+  assert "device 4 x cpu (mesh data=4 fsdp=1, 2 processes)" in out0
+  assert "result test_accuracy" in out0
+  assert "result" not in out1 and "train " not in out1  # process 0 reports
+  assert "Traceback" not in err0 + err1
+
+  # Resumed by both processes from their collective checkpoint.
+  procs = _processes(2, ["--set", "train.epochs=4", "--out", run, "--resume"])
+  (out0, err0), (out1, err1) = _wait_all(procs, timeout=400)
+  assert [p.returncode for p in procs] == [0, 0], err0[-2000:] + err1[-2000:]
+  assert f"resuming {run} from epoch 2" in out0
+
+  lines = [json.loads(l) for l in open(os.path.join(run, "metrics.jsonl"))]
+  assert [l["epoch"] for l in lines] == [1, 2, 3, 4]  # written once, by process 0
+  ref_lines = [json.loads(l) for l in open(os.path.join(ref, "metrics.jsonl"))]
+  np.testing.assert_allclose([l["train_loss"] for l in lines],
+                             [l["train_loss"] for l in ref_lines], rtol=1e-4)
+  summary = json.load(open(os.path.join(run, "summary.json")))
+  assert summary["process_count"] == 2 and summary["devices_used"] == 4
+
+  e1, p1, s1 = _ckpt_params(ref)
+  e2, p2, s2 = _ckpt_params(run)  # an 4-device checkpoint restores on one
+  assert e1 == e2 == 4
+  diff = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+             for a, b in zip(jax.tree_util.tree_leaves(p1),
+                             jax.tree_util.tree_leaves(p2)))
+  print(f"2 processes x 2 devices vs 1 device, 4 epochs: max |dparam| {diff:.2g}")
+  assert diff <= PARAM_TOL
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("victim", [1, 0])
+def test_a_process_that_dies_stops_the_other_within_the_heartbeat(tmp_path,
+                                                                   victim):
+  run = str(tmp_path / "die")
+  heartbeat = 5
+  procs = _processes(2, ["--set", "train.epochs=1000", "--out", run],
+                     heartbeat=heartbeat)
+  try:
+    metrics = os.path.join(run, "metrics.jsonl")
+    deadline = time.time() + 300
+    while not (os.path.exists(metrics) and os.path.getsize(metrics) > 0):
+      assert time.time() < deadline, "training never started"
+      assert all(p.poll() is None for p in procs), procs[0].stderr.read()[-2000:]
+      time.sleep(0.1)
+    os.killpg(procs[victim].pid, signal.SIGKILL)
+    t0 = time.time()
+    other = procs[1 - victim]
+    _, err = other.communicate(timeout=heartbeat + 60)  # bounded, not a hang
+    waited = time.time() - t0
+  finally:
+    _wait_all(procs, timeout=5)
+  assert other.returncode != 0
+  # Either JAX's coordination service aborts it (the peer's heartbeats
+  # stopped, or the coordinator's socket closed), or a collective in flight
+  # fails first and funcnet.cli leaves at once with one line naming it.
+  clear = ("another task died", "heartbeat timeout",
+           f"funcnet: error: process {1 - victim} of 2 failed")
+  assert any(c in err for c in clear), err[-2000:]
+  print(f"process {1 - victim} stopped {waited:.1f} s after process {victim} "
+        f"was killed (heartbeat timeout {heartbeat} s)")
+  assert waited < heartbeat + 30
+
+
+# --- precision and accumulation, in-process ---------------------------------
+
+def _mlp_batch(key, m=12, dtype=jnp.float64):
+  model = mlp([5, 7, 3], activation="tanh", output_activation="softmax",
+              init="xavier")
+  params = model.init(key, dtype)
+  x = jax.random.normal(jax.random.fold_in(key, 1), (m, 5), dtype)
+  y = jax.random.randint(jax.random.fold_in(key, 2), (m,), 0, 3)
+  return model, params, x, y
+
+
+@pytest.mark.parametrize("source, k", [("manual", 2), ("autodiff", 3),
+                                       ("cnn", 6)])
+def test_accumulated_gradient_equals_the_whole_batch(getkey, source, k):
+  key = getkey()
+  if source == "cnn":
+    model = cnn((16,), 3, image_shape=(4, 4), channels=(2,))
+    params = model.init(key, jnp.float64)
+    x = jax.random.normal(jax.random.fold_in(key, 1), (12, 16), jnp.float64)
+    y = jax.random.randint(jax.random.fold_in(key, 2), (12,), 0, 3)
+    vg = autodiff.value_and_grad(model, "cross_entropy")
+  else:
+    model, params, x, y = _mlp_batch(key)
+    vg = (backprop if source == "manual" else autodiff).value_and_grad(
+        model, "cross_entropy")
+  c, g = vg(params, x, y)
+  ca, ga = jax.jit(parallel.accumulate(vg, k))(params, x, y, None)
+  assert float(ca) == pytest.approx(float(c), rel=1e-12)
+  for a, b in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(ga)):
+    np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("source", ["manual", "autodiff"])
+def test_bfloat16_compute_keeps_float32_params_loss_and_gradients(getkey,
+                                                                  source):
+  model, params, x, y = _mlp_batch(getkey(), m=64, dtype=jnp.float32)
+  from funcnet import train
+  c32, g32 = train.gradient_fn(model, "cross_entropy", source)(params, x, y)
+  c16, g16 = jax.jit(train.gradient_fn(model, "cross_entropy", source,
+                                       jnp.bfloat16))(params, x, y, None)
+  assert c16.dtype == jnp.float32 and np.isfinite(float(c16))
+  assert float(c16) == pytest.approx(float(c32), rel=2e-2)
+  worst = 0.0
+  for a, b in zip(jax.tree_util.tree_leaves(g32), jax.tree_util.tree_leaves(g16)):
+    assert b.dtype == jnp.float32
+    worst = max(worst, float(jnp.linalg.norm(b - a) / jnp.linalg.norm(a)))
+  assert 1e-5 < worst < 5e-2  # really computed in bfloat16, and close
+
+
+@pytest.mark.slow
+def test_bfloat16_digits_accuracy_within_a_point_of_float32(tmp_path):
+  def train(name, *sets):
+    return subprocess.Popen(
+        [sys.executable, "-m", "funcnet.cli", "train", "--config",
+         "configs/digits_mlp.toml", "--set", "run.plots=false", *sets,
+         "--out", str(tmp_path / name)], cwd=ROOT, env=ENV,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)
+  procs = [train("f32"), train("bf16", "--set", "train.compute_dtype=bfloat16")]
+  outs = _wait_all(procs, timeout=600)
+  assert [p.returncode for p in procs] == [0, 0], outs
+  acc = {}
+  for name in ("f32", "bf16"):
+    s = json.load(open(tmp_path / name / "summary.json"))
+    lines = [json.loads(l) for l in open(tmp_path / name / "metrics.jsonl")]
+    assert all(np.isfinite(l["train_loss"]) for l in lines)
+    acc[name] = s["test_accuracy"]
+  print(f"digits test accuracy: float32 {acc['f32']:.4f}, "
+        f"bfloat16 compute {acc['bf16']:.4f}")
+  assert acc["f32"] > 0.95
+  assert abs(acc["bf16"] - acc["f32"]) <= 0.01
+
+
+# --- setup errors, in-process -----------------------------------------------
+
+def test_plans_that_do_not_fit_the_devices_are_refused():
+  jax.devices()  # this process has one CPU device, already started
+  assert parallel.make_plan(0) is None and parallel.make_plan(1) is None
+  with pytest.raises(ConfigError, match="only 1 devices are present"):
+    parallel.make_plan(2)
+  with pytest.raises(ConfigError, match="does not divide"):
+    parallel.make_plan(0, fsdp=3)
+  with pytest.raises(ConfigError, match="before JAX starts"):
+    parallel.cpu_devices(4)
+  with pytest.raises(ConfigError, match="go together"):
+    parallel.initialize("127.0.0.1:1234")
+  with pytest.raises(ConfigError, match="expected 0..1"):
+    parallel.initialize("127.0.0.1:1234", 2, 2)
+  with pytest.raises(ConfigError, match="out of range"):
+    config.load(None, ["parallel.fsdp=0"])
+  with pytest.raises(ConfigError, match="expected one of"):
+    config.load(None, ["train.compute_dtype=float16"])
+
+
+def test_accumulate_must_divide_the_batch():
+  from funcnet import experiment
+  cfg = config.load(None, ["train.accumulate=3", "train.batch_size=32"])
+  with pytest.raises(ConfigError, match="does not divide train.batch_size"):
+    with jax.enable_x64(False):
+      experiment.Setup(cfg)
+
+
+def test_cli_refuses_half_a_process_description():
+  r = _run([sys.executable, "-m", "funcnet.cli", "train", "--coordinator",
+            "127.0.0.1:1", "--out", "unused"], timeout=120)
+  assert r.returncode == 2
+  assert r.stderr.count("\n") == 1 and "go together" in r.stderr
+
+
+# --- the TPU recipe ----------------------------------------------------------
+
+def test_tpu_recipe_dry_run_prints_the_exact_commands():
+  r = _run(["bash", "scripts/tpu/tpu.sh", "--dry-run", "--name", "fn",
+            "--zone", "us-central2-b", "--type", "v4-32", "--bucket",
+            "gs://b", "all", "delete", "--", "--config",
+            "configs/digits_mlp.toml", "--set", "model.mlp.hidden=[64, 64]"],
+           timeout=60)
+  assert r.returncode == 0, r.stderr
+  cmds = [shlex.split(l[2:]) for l in r.stdout.splitlines() if l.startswith("+ ")]
+  tpu = ["gcloud", "compute", "tpus", "tpu-vm"]
+  assert cmds[0] == tpu + ["create", "fn", "--zone=us-central2-b",
+                           "--accelerator-type=v4-32",
+                           "--version=tpu-ubuntu2204-base"]
+  assert cmds[-1] == tpu + ["delete", "fn", "--zone=us-central2-b", "--quiet"]
+  ssh = [c for c in cmds if c[:5] == tpu + ["ssh"]]
+  assert all("--worker=all" in c for c in ssh)
+  remote = [c[c.index("--command") + 1] for c in ssh]
+  assert any("pip install -q -e \".[tpu]\"" in c for c in remote)
+  run = [c for c in remote if "funcnet train" in c][0]
+  args = shlex.split(run.split("funcnet train", 1)[1].split("2>&1")[0])
+  assert args == ["--distributed", "--out", "runs/fn", "--progress", "never",
+                  "--set", "run.checkpoint_dir=gs://b/fn", "--config",
+                  "configs/digits_mlp.toml", "--set", "model.mlp.hidden=[64, 64]"]
+  fetch = [c for c in cmds if c[:5] == tpu + ["scp"] and "--recurse" in c][0]
+  assert "--worker=0" in fetch and "fn:funcnet/runs/fn" in fetch
+
+  bad = _run(["bash", "scripts/tpu/tpu.sh", "--dry-run", "--bucket", "b", "run"],
+             timeout=60)
+  assert bad.returncode == 2 and "expected gs://BUCKET" in bad.stderr
