@@ -1,0 +1,141 @@
+"""The shipped application configs, through the real code path.
+
+Every ``configs/*.toml`` trains for one epoch with tiny overrides and passes
+``funcnet gradcheck`` (both via :func:`funcnet.cli.main`, in process: the
+same code the console script runs). The recommenders beat the global-mean
+baseline on the generated ratings, and a user's ratings CSV trains, evaluates
+and gradchecks end to end.
+"""
+
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+
+from funcnet import cli, config, data, experiment
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(os.path.basename(p)[:-5]
+                 for p in glob.glob(os.path.join(ROOT, "configs", "*.toml")))
+# Over ~10 s each for one epoch plus the gradient check (MNIST-1D's
+# recurrent, attention and wide models); the rest are the fast path.
+SLOW = {"mnist1d_cnn", "mnist1d_gru", "mnist1d_mlp", "mnist1d_transformer"}
+TINY = ["train.epochs=1", "run.plots=false", "run.progress=never"]
+
+
+def tiny(name) -> list[str]:
+  """Overrides that make ``configs/<name>.toml`` train in a second or two:
+  one epoch, and for classification 8 labelled examples per class."""
+  cfg = config.load(os.path.join(ROOT, "configs", f"{name}.toml"))
+  out = list(TINY)
+  if cfg["data"]["name"] in ("digits", "mnist1d"):
+    per_class = cfg["data"]["train_per_class"] or 8
+    n_classes = len(cfg["data"]["classes"]) or 10
+    out += [f"data.train_per_class={per_class}",
+            f"train.batch_size={min(cfg['train']['batch_size'], per_class * n_classes)}"]
+  return out
+
+
+def main(*argv) -> int:
+  return cli.main([str(a) for a in argv])
+
+
+def sets(overrides):
+  return [x for o in overrides for x in ("--set", o)]
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+  """A pre-trained digits 0-4 run, for configs/digits_finetune.toml."""
+  run = str(tmp_path_factory.mktemp("runs") / "pre")
+  assert main("train", "--config", os.path.join(ROOT, "configs",
+                                                "digits_pretrain_0to4.toml"),
+              *sets(TINY), "--out", run) == 0
+  return run
+
+
+def test_every_config_is_in_the_table():
+  for name in ("mnist1d_logistic", "mnist1d_mlp", "mnist1d_cnn", "mnist1d_gru",
+               "mnist1d_transformer", "digits_pretrain_0to4",
+               "digits_finetune", "ratings_mf", "ratings_ncf"):
+    assert name in CONFIGS
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in CONFIGS])
+def test_config_trains_one_epoch_and_passes_gradcheck(name, tmp_path, pretrained,
+                                                      capsys):
+  path = os.path.join(ROOT, "configs", f"{name}.toml")
+  overrides = tiny(name)
+  if config.load(path)["finetune"]["from_run"]:
+    overrides.append(f"finetune.from_run={pretrained!r}")
+  run = tmp_path / "run"
+  assert main("train", "--config", path, *sets(overrides), "--out", run) == 0
+  summary = json.load(open(run / "summary.json"))
+  assert summary["status"] == "finished" and summary["epochs"] == 1
+  loss = summary["final"]["train_loss"]
+  assert np.isfinite(loss)
+  capsys.readouterr()
+  code = main("gradcheck", "--config", path, *sets(overrides), "--batch", 4)
+  out = capsys.readouterr().out
+  assert code == 0, out
+  assert "OK" in out
+
+
+def test_the_table_script_prints_every_row_with_the_references(capsys):
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(
+      "mnist1d_table", os.path.join(ROOT, "scripts", "mnist1d_table.py"))
+  table = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(table)
+  assert {r[1] for r in table.ROWS} <= set(CONFIGS)
+  assert table.main(["--only", "logistic", "--set", "train.epochs=1"]) == 0
+  out = capsys.readouterr().out
+  assert "| logistic | `configs/mnist1d_logistic.toml` |" in out
+  assert "32.0%" in out and "96.0%" in out  # the benchmark's numbers
+
+
+def global_mean_rmse(ds) -> float:
+  return float(np.sqrt(np.mean((ds.y_test - ds.y_train.mean()) ** 2)))
+
+
+@pytest.mark.parametrize("name, epochs", [("ratings_mf", 15), ("ratings_ncf", 100)])
+def test_recommender_beats_the_global_mean(name, epochs, tmp_path):
+  cfg = config.load(os.path.join(ROOT, "configs", f"{name}.toml"),
+                    [f"train.epochs={epochs}", "run.plots=false"])
+  summary = experiment.train_and_evaluate(cfg, str(tmp_path), progress="never",
+                                          log=lambda *a, **k: None)
+  ds = data.ratings()
+  baseline, floor = global_mean_rmse(ds), ds.info["noise_std"]
+  assert floor < summary["test_rmse"] < 0.8 * baseline
+  assert summary["test_mae"] < summary["test_rmse"]
+
+
+def test_ratings_csv_trains_evaluates_and_gradchecks(tmp_path, capsys):
+  # The generated ratings written as a user's file: ids from 1 (as in
+  # MovieLens) and an extra column that is not used.
+  ds = data.ratings(n_users=60, n_items=40, density=0.5)
+  x = np.concatenate([ds.x_train, ds.x_test]) + 1
+  y = np.concatenate([ds.y_train, ds.y_test])
+  path = tmp_path / "ratings.csv"
+  path.write_text("user,item,rating,timestamp\n" + "".join(
+      f"{u},{i},{r:.5f},0\n" for (u, i), r in zip(x, y)))
+  overrides = [f"data.name={str(path)!r}", "data.task=ratings",
+               "train.epochs=30", "run.plots=false"]
+  run = tmp_path / "run"
+  cfg_path = os.path.join(ROOT, "configs", "ratings_mf.toml")
+  assert main("train", "--config", cfg_path, *sets(overrides), "--out", run) == 0
+  saved = json.load(open(run / "config.json"))
+  setup = experiment.Setup(config.from_dict(saved))
+  assert setup.ds.info["n_users"] == 61 and setup.ds.info["n_items"] == 41
+  assert setup.model.spec["n_users"] == 61
+  summary = json.load(open(run / "summary.json"))
+  assert summary["test_rmse"] < 0.9 * global_mean_rmse(setup.ds)
+  capsys.readouterr()
+  assert main("eval", "--run", run) == 0
+  evaluated = json.loads(capsys.readouterr().out)
+  assert evaluated["test_rmse"] == pytest.approx(summary["test_rmse"], rel=1e-5)
+  assert main("gradcheck", "--config", cfg_path, *sets(overrides),
+              "--batch", 4) == 0
