@@ -260,7 +260,7 @@ def make_epoch(model: Model, loss, optimizer: optax.GradientTransformation,
     if not norms:
       means += [jnp.full((n_groups,), jnp.nan, acc), jnp.array(jnp.nan, acc)]
     return params, opt_state, EpochMetrics(
-        means[0], means[1], optax.global_norm(params), means[2], bad_step)
+        means[0], means[1], optax.tree.norm(params), means[2], bad_step)
 
   return jax.jit(epoch, donate_argnums=(0, 1)) if jit else epoch
 
