@@ -342,6 +342,13 @@ def _parse_size(name: str) -> tuple[str, Size]:
                     f"{', '.join(SIZES)}")
 
 
+
+def _against_peak(block: list, before: float, after: float) -> None:
+  """Sets each record of a block against the mean of the peaks around it."""
+  for r in block:
+    r["peak_gflops"] = (before + after) / 2
+    r["fraction_of_peak"] = r["gflops"] / r["peak_gflops"]
+
 def run(sizes=("small", "large"), grads=GRADS, modes=MODES, dtypes=None, *,
         repeats: int = 5, min_time: float = 1.0, peak_size: Optional[int] = None,
         sweep: bool = False, sweep_widths=SWEEP_WIDTHS,
@@ -421,9 +428,7 @@ def run(sizes=("small", "large"), grads=GRADS, modes=MODES, dtypes=None, *,
           log(f"{name:6s} {g:8s} {mode:10s} {dt_name}: {1 / t.median:,.0f} "
               f"steps/s, {gflops:.1f} GFLOP/s")
       after = peak_now()
-      for r in block:
-        r["peak_gflops"] = (before + after) / 2
-        r["fraction_of_peak"] = r["gflops"] / r["peak_gflops"]
+      _against_peak(block, before, after)
       records += block
       before = after
     if sweep:
@@ -444,9 +449,7 @@ def run(sizes=("small", "large"), grads=GRADS, modes=MODES, dtypes=None, *,
         log(f"sweep {vary} {list(sizes_)} batch {batch}: "
             f"{1e3 * t.median:.3f} ms/step")
       after = peak_now()
-      for r in block:
-        r["peak_gflops"] = (before + after) / 2
-        r["fraction_of_peak"] = r["gflops"] / r["peak_gflops"]
+      _against_peak(block, before, after)
       sweep_rows += block
     g = [p["gflops"] for p in measured]
     peaks[dt_name] = {"n": peak_size, "gflops": float(np.median(g)),
