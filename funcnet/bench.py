@@ -342,12 +342,12 @@ def _parse_size(name: str) -> tuple[str, Size]:
                     f"{', '.join(SIZES)}")
 
 
-
 def _against_peak(block: list, before: float, after: float) -> None:
   """Sets each record of a block against the mean of the peaks around it."""
   for r in block:
     r["peak_gflops"] = (before + after) / 2
     r["fraction_of_peak"] = r["gflops"] / r["peak_gflops"]
+
 
 def run(sizes=("small", "large"), grads=GRADS, modes=MODES, dtypes=None, *,
         repeats: int = 5, min_time: float = 1.0, peak_size: Optional[int] = None,
