@@ -94,6 +94,15 @@ def layer_groups(params) -> list[str]:
   return ["params"]
 
 
+def layer_subtrees(params) -> list:
+  """The params of each group of :func:`layer_groups`, in the same order."""
+  if isinstance(params, (list, tuple)):
+    return list(params)
+  if isinstance(params, dict):
+    return [params[k] for k in sorted(params)]
+  return [params]
+
+
 def gradient_fn(model: Model, loss, grads: str, compute_dtype=None):
   """``(params, x, y, key) -> (C, g)`` from the chosen gradient source.
 
@@ -200,11 +209,8 @@ def make_epoch(model: Model, loss, optimizer: optax.GradientTransformation,
 
     # Leaf l of the params belongs to layer group group_of[l] (the groups
     # of layer_groups, whose leaves come in tree_leaves order).
-    subtrees = (list(params) if isinstance(params, (list, tuple)) else
-                [params[k] for k in sorted(params)] if isinstance(params, dict)
-                else [params])
     group_of = np.repeat(np.arange(n_groups), [
-        len(jax.tree_util.tree_leaves(t)) for t in subtrees])
+        len(jax.tree_util.tree_leaves(t)) for t in layer_subtrees(params)])
 
     def step_norms(g, updates):
       # ||g_l|| per layer group and ||u||, from each leaf's squared norm as a
