@@ -51,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from funcnet import autodiff, backprop, losses, parallel
+from funcnet import autodiff, backprop, losses, precision
 from funcnet.errors import ConfigError, DivergenceError
 from funcnet.model import Model
 
@@ -108,7 +108,7 @@ def gradient_fn(model: Model, loss, grads: str, compute_dtype=None):
 
   ``compute_dtype`` (e.g. ``bfloat16``) runs the forward and backward passes
   in that dtype while params, ``C`` and ``g`` keep theirs (mixed precision,
-  see :mod:`funcnet.parallel`); None computes in the params' dtype.
+  see :mod:`funcnet.precision`); None computes in the params' dtype.
   """
   if grads == "manual":
     if model.kind != "mlp":
@@ -116,10 +116,10 @@ def gradient_fn(model: Model, loss, grads: str, compute_dtype=None):
           f"grads = 'manual' needs an mlp (the hand-written backprop covers "
           f"MLPs); model.kind is {model.kind!r}; use grads = 'autodiff'")
     vg = backprop.value_and_grad(model, loss)
-    return vg if compute_dtype is None else parallel.in_dtype(vg, compute_dtype)
+    return vg if compute_dtype is None else precision.in_dtype(vg, compute_dtype)
   if grads == "autodiff":
     if compute_dtype is not None:
-      model = parallel.compute_in(model, compute_dtype)
+      model = precision.compute_in(model, compute_dtype)
     return autodiff.value_and_grad(model, loss)
   raise ConfigError(f"grads {grads!r}: expected 'manual' or 'autodiff'")
 
@@ -168,14 +168,14 @@ def make_epoch(model: Model, loss, optimizer: optax.GradientTransformation,
   ``data_sharding`` constrains each mini-batch's rows to be split over
   devices; ``state_sharding`` is the ``(params, opt_state)`` layout kept
   across the epoch. ``compute_dtype`` and ``accumulate`` (micro-batches per
-  step) wrap the gradient (:func:`funcnet.parallel.accumulate`).
+  step) wrap the gradient (:func:`funcnet.precision.accumulate`).
 
   ``norms=False`` skips the per-layer gradient norms and the update norm
   (``EpochMetrics`` holds NaN for them): two extra passes over the params'
   size every step, which on a CPU add 14-19% to a small MLP's step and
   5-9% to a large one's (docs/performance.md).
   """
-  vg = parallel.accumulate(gradient_fn(model, loss, grads, compute_dtype),
+  vg = precision.accumulate(gradient_fn(model, loss, grads, compute_dtype),
                            accumulate, data_sharding)
 
   def keep_layout(tree):

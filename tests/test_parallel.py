@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from funcnet import autodiff, backprop, checkpoints, config, mlp, parallel
+from funcnet import autodiff, backprop, checkpoints, config, mlp, parallel, precision
 from funcnet.errors import ConfigError
 from funcnet.models import cnn
 
@@ -366,7 +366,7 @@ def test_accumulated_gradient_equals_the_whole_batch(getkey, source, k):
     vg = (backprop if source == "manual" else autodiff).value_and_grad(
         model, "cross_entropy")
   c, g = vg(params, x, y)
-  ca, ga = jax.jit(parallel.accumulate(vg, k))(params, x, y, None)
+  ca, ga = jax.jit(precision.accumulate(vg, k))(params, x, y, None)
   assert float(ca) == pytest.approx(float(c), rel=1e-12)
   for a, b in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(ga)):
     np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-14)
