@@ -1,0 +1,131 @@
+"""Datasets as named tuples of numpy arrays, and the loaders that make them.
+
+A dataset is a :class:`Dataset` ``(x_train, y_train, x_test, y_test, task,
+n_classes, name, info)``. Its arrays depend on ``task``:
+
+  ``"classification"``  x ``(m, *in_shape)`` float32, y ``(m,)`` int32 labels
+                        in ``[0, n_classes)``
+  ``"regression"``      x ``(m, *in_shape)`` float32, y ``(m, k)`` float32,
+                        ``n_classes`` is ``None``
+  ``"ratings"``         x ``(m, 2)`` int32 ``(user, item)`` indices, y ``(m,)``
+                        float32 ratings; ``info["n_users"]`` and
+                        ``info["n_items"]`` give the index ranges
+
+``info`` is a dict of further facts (generating noise, standardisation
+statistics, true parameters of generated data); ``m`` differs between the
+train and test splits.
+
+Every loader is deterministic: the ones that draw anything take an explicit
+integer ``seed`` and use ``np.random.default_rng(seed)`` only, never numpy's
+global state. None of them downloads anything:
+
+  ``xor()``         the 4 XOR points, train = test
+  ``spirals()``     two interleaved spirals, 2 classes
+  ``moons()``       two interleaving half circles, 2 classes
+  ``regression()``  y = sin(x . w) + noise, targets ``(m, 1)``
+  ``digits()``      scikit-learn's bundled 8x8 digits, 1,437 train / 360 test
+  ``mnist1d()``     MNIST-1D with its default arguments, 4,000 / 1,000,
+                    generated once and cached as ``.npz``
+  ``ratings()``     low-rank ratings plus Gaussian noise, for recommenders
+  ``from_file()``   a user's own ``.npz`` or ``.csv``
+
+Subsets for fine-tuning studies: ``select_classes(ds, classes)`` keeps some
+classes (relabelled ``0..k-1``), ``few_per_class(ds, n, seed)`` keeps ``n``
+training examples of each.
+
+``load(name_or_path)`` picks one by registered name (:data:`DATASETS`) or by
+path. Files are never unpickled: every ``.npz`` is read with
+``allow_pickle=False``, and a bad file raises :class:`DataError` with one
+line naming the file and the problem.
+
+Where each part lives (every public name is re-exported here, so
+``funcnet.data.X`` is the way to reach it):
+
+  ``dataset.py``     :class:`Dataset`, ``TASKS``, ``in_shape``,
+                     ``n_features``, ``n_outputs``, ``summary``,
+                     ``split_indices``
+  ``generated.py``   ``xor``, ``spirals``, ``moons``, ``regression``,
+                     ``ratings``
+  ``bundled.py``     ``digits``, ``mnist1d`` and its cache,
+                     ``default_cache_dir``
+  ``files.py``       ``from_file``
+  ``transforms.py``  ``standardize``, ``select_classes``, ``few_per_class``
+  this file          ``DATASETS``, ``names``, ``load``
+"""
+
+import inspect
+import os
+
+from funcnet.data.bundled import default_cache_dir, digits, mnist1d
+from funcnet.data.dataset import (TASKS, Dataset, in_shape, n_features,
+                                  n_outputs, split_indices, summary)
+from funcnet.data.files import from_file
+from funcnet.data.generated import moons, ratings, regression, spirals, xor
+from funcnet.data.transforms import few_per_class, select_classes, standardize
+from funcnet.errors import ConfigError, unknown
+
+# load() takes a flag named standardize, which hides the function there.
+_standardize = standardize
+
+DATASETS = {
+    "xor": xor,
+    "spirals": spirals,
+    "moons": moons,
+    "regression": regression,
+    "digits": digits,
+    "mnist1d": mnist1d,
+    "ratings": ratings,
+}
+
+
+def names() -> list[str]:
+  return sorted(DATASETS)
+
+
+def _looks_like_path(name) -> bool:
+  s = os.fspath(name)
+  return bool(os.path.splitext(s)[1]) or os.sep in s or "/" in s
+
+
+def load(name_or_path, *, seed: int = 0, standardize: bool = False,
+         **kwargs) -> Dataset:
+  """A dataset by registered name (:data:`DATASETS`) or by file path.
+
+  ``seed`` goes to every loader that draws anything (``xor`` and ``mnist1d``
+  do not); ``kwargs`` are the loader's own options (for a file:
+  ``label``, ``task``, ``test_fraction``). ``standardize=True`` applies
+  :func:`standardize`.
+
+  Raises:
+    UnknownNameError: a name that is neither registered nor a path.
+    ConfigError: an option the loader does not take.
+    DataError: a file that cannot be used.
+  """
+  if isinstance(name_or_path, str) and name_or_path in DATASETS:
+    loader, what = DATASETS[name_or_path], repr(name_or_path)
+  elif isinstance(name_or_path, os.PathLike) or (
+      isinstance(name_or_path, str) and _looks_like_path(name_or_path)):
+    loader, what = from_file, "from a file"
+    kwargs = {"path": name_or_path, **kwargs}
+  else:
+    raise unknown("dataset", name_or_path, DATASETS)
+  params = inspect.signature(loader).parameters
+  for k in kwargs:
+    if k not in params:
+      takes = [p for p in params if p not in ("seed", "path")]
+      raise ConfigError(
+          f"dataset {what} takes no option {k!r}; expected one of: "
+          f"{', '.join(takes) or '(none)'}")
+  if "seed" in params:
+    kwargs["seed"] = seed
+  ds = loader(**kwargs)
+  return _standardize(ds) if standardize else ds
+
+
+__all__ = [
+    "DATASETS", "Dataset", "TASKS", "default_cache_dir", "digits",
+    "few_per_class", "from_file", "in_shape", "load", "mnist1d", "moons",
+    "n_features", "n_outputs", "names", "ratings", "regression",
+    "select_classes", "spirals", "split_indices", "standardize", "summary",
+    "xor",
+]

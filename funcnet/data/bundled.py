@@ -1,0 +1,134 @@
+"""Datasets that come with installed packages, so nothing is downloaded:
+scikit-learn's bundled 8x8 digits, and MNIST-1D made by the ``mnist1d``
+package and cached as ``.npz`` in :func:`default_cache_dir`.
+
+Both packages are imported inside the loaders, only when one is called.
+"""
+
+import importlib.metadata
+import os
+import random
+import tempfile
+import zipfile
+from typing import Optional
+
+import numpy as np
+
+from funcnet.data.dataset import Dataset, _split
+
+
+# --- scikit-learn's digits ----------------------------------------------------
+
+def digits(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
+  """scikit-learn's bundled 8x8 handwritten digits (read from the package).
+
+  1,797 images, flattened to x ``(m, 64)`` float32 with pixel values 0..16;
+  y ``(m,)`` int32 in 0..9. The split is stratified and fixed by ``seed``;
+  the default gives 1,437 train and 360 test images.
+  """
+  # Imported here: scikit-learn takes about a second to import, and only
+  # this loader needs it.
+  from sklearn.datasets import load_digits
+  x, y = load_digits(return_X_y=True)
+  rng = np.random.default_rng(seed)
+  return _split("digits", x.astype(np.float32), y.astype(np.int32),
+                "classification", 10, {}, test_fraction, rng)
+
+
+# --- MNIST-1D, generated once and cached --------------------------------------
+
+_MNIST1D_ARRAYS = ("x", "y", "x_test", "y_test", "t")
+
+
+def default_cache_dir() -> str:
+  """funcnet's cache folder (not created here).
+
+  ``$FUNCNET_CACHE`` if set, else ``$XDG_CACHE_HOME/funcnet``, else
+  ``~/.cache/funcnet``.
+  """
+  if os.environ.get("FUNCNET_CACHE"):
+    return os.environ["FUNCNET_CACHE"]
+  if os.environ.get("XDG_CACHE_HOME"):
+    return os.path.join(os.environ["XDG_CACHE_HOME"], "funcnet")
+  return os.path.join(os.path.expanduser("~"), ".cache", "funcnet")
+
+
+def _mnist1d_path(folder):
+  # Keyed by the package version rather than its default arguments, so a
+  # cache hit need not import mnist1d (about 0.9 s, for scipy) while an
+  # upgrade that changes the defaults still gets fresh data.
+  version = importlib.metadata.version("mnist1d")
+  return os.path.join(folder, f"mnist1d-{version}.npz")
+
+
+def _read_mnist1d(path):
+  """The cached arrays, or ``None`` when the file is missing or unusable."""
+  # Opened here rather than by np.load, which leaks its handle when the
+  # archive is damaged.
+  try:
+    with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
+      raw = {k: f[k] for k in _MNIST1D_ARRAYS}
+  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+    return None
+  ok = (raw["x"].ndim == 2 and raw["x_test"].ndim == 2
+        and raw["x"].shape[0] == raw["y"].shape[0]
+        and raw["x_test"].shape[0] == raw["y_test"].shape[0])
+  return raw if ok else None
+
+
+def _make_mnist1d():
+  import mnist1d.data
+  # make_dataset reseeds numpy's and Python's global generators (its own
+  # seed 42); put them back so loading data does not change a caller's
+  # random stream.
+  np_state, py_state = np.random.get_state(), random.getstate()
+  try:
+    d = mnist1d.data.make_dataset(mnist1d.data.get_dataset_args())
+  finally:
+    np.random.set_state(np_state)
+    random.setstate(py_state)
+  # "templates" is a dict of the ten clean signals; it is not cached.
+  return {k: np.asarray(d[k]) for k in _MNIST1D_ARRAYS}
+
+
+def _write_atomic(path, arrays):
+  """``np.savez`` to a temp file beside ``path``, then rename over it, so a
+  killed process leaves either the old file or the new one, never half."""
+  folder = os.path.dirname(path)
+  os.makedirs(folder, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      np.savez(f, **arrays)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def mnist1d(cache_dir: Optional[str] = None) -> Dataset:
+  """MNIST-1D (Greydanus 2020) made by ``mnist1d.data.make_dataset`` with its
+  default arguments: 4,000 train and 1,000 test signals of length 40, 10
+  classes, the split the package defines.
+
+  x ``(m, 40)`` float32 (the package centres and scales the whole set to
+  mean 0, std 1), y ``(m,)`` int32; ``info["t"]`` is the ``(40,)`` sample
+  grid. Generating takes about 1.2 s here (plus 0.9 s to import mnist1d), so
+  the arrays are cached as ``mnist1d-<version>.npz`` in ``cache_dir``
+  (default :func:`default_cache_dir`), written atomically; a cache file that
+  cannot be read is rebuilt. The package's ``get_dataset`` is never called:
+  it downloads a pickle.
+  """
+  folder = cache_dir if cache_dir is not None else default_cache_dir()
+  path = _mnist1d_path(folder)
+  raw = _read_mnist1d(path)
+  if raw is None:
+    raw = _make_mnist1d()
+    _write_atomic(path, raw)
+  return Dataset(raw["x"].astype(np.float32), raw["y"].astype(np.int32),
+                 raw["x_test"].astype(np.float32),
+                 raw["y_test"].astype(np.int32), "classification", 10,
+                 "mnist1d", {"t": raw["t"], "cache": path})
