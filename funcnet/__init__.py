@@ -31,7 +31,7 @@ from funcnet import schedules
 from funcnet import data
 from funcnet import train
 from funcnet.errors import FuncnetError
-from funcnet.mlp import mlp
+from funcnet.models import mlp
 from funcnet.model import Model
 
 __version__ = "0.1.0"

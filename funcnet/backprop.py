@@ -32,9 +32,8 @@ from typing import NamedTuple, Optional
 
 import jax.numpy as jnp
 
-from funcnet import activations, losses
-from funcnet.errors import ShapeError
-from funcnet.mlp import dropout_masks
+from funcnet import activations, layers, losses
+from funcnet.errors import ConfigError
 from funcnet.model import Model, check_input
 
 
@@ -66,10 +65,12 @@ class Backward(NamedTuple):
 
 
 def _check_mlp(model: Model) -> None:
-  if model.kind != "mlp":
-    raise ShapeError(
-        f"the hand-written backprop covers MLPs; this model is "
-        f"{model.kind!r}; use funcnet.autodiff for it")
+  # The trace functions below read an MLP's spec (its sizes and activation);
+  # other kinds carry their own backward (Model.backward).
+  if model.backward is not mlp_value_and_grad:
+    raise ConfigError(
+        f"backprop.forward/backward/deltas trace an MLP; this model is a "
+        f"{model.kind!r}; expected funcnet.backprop.value_and_grad for it")
 
 
 def forward(model: Model, params, x, key=None) -> Trace:
@@ -79,7 +80,7 @@ def forward(model: Model, params, x, key=None) -> Trace:
   spec = model.spec
   f_hidden = activations.get(spec["activation"]).f
   f_out = activations.get(model.output_activation).f
-  masks = dropout_masks(key, spec["dropout"],
+  masks = layers.dropout_masks(key, spec["dropout"],
                         [(x.shape[0], n) for n in spec["sizes"][1:-1]], x.dtype)
   zs, acts = [], [x]
   n_layers = len(params)
@@ -135,13 +136,11 @@ def backward(model: Model, loss, params, trace: Trace, y) -> Backward:
   return Backward(value, deltas, grads)
 
 
-def value_and_grad(model: Model, loss):
-  """The hand-written ``(params, x, y, key=None) -> (C, grads)``.
+def mlp_value_and_grad(model: Model, loss):
+  """BP1-BP4 for an MLP: ``(params, x, y, key=None) -> (C, grads)``.
 
-  Same signature and result as :func:`funcnet.autodiff.value_and_grad`;
-  pure and jittable. ``grads`` has the structure of ``params``.
+  Every MLP's ``Model.backward``; call it through :func:`value_and_grad`.
   """
-  _check_mlp(model)
   losses.get(loss)
   losses.check_pair(loss, model.output_activation)
 
@@ -149,6 +148,23 @@ def value_and_grad(model: Model, loss):
     result = backward(model, loss, params, forward(model, params, x, key), y)
     return result.loss, result.grads
   return fn
+
+
+def value_and_grad(model: Model, loss):
+  """The hand-written ``(params, x, y, key=None) -> (C, grads)``.
+
+  Same signature and result as :func:`funcnet.autodiff.value_and_grad`;
+  pure and jittable. ``grads`` has the structure of ``params``. Each model
+  kind brings its own (``model.backward``); the MLP's is BP1-BP4 above.
+
+  Raises:
+    ConfigError: the model's kind has no hand-written backward.
+  """
+  if model.backward is None:
+    raise ConfigError(
+        f"the hand-written backprop does not cover model kind {model.kind!r} "
+        "yet; expected grads = 'autodiff' (funcnet.autodiff) for it")
+  return model.backward(model, loss)
 
 
 def deltas(model: Model, loss, params, x, y, key=None) -> list:

@@ -54,7 +54,7 @@ import optax
 
 from funcnet import optimizers, train
 from funcnet.errors import ConfigError
-from funcnet.mlp import mlp
+from funcnet.models import mlp
 
 
 class Size(NamedTuple):
@@ -265,7 +265,7 @@ def time_scan(size: Size, grads: str, dtype=jnp.float32, *, norms: bool = True,
                   epochs=2 ** 62, batch_size=size.batch, key=jax.random.key(2),
                   grads=grads, dtype=dtype, callback=on_epoch, norms=norms)
   if len(per_epoch) < repeats:
-    raise RuntimeError(f"fit stopped before the timing ended: {res.stopped}")
+    raise RuntimeError(f"fit stopped before the timing ended: {res.reason}")
   t = sorted(e / size.steps for e in per_epoch)
   return Timing(float(np.median(t)), t[0], t[-1], clock["k"] * size.steps,
                 repeats)

@@ -77,6 +77,24 @@ class Saver:
       self._mgr.close()
 
 
+def _restore(directory, target, epoch, args):
+  """``args(target)`` restored from the newest (or given) checkpoint."""
+  step = epoch if epoch is not None else latest_epoch(directory)
+  if step is None:
+    raise CheckpointError(f"no checkpoint in {directory!r}; expected a run "
+                          "folder written by funcnet train")
+  target = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
+  try:
+    with _manager(directory) as mgr:
+      return mgr.restore(step, args=args(target))
+  except Exception as e:  # orbax/tensorstore raise many kinds; one line for people
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    raise CheckpointError(
+        f"checkpoint {os.path.join(directory, str(step))!r} cannot be read "
+        f"({type(e).__name__}: {first[:200]}); expected a complete orbax "
+        "checkpoint — delete it to fall back to an earlier one") from None
+
+
 def restore(directory, params, opt_state, epoch=None):
   """``(epoch, params, opt_state)`` from the newest (or given) checkpoint.
 
@@ -86,20 +104,21 @@ def restore(directory, params, opt_state, epoch=None):
   Raises:
     CheckpointError: no checkpoint, or one that is truncated or corrupted.
   """
-  step = epoch if epoch is not None else latest_epoch(directory)
-  if step is None:
-    raise CheckpointError(f"no checkpoint in {directory!r}; expected a run "
-                          "folder written by funcnet train")
-  target = jax.tree_util.tree_map(
-      ocp.utils.to_shape_dtype_struct,
-      {"params": params, "opt_state": opt_state, "epoch": 0})
-  try:
-    with _manager(directory) as mgr:
-      state = mgr.restore(step, args=ocp.args.StandardRestore(target))
-  except Exception as e:  # orbax/tensorstore raise many kinds; one line for people
-    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    raise CheckpointError(
-        f"checkpoint {os.path.join(directory, str(step))!r} cannot be read "
-        f"({type(e).__name__}: {first[:200]}); expected a complete orbax "
-        "checkpoint — delete it to fall back to an earlier one") from None
+  state = _restore(directory, {"params": params, "opt_state": opt_state,
+                               "epoch": 0}, epoch, ocp.args.StandardRestore)
   return int(state["epoch"]), state["params"], state["opt_state"]
+
+
+def restore_params(directory, params, epoch=None):
+  """``(epoch, params)`` alone: for a model trained elsewhere (evaluation,
+  fine-tuning), whose optimizer state is of no use and need not be rebuilt.
+
+  Raises:
+    CheckpointError: as :func:`restore`.
+  """
+  def partial(target):
+    return ocp.args.PyTreeRestore(
+        target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+        partial_restore=True)
+  state = _restore(directory, {"params": params, "epoch": 0}, epoch, partial)
+  return int(state["epoch"]), state["params"]

@@ -78,8 +78,9 @@ def _parser() -> argparse.ArgumentParser:
   g = sub.add_parser("gradcheck", help="manual vs autodiff vs finite "
                      "differences, per layer, on a batch of the config's data")
   config_flags(g)
-  g.add_argument("--batch", type=int, default=8, metavar="N",
-                 help="examples in the batch (default 8)")
+  g.add_argument("--batch", type=int, metavar="N",
+                 help="examples in the batch (default 8, or the whole "
+                 "training split when it is smaller)")
 
   e = sub.add_parser("eval", help="evaluate a run's latest checkpoint on its "
                      "test split")
@@ -124,16 +125,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_train(args) -> int:
-  from funcnet import config as config_lib, experiment
+  from funcnet import config as config_lib, experiment, runs
   if args.resume:
     if not args.out:
       raise FuncnetError("--resume needs --out DIR naming the run to continue")
-    saved = os.path.join(args.out, "config.json")
-    if not os.path.exists(saved):
-      raise FuncnetError(f"--resume: {saved!r} does not exist; expected a run "
-                         "folder written by funcnet train")
-    with open(saved) as f:
-      cfg = config_lib.from_dict(json.load(f), args.overrides)
+    cfg = runs.read_config(args.out, args.overrides, "--resume: run folder")
   else:
     cfg = config_lib.load(args.config, args.overrides)
   if args.progress:
@@ -171,45 +167,17 @@ def _start_devices(args, cfg) -> None:
 
 
 def _cmd_gradcheck(args) -> int:
-  import jax
-  import numpy as np
-  from funcnet import config as config_lib, experiment, gradcheck
+  from funcnet import config as config_lib, experiment
   cfg = config_lib.load(args.config, args.overrides)
-  setup = experiment.Setup(cfg)
-  ds = setup.ds
-  n = len(ds.y_train)
-  if not 1 <= args.batch <= n:
-    raise FuncnetError(f"--batch {args.batch}: expected 1..{n}")
-  rng = np.random.default_rng(cfg["seed"])
-  idx = np.sort(rng.choice(n, args.batch, replace=False))
-  params, _ = setup.init_state()
-  report = gradcheck.compare(setup.model, setup.loss, params,
-                             ds.x_train[idx], ds.y_train[idx],
-                             key=jax.random.key(cfg["seed"]))
-  print(f"gradient check of {cfg['name']}: {setup.model.kind}, loss "
-        f"{setup.loss}, {args.batch} examples of {ds.name}, float64")
+  report, heading = experiment.gradcheck(cfg, args.batch)
+  print(heading)
   print(report)
   return 0 if report.ok() else 1
 
 
 def _cmd_eval(args) -> int:
-  import jax
-  from funcnet import checkpoints, config as config_lib, experiment, train
-  saved = os.path.join(args.run, "config.json")
-  if not os.path.exists(saved):
-    raise FuncnetError(f"--run {args.run!r} has no config.json; expected a run "
-                       "folder written by funcnet train")
-  with open(saved) as f:
-    cfg = config_lib.from_dict(json.load(f))
-  setup = experiment.Setup(cfg)
-  params, opt_state = setup.init_state()
-  epoch, params, _ = checkpoints.restore(
-      os.path.join(args.run, "checkpoints"), params, opt_state)
-  metrics = train.make_evaluate(setup.model, setup.loss, setup.ds.task)(
-      params, *train_arrays(setup))
-  out = {"run": args.run, "epoch": epoch,
-         **{f"test_{k}": float(v) for k, v in jax.device_get(metrics).items()}}
-  print(json.dumps(out, indent=2))
+  from funcnet import experiment
+  print(json.dumps(experiment.evaluate(args.run), indent=2))
   return 0
 
 
@@ -249,15 +217,6 @@ def _cmd_bench(args) -> int:
   if args.plot:
     print(f"sweep plot written to {bench.plot_sweep(result, args.plot)}")
   return 0
-
-
-def train_arrays(setup):
-  import jax.numpy as jnp
-  ds = setup.ds
-  x = ds.x_test
-  x = jnp.asarray(x, setup.dtype) if x.dtype.kind == "f" else jnp.asarray(x)
-  y = jnp.asarray(ds.y_test)
-  return x, (y.astype(setup.dtype) if y.dtype.kind == "f" else y)
 
 
 def main(argv=None) -> int:

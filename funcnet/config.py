@@ -14,12 +14,15 @@ key suggested), wrong types, out-of-range values and unknown names.
 
 import copy
 import difflib
+import inspect
 import json
 import os
 import tomllib
 from typing import Any
 
-from funcnet.errors import ConfigError
+from funcnet import optimizers, schedules
+from funcnet.errors import ConfigError, FuncnetError
+from funcnet.models import registry
 
 # Each leaf: default value. Types are taken from the default (an int default
 # also accepts nothing but ints; a float default accepts ints; a list default
@@ -37,11 +40,7 @@ DEFAULTS: dict = {
         "classes": [],
         "train_per_class": 0,
     },
-    "model": {
-        "kind": "mlp",
-        "mlp": {"hidden": [64], "activation": "relu", "output_activation": "softmax",
-                "init": "he", "dropout": 0.0},
-    },
+    "model": {"kind": "mlp"},  # then one table per kind, from the registry
     "train": {
         "loss": "cross_entropy",
         "epochs": 30,
@@ -82,6 +81,7 @@ DEFAULTS: dict = {
         "plots": True,
         "progress": "auto",
         "checkpoint_dir": "",
+        "tensorboard": False,
     },
     "finetune": {
         "from_run": "",
@@ -109,11 +109,6 @@ DOCS: dict = {
     "data.classes": "classification: keep only these labels, relabelled 0..k-1 in this order, in both splits ([]: all)",
     "data.train_per_class": "few labels: keep N training examples per class, the first in a data.seed shuffle (0: all; test split untouched)",
     "model.kind": "which model: mlp | cnn | rnn | gru | transformer | mf | ncf (each has its [model.<kind>] table)",
-    "model.mlp.hidden": "hidden layer widths; input and output widths come from the data",
-    "model.mlp.activation": "hidden activation: identity, sigmoid, tanh, relu, leaky_relu, elu, softplus, gelu, silu",
-    "model.mlp.output_activation": "output activation: identity, sigmoid, softmax, ... (must suit the loss)",
-    "model.mlp.init": "weight initialiser: normal | xavier | he (biases start at 0)",
-    "model.mlp.dropout": "probability of dropping a hidden unit in training, in [0, 1)",
     "train.loss": "mse | bce | cross_entropy",
     "train.epochs": "passes over the training data",
     "train.batch_size": "examples per gradient step (= n_train for full-batch gradient descent)",
@@ -146,6 +141,7 @@ DOCS: dict = {
     "run.keep_checkpoints": "how many of the latest checkpoints to keep",
     "run.plots": "write loss/accuracy and gradient-norm plots as PNG",
     "run.progress": "auto (a bar on a terminal) | always | never",
+    "run.tensorboard": "also write TensorBoard event files into the run folder (needs the [tensorboard] extra: tensorboardX)",
     "run.checkpoint_dir": "where checkpoints go (default: <run folder>/checkpoints); on several hosts a folder they all see, e.g. gs://bucket/run",
     "finetune.from_run": "a run folder to fine-tune from: its checkpoint gives the body, the head is made afresh for this data's classes (\"\": train from scratch)",
     "finetune.freeze_body": "fine-tuning: zero updates for everything but the head",
@@ -167,22 +163,13 @@ CHOICES = {
     "run.progress": ("auto", "always", "never"),
 }
 
-# (key, low, high, low inclusive): numbers must lie in range.
+# (key, low, high, low inclusive): numbers must lie in range. The
+# optimizer's and the schedule's hyperparameters are not here: their own
+# modules check them, when validate() builds them.
 RANGES = [
     ("train.epochs", 1, None, True), ("train.batch_size", 1, None, True),
     ("train.patience", 0, None, True), ("train.eval_every", 1, None, True),
-    ("optimizer.learning_rate", 0.0, None, False),
-    ("optimizer.beta", 0.0, 1.0, True), ("optimizer.b1", 0.0, 1.0, True),
-    ("optimizer.b2", 0.0, 1.0, True), ("optimizer.eps", 0.0, None, False),
-    ("optimizer.decay", 0.0, 1.0, True),
-    ("optimizer.initial_accumulator_value", 0.0, None, True),
-    ("optimizer.weight_decay", 0.0, None, True), ("optimizer.l2", 0.0, None, True),
-    ("optimizer.clip_norm", 0.0, None, True),
-    ("schedule.warmup_steps", 0, None, True), ("schedule.decay_rate", 0.0, None, True),
-    ("schedule.decay_steps", 1, None, True), ("schedule.step_size", 1, None, True),
-    ("schedule.alpha", 0.0, 1.0, True),
     ("run.checkpoint_every", 1, None, True), ("run.keep_checkpoints", 1, None, True),
-    ("model.mlp.dropout", 0.0, 1.0, True),
     ("train.accumulate", 1, None, True),
     ("data.train_per_class", 0, None, True),
     ("finetune.body_lr_scale", 0.0, None, True),
@@ -194,80 +181,17 @@ RANGES = [
 ]
 
 
-def register_model(kind: str, defaults: dict, docs: dict, ranges=()) -> None:
-  """Adds the ``[model.<kind>]`` table: its defaults, docs and ranges."""
-  DEFAULTS["model"][kind] = defaults
-  for k, v in docs.items():
-    DOCS[f"model.{kind}.{k}"] = v
-  RANGES.extend((f"model.{kind}.{k}", lo, hi, inc) for k, lo, hi, inc in ranges)
+def _add_model_tables() -> None:
+  """The ``[model.<kind>]`` tables: defaults, docs and ranges of every kind
+  in the registry (each kind declares its own in its module)."""
+  for name, kind in registry.KINDS.items():
+    DEFAULTS["model"][name] = kind.defaults
+    DOCS.update({f"model.{name}.{k}": v for k, v in kind.docs.items()})
+    RANGES.extend((f"model.{name}.{k}", lo, hi, inc)
+                  for k, lo, hi, inc in kind.ranges)
 
 
-# The application models' tables (funcnet/models). Input shape, class count,
-# user/item counts and the ratings mean come from the data, not the config.
-_DROPOUT = [("dropout", 0.0, 1.0, True)]
-register_model("cnn", {
-    "channels": [8, 16], "kernel_size": 3, "stride": 1, "padding": "SAME",
-    "pool": 2, "pool_type": "max", "global_pool": True, "hidden": [],
-    "activation": "relu", "dropout": 0.0, "init": "he", "image_shape": [],
-    "conv_dims": 0,
-}, {
-    "channels": "output channels of each convolution layer",
-    "kernel_size": "convolution kernel width (and height in 2-D)",
-    "stride": "convolution stride",
-    "padding": "SAME | VALID",
-    "pool": "pooling window and stride after each convolution (1: none)",
-    "pool_type": "max | avg",
-    "global_pool": "average over the remaining positions before the head (else flatten)",
-    "hidden": "widths of dense layers between the convolutions and the output",
-    "activation": "activation after each convolution and dense layer",
-    "dropout": "dropout before each dense layer, in [0, 1)",
-    "init": "weight initialiser: normal | xavier | he",
-    "image_shape": "reshape flat inputs to this (e.g. [8, 8] for digits); [] keeps them",
-    "conv_dims": "1 or 2 to force 1-D/2-D convolutions; 0 infers from the input shape",
-}, _DROPOUT + [("kernel_size", 1, None, True), ("stride", 1, None, True),
-               ("pool", 1, None, True)])
-_RNN = {"hidden": 32, "bidirectional": False, "input_features": 1,
-        "dropout": 0.0, "init": "xavier"}
-_RNN_DOCS = {
-    "hidden": "hidden state width",
-    "bidirectional": "also read the sequence backwards and concatenate the final states",
-    "input_features": "values per time step (a length-40 signal with 1 is 40 steps)",
-    "dropout": "dropout on the final state, in [0, 1)",
-    "init": "weight initialiser: normal | xavier | he",
-}
-register_model("rnn", dict(_RNN), {k: "vanilla tanh RNN: " + v for k, v in _RNN_DOCS.items()},
-               _DROPOUT + [("hidden", 1, None, True), ("input_features", 1, None, True)])
-register_model("gru", dict(_RNN), {k: "GRU: " + v for k, v in _RNN_DOCS.items()},
-               _DROPOUT + [("hidden", 1, None, True), ("input_features", 1, None, True)])
-register_model("transformer", {
-    "d_model": 32, "n_heads": 4, "n_layers": 2, "d_ff": 64, "dropout": 0.0,
-    "pos": "learned", "patch": 1, "pool": "mean", "init": "xavier",
-}, {
-    "d_model": "token width",
-    "n_heads": "attention heads (must divide d_model)",
-    "n_layers": "pre-LN encoder blocks",
-    "d_ff": "hidden width of each block's MLP",
-    "dropout": "dropout in the blocks, in [0, 1)",
-    "pos": "learned | sinusoidal positional embeddings",
-    "patch": "consecutive input values per token",
-    "pool": "mean | cls: how tokens become one vector for the head",
-    "init": "weight initialiser: normal | xavier | he",
-}, _DROPOUT + [("d_model", 1, None, True), ("n_heads", 1, None, True),
-               ("n_layers", 1, None, True), ("d_ff", 1, None, True),
-               ("patch", 1, None, True)])
-register_model("mf", {"rank": 8, "init_scale": 0.1}, {
-    "rank": "latent factors per user and item: r = mu + b_u + b_i + p_u . q_i",
-    "init_scale": "std of the initial factors",
-}, [("rank", 1, None, True), ("init_scale", 0.0, None, False)])
-register_model("ncf", {"embed": 8, "hidden": [16, 8], "activation": "relu",
-                       "dropout": 0.0, "init": "he", "init_scale": 0.1}, {
-    "embed": "embedding width of users and of items",
-    "hidden": "MLP widths after concatenating the two embeddings",
-    "activation": "MLP activation",
-    "dropout": "dropout in the MLP, in [0, 1)",
-    "init": "MLP weight initialiser: normal | xavier | he",
-    "init_scale": "std of the initial embeddings",
-}, _DROPOUT + [("embed", 1, None, True), ("init_scale", 0.0, None, False)])
+_add_model_tables()
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
@@ -330,12 +254,14 @@ def _coerce(key: str, value, default):
       f"{_type_name(default)} (like the default {default!r})")
 
 
-def _set(cfg: dict, key: str, value) -> None:
+def _set(cfg: dict, key: str, value, explicit: set) -> None:
+  """``cfg[key] = value`` checked against the default's type; ``key`` (or,
+  for a table, each key in it) is added to ``explicit``."""
   known = flatten(DEFAULTS)
   if key not in known:
     if isinstance(value, dict):
       for k, v in value.items():
-        _set(cfg, f"{key}.{k}", v)
+        _set(cfg, f"{key}.{k}", v, explicit)
       return
     raise ConfigError(f"unknown config key {key!r}{_suggest(key, known)}")
   node = cfg
@@ -343,18 +269,19 @@ def _set(cfg: dict, key: str, value) -> None:
   for p in parts[:-1]:
     node = node[p]
   node[parts[-1]] = _coerce(key, value, known[key])
+  explicit.add(key)
 
 
-def _merge(cfg: dict, tree: dict, prefix: str = "") -> None:
+def _merge(cfg: dict, tree: dict, explicit: set, prefix: str = "") -> None:
   known = flatten(DEFAULTS)
   for k, v in tree.items():
     key = f"{prefix}{k}"
     if isinstance(v, dict) and key not in known:
       if not any(kk.startswith(key + ".") for kk in known):
         raise ConfigError(f"unknown config section {key!r}{_suggest(key, known)}")
-      _merge(cfg, v, key + ".")
+      _merge(cfg, v, explicit, key + ".")
     else:
-      _set(cfg, key, v)
+      _set(cfg, key, v, explicit)
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -370,20 +297,112 @@ def parse_override(text: str) -> tuple[str, Any]:
   return key, value
 
 
-def validate(cfg: dict) -> dict:
-  """Range and choice checks; returns ``cfg``."""
+# Keys of [optimizer] and [schedule] that every optimizer / schedule uses;
+# the others belong to the ones whose function takes them.
+_COMMON = {"optimizer": {"name", "impl", "learning_rate", "l2", "clip_norm"},
+           "schedule": {"name", "warmup_steps"}}
+
+
+def uses(section: str, name: str) -> set:
+  """The keys of ``[optimizer]`` or ``[schedule]`` that ``name`` uses."""
+  table = optimizers.OPTIMIZERS if section == "optimizer" else schedules.SCHEDULES
+  fn = table.get(name)
+  own = set(inspect.signature(fn).parameters) if fn is not None else set()
+  return _COMMON[section] | (own - {"lr"})  # a schedule's lr: the optimizer's
+
+
+def _check_applies(cfg: dict, explicit) -> None:
+  """A key the user set that the chosen optimizer, schedule or model kind
+  does not read would be silently ignored: one line instead."""
+  kind = cfg["model"]["kind"]
+  for key in sorted(explicit):
+    section, _, rest = key.partition(".")
+    if section in _COMMON:
+      name = cfg[section]["name"]
+      if rest not in uses(section, name):
+        users = [n for n in (optimizers.OPTIMIZERS if section == "optimizer"
+                             else schedules.SCHEDULES)
+                 if rest in uses(section, n) and n != "warmup"]
+        raise ConfigError(
+            f"config key {key!r} does not apply to {section}.name = {name!r}; "
+            f"expected it only with {section}.name = {' | '.join(users)}, or "
+            f"one of {', '.join(sorted(uses(section, name) - {'name'}))}")
+    elif section == "model" and rest != "kind" and rest.split(".")[0] != kind:
+      raise ConfigError(
+          f"config key {key!r} belongs to model.kind = {rest.split('.')[0]!r}; "
+          f"this config's model.kind is {kind!r}; expected [model.{kind}] "
+          f"keys, or model.kind = {rest.split('.')[0]!r}")
+
+
+def _check_built(cfg: dict) -> None:
+  """The schedule and the optimizer, built once: their modules check every
+  hyperparameter (one site for each value, also for Python callers)."""
+  try:
+    schedule_from_config(cfg)
+  except FuncnetError as e:
+    raise ConfigError(f"config [schedule] with optimizer.learning_rate = "
+                      f"{cfg['optimizer']['learning_rate']!r}: {e}") from None
+  try:
+    optimizer_from_config(cfg, schedules.constant(1.0))
+  except FuncnetError as e:
+    raise ConfigError(f"config [optimizer]: {e}") from None
+
+
+def schedule_from_config(cfg):
+  """``count -> lr`` from ``[schedule]``, peaking at ``optimizer.learning_rate``."""
+  s, lr = cfg["schedule"], cfg["optimizer"]["learning_rate"]
+  if s["name"] not in schedules.SCHEDULES or s["name"] == "warmup":
+    raise ConfigError(
+        f"config key 'schedule.name' = {s['name']!r}; expected one of "
+        f"{', '.join(n for n in schedules.names() if n != 'warmup')} "
+        "(warm-up is schedule.warmup_steps)")
+  own = uses("schedule", s["name"]) - _COMMON["schedule"]
+  sched = schedules.get(s["name"], lr=lr, **{k: s[k] for k in own})
+  if s["warmup_steps"]:
+    sched = schedules.warmup(sched, s["warmup_steps"])
+  return sched
+
+
+def optimizer_from_config(cfg, schedule):
+  """``[optimizer]`` as an optax chain (clip, L2 decay, the update rule)
+  with ``schedule`` as its learning rate."""
+  o = cfg["optimizer"]
+  name = o["name"]
+  if name not in optimizers.OPTIMIZERS:
+    raise ConfigError(f"config key 'optimizer.name' = {name!r}; expected one "
+                      f"of {', '.join(optimizers.names())}")
+  hyper = {k: o[k] for k in uses("optimizer", name) - _COMMON["optimizer"]}
+  if name == "adamw":
+    if o["l2"]:
+      raise ConfigError("config key 'optimizer.l2' does not apply to adamw; "
+                        "expected optimizer.weight_decay (decoupled) instead")
+    decay = hyper.pop("weight_decay")
+  else:
+    decay = o["l2"] or None
+  return optimizers.build(name, schedule, impl=o["impl"],
+                          clip_norm=o["clip_norm"] or None, weight_decay=decay,
+                          **hyper)
+
+
+def validate(cfg: dict, explicit=()) -> dict:
+  """Choice and range checks, the model kind, the optimizer and schedule
+  (built once), and the keys in ``explicit`` (those the user set) against
+  what the chosen optimizer, schedule and model kind use; returns ``cfg``.
+  Checks that need the data (loss vs task, batch size) come later, in
+  :class:`funcnet.experiment.Setup`."""
   flat = flatten(cfg)
   for key, options in CHOICES.items():
     if flat[key] not in options:
       raise ConfigError(f"config key {key!r} = {flat[key]!r}; expected one of "
                         f"{', '.join(options)}")
+  registry.get(cfg["model"]["kind"])
   for key, lo, hi, inclusive in RANGES:
     if key not in flat:
       continue
     v = flat[key]
     too_low = lo is not None and (v < lo if inclusive else v <= lo)
     too_high = hi is not None and v > hi
-    if key == "model.mlp.dropout" or key.endswith(".dropout"):
+    if key.endswith(".dropout"):
       too_high = v >= 1.0
     if too_low or too_high:
       if hi is None:
@@ -391,21 +410,18 @@ def validate(cfg: dict) -> dict:
       else:
         want = f"in [{lo}, {hi}{')' if key.endswith('dropout') else ']'}"
       raise ConfigError(f"config key {key!r} = {v!r} is out of range; expected {want}")
-  kind = cfg["model"]["kind"]
-  kinds = [k for k in DEFAULTS["model"] if k != "kind"]
-  if kind not in kinds:
-    raise ConfigError(f"config key 'model.kind' = {kind!r}; expected one of "
-                      f"{', '.join(kinds)}")
+  _check_built(cfg)
+  _check_applies(cfg, explicit)
   return cfg
 
 
 def from_dict(tree: dict, overrides=()) -> dict:
   """A config from a nested dict (e.g. a run's ``config.json``), checked."""
-  cfg = copy.deepcopy(DEFAULTS)
-  _merge(cfg, tree)
+  cfg, explicit = copy.deepcopy(DEFAULTS), set()
+  _merge(cfg, tree, set())  # a saved config holds every key: not "set"
   for text in overrides:
-    _set(cfg, *parse_override(text))
-  return validate(cfg)
+    _set(cfg, *parse_override(text), explicit)
+  return validate(cfg, explicit)
 
 
 def load(path=None, overrides=()) -> dict:
@@ -415,7 +431,7 @@ def load(path=None, overrides=()) -> dict:
     path: a ``.toml`` file or None for the defaults alone.
     overrides: ``"key=value"`` strings (the ``--set`` flags).
   """
-  cfg = copy.deepcopy(DEFAULTS)
+  cfg, explicit = copy.deepcopy(DEFAULTS), set()
   if path is not None:
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -427,14 +443,14 @@ def load(path=None, overrides=()) -> dict:
       raise ConfigError(f"config file {path!r} is not valid TOML: {e}") from None
     except (OSError, UnicodeDecodeError) as e:
       raise ConfigError(f"config file {path!r} cannot be read: {e}") from None
-    _merge(cfg, tree)
+    _merge(cfg, tree, explicit)
     if not cfg["name"]:
       cfg["name"] = os.path.splitext(os.path.basename(path))[0]
   for text in overrides:
-    _set(cfg, *parse_override(text))
+    _set(cfg, *parse_override(text), explicit)
   if not cfg["name"]:
     cfg["name"] = "default"
-  return validate(cfg)
+  return validate(cfg, explicit)
 
 
 def to_json(cfg: dict) -> str:

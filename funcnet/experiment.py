@@ -1,14 +1,13 @@
-"""From a resolved config to a trained run folder: ``train_and_evaluate``.
+"""From a resolved config to a trained run folder, and back.
 
-This is the library behind ``funcnet train``; the command line only parses
-flags (see :mod:`funcnet.cli`). The run folder holds:
+This is the library behind ``funcnet train``, ``gradcheck`` and ``eval``;
+the command line only parses flags (see :mod:`funcnet.cli`), and the run
+folder is :mod:`funcnet.runs`'s.
 
-  config.json      the resolved config, every key
-  metrics.jsonl    one JSON object per epoch (see :func:`funcnet.train.fit`)
-  summary.json     final and best metrics, steps/s, device, status
-  loss.png, grad_norms.png   curves (when ``run.plots``)
-  checkpoints/     orbax checkpoints of {params, opt_state, epoch}, the
-                   last ``run.keep_checkpoints`` kept
+  Setup(cfg)                          data, model, schedule, optimizer, checked
+  train_and_evaluate(cfg, workdir)    trains into a run folder; the summary
+  evaluate(run)                       a run's latest checkpoint on its test split
+  gradcheck(cfg, batch)               manual vs autodiff vs finite differences
 
 Resuming reads ``config.json`` and the latest checkpoint, drops the metrics
 lines written after it, and continues; since epoch ``e`` draws its keys from
@@ -16,22 +15,19 @@ lines written after it, and continues; since epoch ``e`` draws its keys from
 interrupted.
 """
 
-import inspect
 import json
 import math
 import os
-import shutil
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from funcnet import checkpoints, config as config_lib, data, finetune, optimizers
-from funcnet import losses, parallel, plots, schedules, train
+from funcnet import backprop, checkpoints, config as config_lib, data, finetune
+from funcnet import losses, parallel, precision, runs, train
 from funcnet.errors import ConfigError, DivergenceError
-from funcnet.mlp import mlp
+from funcnet.models import registry
 from funcnet.progress import Progress
 
 TASK_LOSSES = {"classification": ("cross_entropy", "bce"),
@@ -67,73 +63,12 @@ def n_outputs(cfg, ds) -> int:
 def build_model(cfg, ds):
   """The model ``cfg["model"]`` describes, sized to the dataset."""
   kind = cfg["model"]["kind"]
-  m = cfg["model"][kind]
-  if kind == "mlp":
-    if len(data.in_shape(ds)) != 1:
-      raise ConfigError(f"model.kind = 'mlp' needs flat inputs; dataset "
-                        f"{ds.name!r} has examples of shape {data.in_shape(ds)}")
-    sizes = [data.n_features(ds), *m["hidden"], n_outputs(cfg, ds)]
-    return mlp(sizes, activation=m["activation"],
-               output_activation=m["output_activation"], init=m["init"],
-               dropout=m["dropout"])
-  from funcnet import models  # the application models (CNN, RNN, ...)
-  kwargs = dict(m)
-  if kind in ("mf", "ncf"):
-    if ds.task != "ratings":
-      raise ConfigError(f"model.kind = {kind!r} needs ratings data; "
-                        f"{ds.name!r} is {ds.task}")
-    return models.MODELS[kind](
-        n_users=ds.info["n_users"], n_items=ds.info["n_items"],
-        global_mean=float(np.mean(ds.y_train)), **kwargs)
-  if ds.task != "classification":
-    raise ConfigError(f"model.kind = {kind!r} is a classifier; {ds.name!r} "
-                      f"is {ds.task} data; expected a classification dataset")
-  if kind == "cnn":
-    kwargs["image_shape"] = tuple(kwargs["image_shape"]) or None
-    kwargs["conv_dims"] = kwargs["conv_dims"] or None
-  return models.MODELS[kind](data.in_shape(ds), n_outputs(cfg, ds), **kwargs)
-
-
-def build_schedule(cfg):
-  """``count -> lr`` from ``[schedule]`` with peak ``optimizer.learning_rate``."""
-  s, lr = cfg["schedule"], cfg["optimizer"]["learning_rate"]
-  fn = schedules.SCHEDULES.get(s["name"])
-  if fn is None or s["name"] == "warmup":
-    raise ConfigError(
-        f"config key 'schedule.name' = {s['name']!r}; expected one of "
-        f"{', '.join(n for n in schedules.names() if n != 'warmup')} "
-        "(warm-up is schedule.warmup_steps)")
-  wanted = inspect.signature(fn).parameters
-  kwargs = {k: v for k, v in s.items() if k in wanted}
-  sched = fn(lr, **kwargs)
-  if s["warmup_steps"]:
-    sched = schedules.warmup(sched, s["warmup_steps"])
-  return sched
-
-
-def build_optimizer(cfg, schedule):
-  """``[optimizer]`` as an optax chain: clip, L2 decay, the update rule."""
-  o = cfg["optimizer"]
-  name = o["name"]
-  if name not in optimizers.OPTIMIZERS:
-    raise ConfigError(f"config key 'optimizer.name' = {name!r}; expected one of "
-                      f"{', '.join(optimizers.names())}")
-  wanted = inspect.signature(optimizers.OPTIMIZERS[name]).parameters
-  hyper = {k: v for k, v in o.items() if k in wanted and k != "learning_rate"}
-  if name == "adamw":
-    if o["l2"]:
-      raise ConfigError("config key 'optimizer.l2' does not apply to adamw; "
-                        "expected optimizer.weight_decay (decoupled) instead")
-    decay = hyper.pop("weight_decay")
-  else:
-    decay = o["l2"] or None
-  return optimizers.build(name, schedule, impl=o["impl"],
-                          clip_norm=o["clip_norm"] or None, weight_decay=decay,
-                          **hyper)
+  return registry.from_config(kind, cfg["model"][kind], ds, n_outputs(cfg, ds))
 
 
 def check(cfg, ds, model) -> None:
-  """Cross-key checks that need the data: loss vs task, batch size."""
+  """Cross-key checks that need the data, made before anything is written
+  or compiled: loss vs task, batch size, gradient source, dtype."""
   t = cfg["train"]
   losses.get(t["loss"])  # an unknown name lists the known ones
   allowed = TASK_LOSSES[ds.task]
@@ -141,18 +76,9 @@ def check(cfg, ds, model) -> None:
     raise ConfigError(f"config key 'train.loss' = {t['loss']!r} does not suit "
                       f"the {ds.task} data {ds.name!r}; expected one of "
                       f"{', '.join(allowed)}")
-  n = len(ds.y_train)
-  if t["batch_size"] > n:
-    raise ConfigError(f"config key 'train.batch_size' = {t['batch_size']} is "
-                      f"larger than the {n} training examples; expected 1..{n}")
-  if t["grads"] == "manual" and model.kind != "mlp":
-    raise ConfigError(f"config key 'train.grads' = 'manual' needs model.kind = "
-                      f"'mlp' (hand-written backprop); got {model.kind!r}; "
-                      "expected 'autodiff'")
-  if t["batch_size"] % t["accumulate"]:
-    raise ConfigError(f"config key 'train.accumulate' = {t['accumulate']} does "
-                      f"not divide train.batch_size = {t['batch_size']}; "
-                      "expected equal micro-batches")
+  train.check_batch(t["batch_size"], len(ds.y_train), t["accumulate"])
+  if t["grads"] == "manual":
+    backprop.value_and_grad(model, t["loss"])  # raises for a kind without one
   if t["dtype"] == "float64" and not jax.config.jax_enable_x64:
     raise ConfigError("config key 'train.dtype' = 'float64' needs 64-bit JAX; "
                       "expected JAX_ENABLE_X64=1 in the environment")
@@ -163,28 +89,39 @@ class Setup:
 
   def __init__(self, cfg):
     self.cfg = cfg
-    ft = cfg["finetune"]
+    ft, t = cfg["finetune"], cfg["train"]
     # Fine-tuning: the trained run first, since its input statistics scale
     # this data (see funcnet.finetune).
-    self.pretrained = finetune.load_run(ft["from_run"]) if ft["from_run"] else None
+    self.pretrained = (runs.load_trained(ft["from_run"], "config key "
+                                         "'finetune.from_run' =")
+                       if ft["from_run"] else None)
     self.ds = build_dataset(cfg, self.pretrained and self.pretrained.stats)
     self.model = build_model(cfg, self.ds)
     check(cfg, self.ds, self.model)
-    self.schedule = build_schedule(cfg)
-    self.optimizer = build_optimizer(cfg, self.schedule)
+    self.schedule = config_lib.schedule_from_config(cfg)
+    self.optimizer = config_lib.optimizer_from_config(cfg, self.schedule)
     if self.pretrained is not None:
       self.optimizer = finetune.optimizer(self.optimizer, self.model,
                                           ft["freeze_body"], ft["body_lr_scale"])
-    self.loss = cfg["train"]["loss"]
-    self.dtype = jnp.dtype(cfg["train"]["dtype"])
+    self.loss = t["loss"]
+    self.dtype = jnp.dtype(t["dtype"])
     self.key = jax.random.key(cfg["seed"])
-    cd = cfg["train"]["compute_dtype"]
+    cd = t["compute_dtype"]
     # None keeps the plain step (bit-identical to a run without the key).
-    self.compute_dtype = None if cd in ("same", self.dtype.name) else jnp.dtype(cd)
+    self.mixed = precision.Mixed(
+        None if cd in ("same", self.dtype.name) else jnp.dtype(cd),
+        t["accumulate"])
+    self.evaluation = train.Evaluation(t["eval_every"], t["patience"] or None)
     # None on one device: the single-device path, unchanged.
     self.plan = parallel.plan_from_config(cfg)
     if self.plan is not None:
-      self.plan.check_batch(cfg["train"]["batch_size"], cfg["train"]["accumulate"])
+      self.plan.check_batch(t["batch_size"], t["accumulate"])
+
+  @property
+  def stats(self):
+    """``(mean, std)`` the inputs were standardised with, or None."""
+    info = self.ds.info
+    return (info["mean"], info["std"]) if "mean" in info else None
 
   def init_state(self):
     """Params and optimizer state exactly as ``train.fit`` would make them.
@@ -199,61 +136,21 @@ class Setup:
     state = params, self.optimizer.init(params)
     return state if self.plan is None else self.plan.place(state)
 
-  def fit(self, **kwargs):
+  def fit(self, start=None, grads=None, **kwargs):
+    """``train.fit`` as the config says; ``start`` a ``train.Start`` to resume."""
     t = self.cfg["train"]
-    if self.pretrained is not None and kwargs.get("params") is None:
-      kwargs["params"], kwargs["opt_state"] = self.init_state()
+    if self.pretrained is not None and start is None:
+      start = train.Start(*self.init_state())
     return train.fit(
         self.model, self.loss, self.optimizer, self.ds, epochs=t["epochs"],
-        batch_size=t["batch_size"], key=self.key,
-        grads=kwargs.pop("grads", t["grads"]),
-        patience=t["patience"] or None, eval_every=t["eval_every"],
-        lr_schedule=self.schedule, dtype=self.dtype, plan=self.plan,
-        compute_dtype=self.compute_dtype, accumulate=t["accumulate"], **kwargs)
+        batch_size=t["batch_size"], key=self.key, grads=grads or t["grads"],
+        dtype=self.dtype, start=start, evaluation=self.evaluation,
+        mixed=self.mixed, plan=self.plan, lr_schedule=self.schedule, **kwargs)
 
   def device(self) -> str:
     """``"cpu"``, or e.g. ``"8 x TPU v4 (mesh data=8 fsdp=1, 2 processes)"``."""
     return (self.plan.describe() if self.plan is not None
             else jax.devices()[0].device_kind)
-
-
-def _truncate_metrics(path, last_epoch):
-  """Keeps the metrics lines of epochs ``<= last_epoch`` (after a crash)."""
-  if not os.path.exists(path):
-    return []
-  kept = []
-  with open(path) as f:
-    for line in f:
-      try:
-        rec = json.loads(line)
-      except json.JSONDecodeError:
-        break  # a line cut short by a kill
-      if rec.get("epoch", math.inf) <= last_epoch:
-        kept.append(rec)
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.writelines(json.dumps(r) + "\n" for r in kept)
-  os.replace(tmp, path)
-  return kept
-
-
-def json_safe(obj):
-  """``obj`` with NaN and inf floats as ``None``: strict JSON for any reader."""
-  if isinstance(obj, float):
-    return obj if math.isfinite(obj) else None
-  if isinstance(obj, dict):
-    return {k: json_safe(v) for k, v in obj.items()}
-  if isinstance(obj, (list, tuple)):
-    return [json_safe(v) for v in obj]
-  return obj
-
-
-def _write_json(path, obj):
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(json_safe(obj), f, indent=2, sort_keys=True, allow_nan=False)
-    f.write("\n")
-  os.replace(tmp, path)
 
 
 def _best(history, task):
@@ -278,7 +175,7 @@ def train_and_evaluate(cfg, workdir, *, resume=False, progress="auto",
   With several processes every process calls this with the same arguments:
   all of them train and write checkpoints (collectively, each its own
   shards); only the main process (``is_main``, default: process 0) writes
-  ``config.json``, metrics, plots and the summary, and logs.
+  the run folder's other files (:mod:`funcnet.runs`), and logs.
 
   Raises:
     ConfigError: a config that does not fit its data, or a workdir that
@@ -292,43 +189,50 @@ def train_and_evaluate(cfg, workdir, *, resume=False, progress="auto",
     log, progress = (lambda *a, **k: None), "never"
   setup = Setup(cfg)
   ds, model = setup.ds, setup.model
-  ckpt_dir = cfg["run"]["checkpoint_dir"] or os.path.join(workdir, "checkpoints")
+  ckpt_dir = runs.checkpoint_dir(workdir, cfg)
   has_ckpt = checkpoints.latest_epoch(ckpt_dir) is not None
   if has_ckpt and not resume:
     raise ConfigError(f"run folder {workdir!r} already holds checkpoints; "
                       "expected --resume to continue it or a new --out folder")
   os.makedirs(workdir, exist_ok=True)
-  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  board = None
+  if is_main and cfg["run"]["tensorboard"]:
+    from funcnet import tensorboard  # tensorboardX only when asked for
+    board = tensorboard.open_writer(workdir)
   if is_main:
-    _write_json(os.path.join(workdir, "config.json"), cfg)
+    runs.write_config(workdir, cfg)
+    runs.write_model(workdir, model)
+    runs.write_stats(workdir, setup.stats)
 
   params, opt_state = setup.init_state()
   start, history = 0, []
   if has_ckpt:
     start, params, opt_state = checkpoints.restore(ckpt_dir, params, opt_state)
-    history = _truncate_metrics(metrics_path, start) if is_main else []
+    history = runs.read_metrics(workdir, start) if is_main else []
     log(f"resuming {workdir} from epoch {start}")
-  elif is_main and os.path.exists(metrics_path):
-    os.remove(metrics_path)
+  if is_main:
+    runs.reset_metrics(workdir, history)
 
   t = cfg["train"]
   steps_per_epoch = len(ds.y_train) // t["batch_size"]
   log(f"data   {data.summary(ds)}")
   log(f"model  {model.kind} {json.dumps({k: v for k, v in model.spec.items() if k != 'kind'})}")
+  compute = setup.mixed.compute_dtype
   log(f"train  {t['epochs']} epochs x {steps_per_epoch} steps, "
       f"{cfg['optimizer']['name']} ({cfg['optimizer']['impl']}), "
       f"grads {t['grads']}, device {setup.device()}"
-      + (f", compute {setup.compute_dtype.name}" if setup.compute_dtype else "")
+      + (f", compute {compute.name}" if compute is not None else "")
       + (f", {t['accumulate']} micro-batches" if t["accumulate"] > 1 else ""))
   bar = Progress(t["epochs"], start, mode=progress)
   saver = checkpoints.Saver(ckpt_dir, cfg["run"]["keep_checkpoints"])
   every = cfg["run"]["checkpoint_every"]
-  metrics_file = open(metrics_path, "a") if is_main else None
+  metrics = runs.MetricsWriter(workdir) if is_main else None
 
   def on_epoch(record, params, opt_state):
-    if metrics_file:
-      metrics_file.write(json.dumps(json_safe(record)) + "\n")
-      metrics_file.flush()
+    if metrics:
+      metrics.write(record)
+    if board:
+      board.write(record)
     bar.update(record)
     e = record["epoch"]
     if e % every == 0 and e < t["epochs"] and math.isfinite(record["train_loss"]):
@@ -336,17 +240,17 @@ def train_and_evaluate(cfg, workdir, *, resume=False, progress="auto",
 
   t0 = time.perf_counter()
   try:
-    result = setup.fit(params=params, opt_state=opt_state, start_epoch=start,
+    result = setup.fit(start=train.Start(params, opt_state, start),
                        callback=on_epoch)
   finally:
     bar.close()
-    if metrics_file:
-      metrics_file.close()
+    for f in (metrics, board):
+      if f:
+        f.close()
   elapsed = time.perf_counter() - t0
   history = history + result.history
-  diverged = bool(result.stopped and result.stopped.startswith("loss became"))
   last_epoch = history[-1]["epoch"] if history else start
-  if not diverged:
+  if not result.diverged:
     saver.save(last_epoch, result.params, result.opt_state)
   saver.close()
 
@@ -357,9 +261,10 @@ def train_and_evaluate(cfg, workdir, *, resume=False, progress="auto",
              if len(result.history) > 1 else elapsed)
   final = history[-1] if history else {}
   summary = {
-      "name": cfg["name"], "status": "diverged" if diverged else "finished",
-      "stopped": result.stopped, "epochs": last_epoch,
-      "total_steps": last_epoch * steps_per_epoch,
+      "name": cfg["name"],
+      "status": "diverged" if result.diverged else "finished",
+      "fit_status": result.status, "stopped": result.reason,
+      "epochs": last_epoch, "total_steps": last_epoch * steps_per_epoch,
       "steps_per_s": (len(timed) * steps_per_epoch / t_timed
                       if t_timed > 0 and timed else None),
       "wall_time_s": elapsed, "device_kind": jax.devices()[0].device_kind,
@@ -373,19 +278,75 @@ def train_and_evaluate(cfg, workdir, *, resume=False, progress="auto",
     last = [h[k] for h in history if k in h]
     if last:
       summary[k] = last[-1]
-  if t["compare_grads"] and not diverged:
+  if t["compare_grads"] and not result.diverged:
     summary["compare_grads"] = compare_training(setup, result.params, log)
   if is_main:
-    _write_json(os.path.join(workdir, "summary.json"), summary)
+    runs.write_summary(workdir, summary)
     if cfg["run"]["plots"] and history:
+      from funcnet import plots  # matplotlib only when plotting
       plots.write(history, workdir, title=cfg["name"])
-  if diverged:
+  if result.diverged:
     last = checkpoints.latest_epoch(ckpt_dir)
     where = (f"the last good checkpoint (epoch {last}) is in {ckpt_dir}"
              if last is not None else "no checkpoint had been written yet")
-    raise DivergenceError(f"{result.stopped}; {where}; try a smaller "
+    raise DivergenceError(f"{result.reason}; {where}; try a smaller "
                           "optimizer.learning_rate or optimizer.clip_norm")
   return summary
+
+
+def evaluate(run) -> dict:
+  """The latest checkpoint of the run folder ``run`` on its test split.
+
+  The model comes from the run's ``model.json`` and its params from its
+  checkpoints (wherever ``run.checkpoint_dir`` put them); the test split is
+  the config's, standardised with the run's saved training statistics.
+
+  Returns:
+    ``{"run", "epoch", "test_<metric>": ...}`` (the metrics of
+    :func:`funcnet.train.make_evaluate`).
+  """
+  trained = runs.load_trained(run, "--run")
+  ds = build_dataset(trained.cfg, trained.stats)
+  if ds.x_test is None:
+    raise ConfigError(f"--run {run!r}: its data {ds.name!r} has no test split; "
+                      "expected a dataset with x_test")
+  dtype = jnp.dtype(trained.cfg["train"]["dtype"])
+  x, y = train.as_arrays(ds.x_test, ds.y_test, dtype)
+  metrics = train.make_evaluate(trained.model, trained.cfg["train"]["loss"],
+                                ds.task)(trained.params, x, y)
+  return {"run": run, "epoch": trained.epoch,
+          **{f"test_{k}": float(v) for k, v in jax.device_get(metrics).items()}}
+
+
+def gradcheck(cfg, batch=None):
+  """The gradient check of ``cfg``'s model at its initial params, in float64.
+
+  Args:
+    cfg: a resolved config.
+    batch: examples to check on, drawn from the training split with
+      ``cfg["seed"]``; None: 8, or all of them when there are fewer.
+
+  Returns:
+    ``(report, heading)``: a :class:`funcnet.gradcheck.Report` and one line
+    saying what was checked.
+  """
+  from funcnet import gradcheck as gradcheck_lib
+  setup = Setup(cfg)
+  ds = setup.ds
+  n = len(ds.y_train)
+  batch = min(8, n) if batch is None else batch
+  if not 1 <= batch <= n:
+    raise ConfigError(f"--batch {batch}: expected 1..{n}, the training "
+                      f"examples of {ds.name!r}")
+  rng = np.random.default_rng(cfg["seed"])
+  idx = np.sort(rng.choice(n, batch, replace=False))
+  params, _ = setup.init_state()
+  report = gradcheck_lib.compare(setup.model, setup.loss, params,
+                                 ds.x_train[idx], ds.y_train[idx],
+                                 key=jax.random.key(cfg["seed"]))
+  heading = (f"gradient check of {cfg['name']}: {setup.model.kind}, loss "
+             f"{setup.loss}, {batch} examples of {ds.name}, float64")
+  return report, heading
 
 
 def compare_training(setup: Setup, params, log=print) -> dict:

@@ -19,89 +19,39 @@ where ``u`` is the optimizer's step computed on that part alone (its own
 moments, clipping and decay; :func:`optax.multi_transform`). A frozen body
 gets exact zeros (``optax.set_to_zero``), so its params stay bit for bit.
 
-Where the head lives (:func:`head_path`):
+Where the head lives is each model kind's to say (``Model.head``, read by
+:func:`head_path`):
 
   mlp                     params[-1]             {"W": (d, k), "b": (k,)}
   cnn                     params["dense"][-1]    (d = last dense width or features)
   rnn, gru, transformer   params["head"]
 
+The trained run is read by :func:`funcnet.runs.load_trained`: its model
+from ``model.json``, its params from its latest checkpoint and its input
+statistics from ``stats.npz``, without rebuilding its data or optimizer.
+
 The body must match the run's in structure and shape (same ``[model]``
 table apart from the class count and dropout); inputs are standardised with
-the run's own training statistics, since the body learned on inputs scaled
-that way (see :func:`funcnet.experiment.build_dataset`).
+the run's own training statistics (``stats.npz``), since the body learned
+on inputs scaled that way (see :func:`funcnet.experiment.build_dataset`).
 """
-
-import json
-import os
-from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from funcnet import checkpoints
 from funcnet.errors import ConfigError
 
 
-class Pretrained(NamedTuple):
-  """What fine-tuning takes from a trained run.
-
-  Attributes:
-    run: the run folder.
-    cfg: its resolved config (from ``config.json``).
-    params: its params at the latest checkpoint.
-    epoch: that checkpoint's epoch.
-    stats: ``(mean, std)``, each of the input shape, that the run
-      standardised its inputs with; None when it did not standardise.
-  """
-  run: str
-  cfg: dict
-  params: Any
-  epoch: int
-  stats: Optional[tuple]
-
-
-def load_run(run) -> Pretrained:
-  """The latest checkpoint of the run folder ``run`` with what it needs.
-
-  The restore templates (structure, shapes, dtypes of params and optimizer
-  state) come from rebuilding the run's own config, as ``funcnet eval`` does.
-
-  Raises:
-    ConfigError: ``run`` is not a run folder with a ``config.json``.
-    CheckpointError: it has no readable checkpoint.
-  """
-  from funcnet import config as config_lib, experiment  # experiment imports us
-  run = os.fspath(run)
-  saved = os.path.join(run, "config.json")
-  if not os.path.isfile(saved):
-    raise ConfigError(f"config key 'finetune.from_run' = {run!r} has no "
-                      "config.json; expected a run folder written by funcnet "
-                      "train")
-  with open(saved) as f:
-    cfg = config_lib.from_dict(json.load(f))
-  setup = experiment.Setup(cfg)
-  params, opt_state = setup.init_state()
-  ckpt_dir = cfg["run"]["checkpoint_dir"] or os.path.join(run, "checkpoints")
-  epoch, params, _ = checkpoints.restore(ckpt_dir, params, opt_state)
-  info = setup.ds.info
-  stats = (info["mean"], info["std"]) if "mean" in info else None
-  return Pretrained(run, cfg, params, epoch, stats)
-
-
 def head_path(model) -> tuple:
-  """The keys/indices from the params' root to the head's ``{"W", "b"}``."""
-  kind = model.kind
-  if kind == "mlp":
-    return (-1,)
-  if kind == "cnn":
-    return ("dense", -1)
-  if kind in ("rnn", "gru", "transformer"):
-    return ("head",)
-  raise ConfigError(f"fine-tuning replaces a classifier's head; model.kind = "
-                    f"{kind!r} has none; expected mlp, cnn, rnn, gru or "
-                    "transformer")
+  """The keys/indices from the params' root to the head's ``{"W", "b"}``
+  (each model kind says where: ``model.head``)."""
+  if model.head is None:
+    raise ConfigError(f"fine-tuning replaces a classifier's head; model.kind = "
+                      f"{model.kind!r} has none; expected a classifier (mlp, "
+                      "cnn, rnn, gru, transformer)")
+  return model.head
 
 
 def get_at(tree, path):

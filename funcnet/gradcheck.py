@@ -4,8 +4,8 @@
 every parameter array (``W`` and ``b`` of each layer of an MLP; every leaf of
 other models), reports
 
-  * manual vs autodiff on every entry (MLPs only: the hand-written backprop
-    covers MLPs),
+  * manual vs autodiff on every entry (models whose kind has a hand-written
+    backward, ``model.backward``),
   * autodiff vs central finite differences, and manual vs finite differences,
     on up to ``max_entries`` entries per array chosen with ``key``:
 
@@ -17,10 +17,11 @@ error of the whole array, as in the literature (e.g. Ng's CS229 notes):
   rel(a, b) = ||a − b|| / max(||a|| + ||b||, tiny)
 
 Kinks: the derivative of ``relu``/``leaky_relu`` jumps at ``z = 0``, and a
-difference whose two sides straddle a kink measures neither side. For an MLP
-with such an activation, an entry is *skipped* when any hidden
-pre-activation ``z_l`` changes sign between ``θ − h e_k`` and ``θ + h e_k``;
-for other models whose ``spec["kinked"]`` is true, when the forward and
+difference whose two sides straddle a kink measures neither side. For a
+model that exposes its kinked pre-activations (``model.kinks``, e.g. an MLP
+with such an activation), an entry is *skipped* when any of them changes
+sign between ``θ − h e_k`` and ``θ + h e_k``; for other models whose
+``spec["kinked"]`` is true, when the forward and
 backward one-sided differences disagree by more than ``kink_tol`` relative
 (a straddled kink shows as a jump there). The report counts skipped entries.
 
@@ -35,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from funcnet import activations, autodiff, backprop
+from funcnet import autodiff, backprop
 from funcnet.model import Model
 
 TINY = 1e-300
@@ -117,9 +118,10 @@ class Report(NamedTuple):
     return "\n".join(lines)
 
 
-def _leaf_name(model, path) -> str:
-  if model.kind == "mlp":
-    # path = ([l], ['W']) -> "layer 1 W", 1-based as in the equations.
+def _leaf_name(path) -> str:
+  if len(path) == 2 and isinstance(path[0], jax.tree_util.SequenceKey):
+    # A list of layers (an MLP): ([l], ['W']) -> "layer 1 W", 1-based as in
+    # the equations.
     return f"layer {path[0].idx + 1} {path[1].key}"
   return jax.tree_util.keystr(path)
 
@@ -137,7 +139,7 @@ def compare(model: Model, loss, params, x, y, *, eps: float = 1e-6,
 
   Args:
     model: any :class:`funcnet.model.Model`; manual backprop is compared
-      when it is an MLP.
+      when its kind has one (``model.backward``).
     loss: the loss name.
     params, x, y: as for :func:`funcnet.autodiff.value_and_grad`; cast to
       float64 here (integer labels and indices stay integers).
@@ -156,7 +158,7 @@ def compare(model: Model, loss, params, x, y, *, eps: float = 1e-6,
     params, x, y = _to64(params), _to64(x), _to64(y)
     loss_of = autodiff.loss_fn(model, loss)
     _, auto = jax.jit(autodiff.value_and_grad(model, loss))(params, x, y)
-    manual_ok = model.kind == "mlp"
+    manual_ok = model.backward is not None
     if manual_ok:
       _, manual = jax.jit(backprop.value_and_grad(model, loss))(params, x, y)
     flat, unravel = jax.flatten_util.ravel_pytree(params)
@@ -164,16 +166,16 @@ def compare(model: Model, loss, params, x, y, *, eps: float = 1e-6,
     auto_leaves = jax.tree_util.tree_leaves(auto)
     man_leaves = jax.tree_util.tree_leaves(manual) if manual_ok else None
 
-    kinked_mlp = manual_ok and activations.get(model.spec["activation"]).kink \
-        and len(params) > 1
-    kinked_other = not manual_ok and bool(model.spec.get("kinked", False))
+    # Kinks: the exact test where the model exposes its kinked
+    # pre-activations (model.kinks), else the one-sided test.
+    kinked_exact = model.kinks is not None
+    kinked_other = not kinked_exact and bool(model.spec.get("kinked", False))
 
     def probe(theta):
       p = unravel(theta)
       c = loss_of(p, x, y)
-      if kinked_mlp:
-        signs = [jnp.sign(z) for z in backprop.forward(model, p, x).zs[:-1]]
-        return c, jnp.concatenate([s.ravel() for s in signs])
+      if kinked_exact:
+        return c, jnp.sign(model.kinks(p, x))
       return c, jnp.zeros((0,))
 
     # One compiled function for every array: it takes a fixed-length vector
@@ -205,7 +207,7 @@ def compare(model: Model, loss, params, x, y, *, eps: float = 1e-6,
       c_plus, c_minus = c_plus[:k], c_minus[:k]
       fd = np.asarray((c_plus - c_minus) / (2 * eps))
       keep = np.ones(k, bool)
-      if kinked_mlp:
+      if kinked_exact:
         keep = np.asarray(jnp.all(s_plus[:k] == s_minus[:k], axis=1))
       elif kinked_other:
         fwd = np.asarray((c_plus - c0) / eps)
@@ -219,7 +221,7 @@ def compare(model: Model, loss, params, x, y, *, eps: float = 1e-6,
         mf_abs, mf_rel = _abs_rel(mval[idx][keep], fd[keep])
       else:
         ma_abs = ma_rel = mf_abs = mf_rel = None
-      rows.append(Row(_leaf_name(model, path), tuple(leaf.shape),
+      rows.append(Row(_leaf_name(path), tuple(leaf.shape),
                       float(np.linalg.norm(a)), ma_abs, ma_rel, ad_abs, ad_rel,
                       mf_abs, mf_rel, int(keep.sum()), int((~keep).sum())))
       offset += size

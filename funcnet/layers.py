@@ -191,6 +191,20 @@ def dropout(x, rate: float, key=None):
   return jnp.where(r, x / keep, jnp.zeros((), x.dtype))
 
 
+def dropout_masks(key, rate: float, hidden_shapes, dtype):
+  """The inverted-dropout masks ``r_l / (1 - rate)`` for each hidden layer.
+
+  Shared by the MLP's forward pass and :mod:`funcnet.backprop` so both draw the
+  same masks from the same key. Returns ``None`` when no dropout applies.
+  """
+  if key is None or rate == 0.0 or not hidden_shapes:
+    return None
+  keep = 1.0 - rate
+  keys = jax.random.split(key, len(hidden_shapes))
+  return [jax.random.bernoulli(k, keep, s).astype(dtype) / keep
+          for k, s in zip(keys, hidden_shapes)]
+
+
 # --- multi-head self-attention --------------------------------------------
 
 def attention_init(key, d_model: int, n_heads: int, dtype=jnp.float32,

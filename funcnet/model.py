@@ -16,7 +16,7 @@ contract, so any model that keeps it (MLP, CNN, RNN, Transformer,
 recommender) trains unchanged.
 """
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax.numpy as jnp
 
@@ -36,7 +36,19 @@ class Model(NamedTuple):
     in_shape: the shape of one example.
     n_out: the width of the output.
     spec: the hyperparameters that built the model (``spec["kind"]`` names
-      the builder), for saving and for the manual backprop of MLPs.
+      its kind in :mod:`funcnet.models`, whose builder rebuilds it from the
+      other keys).
+    head: the path from the params' root to the output layer's ``{"W",
+      "b"}`` (what fine-tuning replaces), e.g. ``(-1,)`` for an MLP; None for
+      models without one (recommenders).
+    backward: the kind's hand-written gradient, ``backward(model, loss) ->
+      (params, x, y, key=None) -> (C, grads)``, written from the delta
+      equations without ``jax.grad``; None where the kind has none yet.
+      :func:`funcnet.backprop.value_and_grad` calls it.
+    kinks: ``(params, x) -> (k,)``, the hidden pre-activations that sit
+      before a kinked activation (relu), so the gradient check can skip a
+      finite difference whose two sides straddle one; None when there are
+      none or the kind does not expose them (see :mod:`funcnet.gradcheck`).
   """
   init: Callable
   logits: Callable
@@ -44,6 +56,9 @@ class Model(NamedTuple):
   in_shape: tuple
   n_out: int
   spec: dict
+  head: Optional[tuple] = None
+  backward: Optional[Callable] = None
+  kinks: Optional[Callable] = None
 
   def apply(self, params, x, key=None):
     """``a = f(z)``: the model's output, ``(m, n_out)``."""

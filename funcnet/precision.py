@@ -24,10 +24,25 @@ size; only one micro-batch's activations are alive at a time. Micro-batch
 all devices.
 """
 
+from typing import Any, NamedTuple, Optional
+
 import jax
 import jax.numpy as jnp
 
 from funcnet.model import Model
+
+
+class Mixed(NamedTuple):
+  """How a training step computes, beside the params' own dtype.
+
+  Attributes:
+    compute_dtype: the dtype of the forward and backward passes (e.g.
+      ``jnp.bfloat16``); None computes in the params' dtype (the plain
+      step, bit-identical to a run without it).
+    accumulate: micro-batches per step, ``k``; the batch must divide by it.
+  """
+  compute_dtype: Optional[Any] = None
+  accumulate: int = 1
 
 
 def _floats(tree, dtype):
@@ -106,4 +121,4 @@ def accumulate(vg, k: int, sharding=None):
   return fn
 
 
-__all__ = ["accumulate", "compute_in", "in_dtype"]
+__all__ = ["Mixed", "accumulate", "compute_in", "in_dtype"]

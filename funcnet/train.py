@@ -52,7 +52,7 @@ import numpy as np
 import optax
 
 from funcnet import autodiff, backprop, losses, precision
-from funcnet.errors import ConfigError, DivergenceError
+from funcnet.errors import ConfigError
 from funcnet.model import Model
 
 
@@ -73,12 +73,51 @@ class EpochMetrics(NamedTuple):
   bad_step: jnp.ndarray
 
 
+STATUSES = ("done", "early_stopped", "diverged", "stopped")
+
+
 class FitResult(NamedTuple):
-  """``fit``'s result: final (or last good) params, optimizer state, history."""
+  """``fit``'s result: final (or last good) params, optimizer state, history.
+
+  Attributes:
+    params, opt_state: after the last epoch run (for ``"diverged"``: the
+      last params whose loss was finite, and their optimizer state).
+    history: one JSON-ready dict per epoch run (see :func:`fit`).
+    status: ``"done"`` (every epoch ran), ``"early_stopped"`` (patience ran
+      out), ``"diverged"`` (a NaN/inf loss) or ``"stopped"`` (the callback
+      asked).
+    reason: one line saying why training ended before ``epochs`` (None
+      when ``status == "done"``).
+  """
   params: Any
   opt_state: Any
   history: list
-  stopped: Optional[str]
+  status: str = "done"
+  reason: Optional[str] = None
+
+  @property
+  def diverged(self) -> bool:
+    return self.status == "diverged"
+
+
+class Start(NamedTuple):
+  """Where ``fit`` starts: given params and optimizer state at ``epoch``
+  (to resume a run, or to fine-tune); ``fit`` draws fresh ones without it."""
+  params: Any
+  opt_state: Any = None
+  epoch: int = 0
+
+
+class Evaluation(NamedTuple):
+  """When ``fit`` evaluates on the held-out split, and when it stops early.
+
+  Attributes:
+    every: evaluate every this many epochs (and at the last one).
+    patience: stop when the held-out loss has not improved for this many
+      evaluations; None: never (the best params are *not* swapped in).
+  """
+  every: int = 1
+  patience: Optional[int] = None
 
 
 def layer_groups(params) -> list[str]:
@@ -111,10 +150,6 @@ def gradient_fn(model: Model, loss, grads: str, compute_dtype=None):
   see :mod:`funcnet.precision`); None computes in the params' dtype.
   """
   if grads == "manual":
-    if model.kind != "mlp":
-      raise ConfigError(
-          f"grads = 'manual' needs an mlp (the hand-written backprop covers "
-          f"MLPs); model.kind is {model.kind!r}; use grads = 'autodiff'")
     vg = backprop.value_and_grad(model, loss)
     return vg if compute_dtype is None else precision.in_dtype(vg, compute_dtype)
   if grads == "autodiff":
@@ -301,14 +336,38 @@ def _to_host(tree) -> dict:
   return {k: float(v) for k, v in tree.items()}
 
 
+def check_batch(batch_size: int, n: int, accumulate: int = 1) -> None:
+  """Raises a one-line ``ConfigError`` unless ``1 <= batch_size <= n`` and
+  ``accumulate`` splits the batch into equal micro-batches."""
+  if not 1 <= batch_size <= n:
+    raise ConfigError(f"batch_size = {batch_size} is larger than the {n} "
+                      f"training examples; expected 1..{n}"
+                      if batch_size > n else
+                      f"batch_size = {batch_size}; expected 1..{n}")
+  if accumulate < 1 or batch_size % accumulate:
+    raise ConfigError(f"accumulate = {accumulate} does not divide batch_size = "
+                      f"{batch_size}; expected equal micro-batches")
+
+
+def as_arrays(x, y, dtype):
+  """``x`` and ``y`` as device arrays, floats in ``dtype`` (labels and ids
+  keep their integer dtypes)."""
+  x = jnp.asarray(x, dtype) if np.issubdtype(np.asarray(x).dtype, np.floating) \
+      else jnp.asarray(x)
+  y = jnp.asarray(y)
+  if jnp.issubdtype(y.dtype, jnp.floating):
+    y = y.astype(dtype)
+  return x, y
+
+
 def fit(model: Model, loss, optimizer: optax.GradientTransformation, data, *,
         epochs: int, batch_size: int, key, grads: str = "autodiff",
-        params=None, opt_state=None, start_epoch: int = 0,
-        patience: Optional[int] = None, eval_every: int = 1,
+        dtype=jnp.float32, start: Optional[Start] = None,
+        evaluation: Evaluation = Evaluation(),
+        mixed: precision.Mixed = precision.Mixed(), plan=None,
+        callback: Optional[Callable] = None,
         lr_schedule: Optional[Callable] = None, task: Optional[str] = None,
-        dtype=jnp.float32, callback: Optional[Callable] = None,
-        raise_on_nan: bool = False, plan=None, compute_dtype=None,
-        accumulate: int = 1, norms: bool = True) -> FitResult:
+        norms: bool = True) -> FitResult:
   """Trains ``model`` on ``data``; returns params, optimizer state and history.
 
   Args:
@@ -318,30 +377,26 @@ def fit(model: Model, loss, optimizer: optax.GradientTransformation, data, *,
     data: an object with ``x_train, y_train, x_test, y_test`` (and ``task``),
       e.g. a :class:`funcnet.data.Dataset`. ``x_test`` may be ``None``.
     epochs: the epoch to stop at (counting from 0, so a resumed run passes
-      the same ``epochs`` and a later ``start_epoch``).
+      the same ``epochs`` and a later ``start.epoch``).
     batch_size: examples per step, ``1 <= batch_size <= n_train``.
     key: a PRNG key, split into ``k_init, k_train``: ``init`` uses ``k_init``
-      when ``params`` is None; epoch ``e`` takes its mini-batches in
+      when no ``start`` is given; epoch ``e`` takes its mini-batches in
       ``batch_order(k_train, e, ...)`` and its dropout keys from
       ``fold_in(k_train, e)``.
     grads: ``"autodiff"`` or ``"manual"``.
-    params, opt_state, start_epoch: to resume.
-    patience: stop when the held-out loss has not improved for this many
-      evaluations (None: never); the best params are *not* swapped in.
-    eval_every: evaluate every this many epochs (and at the last one).
-    lr_schedule: ``count -> lr``, only to record the learning rate.
-    task: "classification", "regression" or "ratings" (default: ``data.task``).
     dtype: the float dtype of params and inputs.
-    callback: ``callback(record, params, opt_state)`` after each epoch; a
-      truthy return stops training.
-    raise_on_nan: raise :class:`DivergenceError` instead of returning.
+    start: a :class:`Start` (params, optimizer state, epoch) to resume or
+      fine-tune from; None: ``model.init`` and ``optimizer.init``.
+    evaluation: an :class:`Evaluation`: how often, and early stopping.
+    mixed: a :class:`funcnet.precision.Mixed`: the forward/backward dtype
+      (e.g. ``jnp.bfloat16``) and micro-batches per step.
     plan: a :class:`funcnet.parallel.Plan` to train data parallel (and
       FSDP) over its mesh, every process feeding only its own rows; None:
       one device. Either way step ``s`` sees the same examples.
-    compute_dtype: the forward/backward dtype (e.g. ``jnp.bfloat16``) while
-      params stay ``dtype``; None: ``dtype``.
-    accumulate: micro-batches per step (``batch_size`` must divide by it);
-      the step's gradient is their mean, the same as the whole batch's.
+    callback: ``callback(record, params, opt_state)`` after each epoch; a
+      truthy return stops training (status ``"stopped"``).
+    lr_schedule: ``count -> lr``, only to record the learning rate.
+    task: "classification", "regression" or "ratings" (default: ``data.task``).
     norms: record per-layer gradient norms and the update norm (default);
       False leaves them out of ``history`` for a faster step (see
       :func:`make_epoch`).
@@ -354,44 +409,32 @@ def fit(model: Model, loss, optimizer: optax.GradientTransformation, data, *,
   """
   task = task or getattr(data, "task", "classification")
   n = int(np.shape(data.x_train)[0])
-  if not 1 <= batch_size <= n:
-    raise ConfigError(
-        f"batch_size {batch_size} must be between 1 and the {n} training "
-        "examples")
+  check_batch(batch_size, n, mixed.accumulate)
   losses.check_pair(loss, model.output_activation)
   k_init, k_train = jax.random.split(key)
-  if params is None:
-    params = model.init(k_init, dtype)
-  if opt_state is None:
-    opt_state = optimizer.init(params)
+  start = start or Start(model.init(k_init, dtype))
+  params, start_epoch = start.params, start.epoch
+  opt_state = (optimizer.init(params) if start.opt_state is None
+               else start.opt_state)
+  compute_dtype, accumulate = mixed.compute_dtype, mixed.accumulate
+  patience, eval_every = evaluation.patience, evaluation.every
   # The epoch donates every leaf; a pytree that holds one array at two
   # places (legal in a user's init) would be donated twice. Copy once.
   params, opt_state = jax.tree_util.tree_map(jnp.array, (params, opt_state))
-  if batch_size % accumulate:
-    raise ConfigError(f"batch_size {batch_size} does not split into "
-                      f"{accumulate} equal micro-batches")
   if plan is not None:
     plan.check_batch(batch_size, accumulate)
     params, opt_state = plan.place((params, opt_state))
-
-  def as_arrays(x, y):
-    x = jnp.asarray(x, dtype) if np.issubdtype(np.asarray(x).dtype, np.floating) \
-        else jnp.asarray(x)
-    y = jnp.asarray(y)
-    if jnp.issubdtype(y.dtype, jnp.floating):
-      y = y.astype(dtype)
-    return x, y
 
   # The training split stays on the host: each epoch's mini-batches are cut
   # there in batch_order and shipped one epoch ahead, while the device runs
   # the current one (a shuffle inside the jitted epoch is XLA's sort, which
   # on a CPU costs more than a small MLP's steps). With a plan, each process
   # ships only its own rows.
-  x, y = as_arrays(data.x_train, data.y_train)
+  x, y = as_arrays(data.x_train, data.y_train, dtype)
   x, y = np.asarray(x), np.asarray(y)
   has_test = getattr(data, "x_test", None) is not None
   if has_test:
-    x_test, y_test = as_arrays(data.x_test, data.y_test)
+    x_test, y_test = as_arrays(data.x_test, data.y_test, dtype)
     if plan is not None:
       x_test, y_test = plan.replicate((x_test, y_test))
   epoch_fn = make_epoch(
@@ -402,7 +445,7 @@ def fit(model: Model, loss, optimizer: optax.GradientTransformation, data, *,
   evaluate = make_evaluate(model, loss, task)
   groups = layer_groups(params)
   steps_per_epoch = n // batch_size
-  history, stopped = [], None
+  history, status, reason = [], "done", None
   best, since_best = np.inf, 0
   order_key = _key_bits(k_train)  # read once: no epoch waits on the device
 
@@ -435,9 +478,10 @@ def fit(model: Model, loss, optimizer: optax.GradientTransformation, data, *,
     if lr_schedule is not None:
       record["lr"] = float(lr_schedule(step))
     if m.bad_step >= 0:
-      stopped = (f"loss became non-finite at epoch {e + 1}, step "
-                 f"{e * steps_per_epoch + int(m.bad_step) + 1}; kept the last "
-                 "params with a finite loss")
+      status, reason = "diverged", (
+          f"loss became non-finite at epoch {e + 1}, step "
+          f"{e * steps_per_epoch + int(m.bad_step) + 1}; kept the last "
+          "params with a finite loss")
       record["train_loss"] = float("nan")
     elif has_test and ((e + 1 - start_epoch) % eval_every == 0 or e + 1 == epochs):
       metrics = _to_host(jax.device_get(evaluate(params, x_test, y_test)))
@@ -448,17 +492,17 @@ def fit(model: Model, loss, optimizer: optax.GradientTransformation, data, *,
         else:
           since_best += 1
           if since_best >= patience:
-            stopped = (f"early stopping at epoch {e + 1}: held-out loss has "
-                       f"not improved for {patience} evaluations")
+            status, reason = "early_stopped", (
+                f"early stopping at epoch {e + 1}: held-out loss has not "
+                f"improved for {patience} evaluations")
     record["time"] = time.perf_counter() - t0
     history.append(record)
-    if callback is not None and callback(record, params, opt_state):
-      stopped = stopped or f"stopped by callback at epoch {e + 1}"
-    if stopped:
+    if callback is not None and callback(record, params, opt_state) \
+        and status == "done":
+      status, reason = "stopped", f"stopped by callback at epoch {e + 1}"
+    if status != "done":
       break
-  if stopped and stopped.startswith("loss became") and raise_on_nan:
-    raise DivergenceError(stopped)
-  return FitResult(params, opt_state, history, stopped)
+  return FitResult(params, opt_state, history, status, reason)
 
 
 def predict(model: Model, params, x):

@@ -10,10 +10,8 @@ far apart the final params are.
 
 import argparse
 
-import jax
-import numpy as np
-
-from funcnet import config, experiment, gradcheck
+from funcnet import config, experiment
+from funcnet.errors import FuncnetError
 
 
 def main():
@@ -22,17 +20,14 @@ def main():
   p.add_argument("--set", dest="overrides", action="append", default=[])
   p.add_argument("--batch", type=int, default=16)
   args = p.parse_args()
-  cfg = config.load(args.config, args.overrides)
+  try:
+    cfg = config.load(args.config, args.overrides + ["train.grads=manual"])
+    report, heading = experiment.gradcheck(cfg, args.batch)
+  except FuncnetError as e:  # e.g. a model kind without a hand-written backward
+    raise SystemExit(f"compare_gradients: {e}") from None
+  print(heading)
+  print(report)
   setup = experiment.Setup(cfg)
-  if setup.model.kind != "mlp":
-    raise SystemExit("compare_gradients: the hand-written backprop covers "
-                     f"MLPs; {args.config} builds a {setup.model.kind}")
-  ds = setup.ds
-  idx = np.random.default_rng(cfg["seed"]).choice(len(ds.y_train), args.batch,
-                                                  replace=False)
-  params, _ = setup.init_state()
-  print(gradcheck.compare(setup.model, setup.loss, params, ds.x_train[idx],
-                          ds.y_train[idx], key=jax.random.key(cfg["seed"])))
   result = setup.fit(grads="manual")
   print(f"manual   final test accuracy {result.history[-1].get('test_accuracy')}")
   experiment.compare_training(setup, result.params)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from funcnet import autodiff, bench, cli
-from funcnet.mlp import mlp
+from funcnet.models import mlp
 
 TINY = ["bench", "--sizes", "tiny", "--repeats", "2", "--min-time", "0.01",
         "--peak-size", "64"]

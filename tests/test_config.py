@@ -51,7 +51,17 @@ BAD = [
     (["train.epoch=5"], r"unknown config key 'train.epoch'; did you mean 'train.epochs'\?"),
     (["optimizer.lerning_rate=0.1"], "did you mean 'optimizer.learning_rate'"),
     (["train.epochs=many"], r"'train.epochs' = 'many' is a string; expected an integer"),
-    (["optimizer.learning_rate=-0.1"], r"'optimizer.learning_rate' = -0.1 is out of range; expected > 0"),
+    (["optimizer.learning_rate=-0.1"], r"optimizer.learning_rate = -0.1: .*lr=-0.1 is out of range; expected a number >= 0"),
+    (["optimizer.b1=1.5"], r"config \[optimizer\]: adam: b1=1.5 is out of range"),
+    (["optimizer.name=adam", "optimizer.beta=0.5"],
+     r"config key 'optimizer.beta' does not apply to optimizer.name = 'adam'; expected it only with optimizer.name = momentum \| nesterov"),
+    (["optimizer.name=sgd", "optimizer.eps=1e-3"], "'optimizer.eps' does not apply to optimizer.name = 'sgd'"),
+    (["schedule.alpha=0.5"], "'schedule.alpha' does not apply to schedule.name = 'constant'; expected it only with schedule.name = cosine_decay"),
+    (["model.cnn.channels=[4]"], "config key 'model.cnn.channels' belongs to model.kind = 'cnn'; this config's model.kind is 'mlp'"),
+    (["model.kind=cnn", "model.mlp.hidden=[8]"], "'model.mlp.hidden' belongs to model.kind = 'mlp'; this config's model.kind is 'cnn'"),
+    (["model.kind=mf"], "model.kind = 'mf' needs ratings data; 'digits' is classification data"),
+    (["train.grads=manual", "model.kind=cnn", "model.cnn.image_shape=[8, 8]"],
+     "the hand-written backprop does not cover model kind 'cnn' yet"),
     (["train.batch_size=0"], r"'train.batch_size' = 0 is out of range; expected >= 1"),
     (["train.batch_size=100000"], "larger than the 1437 training examples"),
     (["model.mlp.activation=rleu"], r"unknown activation 'rleu'; expected one of: .*relu"),
@@ -99,4 +109,25 @@ def test_shipped_configs_load():
   paths = sorted(glob.glob("configs/*.toml"))
   assert len(paths) >= 4
   for p in paths:
+    config.load(p)
+
+
+def test_keys_that_apply_are_accepted_and_a_saved_config_is_not_held_to_them():
+  # momentum uses beta, cosine_decay uses alpha and decay_steps
+  cfg = config.load(None, ["optimizer.name=momentum", "optimizer.beta=0.5",
+                           "schedule.name=cosine_decay", "schedule.alpha=0.1",
+                           "model.kind=cnn", "model.cnn.channels=[4]"])
+  assert cfg["optimizer"]["beta"] == 0.5 and cfg["schedule"]["alpha"] == 0.1
+  # config.json holds every key of every table: only the overrides count
+  saved = json.loads(config.to_json(cfg))
+  assert config.from_dict(saved, ["optimizer.learning_rate=0.5"]) is not None
+  with pytest.raises(ConfigError, match="'optimizer.b1' does not apply"):
+    config.from_dict(saved, ["optimizer.b1=0.5"])
+
+
+def test_a_file_setting_a_key_its_optimizer_ignores_is_refused(tmp_path):
+  p = tmp_path / "c.toml"
+  p.write_text('[optimizer]\nname = "sgd"\nbeta = 0.9\n')
+  with pytest.raises(ConfigError, match="'optimizer.beta' does not apply to "
+                     "optimizer.name = 'sgd'"):
     config.load(p)

@@ -17,7 +17,7 @@ import pytest
 
 from funcnet import checkpoints, cli, config, data, experiment, finetune
 from funcnet.errors import ConfigError
-from funcnet.mlp import mlp
+from funcnet.models import mlp
 from funcnet.models import MODELS
 
 # --- the filters, against numpy -----------------------------------------------

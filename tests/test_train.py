@@ -11,7 +11,7 @@ import optax
 import pytest
 
 from funcnet import data, optimizers, train
-from funcnet.mlp import mlp
+from funcnet.models import mlp
 
 
 def _dataset(x, y, x_test=None, y_test=None, task="regression"):
@@ -130,7 +130,7 @@ def test_digits_mlp_reaches_97_percent_in_seconds():
               init="he")
   res = train.fit(model, "cross_entropy", optimizers.adam(1e-3), ds, epochs=40,
                   batch_size=32, key=jax.random.key(0), dtype=jnp.float32,
-                  eval_every=40)
+                  evaluation=train.Evaluation(every=40))
   # independent accuracy: argmax of a numpy forward pass
   p = [{k: np.asarray(v) for k, v in layer.items()} for layer in res.params]
   h = np.maximum(ds.x_test @ p[0]["W"] + p[0]["b"], 0)
@@ -217,8 +217,7 @@ def test_resumed_fit_equals_an_uninterrupted_one():
   whole = train.fit(model, "mse", opt, _dataset(x, y), epochs=6, **kw)
   first = train.fit(model, "mse", opt, _dataset(x, y), epochs=3, **kw)
   rest = train.fit(model, "mse", opt, _dataset(x, y), epochs=6,
-                   params=first.params, opt_state=first.opt_state,
-                   start_epoch=3, **kw)
+                   start=train.Start(first.params, first.opt_state, 3), **kw)
   _leaves_equal(whole.params, rest.params)
   assert _without_time(whole.history) == _without_time(first.history + rest.history)
 
@@ -247,10 +246,11 @@ def test_patience_stops_a_run_that_cannot_improve(patience, eval_every, stop):
   x, y = _regression(n=32)
   res = train.fit(mlp([3, 2]), "mse", optimizers.sgd(0.0),
                   _dataset(x, y, x[:8], y[:8]), epochs=50, batch_size=8,
-                  key=jax.random.key(0), patience=patience, eval_every=eval_every,
-                  dtype=jnp.float32)
+                  key=jax.random.key(0), dtype=jnp.float32,
+                  evaluation=train.Evaluation(every=eval_every, patience=patience))
   assert res.history[-1]["epoch"] == stop
-  assert res.stopped.startswith(f"early stopping at epoch {stop}")
+  assert res.status == "early_stopped"
+  assert res.reason.startswith(f"early stopping at epoch {stop}")
 
 
 def test_patience_stops_where_the_full_history_says():
@@ -262,7 +262,7 @@ def test_patience_stops_where_the_full_history_says():
   stop = _stop_epoch(full.history, patience=3)
   assert stop is not None and stop < 60          # the setup overfits
   early = train.fit(model, "mse", optimizers.adam(0.02), _dataset(x, y, xt, yt),
-                    patience=3, **kw)
+                    evaluation=train.Evaluation(patience=3), **kw)
   assert early.history[-1]["epoch"] == stop
   assert _without_time(early.history) == _without_time(full.history[:stop])
 
@@ -296,7 +296,8 @@ def test_nan_guard_returns_the_last_params_with_a_finite_loss(grads, bad_step):
   res = train.fit(model, "mse", optimizers.sgd(eta), _dataset(x, y_bad),
                   epochs=5, batch_size=batch, key=key, grads=grads,
                   dtype=jnp.float64)
-  assert res.stopped.startswith(
+  assert res.status == "diverged" and res.diverged
+  assert res.reason.startswith(
       f"loss became non-finite at epoch 2, step {7 + bad_step + 1};")
   assert [h["epoch"] for h in res.history] == [1, 2]
   assert np.isnan(res.history[-1]["train_loss"])

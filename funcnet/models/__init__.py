@@ -1,33 +1,38 @@
-"""Model builders beyond the MLP, one list; each returns a :class:`funcnet.model.Model`.
+"""Every model kind funcnet ships, one module each; each builder returns a
+:class:`funcnet.model.Model`.
 
+  mlp(sizes, activation, output_activation, init, dropout)
   cnn(in_shape, n_classes, channels, kernel_size, stride, padding, pool, ...)
   rnn(in_shape, n_classes, hidden, cell="rnn"|"gru", bidirectional, ...)
   transformer(in_shape, n_classes, d_model, n_heads, n_layers, d_ff, ...)
   matrix_factorization(n_users, n_items, rank, init_scale, global_mean)
   ncf(n_users, n_items, embed, hidden, activation, ...)
 
-``MODELS`` maps every ``spec["kind"]`` to its builder, and a spec's other
-keys (all but ``kind`` and ``kinked``) are that builder's keyword arguments,
-so ``MODELS[spec["kind"]](**kwargs)`` rebuilds a saved model.
+Each module registers its kinds in :mod:`funcnet.models.registry` (builder,
+config table, data requirements); importing this package imports every
+module in the folder, so a new module's kinds are registered without
+editing this file. ``MODELS`` maps every ``spec["kind"]`` to its builder,
+and a spec's other keys (all but ``kind`` and ``kinked``) are that
+builder's keyword arguments, so ``MODELS[spec["kind"]](**kwargs)`` (or
+``registry.rebuild(spec)``) rebuilds a saved model.
 """
 
-import functools
+import importlib
+import pkgutil
 
-from funcnet.mlp import mlp
+# In this order, the order of the kinds in configs/README.md; then any
+# other module in the folder.
+from funcnet.models import registry
+from funcnet.models.mlp import mlp
 from funcnet.models.cnn import cnn
-from funcnet.models.recommender import matrix_factorization, ncf
 from funcnet.models.rnn import rnn
 from funcnet.models.transformer import transformer
+from funcnet.models.recommender import matrix_factorization, ncf
 
-MODELS = {
-    "mlp": mlp,
-    "cnn": cnn,
-    "rnn": rnn,
-    "gru": functools.partial(rnn, cell="gru"),
-    "transformer": transformer,
-    "mf": matrix_factorization,
-    "ncf": ncf,
-}
+for _module in pkgutil.iter_modules(__path__):
+  importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["MODELS", "cnn", "matrix_factorization", "mlp", "ncf", "rnn",
-           "transformer"]
+MODELS = {name: kind.build for name, kind in registry.KINDS.items()}
+
+__all__ = ["MODELS", "cnn", "matrix_factorization", "mlp", "ncf", "registry",
+           "rnn", "transformer"]

@@ -33,9 +33,10 @@ from typing import Optional, Sequence
 import jax
 import jax.numpy as jnp
 
-from funcnet import initializers, layers
+from funcnet import data, initializers, layers
 from funcnet.errors import ShapeError
 from funcnet.model import Model, check_input
+from funcnet.models import registry
 
 
 def cnn(in_shape, n_classes: int, channels: Sequence[int] = (8, 16),
@@ -166,4 +167,36 @@ def cnn(in_shape, n_classes: int, channels: Sequence[int] = (8, 16),
           "image_shape": None if image_shape is None else list(image_shape),
           "conv_dims": conv_dims,
           "kinked": act.kink or (pool > 1 and pool_type == "max")}
-  return Model(init_fn, logits_fn, "softmax", in_shape, n_classes, spec)
+  return Model(init_fn, logits_fn, "softmax", in_shape, n_classes, spec,
+               head=("dense", -1))
+
+
+def _from_config(table, ds, n_out):
+  return {**table, "in_shape": data.in_shape(ds), "n_classes": n_out,
+          "image_shape": tuple(table["image_shape"]) or None,
+          "conv_dims": table["conv_dims"] or None}
+
+
+KIND = registry.register(registry.Kind(
+    "cnn", cnn, _from_config, task="classification",
+    defaults={"channels": [8, 16], "kernel_size": 3, "stride": 1,
+              "padding": "SAME", "pool": 2, "pool_type": "max",
+              "global_pool": True, "hidden": [], "activation": "relu",
+              "dropout": 0.0, "init": "he", "image_shape": [], "conv_dims": 0},
+    docs={
+        "channels": "output channels of each convolution layer",
+        "kernel_size": "convolution kernel width (and height in 2-D)",
+        "stride": "convolution stride",
+        "padding": "SAME | VALID",
+        "pool": "pooling window and stride after each convolution (1: none)",
+        "pool_type": "max | avg",
+        "global_pool": "average over the remaining positions before the head (else flatten)",
+        "hidden": "widths of dense layers between the convolutions and the output",
+        "activation": "activation after each convolution and dense layer",
+        "dropout": "dropout before each dense layer, in [0, 1)",
+        "init": "weight initialiser: normal | xavier | he",
+        "image_shape": "reshape flat inputs to this (e.g. [8, 8] for digits); [] keeps them",
+        "conv_dims": "1 or 2 to force 1-D/2-D convolutions; 0 infers from the input shape",
+    },
+    ranges=(("dropout", 0.0, 1.0, True), ("kernel_size", 1, None, True),
+            ("stride", 1, None, True), ("pool", 1, None, True))))

@@ -18,23 +18,10 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-from funcnet import activations, initializers
-from funcnet.errors import ShapeError
+from funcnet import activations, backprop, data, initializers, layers
+from funcnet.errors import ConfigError, ShapeError
 from funcnet.model import Model, check_input
-
-
-def dropout_masks(key, rate: float, hidden_shapes, dtype):
-  """The inverted-dropout masks ``r_l / (1 - rate)`` for each hidden layer.
-
-  Shared by the forward pass and :mod:`funcnet.backprop` so both draw the
-  same masks from the same key. Returns ``None`` when no dropout applies.
-  """
-  if key is None or rate == 0.0 or not hidden_shapes:
-    return None
-  keep = 1.0 - rate
-  keys = jax.random.split(key, len(hidden_shapes))
-  return [jax.random.bernoulli(k, keep, s).astype(dtype) / keep
-          for k, s in zip(keys, hidden_shapes)]
+from funcnet.models import registry
 
 
 def mlp(sizes: Sequence[int], activation: str = "sigmoid",
@@ -82,19 +69,50 @@ def mlp(sizes: Sequence[int], activation: str = "sigmoid",
              "b": jnp.zeros((n_out,), dtype)}
             for k, n_in, n_out in zip(keys, sizes[:-1], sizes[1:])]
 
-  def logits_fn(params, x, key=None):
+  def forward(params, x, key):
+    """``[z_1, ..., z_{L-1}]`` (hidden pre-activations) and ``z_L``."""
     check_input(x, (sizes[0],), "mlp")
-    masks = dropout_masks(key, dropout, [(x.shape[0], n) for n in sizes[1:-1]],
-                          x.dtype)
-    a = x
+    masks = layers.dropout_masks(key, dropout, [(x.shape[0], n) for n in sizes[1:-1]],
+                                 x.dtype)
+    a, zs = x, []
     for l, layer in enumerate(params[:-1]):
-      a = hidden.f(a @ layer["W"] + layer["b"])
+      zs.append(a @ layer["W"] + layer["b"])
+      a = hidden.f(zs[-1])
       if masks is not None:
         a = a * masks[l]
-    return a @ params[-1]["W"] + params[-1]["b"]
+    return zs, a @ params[-1]["W"] + params[-1]["b"]
+
+  def logits_fn(params, x, key=None):
+    return forward(params, x, key)[1]
+
+  def kinks_fn(params, x):
+    return jnp.concatenate([z.ravel() for z in forward(params, x, None)[0]])
 
   spec = {"kind": "mlp", "sizes": sizes, "activation": hidden.name,
           "output_activation": output_activation, "init": init,
           "dropout": float(dropout)}
   return Model(init_fn, logits_fn, output_activation, (sizes[0],), sizes[-1],
-               spec)
+               spec, head=(-1,), backward=backprop.mlp_value_and_grad,
+               kinks=kinks_fn if hidden.kink and n_layers > 1 else None)
+
+
+def _from_config(table, ds, n_out):
+  if len(data.in_shape(ds)) != 1:
+    raise ConfigError(f"model.kind = 'mlp' needs flat inputs; dataset "
+                      f"{ds.name!r} has examples of shape {data.in_shape(ds)}")
+  return {"sizes": [data.n_features(ds), *table["hidden"], n_out],
+          "activation": table["activation"],
+          "output_activation": table["output_activation"],
+          "init": table["init"], "dropout": table["dropout"]}
+
+
+KIND = registry.register(registry.Kind(
+    "mlp", mlp, _from_config,
+    defaults={"hidden": [64], "activation": "relu",
+              "output_activation": "softmax", "init": "he", "dropout": 0.0},
+    docs={"hidden": "hidden layer widths; input and output widths come from the data",
+          "activation": "hidden activation: identity, sigmoid, tanh, relu, leaky_relu, elu, softplus, gelu, silu",
+          "output_activation": "output activation: identity, sigmoid, softmax, ... (must suit the loss)",
+          "init": "weight initialiser: normal | xavier | he (biases start at 0)",
+          "dropout": "probability of dropping a hidden unit in training, in [0, 1)"},
+    ranges=(("dropout", 0.0, 1.0, True),)))

@@ -36,6 +36,7 @@ import numpy as np
 from funcnet import initializers, layers
 from funcnet.errors import ShapeError
 from funcnet.model import Model, check_input
+from funcnet.models import registry
 
 
 def _ids(x, n_users, n_items, what):
@@ -157,3 +158,29 @@ def ncf(n_users: int, n_items: int, embed: int = 8,
           "dropout": dropout, "init": init, "init_scale": init_scale,
           "global_mean": global_mean, "kinked": act.kink}
   return Model(init_fn, logits_fn, "identity", (2,), 1, spec)
+
+
+def _from_config(table, ds, n_out):
+  # The users, items and the mean rating r = mu + ... starts from: the data's.
+  return {**table, "n_users": ds.info["n_users"], "n_items": ds.info["n_items"],
+          "global_mean": float(np.mean(ds.y_train))}
+
+
+registry.register(registry.Kind(
+    "mf", matrix_factorization, _from_config, task="ratings",
+    defaults={"rank": 8, "init_scale": 0.1},
+    docs={"rank": "latent factors per user and item: r = mu + b_u + b_i + p_u . q_i",
+          "init_scale": "std of the initial factors"},
+    ranges=(("rank", 1, None, True), ("init_scale", 0.0, None, False))))
+registry.register(registry.Kind(
+    "ncf", ncf, _from_config, task="ratings",
+    defaults={"embed": 8, "hidden": [16, 8], "activation": "relu",
+              "dropout": 0.0, "init": "he", "init_scale": 0.1},
+    docs={"embed": "embedding width of users and of items",
+          "hidden": "MLP widths after concatenating the two embeddings",
+          "activation": "MLP activation",
+          "dropout": "dropout in the MLP, in [0, 1)",
+          "init": "MLP weight initialiser: normal | xavier | he",
+          "init_scale": "std of the initial embeddings"},
+    ranges=(("dropout", 0.0, 1.0, True), ("embed", 1, None, True),
+            ("init_scale", 0.0, None, False))))

@@ -27,12 +27,15 @@ Params: ``{"fwd": cell, ["bwd": cell,] "head": {"W": (H or 2H, n_classes),
 ``{"u": {...}, "r": {...}, "n": {...}}`` of the same three arrays.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
-from funcnet import initializers, layers
+from funcnet import data, initializers, layers
 from funcnet.errors import ShapeError
 from funcnet.model import Model, check_input
+from funcnet.models import registry
 
 CELLS = ("rnn", "gru")
 
@@ -161,4 +164,27 @@ def rnn(in_shape, n_classes: int, hidden: int = 32, cell: str = "rnn",
           "hidden": hidden, "cell": cell, "bidirectional": bool(bidirectional),
           "input_features": input_features, "dropout": dropout, "init": init,
           "kinked": False}
-  return Model(init_fn, logits_fn, "softmax", in_shape, n_classes, spec)
+  return Model(init_fn, logits_fn, "softmax", in_shape, n_classes, spec,
+               head=("head",))
+
+
+def _from_config(table, ds, n_out):
+  return {**table, "in_shape": data.in_shape(ds), "n_classes": n_out}
+
+
+_DEFAULTS = {"hidden": 32, "bidirectional": False, "input_features": 1,
+             "dropout": 0.0, "init": "xavier"}
+_DOCS = {
+    "hidden": "hidden state width",
+    "bidirectional": "also read the sequence backwards and concatenate the final states",
+    "input_features": "values per time step (a length-40 signal with 1 is 40 steps)",
+    "dropout": "dropout on the final state, in [0, 1)",
+    "init": "weight initialiser: normal | xavier | he",
+}
+_RANGES = (("dropout", 0.0, 1.0, True), ("hidden", 1, None, True),
+           ("input_features", 1, None, True))
+for _cell, _what in (("rnn", "vanilla tanh RNN: "), ("gru", "GRU: ")):
+  registry.register(registry.Kind(
+      _cell, functools.partial(rnn, cell=_cell), _from_config,
+      task="classification", defaults=dict(_DEFAULTS),
+      docs={k: _what + v for k, v in _DOCS.items()}, ranges=_RANGES))

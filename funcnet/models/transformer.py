@@ -27,9 +27,10 @@ Params: ``{"embed": {"W", "b"}, ["pos": {"E": (T', d)},] ["cls": (d,),]
 import jax
 import jax.numpy as jnp
 
-from funcnet import activations, initializers, layers
+from funcnet import activations, data, initializers, layers
 from funcnet.errors import ShapeError
 from funcnet.model import Model, check_input
+from funcnet.models import registry
 
 POSITIONS = ("learned", "sinusoidal")
 POOLS = ("mean", "cls")
@@ -137,4 +138,30 @@ def transformer(in_shape, n_classes: int, d_model: int = 32, n_heads: int = 4,
           "n_classes": n_classes, "d_model": d_model, "n_heads": n_heads,
           "n_layers": n_layers, "d_ff": d_ff, "dropout": dropout, "pos": pos,
           "patch": patch, "pool": pool, "init": init, "kinked": False}
-  return Model(init_fn, logits_fn, "softmax", in_shape, n_classes, spec)
+  return Model(init_fn, logits_fn, "softmax", in_shape, n_classes, spec,
+               head=("head",))
+
+
+def _from_config(table, ds, n_out):
+  return {**table, "in_shape": data.in_shape(ds), "n_classes": n_out}
+
+
+KIND = registry.register(registry.Kind(
+    "transformer", transformer, _from_config, task="classification",
+    defaults={"d_model": 32, "n_heads": 4, "n_layers": 2, "d_ff": 64,
+              "dropout": 0.0, "pos": "learned", "patch": 1, "pool": "mean",
+              "init": "xavier"},
+    docs={
+        "d_model": "token width",
+        "n_heads": "attention heads (must divide d_model)",
+        "n_layers": "pre-LN encoder blocks",
+        "d_ff": "hidden width of each block's MLP",
+        "dropout": "dropout in the blocks, in [0, 1)",
+        "pos": "learned | sinusoidal positional embeddings",
+        "patch": "consecutive input values per token",
+        "pool": "mean | cls: how tokens become one vector for the head",
+        "init": "weight initialiser: normal | xavier | he",
+    },
+    ranges=(("dropout", 0.0, 1.0, True), ("d_model", 1, None, True),
+            ("n_heads", 1, None, True), ("n_layers", 1, None, True),
+            ("d_ff", 1, None, True), ("patch", 1, None, True))))

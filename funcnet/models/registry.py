@@ -1,0 +1,83 @@
+"""The model registry: every model kind, declared once, in its own module.
+
+A kind is a :class:`Kind`: its name (``model.kind`` in a config, and
+``spec["kind"]`` of the models it builds), its builder, how a config table
+and a dataset become the builder's arguments, and its ``[model.<name>]``
+config table (defaults, one doc line per key, ranges). Each module of
+:mod:`funcnet.models` registers its kinds when imported, and importing
+:mod:`funcnet.models` imports every module in the folder, so a new kind is
+one new module (plus its config and tests): nothing outside
+``funcnet/models/`` names a kind.
+
+What a built model carries for the rest of the library (where its head is,
+its hand-written backward) is on the :class:`funcnet.model.Model` itself.
+"""
+
+from typing import Callable, NamedTuple, Optional
+
+from funcnet.errors import ConfigError
+
+
+class Kind(NamedTuple):
+  """One model kind.
+
+  Attributes:
+    name: ``model.kind`` in configs, ``spec["kind"]`` of its models.
+    build: the builder, ``build(**kwargs) -> Model``; a model's ``spec``
+      without ``kind`` and ``kinked`` is such a ``kwargs``.
+    from_config: ``(table, ds, n_out) -> kwargs`` for ``build``: the
+      ``[model.<name>]`` table, sized to the dataset ``ds`` (a
+      :class:`funcnet.data.Dataset`) with ``n_out`` outputs. Raises
+      :class:`ConfigError` when the data does not suit the kind.
+    defaults: the config table's keys and default values.
+    docs: one line per key of ``defaults``.
+    ranges: ``(key, low, high, low_inclusive)`` for numeric keys (``high``
+      None: unbounded; a key named ``dropout`` excludes ``high``).
+    task: the data task the kind needs (``"classification"``,
+      ``"ratings"``); None: any.
+  """
+  name: str
+  build: Callable
+  from_config: Callable
+  defaults: dict
+  docs: dict
+  ranges: tuple = ()
+  task: Optional[str] = None
+
+
+KINDS: dict = {}
+
+
+def register(kind: Kind) -> Kind:
+  """Adds ``kind`` to :data:`KINDS`; a name can be registered once."""
+  if kind.name in KINDS and KINDS[kind.name] is not kind:
+    raise ValueError(f"model kind {kind.name!r} is registered twice")
+  missing = set(kind.defaults) ^ set(kind.docs)
+  if missing:  # every key documented, every documented key real
+    raise ValueError(f"model kind {kind.name!r}: keys without a doc line or "
+                     f"docs without a key: {sorted(missing)}")
+  KINDS[kind.name] = kind
+  return kind
+
+
+def get(name: str) -> Kind:
+  """The kind called ``name``, or a one-line :class:`ConfigError`."""
+  if name not in KINDS:
+    raise ConfigError(f"config key 'model.kind' = {name!r}; expected one of "
+                      f"{', '.join(KINDS)}")
+  return KINDS[name]
+
+
+def rebuild(spec: dict):
+  """The model a ``spec`` (``model.spec``, e.g. saved in a run) describes."""
+  kwargs = {k: v for k, v in spec.items() if k not in ("kind", "kinked")}
+  return get(spec["kind"]).build(**kwargs)
+
+
+def from_config(name: str, table: dict, ds, n_out: int):
+  """The ``name`` model of the config table ``table``, sized to ``ds``."""
+  kind = get(name)
+  if kind.task is not None and ds.task != kind.task:
+    raise ConfigError(f"model.kind = {name!r} needs {kind.task} data; "
+                      f"{ds.name!r} is {ds.task} data")
+  return kind.build(**kind.from_config(table, ds, n_out))
