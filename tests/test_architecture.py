@@ -1,0 +1,132 @@
+"""The package's shape: no import cycle, one owner per model kind.
+
+Both read the source with the standard library's ``ast`` (imports inside
+functions included), so they hold for code paths no other test runs.
+"""
+
+import ast
+import pathlib
+
+import pytest
+
+from funcnet import config
+from funcnet.models import MODELS, registry
+
+ROOT = pathlib.Path(__file__).resolve().parents[1] / "funcnet"
+
+
+def _module_name(path: pathlib.Path) -> str:
+  parts = ("funcnet",) + path.relative_to(ROOT).with_suffix("").parts
+  return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(p): p for p in ROOT.rglob("*.py")}
+
+
+def _imports(path: pathlib.Path) -> set:
+  """The funcnet modules ``path`` imports, anywhere in it (lazy ones too).
+
+  ``from funcnet.a import b`` imports ``funcnet.a.b`` when that is a module,
+  else ``funcnet.a``. A parent package that Python runs first is not
+  counted (every module would then import ``funcnet``).
+  """
+  out = set()
+  for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    if isinstance(node, ast.Import):
+      out.update(a.name for a in node.names if a.name in MODULES)
+    elif isinstance(node, ast.ImportFrom) and node.module \
+        and node.level == 0 and node.module.split(".")[0] == "funcnet":
+      for a in node.names:
+        sub = f"{node.module}.{a.name}"
+        out.add(sub if sub in MODULES else node.module)
+  return out & set(MODULES)
+
+
+def _cycle(graph: dict):
+  """One import cycle as a list of modules, or None (depth-first search)."""
+  state, stack = {}, []
+
+  def visit(m):
+    state[m] = "open"
+    stack.append(m)
+    for n in sorted(graph[m]):
+      if state.get(n) == "open":
+        return stack[stack.index(n):] + [n]
+      if n not in state:
+        found = visit(n)
+        if found:
+          return found
+    state[m] = "done"
+    stack.pop()
+    return None
+
+  for m in sorted(graph):
+    if m not in state:
+      found = visit(m)
+      if found:
+        return found
+  return None
+
+
+def test_the_cycle_finder_finds_a_cycle():
+  assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+  assert _cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+
+
+def test_no_import_cycle_in_the_package():
+  graph = {m: _imports(p) - {m} for m, p in MODULES.items()}
+  # the graph is real: the CLI reaches the experiment lazily, which reaches runs
+  assert "funcnet.experiment" in graph["funcnet.cli"]
+  assert "funcnet.runs" in graph["funcnet.experiment"]
+  assert _cycle(graph) is None, " -> ".join(_cycle(graph))
+
+
+def _kind_literals(node) -> list:
+  """String constants naming a model kind inside ``node`` (a constant, or a
+  tuple/list/set of them)."""
+  items = node.elts if isinstance(node, (ast.Tuple, ast.List, ast.Set)) else [node]
+  return [n.value for n in items if isinstance(n, ast.Constant)
+          and isinstance(n.value, str) and n.value in registry.KINDS]
+
+
+def test_no_module_outside_models_dispatches_on_a_kind_name():
+  found = []
+  for name, path in MODULES.items():
+    if name.startswith("funcnet.models"):
+      continue
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+      if isinstance(node, ast.Compare):
+        hits = sum((_kind_literals(n) for n in [node.left, *node.comparators]), [])
+      elif isinstance(node, ast.Subscript):
+        hits = _kind_literals(node.slice)
+      else:
+        continue
+      found += [f"{path.name}:{node.lineno} {h!r}" for h in hits]
+  assert not found, found
+
+
+def test_every_kind_is_registered_once_with_a_documented_config_table():
+  assert list(registry.KINDS) == ["mlp", "cnn", "rnn", "gru", "transformer",
+                                  "mf", "ncf"]
+  for name, kind in registry.KINDS.items():
+    assert config.DEFAULTS["model"][name] == kind.defaults
+    for key in kind.defaults:
+      assert config.DOCS[f"model.{name}.{key}"]
+    assert MODELS[name] is kind.build
+  with pytest.raises(ValueError, match="registered twice"):
+    registry.register(registry.KINDS["mlp"]._replace(build=print))
+
+
+def test_a_saved_spec_rebuilds_the_same_model():
+  import jax
+  import numpy as np
+  from funcnet import data, experiment
+  cfg = config.load(None, ["model.kind=cnn", "model.cnn.image_shape=[8, 8]",
+                           "model.cnn.channels=[3]"])
+  ds = data.load("digits")
+  model = experiment.build_model(cfg, ds)
+  again = registry.rebuild(model.spec)
+  assert again.spec == model.spec and again.head == model.head == ("dense", -1)
+  p = model.init(jax.random.key(0))
+  x = np.asarray(ds.x_test[:5], np.float32)
+  np.testing.assert_array_equal(model.logits(p, x), again.logits(p, x))
