@@ -182,13 +182,12 @@ RANGES = [
 
 
 def _add_model_tables() -> None:
-  """The ``[model.<kind>]`` tables: defaults, docs and ranges of every kind
-  in the registry (each kind declares its own in its module)."""
+  """The ``[model.<kind>]`` tables: defaults and docs of every kind in the
+  registry (each kind declares its own in its module; its builder checks
+  the values)."""
   for name, kind in registry.KINDS.items():
     DEFAULTS["model"][name] = kind.defaults
     DOCS.update({f"model.{name}.{k}": v for k, v in kind.docs.items()})
-    RANGES.extend((f"model.{name}.{k}", lo, hi, inc)
-                  for k, lo, hi, inc in kind.ranges)
 
 
 _add_model_tables()
@@ -402,13 +401,9 @@ def validate(cfg: dict, explicit=()) -> dict:
     v = flat[key]
     too_low = lo is not None and (v < lo if inclusive else v <= lo)
     too_high = hi is not None and v > hi
-    if key.endswith(".dropout"):
-      too_high = v >= 1.0
     if too_low or too_high:
-      if hi is None:
-        want = f"{'>=' if inclusive else '>'} {lo}"
-      else:
-        want = f"in [{lo}, {hi}{')' if key.endswith('dropout') else ']'}"
+      want = (f"{'>=' if inclusive else '>'} {lo}" if hi is None
+              else f"in [{lo}, {hi}]")
       raise ConfigError(f"config key {key!r} = {v!r} is out of range; expected {want}")
   _check_built(cfg)
   _check_applies(cfg, explicit)

@@ -296,6 +296,17 @@ def require_positive(name: str, value) -> int:
   return int(value)
 
 
+def require_positive_number(name: str, value) -> float:
+  """``value`` as a float > 0, else a one-line ``ConfigError``."""
+  try:
+    ok = not isinstance(value, bool) and 0.0 < float(value) < math.inf
+  except (TypeError, ValueError):
+    ok = False
+  if not ok:
+    raise ConfigError(f"{name} {value!r} must be a number > 0")
+  return float(value)
+
+
 def require_rate(name: str, value) -> float:
   """``value`` as a float in [0, 1), else a one-line ``ConfigError``."""
   try:

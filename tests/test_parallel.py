@@ -66,33 +66,46 @@ def _free_port() -> int:
 # Trains each case twice from one seed, on the plain single-device path and
 # on a mesh of ``n`` devices, and prints what the tests compare.
 WORKER = r'''
-import json, sys
+import json, os, sys
 spec = json.loads(sys.argv[1])
+if spec.get("quick_compile"):  # LLVM unoptimized: the fast tests compile
+  os.environ["XLA_FLAGS"] = "--xla_backend_optimization_level=0"  # 2x faster
 from funcnet import parallel
 parallel.cpu_devices(spec["devices"])   # before JAX starts its backend
 import functools
 import jax, jax.numpy as jnp, numpy as np, optax
-from funcnet import data, mlp, train
+from funcnet import data, mlp, precision, train
 from funcnet.errors import ConfigError
 from funcnet.models import cnn, matrix_factorization, ncf, rnn, transformer
 
 digits = functools.cache(lambda: data.standardize(data.load("digits")))
+
+@functools.cache
+def blobs():  # digits' shapes without loading scikit-learn (2 s)
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(512, 64)).astype(np.float32)
+  y = np.argmax(x @ rng.normal(size=(64, 10)), 1)
+  return data.Dataset(x, y, None, None, "classification", 10, "blobs")
+
+images = lambda c: blobs() if c.get("data") == "blobs" else digits()
 ratings = functools.cache(lambda: data.load("ratings"))
 nu = lambda: ratings().info["n_users"]
 ni = lambda: ratings().info["n_items"]
 BUILD = {
-    "mlp": lambda c: (mlp([64, c.get("hidden", 32), 10], activation="relu",
-                          output_activation="softmax", init="he",
-                          dropout=c.get("dropout", 0.0)), "cross_entropy", digits()),
-    "cnn": lambda c: (cnn((64,), 10, image_shape=(8, 8), channels=(4, 8)),
-                      "cross_entropy", digits()),
+    "mlp": lambda c: (mlp([64, *np.ravel(c.get("hidden", 32)).tolist(), 10],
+                          activation="relu", output_activation="softmax",
+                          init="he", dropout=c.get("dropout", 0.0)),
+                      "cross_entropy", images(c)),
+    "cnn": lambda c: (cnn((64,), 10, image_shape=(8, 8),
+                          channels=c.get("channels", (4, 8))),
+                      "cross_entropy", images(c)),
     "rnn": lambda c: (rnn((64,), 10, hidden=16, input_features=8),
-                      "cross_entropy", digits()),
+                      "cross_entropy", images(c)),
     "gru": lambda c: (rnn((64,), 10, hidden=16, input_features=8, cell="gru"),
-                      "cross_entropy", digits()),
+                      "cross_entropy", images(c)),
     "transformer": lambda c: (transformer((64,), 10, d_model=16, n_heads=2,
                                           n_layers=1, d_ff=32, patch=8),
-                              "cross_entropy", digits()),
+                              "cross_entropy", images(c)),
     "mf": lambda c: (matrix_factorization(nu(), ni(), rank=4), "mse", ratings()),
     "ncf": lambda c: (ncf(nu(), ni(), embed=4, hidden=(8,)), "mse", ratings()),
 }
@@ -103,15 +116,17 @@ def leaves(t):
 out = {"device_count": jax.device_count()}
 for c in spec["cases"]:
   model, loss, ds = BUILD[c["model"]](c)
-  opt = optax.adam(1e-2) if c.get("opt") == "adam" else optax.sgd(c.get("lr", 0.1))
+  opt = (optax.adam(1e-2, eps=c.get("eps", 1e-8)) if c.get("opt") == "adam"
+         else optax.sgd(c.get("lr", 0.1)))
   cd = jnp.bfloat16 if c.get("bf16") else None
   kw = dict(epochs=c.get("epochs", 2), batch_size=c.get("batch", 64),
             key=jax.random.key(0), grads=c.get("grads", "autodiff"),
-            compute_dtype=cd)
+            mixed=precision.Mixed(cd), norms=c.get("norms", True))
   ref = train.fit(model, loss, opt, ds, **kw)
-  plan = parallel.make_plan(c["n"], fsdp=c.get("fsdp", 1), fsdp_min_size=0)
+  plan = parallel.make_plan(c["n"], fsdp=c.get("fsdp", 1),
+                            fsdp_min_size=c.get("fsdp_min_size", 0))
   res = train.fit(model, loss, opt, ds, plan=plan,
-                  accumulate=c.get("accumulate", 1), **kw)
+                  **{**kw, "mixed": precision.Mixed(cd, c.get("accumulate", 1))})
   a, b = leaves(ref.params), leaves(res.params)
   r = {
       "max_abs_diff": max(float(np.max(np.abs(x - y))) for x, y in zip(a, b)),
@@ -121,11 +136,21 @@ for c in spec["cases"]:
       "loss_1": [h["train_loss"] for h in ref.history],
       "loss_n": [h["train_loss"] for h in res.history],
       "gn_ratio": [gn / g1 for h1, hn in zip(ref.history, res.history)
-                   for g1, gn in zip(h1["grad_norms"].values(),
-                                     hn["grad_norms"].values())],
+                   for g1, gn in zip(h1.get("grad_norms", {}).values(),
+                                     hn.get("grad_norms", {}).values())],
       "specs": sorted({str(p.sharding.spec) for p in jax.tree_util.tree_leaves(res.params)}),
       "n_devices": len(jax.tree_util.tree_leaves(res.params)[0].sharding.device_set),
   }
+  if c.get("layout"):  # where every leaf's pieces lie on the mesh
+    pos = {d: ij for ij, d in np.ndenumerate(plan.mesh.devices)}
+    r["layout"] = {
+        jax.tree_util.keystr(k): {
+            "shape": list(a.shape), "spec": list(a.sharding.spec),
+            "shards": [[*pos[sh.device], [list(i.indices(m)[:2]) for i, m in
+                                          zip(sh.index, a.shape)]]
+                       for sh in a.addressable_shards]}
+        for k, a in jax.tree_util.tree_flatten_with_path(
+            {"params": res.params, "opt_state": res.opt_state})[0]}
   if c.get("hlo"):
     params, st = plan.place((ref.params, opt.init(ref.params)))
     ep = train.make_epoch(model, loss, opt, kw["batch_size"], kw["grads"],
@@ -151,9 +176,10 @@ print("RESULT " + json.dumps(out))
 '''
 
 
-def _workers(devices, cases, timeout):
+def _workers(devices, cases, timeout, quick_compile=False):
   r = _run([sys.executable, "-c", WORKER,
-            json.dumps({"devices": devices, "cases": cases})], timeout)
+            json.dumps({"devices": devices, "cases": cases,
+                        "quick_compile": quick_compile})], timeout)
   assert r.returncode == 0, r.stderr[-3000:]
   line = [l for l in r.stdout.splitlines() if l.startswith("RESULT ")][-1]
   return json.loads(line[len("RESULT "):])
@@ -177,6 +203,73 @@ def test_two_fake_devices_train_like_one_and_all_reduce_the_gradient():
   assert r["collectives"]["all-reduce"] >= 1, r["collectives"]
   assert "expected a multiple of 2" in r["uneven_batch"]
   assert r["local_rows"] == list(range(32))  # one process holds every row
+
+
+def _check_fsdp_layout(layout, split, data, fsdp):
+  """Each leaf lies as docs/parallel.md says: ``split[path]`` is the axis on
+  "fsdp" (None: replicated); the device at mesh position (i, j) holds piece
+  j of that axis and all of the others, whatever its data row i."""
+  assert set(layout) == set(split), sorted(layout)
+  for path, leaf in layout.items():
+    shape, axis = leaf["shape"], split[path]
+    spec = [None] * len(shape)
+    if axis is not None:
+      spec[axis] = "fsdp"
+    assert leaf["spec"] + [None] * (len(shape) - len(leaf["spec"])) == spec, \
+        (path, leaf["spec"])
+    assert sorted((i, j) for i, j, _ in leaf["shards"]) == \
+        [(i, j) for i in range(data) for j in range(fsdp)], path
+    for i, j, index in leaf["shards"]:
+      want = [[0, n] for n in shape]
+      if axis is not None:
+        k = shape[axis] // fsdp
+        want[axis] = [j * k, (j + 1) * k]
+      assert index == want, (path, i, j, index)
+
+
+def test_fsdp_splits_params_and_adam_state_and_trains_like_one_device():
+  # MLP 64-128-15-10 on 4 devices, data=2 x fsdp=2, fsdp_min_size=100: each
+  # array of >= 100 entries has its largest axis divisible by 2 on "fsdp".
+  split = {"[0]['W']": 1,     # (64, 128)
+           "[0]['b']": 0,     # (128,)
+           "[1]['W']": 0,     # (128, 15)
+           "[1]['b']": None,  # (15,): no axis divisible by 2
+           "[2]['W']": 1,     # (15, 10): 15 is odd, so the smaller axis
+           "[2]['b']": None}  # (10,): divisible, but below fsdp_min_size
+  # Adam's eps is raised from 1e-8 to 1e-3: mu / (sqrt(nu) + eps) turns the
+  # rounding of a gradient entry near 0 into a change of up to the learning
+  # rate (1e-5 here with 1e-8). Its update hardly sees a gradient 2x or 4x
+  # off, but the gradient norms compared by _same_training do.
+  out = _workers(4, [{"id": "fsdp", "model": "mlp", "hidden": [128, 15],
+                      "n": 4, "fsdp": 2, "fsdp_min_size": 100, "opt": "adam",
+                      "eps": 1e-3, "data": "blobs", "layout": True}],
+                 timeout=180, quick_compile=True)
+  r = out["fsdp"]
+  _same_training(r)
+  want = {"['opt_state'][0].count": None}  # adam's mu and nu follow W and b
+  for part in ("['params']", "['opt_state'][0].mu", "['opt_state'][0].nu"):
+    want.update({part + k: a for k, a in split.items()})
+  _check_fsdp_layout(r["layout"], want, data=2, fsdp=2)
+
+
+def test_cnn_gru_and_transformer_on_two_fake_devices_train_like_one():
+  # Plain SGD: a gradient off by a factor moves the params far from the
+  # 1-device ones, so the gradient norms are left out (they cost compile
+  # time), and the CNN has one conv layer (a (3, 3, 4, 8) kernel's random
+  # init alone compiles for 3 s on a CPU).
+  cases = [{"id": "cnn", "model": "cnn", "channels": [4]},
+           {"id": "gru", "model": "gru"},
+           {"id": "transformer", "model": "transformer"}]
+  cases = [{**c, "n": 2, "epochs": 1, "batch": 32, "data": "blobs",
+            "norms": False} for c in cases]
+  out = _workers(2, cases, timeout=180, quick_compile=True)
+  assert out["device_count"] == 2
+  for c in cases:
+    r = out[c["id"]]
+    print(f"{c['id']:12s} 1 vs 2 devices: max |dparam| {r['max_abs_diff']:.2g} "
+          f"(largest param {r['param_scale']:.2g})")
+    assert r["n_devices"] == 2 and r["specs"] == ["P()"], c["id"]
+    _same_training(r)
 
 
 @pytest.mark.slow
@@ -218,6 +311,97 @@ def test_eight_fake_devices_train_every_model_like_one():
   assert "P('fsdp',)" in out["mlp_fsdp"]["specs"]
   assert out["mlp_fsdp"]["collectives"]["all-gather"] >= 1
   assert any("fsdp" in s for s in out["transformer_fsdp"]["specs"])
+
+
+# --- each process feeds only its own rows -----------------------------------
+
+# Plan.epoch_batches on 4 fake devices (data=4, and data=2 x fsdp=2): the
+# global (B, b, ...) arrays, and the pieces every device holds. Then, with
+# no jax.distributed, what process p of 2 would feed: the sharding's map of
+# addressable devices is narrowed to the two devices process p owns in a
+# 2-process run (make_plan groups the mesh by process, so mesh devices
+# 2p, 2p + 1), and the local data epoch_batches hands to
+# make_array_from_process_local_data is caught.
+ROWS = r'''
+import json, sys
+spec = json.loads(sys.argv[1])
+from funcnet import parallel
+parallel.cpu_devices(4)
+import jax, numpy as np
+from jax.sharding import NamedSharding
+
+x = np.asarray(spec["x"], np.float32)
+y = np.asarray(spec["y"], np.int32)
+order, b = np.asarray(spec["order"]), spec["batch"]
+out = {}
+for fsdp in (1, 2):
+  plan = parallel.make_plan(4, fsdp=fsdp)
+  pos = {d: ij for ij, d in np.ndenumerate(plan.mesh.devices)}
+  xb, yb = plan.epoch_batches(order, x, y, b)
+  r = {"xb": np.asarray(xb).tolist(), "yb": np.asarray(yb).tolist(),
+       "spec": str(xb.sharding.spec),
+       "shards": [[*pos[s.device], [list(i.indices(n)[:2])
+                                    for i, n in zip(s.index, xb.shape)],
+                   np.asarray(s.data).tolist(), np.asarray(t.data).tolist()]
+                  for s, t in zip(xb.addressable_shards,
+                                  yb.addressable_shards)]}
+  full = NamedSharding.addressable_devices_indices_map
+  make = jax.make_array_from_process_local_data
+  for p in range(2):
+    mine = set(plan.mesh.devices.flat[2 * p:2 * p + 2])
+    NamedSharding.addressable_devices_indices_map = lambda self, shape: {
+        d: i for d, i in full(self, shape).items() if d in mine}
+    fed = []
+    jax.make_array_from_process_local_data = (
+        lambda sharding, local, shape: fed.append(np.asarray(local).tolist()))
+    try:
+      r[f"rows_{p}"] = plan.local_rows(b).tolist()
+      plan.epoch_batches(order, x, y, b)
+    finally:
+      NamedSharding.addressable_devices_indices_map = full
+      jax.make_array_from_process_local_data = make
+    r[f"fed_{p}"] = fed
+  out[f"fsdp{fsdp}"] = r
+print("RESULT " + json.dumps(out))
+'''
+
+
+def test_each_device_and_process_gets_its_own_rows_of_every_step():
+  from funcnet import train
+  n, b = 29, 8  # B = 3 steps; the last 5 examples of the epoch are dropped
+  x = np.arange(n * 6, dtype=np.float32).reshape(n, 2, 3)
+  y = np.arange(n) * 10
+  order = train.batch_order(jax.random.key(3), 1, n, b)
+  r = _run([sys.executable, "-c", ROWS, json.dumps(
+      {"x": x.tolist(), "y": y.tolist(), "order": order.tolist(), "batch": b})],
+           timeout=120)
+  assert r.returncode == 0, r.stderr[-3000:]
+  out = json.loads([l for l in r.stdout.splitlines()
+                    if l.startswith("RESULT ")][-1][len("RESULT "):])
+  want_x = x[order].reshape(3, b, 2, 3)
+  want_y = y[order].reshape(3, b)
+  for fsdp in (1, 2):
+    r = out[f"fsdp{fsdp}"]
+    np.testing.assert_array_equal(r["xb"], want_x)
+    np.testing.assert_array_equal(r["yb"], want_y)
+    assert r["spec"] == "P(None, ('data', 'fsdp'))"
+    # P(None, ("data", "fsdp")): device (i, j) holds block i * fsdp + j of
+    # b / 4 = 2 rows of every step.
+    assert sorted((i, j) for i, j, *_ in r["shards"]) == \
+        [(i, j) for i in range(4 // fsdp) for j in range(fsdp)]
+    for i, j, index, xs, ys in r["shards"]:
+      k = i * fsdp + j
+      rows = slice(2 * k, 2 * k + 2)
+      assert index == [[0, 3], [2 * k, 2 * k + 2], [0, 2], [0, 3]]
+      np.testing.assert_array_equal(xs, want_x[:, rows])
+      np.testing.assert_array_equal(ys, want_y[:, rows])
+    # Process p of 2 loads rows [4p, 4p + 4) of every step, x then y.
+    for p in range(2):
+      rows = np.arange(b).reshape(2, 4)[p]
+      assert r[f"rows_{p}"] == rows.tolist()
+      assert len(r[f"fed_{p}"]) == 2
+      np.testing.assert_array_equal(r[f"fed_{p}"][0], want_x[:, rows])
+      np.testing.assert_array_equal(r[f"fed_{p}"][1], want_y[:, rows])
 
 
 # --- several processes over 127.0.0.1 ---------------------------------------
@@ -437,7 +621,7 @@ def test_plans_that_do_not_fit_the_devices_are_refused():
 def test_accumulate_must_divide_the_batch():
   from funcnet import experiment
   cfg = config.load(None, ["train.accumulate=3", "train.batch_size=32"])
-  with pytest.raises(ConfigError, match="does not divide train.batch_size"):
+  with pytest.raises(ConfigError, match="accumulate = 3 does not divide batch_size = 32"):
     with jax.enable_x64(False):
       experiment.Setup(cfg)
 

@@ -197,6 +197,4 @@ KIND = registry.register(registry.Kind(
         "init": "weight initialiser: normal | xavier | he",
         "image_shape": "reshape flat inputs to this (e.g. [8, 8] for digits); [] keeps them",
         "conv_dims": "1 or 2 to force 1-D/2-D convolutions; 0 infers from the input shape",
-    },
-    ranges=(("dropout", 0.0, 1.0, True), ("kernel_size", 1, None, True),
-            ("stride", 1, None, True), ("pool", 1, None, True))))
+    }))

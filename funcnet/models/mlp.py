@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from funcnet import activations, backprop, data, initializers, layers
-from funcnet.errors import ConfigError, ShapeError
+from funcnet.errors import ConfigError
 from funcnet.model import Model, check_input
 from funcnet.models import registry
 
@@ -47,20 +47,14 @@ def mlp(sizes: Sequence[int], activation: str = "sigmoid",
     >>> model.apply(params, jnp.zeros((32, 784))).shape
     (32, 10)
   """
-  sizes = [int(n) for n in sizes]
-  if len(sizes) < 2 or any(n < 1 for n in sizes):
-    raise ShapeError(
-        f"sizes {sizes} must list at least an input and an output width, "
-        "each a positive integer")
-  hidden = activations.get(activation)
+  sizes = list(layers.require_sizes("sizes", sizes, empty_ok=True))
+  if len(sizes) < 2:
+    raise ConfigError(f"sizes {sizes} must list at least an input and an "
+                      "output width")
+  hidden = layers.hidden_activation(activation)
   activations.get(output_activation)
-  if hidden.name in activations.OUTPUT_ONLY:
-    raise ShapeError(
-        f"activation {hidden.name!r} is allowed only on the output layer; "
-        "choose another hidden activation")
   init_w = initializers.get(init)
-  if not 0.0 <= dropout < 1.0:
-    raise ShapeError(f"dropout {dropout} must be in [0, 1)")
+  dropout = layers.require_rate("dropout", dropout)
   n_layers = len(sizes) - 1
 
   def init_fn(key, dtype=jnp.float32):
@@ -114,5 +108,4 @@ KIND = registry.register(registry.Kind(
           "activation": "hidden activation: identity, sigmoid, tanh, relu, leaky_relu, elu, softplus, gelu, silu",
           "output_activation": "output activation: identity, sigmoid, softmax, ... (must suit the loss)",
           "init": "weight initialiser: normal | xavier | he (biases start at 0)",
-          "dropout": "probability of dropping a hidden unit in training, in [0, 1)"},
-    ranges=(("dropout", 0.0, 1.0, True),)))
+          "dropout": "probability of dropping a hidden unit in training, in [0, 1)"}))

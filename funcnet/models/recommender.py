@@ -80,7 +80,8 @@ def matrix_factorization(n_users: int, n_items: int, rank: int = 8,
   n_users = layers.require_positive("n_users", n_users)
   n_items = layers.require_positive("n_items", n_items)
   rank = layers.require_positive("rank", rank)
-  init_scale, global_mean = float(init_scale), float(global_mean)
+  init_scale = layers.require_positive_number("init_scale", init_scale)
+  global_mean = float(global_mean)
 
   def init_fn(key, dtype=jnp.float32):
     k_p, k_q = jax.random.split(key)
@@ -131,7 +132,8 @@ def ncf(n_users: int, n_items: int, embed: int = 8,
   act = layers.hidden_activation(activation)
   dropout = layers.require_rate("dropout", dropout)
   initializers.get(init)
-  init_scale, global_mean = float(init_scale), float(global_mean)
+  init_scale = layers.require_positive_number("init_scale", init_scale)
+  global_mean = float(global_mean)
   widths = [2 * embed] + hidden + [1]
 
   def init_fn(key, dtype=jnp.float32):
@@ -170,8 +172,7 @@ registry.register(registry.Kind(
     "mf", matrix_factorization, _from_config, task="ratings",
     defaults={"rank": 8, "init_scale": 0.1},
     docs={"rank": "latent factors per user and item: r = mu + b_u + b_i + p_u . q_i",
-          "init_scale": "std of the initial factors"},
-    ranges=(("rank", 1, None, True), ("init_scale", 0.0, None, False))))
+          "init_scale": "std of the initial factors"}))
 registry.register(registry.Kind(
     "ncf", ncf, _from_config, task="ratings",
     defaults={"embed": 8, "hidden": [16, 8], "activation": "relu",
@@ -181,6 +182,4 @@ registry.register(registry.Kind(
           "activation": "MLP activation",
           "dropout": "dropout in the MLP, in [0, 1)",
           "init": "MLP weight initialiser: normal | xavier | he",
-          "init_scale": "std of the initial embeddings"},
-    ranges=(("dropout", 0.0, 1.0, True), ("embed", 1, None, True),
-            ("init_scale", 0.0, None, False))))
+          "init_scale": "std of the initial embeddings"}))

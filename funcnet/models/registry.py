@@ -3,7 +3,7 @@
 A kind is a :class:`Kind`: its name (``model.kind`` in a config, and
 ``spec["kind"]`` of the models it builds), its builder, how a config table
 and a dataset become the builder's arguments, and its ``[model.<name>]``
-config table (defaults, one doc line per key, ranges). Each module of
+config table (defaults, one doc line per key). Each module of
 :mod:`funcnet.models` registers its kinds when imported, and importing
 :mod:`funcnet.models` imports every module in the folder, so a new kind is
 one new module (plus its config and tests): nothing outside
@@ -15,7 +15,7 @@ its hand-written backward) is on the :class:`funcnet.model.Model` itself.
 
 from typing import Callable, NamedTuple, Optional
 
-from funcnet.errors import ConfigError
+from funcnet.errors import ConfigError, FuncnetError
 
 
 class Kind(NamedTuple):
@@ -30,9 +30,9 @@ class Kind(NamedTuple):
       :class:`funcnet.data.Dataset`) with ``n_out`` outputs. Raises
       :class:`ConfigError` when the data does not suit the kind.
     defaults: the config table's keys and default values.
-    docs: one line per key of ``defaults``.
-    ranges: ``(key, low, high, low_inclusive)`` for numeric keys (``high``
-      None: unbounded; a key named ``dropout`` excludes ``high``).
+    docs: one line per key of ``defaults``. (No ranges: the builder checks
+      its arguments, the one place each is checked, and
+      :func:`from_config` names the table in its error.)
     task: the data task the kind needs (``"classification"``,
       ``"ratings"``); None: any.
   """
@@ -41,7 +41,6 @@ class Kind(NamedTuple):
   from_config: Callable
   defaults: dict
   docs: dict
-  ranges: tuple = ()
   task: Optional[str] = None
 
 
@@ -80,4 +79,7 @@ def from_config(name: str, table: dict, ds, n_out: int):
   if kind.task is not None and ds.task != kind.task:
     raise ConfigError(f"model.kind = {name!r} needs {kind.task} data; "
                       f"{ds.name!r} is {ds.task} data")
-  return kind.build(**kind.from_config(table, ds, n_out))
+  try:
+    return kind.build(**kind.from_config(table, ds, n_out))
+  except FuncnetError as e:  # the builder checks its arguments: name the table
+    raise ConfigError(f"config [model.{name}]: {e}") from None

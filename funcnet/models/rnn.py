@@ -181,10 +181,8 @@ _DOCS = {
     "dropout": "dropout on the final state, in [0, 1)",
     "init": "weight initialiser: normal | xavier | he",
 }
-_RANGES = (("dropout", 0.0, 1.0, True), ("hidden", 1, None, True),
-           ("input_features", 1, None, True))
 for _cell, _what in (("rnn", "vanilla tanh RNN: "), ("gru", "GRU: ")):
   registry.register(registry.Kind(
       _cell, functools.partial(rnn, cell=_cell), _from_config,
       task="classification", defaults=dict(_DEFAULTS),
-      docs={k: _what + v for k, v in _DOCS.items()}, ranges=_RANGES))
+      docs={k: _what + v for k, v in _DOCS.items()}))

@@ -161,7 +161,4 @@ KIND = registry.register(registry.Kind(
         "patch": "consecutive input values per token",
         "pool": "mean | cls: how tokens become one vector for the head",
         "init": "weight initialiser: normal | xavier | he",
-    },
-    ranges=(("dropout", 0.0, 1.0, True), ("d_model", 1, None, True),
-            ("n_heads", 1, None, True), ("n_layers", 1, None, True),
-            ("d_ff", 1, None, True), ("patch", 1, None, True))))
+    }))
