@@ -110,6 +110,22 @@ def output_delta(model: Model, loss, z_L, a_L, y):
   return g * activations.get(out).df(z_L, a_L)       # dC/da_L * f'(z_L)
 
 
+def loss_and_delta(model: Model, loss, z, y):
+  """``(C, dC/dz)`` for any model: the loss of the batch and the delta of
+  its output layer, where every model's hand-written backward starts.
+
+  ``C = (1/m) sum_i C_i``, so ``dC/dz = delta_L / m`` with ``delta_L`` of
+  BP1 (:func:`output_delta`); ``z: (m, n_out)``, ``y`` raw or prepared
+  targets. The ``1/m`` is taken here, once, so the layers' backward passes
+  (``funcnet.layers``) pass plain ``dC/d(output)`` and sum over the batch.
+  """
+  m = z.shape[0]
+  y = losses.prepare_targets(loss, y, model.n_out, m, z.dtype)
+  a = activations.get(model.output_activation).f(z)
+  c = losses.mean(loss, model.output_activation, z, y)
+  return c, output_delta(model, loss, z, a, y) / m
+
+
 def backward(model: Model, loss, params, trace: Trace, y) -> Backward:
   """BP1 to BP4 on a stored forward trace; ``y`` raw or prepared targets."""
   _check_mlp(model)

@@ -79,9 +79,15 @@ class Report(NamedTuple):
   atol_fd: float = 1e-9
 
   def failures(self) -> list[str]:
-    """One line for each comparison over its tolerance."""
+    """One line for each comparison over its tolerance, and for each array
+    that finite differences did not really check: none of its entries, or
+    most of them skipped (a check that checks nothing must not pass)."""
     bad = []
     for r in self.rows:
+      tried = r.fd_checked + r.fd_skipped
+      if tried and (r.fd_checked == 0 or r.fd_skipped > r.fd_checked):
+        bad.append(f"{r.name}: only {r.fd_checked} of {tried} finite-"
+                   "difference entries checked (the others straddled a kink)")
       if r.manual_autodiff_rel is not None and not (
           r.manual_autodiff_rel <= self.rtol_manual):
         bad.append(f"{r.name}: manual vs autodiff rel {r.manual_autodiff_rel:.2e}"

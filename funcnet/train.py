@@ -120,26 +120,36 @@ class Evaluation(NamedTuple):
   patience: Optional[int] = None
 
 
-def layer_groups(params) -> list[str]:
-  """Names of the per-layer groups whose gradient norms are tracked.
+def _layers(params):
+  """``[(name, subtree)]``: the layers whose gradient norms are tracked.
 
-  An MLP's params are a list of layers (``layer 1``, ...); other models'
-  top-level dict keys (``conv1``, ``head``, ...) are the groups.
+  An MLP's params are a list of layers (``layer 1``, ...). Other models'
+  params are a dict: a key holding a list is one layer per entry (``conv 1``,
+  ``conv 2``, ``blocks 1``, ...), any other key one layer (``head``,
+  ``fwd``, ...). Names count from 1, as the equations do.
   """
   if isinstance(params, (list, tuple)):
-    return [f"layer {i + 1}" for i in range(len(params))]
-  if isinstance(params, dict):
-    return [str(k) for k in sorted(params)]
-  return ["params"]
+    return [(f"layer {i + 1}", p) for i, p in enumerate(params)]
+  if not isinstance(params, dict):
+    return [("params", params)]
+  out = []
+  for k in sorted(params):
+    v = params[k]
+    if isinstance(v, (list, tuple)) and v:
+      out += [(f"{k} {i + 1}", p) for i, p in enumerate(v)]
+    else:
+      out.append((str(k), v))
+  return out
+
+
+def layer_groups(params) -> list[str]:
+  """Names of the per-layer groups whose gradient norms are tracked."""
+  return [name for name, _ in _layers(params)]
 
 
 def layer_subtrees(params) -> list:
   """The params of each group of :func:`layer_groups`, in the same order."""
-  if isinstance(params, (list, tuple)):
-    return list(params)
-  if isinstance(params, dict):
-    return [params[k] for k in sorted(params)]
-  return [params]
+  return [p for _, p in _layers(params)]
 
 
 def gradient_fn(model: Model, loss, grads: str, compute_dtype=None):

@@ -130,3 +130,43 @@ def test_a_saved_spec_rebuilds_the_same_model():
   p = model.init(jax.random.key(0))
   x = np.asarray(ds.x_test[:5], np.float32)
   np.testing.assert_array_equal(model.logits(p, x), again.logits(p, x))
+
+
+# The hand-written gradient path: no autodiff anywhere in it, so "manual vs
+# jax.grad" compares two independent computations.
+HAND_WRITTEN = ["backprop.py", "activations.py", "losses.py", "layers", "models"]
+AUTODIFF = ("grad", "value_and_grad", "vjp", "jvp", "linearize",
+            "linear_transpose", "custom_vjp", "custom_jvp", "hessian",
+            "jacfwd", "jacrev")
+
+
+def _autodiff_uses(source: str) -> list:
+  """Attribute uses ``jax.<f>`` / ``jax.<mod>.<f>`` and imports of an
+  autodiff function ``f`` in ``source``, with line numbers."""
+  found = []
+  for node in ast.walk(ast.parse(source)):
+    if isinstance(node, ast.Attribute) and node.attr in AUTODIFF:
+      root = node.value
+      while isinstance(root, ast.Attribute):
+        root = root.value
+      if isinstance(root, ast.Name) and root.id == "jax":  # not loss.grad
+        found.append((node.lineno, node.attr))
+    elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("jax"):
+      found += [(node.lineno, a.name) for a in node.names if a.name in AUTODIFF]
+  return found
+
+
+def test_the_autodiff_finder_finds_autodiff():
+  src = ("import jax\nfrom jax import vjp\n"
+         "def f(x, loss):\n  return jax.grad(g)(x) + jax.custom_vjp(g) + loss.grad\n")
+  assert sorted(n for _, n in _autodiff_uses(src)) == ["custom_vjp", "grad", "vjp"]
+
+
+def test_the_hand_written_path_calls_no_autodiff():
+  paths = []
+  for entry in HAND_WRITTEN:
+    p = ROOT / entry
+    paths += sorted(p.rglob("*.py")) if p.is_dir() else [p]
+  assert len(paths) >= 10
+  found = {str(p.relative_to(ROOT)): _autodiff_uses(p.read_text()) for p in paths}
+  assert not {k: v for k, v in found.items() if v}, found
