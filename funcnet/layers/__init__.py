@@ -44,8 +44,11 @@ from funcnet.layers.checks import (hidden_activation, per_axis, require_choice,
                                    require_positive, require_positive_number,
                                    require_rate, require_sizes)
 from funcnet.layers.conv import PADDINGS, conv, conv_init, out_size
-from funcnet.layers.dense import dense, dense_init
-from funcnet.layers.dropout import dropout, dropout_masks
+from funcnet.layers.dense import (activation_backward, activation_forward,
+                                  dense, dense_backward, dense_forward,
+                                  dense_init)
+from funcnet.layers.dropout import (dropout, dropout_backward, dropout_forward,
+                                    dropout_masks)
 from funcnet.layers.embed import embed, embedding_init, sinusoidal
 from funcnet.layers.norm import layer_norm, layer_norm_init
 from funcnet.layers.pool import avg_pool, global_avg_pool, max_pool
