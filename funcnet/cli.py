@@ -6,6 +6,7 @@
   funcnet gradcheck [--config FILE] [--set key=value ...] [--batch N]
   funcnet eval      --run DIR
   funcnet bench     [--sizes small,large] [--json FILE] [--sweep] [--plot FILE]
+                    [--models [CONFIG,...]]
 
 Exit status: 0 done; 1 a gradient check that failed; 2 a user mistake (bad
 config, data file, name or run folder), reported as one line on stderr; 3
@@ -121,6 +122,10 @@ def _parser() -> argparse.ArgumentParser:
                  "of time per step against FLOPs per step")
   b.add_argument("--json", metavar="FILE", help="write the records as a JSON "
                  "list")
+  b.add_argument("--models", nargs="?", const="default", metavar="A,B",
+                 help="instead: one training step of application configs "
+                 "(default the MNIST-1D cnn, gru, transformer), hand-written "
+                 "vs autodiff gradients, time and XLA temp memory")
   return p
 
 
@@ -196,6 +201,19 @@ def _cmd_bench(args) -> int:
 
   if args.repeats < 1 or args.min_time <= 0:
     raise FuncnetError("--repeats must be >= 1 and --min-time > 0")
+  if args.models:
+    from funcnet import bench_models
+    configs = (bench_models.CONFIGS if args.models == "default"
+               else names(args.models))
+    records = bench_models.run(
+        configs, repeats=args.repeats, min_time=args.min_time,
+        log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(bench_models.format_table(records))
+    if args.json:
+      with open(args.json, "w") as f:
+        json.dump(records, f, indent=2)
+        f.write("\n")
+    return 0
   if args.plot and not args.sweep:
     raise FuncnetError("--plot draws the sweep; expected --sweep with it")
   sweep = {}

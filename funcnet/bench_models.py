@@ -1,0 +1,114 @@
+"""``funcnet bench --models``: one training step of the application models,
+hand-written gradients against ``jax.grad``.
+
+For each config (the MNIST-1D CNN, GRU and Transformer by default) the step
+is :func:`funcnet.bench.make_step` with the config's model, loss and
+optimizer, on mini-batches of the config's data:
+
+  time     seconds per step of a Python loop of jitted steps
+           (:func:`funcnet.bench.measure`), manual and autodiff measured
+           alternately, ``rounds`` times each, so that both meet the same
+           load; the ratio is of the medians
+  memory   XLA's temporary allocation of the compiled step
+           (``memory_analysis().temp_size_in_bytes``): what the backward
+           keeps alive besides params, optimizer state and the batch
+
+A hand-written backward chooses what to keep (its caches), so its step
+should need no more temporary memory than autodiff's, and should run as
+fast (the issue's bar: within 10%).
+"""
+
+import json
+import os
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from funcnet import bench, config as config_lib, experiment
+
+CONFIGS = ("mnist1d_cnn", "mnist1d_gru", "mnist1d_transformer")
+
+
+def _config_path(name: str) -> str:
+  if os.path.exists(name):
+    return name
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  return os.path.join(root, "configs", f"{name}.toml")
+
+
+def _step_and_batches(setup, grads: str):
+  """The jitted step and a few mini-batches of the config's training data."""
+  t = setup.cfg["train"]
+  step = bench.make_step(setup.model, setup.loss, setup.optimizer, grads)
+  b = t["batch_size"]
+  x, y = setup.ds.x_train, setup.ds.y_train
+  n = min(len(y) // b, 8)
+  batches = [(jnp.asarray(x[i * b:(i + 1) * b], setup.dtype),
+              jnp.asarray(y[i * b:(i + 1) * b])) for i in range(n)]
+  return step, batches
+
+
+def temp_bytes(setup, grads: str) -> int:
+  """XLA's temporary allocation of one compiled training step."""
+  step, batches = _step_and_batches(setup, grads)
+  params, opt_state = setup.init_state()
+  stats = step.lower(params, opt_state, *batches[0]).compile().memory_analysis()
+  return int(stats.temp_size_in_bytes) if stats is not None else -1
+
+
+def time_step(setup, grads: str, *, repeats: int, min_time: float) -> bench.Timing:
+  step, batches = _step_and_batches(setup, grads)
+  state = list(setup.init_state())
+
+  def run(k):
+    params, opt_state = state
+    c = None
+    for i in range(k):
+      params, opt_state, c = step(params, opt_state, *batches[i % len(batches)])
+    jax.block_until_ready((params, opt_state, c))
+    state[:] = params, opt_state
+
+  return bench.measure(run, repeats=repeats, min_time=min_time)
+
+
+def run(configs: Sequence[str] = CONFIGS, *, rounds: int = 3, repeats: int = 3,
+        min_time: float = 0.5, log: Callable = print) -> list:
+  """One record per config: ms per step and temp bytes of each gradient
+  source, and manual / autodiff ratios."""
+  records = []
+  for name in configs:
+    cfg = config_lib.load(_config_path(name))
+    setup = experiment.Setup(cfg)
+    mem = {g: temp_bytes(setup, g) for g in ("manual", "autodiff")}
+    times = {"manual": [], "autodiff": []}
+    for _ in range(rounds):             # alternate, so both meet the same load
+      for g in times:
+        times[g].append(time_step(setup, g, repeats=repeats,
+                                  min_time=min_time).median)
+    ms = {g: 1e3 * float(np.median(v)) for g, v in times.items()}
+    rec = {"config": name, "kind": setup.model.kind,
+           "batch": cfg["train"]["batch_size"],
+           "manual_ms": ms["manual"], "autodiff_ms": ms["autodiff"],
+           "time_ratio": ms["manual"] / ms["autodiff"],
+           "manual_temp_bytes": mem["manual"],
+           "autodiff_temp_bytes": mem["autodiff"],
+           "memory_ratio": mem["manual"] / max(mem["autodiff"], 1),
+           "device": bench.device_description()}
+    log(json.dumps(rec))
+    records.append(rec)
+  return records
+
+
+def format_table(records: list) -> str:
+  rows = ["| config | batch | manual ms/step | autodiff ms/step | manual/autodiff "
+          "| manual temp | autodiff temp | manual/autodiff |",
+          "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+  for r in records:
+    rows.append(
+        f"| {r['config']} | {r['batch']} | {r['manual_ms']:.3f} | "
+        f"{r['autodiff_ms']:.3f} | {r['time_ratio']:.2f} | "
+        f"{r['manual_temp_bytes'] / 1024:.0f} KiB | "
+        f"{r['autodiff_temp_bytes'] / 1024:.0f} KiB | {r['memory_ratio']:.2f} |")
+  return "\n".join(rows)
