@@ -1,47 +1,198 @@
-"""Pooling: max and average over windows, and the global average."""
+"""Pooling: max and average over windows, the global average and max, each
+with its hand-written backward.
+
+Notation, per spatial axis (multi-indices in 2-D and 3-D): window ``k``,
+stride ``s``, padding ``(lo, hi)`` (:func:`funcnet.layers.conv.pads`), ``xp``
+the padded input, output ``P`` long. Window ``p`` holds ``xp[s p + q]``,
+``q < k``; windows overlap when ``s < k``, and then an input entry receives
+gradient from every window that holds it (the sums over ``p`` below).
+
+  max_pool  y[p] = max_q xp[s p + q]
+            dx[t] = sum_{p: s p + q*_p = t + lo} dy[p]
+  avg_pool  y[p] = sum_q xp[s p + q] / N_p
+            dx[t] = sum_{p, q: s p + q = t + lo} dy[p] / N_p
+
+``q*_p`` is the offset of window ``p``'s maximum: the FIRST maximal entry,
+in row-major order of the window, when several tie (a relu that zeroes a
+whole window, say): the whole ``dy[p]`` goes to that one entry. ``N_p``
+counts window ``p``'s in-bounds entries (padding does not dilute a mean).
+"""
+
+import itertools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from funcnet.layers.checks import per_axis
+from funcnet.layers.conv import pads
 
 
-def _window(x, window, stride):
+def _geometry(x, window, stride, padding):
+  """Per-axis windows, strides and ``(lo, hi)`` pads of a pool over ``x``'s
+  spatial axes; ``stride`` defaults to ``window``."""
   nd = x.ndim - 2
   window = per_axis(window, nd)
   stride = window if stride is None else per_axis(stride, nd)
-  # Pool over the spatial axes only: size-1 windows on batch and channels.
-  return (1,) + window + (1,), (1,) + stride + (1,)
+  pad = tuple(pads(n, k, s, padding)
+              for n, k, s in zip(x.shape[1:-1], window, stride))
+  return window, stride, pad
 
 
-def max_pool(x, window, stride=None, padding="VALID"):
+def _full(t):
+  # A window (or stride) of 1 on the batch and channel axes.
+  return (1,) + t + (1,)
+
+
+def _windows(x, window, stride, pad, fill):
+  """Every window's entries, offset by offset: ``(K, m, *P, c)`` with ``K =
+  prod(window)``, entry ``q`` (the offsets in row-major order) being
+  ``xp[:, s p + q, :]`` at every output position ``p`` (``xp``: ``x``
+  padded with ``fill``)."""
+  xp = jax.lax.pad(x, np.array(fill, x.dtype),
+                   [(0, 0, 0), *((lo, hi, 0) for lo, hi in pad), (0, 0, 0)])
+  out = [(n + lo + hi - k) // s + 1
+         for n, k, s, (lo, hi) in zip(x.shape[1:-1], window, stride, pad)]
+  parts = [jax.lax.slice(
+      xp, (0, *q, 0),
+      (x.shape[0], *((o - 1) * s + qq + 1 for o, s, qq in zip(out, stride, q)),
+       x.shape[-1]), _full(stride))
+           for q in itertools.product(*map(range, window))]
+  return jnp.stack(parts)
+
+
+def _unwindow(parts, shape, window, stride, pad):
+  """The adjoint of :func:`_windows`: ``dx[t] = sum_{p, q: s p + q = t +
+  lo} parts[q][p]``, each part put back at its strided places in the padded
+  input (``lax.pad``'s interior padding leaves the stride's gaps) and the
+  padding cropped. ``parts``: ``(K, m, *P, c)``, ``K = prod(window)``."""
+  dxp = 0
+  for part, q in zip(parts, itertools.product(*map(range, window))):
+    # After-padding: the padded length n + lo + hi, less what precedes and
+    # what the part covers ((P - 1) s + 1).
+    dxp = dxp + jax.lax.pad(part, np.array(0, part.dtype), [
+        (0, 0, 0),
+        *((qq, n + lo + hi - qq - (o - 1) * s - 1, s - 1)
+          for n, o, s, qq, (lo, hi) in zip(shape[1:-1], part.shape[1:-1],
+                                           stride, q, pad)),
+        (0, 0, 0)])
+  return jax.lax.slice(dxp, (0, *(lo for lo, _ in pad), 0),
+                       (shape[0], *(lo + n for n, (lo, _) in
+                                    zip(shape[1:-1], pad)), shape[-1]))
+
+
+def max_pool_forward(x, window, stride=None, padding="VALID"):
   """Max over each window: ``(m, *spatial, c) -> (m, *spatial', c)``.
 
   ``stride`` defaults to ``window`` (non-overlapping windows). ``"SAME"``
-  pads with ``-inf``, so padding never wins the max.
+  pads with ``-inf``, so padding never wins the max (every SAME window holds
+  at least one real entry).
+
+  Returns ``(y, cache)``; the cache is the offset ``q*`` of each window's
+  first maximal entry (an index into the row-major window, ``(m, *P, c)``
+  ints) with the geometry and ``x``'s shape.
   """
-  dims, strides = _window(x, window, stride)
-  # A numpy (not jnp) init value: lax differentiates reduce_window only
-  # when it can see a constant -inf and so knows this is a max-pool.
-  return jax.lax.reduce_window(x, np.array(-np.inf, x.dtype), jax.lax.max,
-                               dims, strides, padding)
+  window, stride, pad = _geometry(x, window, stride, padding)
+  # y by reduce_window, as before the backward existed, so the autodiff
+  # path (jax.grad through logits) differentiates the same primitive. A
+  # numpy (not jnp) init value: lax differentiates reduce_window only when it
+  # can see a constant -inf and so knows this is a max-pool.
+  y = jax.lax.reduce_window(x, np.array(-np.inf, x.dtype), jax.lax.max,
+                            _full(window), _full(stride),
+                            [(0, 0), *pad, (0, 0)])
+  # argmax returns the first maximum: the documented tie rule.
+  q_star = jnp.argmax(_windows(x, window, stride, pad, -np.inf), axis=0)
+  return y, (q_star, x.shape, window, stride, pad)
+
+
+def max_pool_backward(cache, dy):
+  """``dx[t] = sum_{p: s p + q*_p = t + lo} dy[p]``: each window's gradient
+  goes whole to its (first) maximal entry, summed where windows overlap.
+  ``dy: (m, *P, c) -> dx: (m, *spatial, c)``."""
+  q_star, shape, window, stride, pad = cache
+  k = int(np.prod(window))
+  zero = jnp.zeros((), dy.dtype)
+  parts = [jnp.where(q_star == q, dy, zero) for q in range(k)]
+  return _unwindow(parts, shape, window, stride, pad)
+
+
+def max_pool(x, window, stride=None, padding="VALID"):
+  """Max over each window (see :func:`max_pool_forward`)."""
+  return max_pool_forward(x, window, stride, padding)[0]
+
+
+def avg_pool_forward(x, window, stride=None, padding="VALID"):
+  """Mean over each window's in-bounds entries: ``(m, *spatial, c) -> (m,
+  *spatial', c)``.
+
+  With ``"SAME"`` padding the edge windows are divided by the number of real
+  entries they hold (``N_p``), not the window size, so padding does not
+  dilute them. Returns ``(y, cache)``; the cache is ``N_p`` (``(*P, 1)``)
+  with the geometry and ``x``'s shape.
+  """
+  window, stride, pad = _geometry(x, window, stride, padding)
+  dims, strides, full_pad = _full(window), _full(stride), [(0, 0), *pad, (0, 0)]
+  zero = np.array(0, x.dtype)  # a constant, as in max_pool
+  total = jax.lax.reduce_window(x, zero, jax.lax.add, dims, strides, full_pad)
+  count = jax.lax.reduce_window(jnp.ones(x.shape[1:-1], x.dtype), zero,
+                                jax.lax.add, dims[1:-1], strides[1:-1], pad)
+  count = count[..., None]
+  return total / count, (count, x.shape, window, stride, pad)
+
+
+def avg_pool_backward(cache, dy):
+  """``dx[t] = sum_{p, q: s p + q = t + lo} dy[p] / N_p``: each window's
+  gradient spread evenly over its in-bounds entries (padding's share is
+  cropped), summed where windows overlap. ``dy: (m, *P, c) -> dx: (m,
+  *spatial, c)``."""
+  count, shape, window, stride, pad = cache
+  share = dy / count
+  return _unwindow([share] * int(np.prod(window)), shape, window, stride, pad)
 
 
 def avg_pool(x, window, stride=None, padding="VALID"):
-  """Mean over each window's in-bounds entries: ``(m, *spatial, c) -> (m, *spatial', c)``.
+  """Mean over each window's in-bounds entries (:func:`avg_pool_forward`)."""
+  return avg_pool_forward(x, window, stride, padding)[0]
 
-  With ``"SAME"`` padding the edge windows are divided by the number of real
-  entries they hold, not the window size, so padding does not dilute them.
-  """
-  dims, strides = _window(x, window, stride)
-  zero = np.array(0, x.dtype)  # a constant, as in max_pool
-  total = jax.lax.reduce_window(x, zero, jax.lax.add, dims, strides, padding)
-  count = jax.lax.reduce_window(jnp.ones(x.shape[1:-1], x.dtype), zero,
-                                jax.lax.add, dims[1:-1], strides[1:-1], padding)
-  return total / count[..., None]
+
+def global_avg_pool_forward(x):
+  """``y[m, c] = (1/S) sum_t x[m, t, c]`` over the ``S`` spatial positions:
+  ``(m, *spatial, c) -> (m, c)``. The cache is ``x``'s shape."""
+  return jnp.mean(x, axis=tuple(range(1, x.ndim - 1))), x.shape
+
+
+def global_avg_pool_backward(shape, dy):
+  """``dx[m, t, c] = dy[m, c] / S`` at every position ``t``: ``(m, c) ->
+  (m, *spatial, c)``."""
+  s = int(np.prod(shape[1:-1]))
+  one_position = (shape[0],) + (1,) * (len(shape) - 2) + (shape[-1],)
+  return jnp.broadcast_to((dy / s).reshape(one_position), shape)
 
 
 def global_avg_pool(x):
   """Mean over every spatial axis: ``(m, *spatial, c) -> (m, c)``."""
-  return jnp.mean(x, axis=tuple(range(1, x.ndim - 1)))
+  return global_avg_pool_forward(x)[0]
+
+
+def global_max_pool_forward(x):
+  """``y[m, c] = max_t x[m, t, c]`` over every spatial position: ``(m,
+  *spatial, c) -> (m, c)``. The cache is ``t*[m, c]``, the row-major flat
+  index of the FIRST maximal position (the tie rule of :func:`max_pool`),
+  with ``x``'s shape."""
+  flat = x.reshape(x.shape[0], -1, x.shape[-1])
+  return jnp.max(flat, axis=1), (jnp.argmax(flat, axis=1), x.shape)
+
+
+def global_max_pool_backward(cache, dy):
+  """``dx[m, t, c] = dy[m, c]`` if ``t = t*[m, c]`` else 0: ``(m, c) ->
+  (m, *spatial, c)``."""
+  t_star, shape = cache
+  positions = jnp.arange(int(np.prod(shape[1:-1])))[None, :, None]
+  dx = jnp.where(positions == t_star[:, None, :], dy[:, None, :],
+                 jnp.zeros((), dy.dtype))
+  return dx.reshape(shape)
+
+
+def global_max_pool(x):
+  """Max over every spatial axis: ``(m, *spatial, c) -> (m, c)``."""
+  return global_max_pool_forward(x)[0]

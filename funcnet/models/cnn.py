@@ -25,15 +25,33 @@ A flat dataset of images (e.g. ``digits``, ``(m, 64)``) keeps
 each row to the image first.
 
 Params: ``{"conv": [{"W", "b"}] * K, "dense": [{"W", "b"}] * (J + 1)}``.
+
+The hand-written backward (``Model.backward``, :func:`_backward`) runs the
+same forward (:func:`_forward`, which keeps each layer's cache), then each
+layer's ``*_backward`` of :mod:`funcnet.layers` in reverse. With ``u_j =
+drop(h_{j-1}) @ V_j + d_j`` (``u_{J+1} = z``), ``c_k = conv(a_{k-1}; W_k,
+b_k)``, and ``r`` the forward's dropout masks:
+
+  du_{J+1} = dC/dz                                  (m, n_classes), 1/m in it
+  dV_j     = drop(h_{j-1})^T du_j,  dd_j = sum_i du_j[i]
+  dh_{j-1} = (du_j @ V_j^T) * r_j                   (dense, dropout)
+  du_{j-1} = dh_{j-1} * f'(u_{j-1})                 (activation)
+  da_K     = dh_0 / |spatial_K| at every position   (global pool)
+             or dh_0 reshaped to a_K's shape        (flatten)
+  dc_k     = pool'(da_k) * f'(c_k)                  (pool, activation)
+  da_{k-1}, dW_k, db_k = conv'(dc_k)                (layers.conv_backward)
+
+``pool'`` sends each window's gradient to its first maximum (max) or
+spreads it over the window (avg); see :mod:`funcnet.layers.pool`.
 """
 
 import math
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 
-from funcnet import data, initializers, layers
+from funcnet import activations, backprop, data, initializers, layers, losses
 from funcnet.errors import ShapeError
 from funcnet.model import Model, check_input
 from funcnet.models import registry
@@ -132,7 +150,6 @@ def cnn(in_shape, n_classes: int, channels: Sequence[int] = (8, 16),
     spatial = [layers.out_size(n, pool, pool, "VALID") for n in spatial]
   n_features = channels[-1] * (1 if global_pool else math.prod(spatial))
   widths = [n_features] + hidden + [n_classes]
-  pool_fn = layers.max_pool if pool_type == "max" else layers.avg_pool
 
   def init_fn(key, dtype=jnp.float32):
     keys = jax.random.split(key, len(channels) + len(widths) - 1)
@@ -143,22 +160,6 @@ def cnn(in_shape, n_classes: int, channels: Sequence[int] = (8, 16),
                                    widths[1:])]
     return {"conv": convs, "dense": denses}
 
-  def logits_fn(params, x, key=None):
-    check_input(x, in_shape, "cnn")
-    a = jnp.reshape(x, (x.shape[0],) + tuple(shape))
-    if add_channel:
-      a = a[..., None]
-    for p in params["conv"]:
-      a = act.f(layers.conv(p, a, stride, padding))
-      if pool > 1:
-        a = pool_fn(a, pool)
-    h = layers.global_avg_pool(a) if global_pool else a.reshape(a.shape[0], -1)
-    keys = ([None] * len(params["dense"]) if key is None
-            else jax.random.split(key, len(params["dense"])))
-    for p, k in zip(params["dense"][:-1], keys):
-      h = act.f(layers.dense(p, layers.dropout(h, dropout, k)))
-    return layers.dense(params["dense"][-1], layers.dropout(h, dropout, keys[-1]))
-
   spec = {"kind": "cnn", "in_shape": list(in_shape), "n_classes": n_classes,
           "channels": channels, "kernel_size": kernel_size, "stride": stride,
           "padding": padding, "pool": pool, "pool_type": pool_type,
@@ -167,8 +168,114 @@ def cnn(in_shape, n_classes: int, channels: Sequence[int] = (8, 16),
           "image_shape": None if image_shape is None else list(image_shape),
           "conv_dims": conv_dims,
           "kinked": act.kink or (pool > 1 and pool_type == "max")}
+
+  def logits_fn(params, x, key=None):
+    return _forward(spec, params, x, key)[0]
+
   return Model(init_fn, logits_fn, "softmax", in_shape, n_classes, spec,
-               head=("dense", -1))
+               head=("dense", -1), backward=_backward)
+
+
+class Trace(NamedTuple):
+  """The CNN's forward, kept for the backward: each layer's cache.
+
+  Attributes:
+    convs: per conv layer ``k``, ``(conv cache, activation cache, pool cache
+      or None)``.
+    features: the shape of ``a_K``, ``(m, *spatial_K, c_K)`` (the global
+      pool's cache, and what a flatten's backward reshapes to).
+    denses: per dense layer ``j``, ``(dropout mask or None, dense cache,
+      activation cache or None for the output layer)``.
+  """
+  convs: list
+  features: tuple
+  denses: list
+
+
+def _forward(spec, params, x, key=None):
+  """The network of the module docstring: ``(z, Trace)``. The only forward:
+  ``logits`` returns its ``z`` (under ``jit`` the unused caches cost
+  nothing) and :func:`_backward` reads its trace, so both see the same
+  dropout masks for the same key."""
+  in_shape = tuple(spec["in_shape"])
+  check_input(x, in_shape, "cnn")
+  shape = tuple(spec["image_shape"] or in_shape)
+  act = activations.get(spec["activation"])
+  pool, stride, padding = spec["pool"], spec["stride"], spec["padding"]
+  pool_forward = (layers.max_pool_forward if spec["pool_type"] == "max"
+                  else layers.avg_pool_forward)
+  a = jnp.reshape(x, (x.shape[0],) + shape)
+  if len(shape) == spec["conv_dims"]:  # no channel axis: add one
+    a = a[..., None]
+
+  convs = []
+  for p in params["conv"]:
+    c, conv_cache = layers.conv_forward(p, a, stride, padding)
+    a, act_cache = layers.activation_forward(act, c)
+    pool_cache = None
+    if pool > 1:
+      a, pool_cache = pool_forward(a, pool)
+    convs.append((conv_cache, act_cache, pool_cache))
+
+  features = a.shape
+  h = (layers.global_avg_pool_forward(a)[0] if spec["global_pool"]
+       else a.reshape(a.shape[0], -1))
+
+  n_dense = len(params["dense"])
+  keys = [None] * n_dense if key is None else jax.random.split(key, n_dense)
+  denses = []
+  for j, (p, k) in enumerate(zip(params["dense"], keys)):
+    d, mask = layers.dropout_forward(h, spec["dropout"], k)
+    h, dense_cache = layers.dense_forward(p, d)
+    act_cache = None
+    if j < n_dense - 1:
+      h, act_cache = layers.activation_forward(act, h)
+    denses.append((mask, dense_cache, act_cache))
+  return h, Trace(convs, features, denses)
+
+
+def _backward(model: Model, loss):
+  """The CNN's hand-written ``(params, x, y, key=None) -> (C, grads)``: the
+  chain of the module docstring, each step a layer's ``*_backward``.
+
+  Same signature and result as :func:`funcnet.autodiff.value_and_grad`;
+  pure and jittable. With a key, the dropout masks are the forward's.
+  """
+  losses.get(loss)
+  losses.check_pair(loss, model.output_activation)
+  spec = model.spec
+  act = activations.get(spec["activation"])
+  pool_backward = (layers.max_pool_backward if spec["pool_type"] == "max"
+                   else layers.avg_pool_backward)
+
+  def fn(params, x, y, key=None):
+    z, trace = _forward(spec, params, x, key)
+    c, dh = backprop.loss_and_delta(model, loss, z, y)    # dC/dz, 1/m in it
+
+    dense_grads = []
+    for p, (mask, dense_cache, act_cache) in zip(reversed(params["dense"]),
+                                                 reversed(trace.denses)):
+      if act_cache is not None:                            # hidden: * f'(u_j)
+        dh = layers.activation_backward(act, act_cache, dh)
+      dd, g = layers.dense_backward(p, dense_cache, dh)
+      dh = layers.dropout_backward(mask, dd)
+      dense_grads.insert(0, g)
+
+    if spec["global_pool"]:
+      da = layers.global_avg_pool_backward(trace.features, dh)
+    else:                                                  # flatten's adjoint
+      da = dh.reshape(trace.features)
+
+    conv_grads = []
+    for p, (conv_cache, act_cache, pool_cache) in zip(reversed(params["conv"]),
+                                                      reversed(trace.convs)):
+      if pool_cache is not None:
+        da = pool_backward(pool_cache, da)
+      dc = layers.activation_backward(act, act_cache, da)
+      da, g = layers.conv_backward(p, conv_cache, dc)
+      conv_grads.insert(0, g)
+    return c, {"conv": conv_grads, "dense": dense_grads}
+  return fn
 
 
 def _from_config(table, ds, n_out):
