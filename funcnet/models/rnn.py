@@ -1,4 +1,5 @@
-"""Recurrent classifiers (vanilla tanh RNN and GRU), unrolled with ``jax.lax.scan``.
+"""Recurrent classifiers (vanilla tanh RNN and GRU), unrolled with ``jax.lax.scan``,
+with backpropagation through time written out by hand.
 
 A sequence ``x_1, ..., x_T`` of ``F`` features each (``x_t: (m, F)``,
 hidden state ``h_t: (m, H)``, ``h_0 = 0``) is read by one of two cells:
@@ -25,15 +26,36 @@ is ``L / input_features`` steps of ``input_features`` consecutive values
 Params: ``{"fwd": cell, ["bwd": cell,] "head": {"W": (H or 2H, n_classes),
 "b"}}`` where an rnn cell is ``{"Wx", "Wh", "b"}`` and a gru cell is
 ``{"u": {...}, "r": {...}, "n": {...}}`` of the same three arrays.
+
+Backpropagation through time (the hand-written gradient, ``Model.backward``;
+no autodiff). Each cell has a step forward that keeps a cache and a step
+backward
+
+  h_t, cache_t              = step_forward(params, h_{t-1}, x_t)
+  dh_{t-1}, dx_t, dparams_t = step_backward(params, cache_t, dh_t)
+
+where ``dh_t = dC/dh_t`` is the *total* derivative: through the head (for
+``t = T``) and through every later state. :func:`scan_forward` stacks the
+caches along time; :func:`bptt` walks them in the opposite order, carrying
+
+  dh_T     = (dC/dz @ V^T) * dropout mask                  from the head
+  dh_{t-1} = step_backward(params, cache_t, dh_t)[0]       t = T .. 1
+  dC/dW    = sum_t dparams_t                               every cell weight
+
+:func:`hidden_grad_norms` returns ``||dC/dh_t||`` for every ``t``, from the
+same reverse scan: in a tanh RNN with small ``Wh`` it shrinks at least
+geometrically going back in time, by ``||Wh||_2`` a step (the vanishing
+gradient).
 """
 
 import functools
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 
-from funcnet import data, initializers, layers
-from funcnet.errors import ShapeError
+from funcnet import backprop, data, initializers, layers, losses
+from funcnet.errors import ConfigError, ShapeError
 from funcnet.model import Model, check_input
 from funcnet.models import registry
 
@@ -48,16 +70,68 @@ def _gate_init(key, n_in, n_hidden, dtype, init):
           "b": jnp.zeros((n_hidden,), dtype)}
 
 
+def _gate(p, x, h):
+  """A gate's pre-activation ``a = x Wx + h Wh + b``: ``(m, F), (m, H) -> (m, H)``."""
+  return x @ p["Wx"] + h @ p["Wh"] + p["b"]
+
+
+def _gate_backward(p, x, h, da):
+  """The backward of :func:`_gate`, given ``da = dC/da: (m, H)``:
+
+    dx = da Wx^T   (m, F)        dWx = x^T da   (F, H)
+    dh = da Wh^T   (m, H)        dWh = h^T da   (H, H)
+                                 db  = sum_rows da   (H,)
+
+  Returns ``(dx, dh, {"Wx": dWx, "Wh": dWh, "b": db})``.
+  """
+  return (da @ p["Wx"].T, da @ p["Wh"].T,
+          {"Wx": x.T @ da, "Wh": h.T @ da, "b": jnp.sum(da, axis=0)})
+
+
+# --- the tanh RNN cell -------------------------------------------------------
+
 def rnn_cell_init(key, n_in: int, n_hidden: int, dtype=jnp.float32,
                   init="xavier"):
   """``{"Wx": (n_in, H), "Wh": (H, H), "b": (H,)}``."""
   return _gate_init(key, n_in, n_hidden, dtype, init)
 
 
+def rnn_step_forward(params, h, x):
+  """One tanh-RNN step, ``h_t = tanh(x_t Wx + h_{t-1} Wh + b)``, keeping what
+  its backward needs.
+
+  ``h = h_{t-1}: (m, H)``, ``x = x_t: (m, F)``. Returns ``(h_t, cache)`` with
+  ``cache = (h_{t-1}, x_t, h_t)`` (``tanh' = 1 - h_t^2`` needs only ``h_t``).
+  """
+  h_new = jnp.tanh(_gate(params, x, h))
+  return h_new, (h, x, h_new)
+
+
+def rnn_step_backward(params, cache, dh):
+  """The backward of :func:`rnn_step_forward`, given ``dh = dC/dh_t: (m, H)``:
+
+    dz_t     = dh_t * (1 - h_t^2)         (m, H)    through the tanh
+    dh_{t-1} = dz_t Wh^T                  (m, H)    passed back in time
+    dx_t     = dz_t Wx^T                  (m, F)
+    dWx      = x_t^T dz_t                 (F, H)
+    dWh      = h_{t-1}^T dz_t             (H, H)
+    db       = sum over rows of dz_t      (H,)
+
+  Returns ``(dh_{t-1}, dx_t, {"Wx": dWx, "Wh": dWh, "b": db})``, this step's
+  share of the parameter gradients (BPTT sums them over ``t``).
+  """
+  h, x, h_new = cache
+  dz = dh * (1 - h_new * h_new)
+  dx, dh_prev, grads = _gate_backward(params, x, h, dz)
+  return dh_prev, dx, grads
+
+
 def rnn_step(params, h, x):
   """One tanh-RNN step: ``h (m, H), x (m, F) -> h' (m, H)``."""
-  return jnp.tanh(x @ params["Wx"] + h @ params["Wh"] + params["b"])
+  return rnn_step_forward(params, h, x)[0]
 
+
+# --- the GRU cell --------------------------------------------------------------
 
 def gru_cell_init(key, n_in: int, n_hidden: int, dtype=jnp.float32,
                   init="xavier"):
@@ -67,25 +141,245 @@ def gru_cell_init(key, n_in: int, n_hidden: int, dtype=jnp.float32,
           for g, k in (("u", ku), ("r", kr), ("n", kn))}
 
 
+def gru_step_forward(params, h, x):
+  """One GRU step (equations in the module docstring), keeping what its
+  backward needs.
+
+  ``h = h_{t-1}: (m, H)``, ``x = x_t: (m, F)``. Returns ``(h_t, cache)`` with
+  ``cache = (h_{t-1}, x_t, u_t, r_t, n_t)``, each gate ``(m, H)`` after its
+  nonlinearity (``sigma' = u (1 - u)``, ``tanh' = 1 - n^2``).
+  """
+  u = jax.nn.sigmoid(_gate(params["u"], x, h))
+  r = jax.nn.sigmoid(_gate(params["r"], x, h))
+  n = jnp.tanh(_gate(params["n"], x, r * h))
+  return (1 - u) * n + u * h, (h, x, u, r, n)
+
+
+def gru_step_backward(params, cache, dh):
+  """The backward of :func:`gru_step_forward`, given ``dh = dC/dh_t: (m, H)``.
+
+  With ``a_u, a_r, a_n`` the three gates' pre-activations (``n_t =
+  tanh(a_n)``, ``a_n = x_t Wx_n + s_t Wh_n + b_n``, ``s_t = r_t * h_{t-1}``),
+  every array ``(m, H)``:
+
+    da_n = dh_t * (1 - u_t) * (1 - n_t^2)         candidate
+    da_u = dh_t * (h_{t-1} - n_t) * u_t (1 - u_t)  update gate
+    ds_t = da_n Wh_n^T                             the reset input
+    da_r = ds_t * h_{t-1} * r_t (1 - r_t)          reset gate
+    dh_{t-1} = dh_t * u_t + ds_t * r_t + da_u Wh_u^T + da_r Wh_r^T
+    dx_t     = da_u Wx_u^T + da_r Wx_r^T + da_n Wx_n^T          (m, F)
+
+  and for each gate ``g``: ``dWx_g = x_t^T da_g (F, H)``, ``db_g = sum over
+  rows of da_g (H,)``, ``dWh_g = h_{t-1}^T da_g (H, H)`` for ``u, r`` but
+  ``dWh_n = s_t^T da_n`` (the candidate's recurrent input is ``r_t * h_{t-1}``).
+
+  Returns ``(dh_{t-1}, dx_t, {"u": .., "r": .., "n": ..})``.
+  """
+  h, x, u, r, n = cache
+  da_n = dh * (1 - u) * (1 - n * n)
+  da_u = dh * (h - n) * u * (1 - u)
+  dx_n, ds, g_n = _gate_backward(params["n"], x, r * h, da_n)
+  da_r = ds * h * r * (1 - r)
+  dx_u, dh_u, g_u = _gate_backward(params["u"], x, h, da_u)
+  dx_r, dh_r, g_r = _gate_backward(params["r"], x, h, da_r)
+  dh_prev = dh * u + ds * r + dh_u + dh_r
+  return dh_prev, dx_u + dx_r + dx_n, {"u": g_u, "r": g_r, "n": g_n}
+
+
 def gru_step(params, h, x):
   """One GRU step: ``h (m, H), x (m, F) -> h' (m, H)`` (equations above)."""
-  def pre(g, state):
-    return x @ params[g]["Wx"] + state @ params[g]["Wh"] + params[g]["b"]
-  u = jax.nn.sigmoid(pre("u", h))
-  r = jax.nn.sigmoid(pre("r", h))
-  n = jnp.tanh(pre("n", r * h))
-  return (1 - u) * n + u * h
+  return gru_step_forward(params, h, x)[0]
 
 
-_CELL = {"rnn": (rnn_cell_init, rnn_step), "gru": (gru_cell_init, gru_step)}
+class Cell(NamedTuple):
+  """A recurrent cell's functions (``forward``/``backward`` as above)."""
+  init: Callable
+  forward: Callable
+  backward: Callable
 
 
-def final_state(step, params, h0, xs, reverse: bool = False):
-  """The last state after reading ``xs (T, m, F)`` from ``h0 (m, H)``, first
-  step to last (last to first when ``reverse``): ``(m, H)``."""
-  h, _ = jax.lax.scan(lambda h, x_t: (step(params, h, x_t), None), h0, xs,
+_CELL = {"rnn": Cell(rnn_cell_init, rnn_step_forward, rnn_step_backward),
+         "gru": Cell(gru_cell_init, gru_step_forward, gru_step_backward)}
+
+
+# --- through time ------------------------------------------------------------
+
+def scan_forward(step_forward, params, h0, xs, reverse: bool = False):
+  """Reads ``xs (T, m, F)`` from ``h0 (m, H)``, first step to last (last to
+  first when ``reverse``).
+
+  Returns ``(h_last, caches)``: the final state ``(m, H)`` and every step's
+  cache stacked along a leading time axis in the order of ``xs`` (``caches[t]``
+  is the step that read ``xs[t]``, whichever the direction).
+  """
+  return jax.lax.scan(lambda h, x_t: step_forward(params, h, x_t), h0, xs,
                       reverse=reverse)
-  return h
+
+
+def bptt(step_backward, params, caches, dh_last, reverse: bool = False):
+  """Backpropagation through time over the caches of :func:`scan_forward`.
+
+  A scan in the opposite direction to the forward one (``reverse`` is the
+  forward's), carrying ``dh = dC/dh_t`` and the parameter gradients so far:
+
+    dh_{t-1}, dx_t, dparams_t = step_backward(params, cache_t, dh_t)
+    dparams += dparams_t
+
+  The sum is kept in the carry rather than by stacking every ``dparams_t``
+  and summing after: memory stays one copy of the cell's params however long
+  the sequence (stacking would hold ``T`` copies of every ``Wh``), and it is
+  what ``jax.grad``'s transpose of a scan does too.
+
+  Args:
+    step_backward: a cell's step backward.
+    params: the cell's params.
+    caches: ``scan_forward``'s stacked caches (leading axis ``T``).
+    dh_last: ``dC/dh`` of the forward's last state, ``(m, H)``.
+    reverse: whether the forward read the sequence backwards.
+
+  Returns:
+    ``(dparams, dh_0, dxs, dh_norms)``: the cell's gradient (params'
+    structure, in ``dh_last``'s dtype), ``dC/dh_0: (m, H)``, ``dC/dxs: (T,
+    m, F)`` and ``||dC/dh_t||`` over the batch and hidden units, ``(T,)``,
+    indexed like ``caches`` (entry ``t`` is the state made by reading
+    ``xs[t]``).
+  """
+  def body(carry, cache_t):
+    dh, acc = carry
+    dh_prev, dx, g = step_backward(params, cache_t, dh)
+    acc = jax.tree_util.tree_map(jnp.add, acc, g)
+    return (dh_prev, acc), (dx, jnp.sqrt(jnp.sum(dh * dh)))
+
+  acc0 = jax.tree_util.tree_map(lambda p: jnp.zeros(p.shape, dh_last.dtype),
+                                params)
+  (dh0, grads), (dxs, norms) = jax.lax.scan(body, (dh_last, acc0), caches,
+                                            reverse=not reverse)
+  return grads, dh0, dxs, norms
+
+
+# --- the model -----------------------------------------------------------------
+
+class Trace(NamedTuple):
+  """The model's forward pass, kept for its backward.
+
+  Attributes:
+    fwd: the forward cell's stacked step caches (time leading).
+    bwd: the backward cell's, or None without ``bidirectional``.
+    mask: the dropout mask on the final state (None without dropout).
+    head_in: the head's input, the final state after dropout, ``(m, H or 2H)``.
+  """
+  fwd: tuple
+  bwd: Optional[tuple]
+  mask: Optional[jnp.ndarray]
+  head_in: jnp.ndarray
+
+
+def _steps_features(in_shape, input_features):
+  """``(T, F)``: the steps and the features per step of a checked ``in_shape``."""
+  if len(in_shape) == 1:
+    return in_shape[0] // input_features, input_features
+  return tuple(in_shape)
+
+
+def _forward(spec, params, x, key=None):
+  """The model's forward, ``x (m, *in_shape) -> (z (m, n_classes), Trace)``;
+  ``logits`` and the backward both run it, so they see the same dropout mask
+  for the same key."""
+  in_shape = tuple(spec["in_shape"])
+  check_input(x, in_shape, spec["cell"])
+  steps, features = _steps_features(in_shape, spec["input_features"])
+  step_forward = _CELL[spec["cell"]].forward
+  # Time leads so that scan walks over it: (T, m, F).
+  xs = jnp.swapaxes(jnp.reshape(x, (x.shape[0], steps, features)), 0, 1)
+  # The carry must keep one dtype through scan: that of x and params mixed.
+  h0 = jnp.zeros((x.shape[0], spec["hidden"]),
+                 jnp.result_type(xs, params["head"]["W"]))
+  h, fwd = scan_forward(step_forward, params["fwd"], h0, xs)
+  bwd = None
+  if spec["bidirectional"]:
+    h_bwd, bwd = scan_forward(step_forward, params["bwd"], h0, xs, reverse=True)
+    h = jnp.concatenate([h, h_bwd], -1)
+  h, mask = layers.dropout_forward(h, spec["dropout"], key)
+  z, head_in = layers.dense_forward(params["head"], h)
+  return z, Trace(fwd, bwd, mask, head_in)
+
+
+def _value_grad_norms(model: Model, loss):
+  """``(params, x, y, key=None) -> (C, grads, dh_norms)``: the loss, its
+  gradient by BPTT and ``||dC/dh_t||`` (``(directions, T)``)."""
+  losses.get(loss)
+  losses.check_pair(loss, model.output_activation)
+  spec = model.spec
+  step_backward = _CELL[spec["cell"]].backward
+  hidden = spec["hidden"]
+
+  def fn(params, x, y, key=None):
+    z, trace = _forward(spec, params, x, key)
+    c, dz = backprop.loss_and_delta(model, loss, z, y)       # dC/dz, 1/m in
+    dh, g_head = layers.dense_backward(params["head"], trace.head_in, dz)
+    dh = layers.dropout_backward(trace.mask, dh)             # dC/d[h_T, h_1^bwd]
+    grads = {"head": g_head}
+    grads["fwd"], _, _, norms = bptt(step_backward, params["fwd"], trace.fwd,
+                                     dh[:, :hidden])
+    norms = [norms]
+    if spec["bidirectional"]:
+      # The backward cell read x_T first, so its BPTT runs forward in time.
+      grads["bwd"], _, _, norms_bwd = bptt(step_backward, params["bwd"],
+                                           trace.bwd, dh[:, hidden:],
+                                           reverse=True)
+      norms.append(norms_bwd)
+    # Gradients in each param's own dtype, as jax.grad gives them (the
+    # passes ran in the dtype of x and params mixed).
+    grads = jax.tree_util.tree_map(lambda g, p: g.astype(p.dtype), grads,
+                                   params)
+    return c, grads, jnp.stack(norms)
+  return fn
+
+
+def _backward(model: Model, loss):
+  """BPTT for a recurrent classifier: ``(params, x, y, key=None) -> (C,
+  grads)``, the ``Model.backward`` of kinds ``rnn`` and ``gru`` (call it
+  through :func:`funcnet.backprop.value_and_grad`).
+
+  ``dC/dz`` (:func:`funcnet.backprop.loss_and_delta`) goes back through the
+  head (:func:`funcnet.layers.dense_backward`), the final state's dropout
+  with the forward's mask, then each direction's cell by :func:`bptt`.
+  """
+  vgn = _value_grad_norms(model, loss)
+
+  def fn(params, x, y, key=None):
+    c, grads, _ = vgn(params, x, y, key)
+    return c, grads
+  return fn
+
+
+def hidden_grad_norms(model: Model, loss, params, x, y, key=None):
+  """``||dC/dh_t||`` for ``t = 1..T``: how much the loss feels each hidden
+  state, the picture of gradients vanishing (or exploding) through time.
+
+  The norm is over the batch and the hidden units (Frobenius of the ``(m,
+  H)`` array ``dC/dh_t``, which carries the batch mean's ``1/m``); ``dC/dh_t``
+  is the total derivative through every later state and the head, as the
+  hand-written BPTT (:func:`bptt`) carries it.
+
+  Args:
+    model: a model of kind ``rnn`` or ``gru``.
+    loss: the loss name.
+    params, x, y, key: as for :func:`funcnet.autodiff.value_and_grad`.
+
+  Returns:
+    ``(T,)``; ``(2, T)`` for a bidirectional model, row 1 the backward cell,
+    whose entry ``t`` is its state after reading ``x_T .. x_t`` (so its
+    first steps sit at the end, ``t = T``).
+
+  Raises:
+    ConfigError: the model is not a recurrent one.
+  """
+  if model.backward is not _backward:
+    raise ConfigError(f"hidden_grad_norms reads a recurrent model; this model "
+                      f"is a {model.kind!r}; expected kind 'rnn' or 'gru'")
+  norms = _value_grad_norms(model, loss)(params, x, y, key)[2]
+  return norms if model.spec["bidirectional"] else norms[0]
 
 
 def rnn(in_shape, n_classes: int, hidden: int = 32, cell: str = "rnn",
@@ -105,8 +399,8 @@ def rnn(in_shape, n_classes: int, hidden: int = 32, cell: str = "rnn",
     init: the initialiser of every weight matrix.
 
   Returns:
-    A :class:`funcnet.model.Model` with output activation ``softmax`` and
-    ``spec["kind"] == cell``.
+    A :class:`funcnet.model.Model` with output activation ``softmax``,
+    ``spec["kind"] == cell`` and the hand-written BPTT as its ``backward``.
 
   Example:
     >>> model = rnn((40,), 10, hidden=16, cell="gru")
@@ -125,17 +419,16 @@ def rnn(in_shape, n_classes: int, hidden: int = 32, cell: str = "rnn",
       raise ShapeError(
           f"input_features {input_features} does not divide the sequence "
           f"length {in_shape[0]}; expected a divisor of {in_shape[0]}")
-    steps, features = in_shape[0] // input_features, input_features
   elif len(in_shape) == 2:
     if input_features not in (1, in_shape[1]):
       raise ShapeError(
           f"input_features {input_features} does not match in_shape "
           f"{list(in_shape)}; expected 1 or {in_shape[1]}")
-    steps, features = in_shape
   else:
     raise ShapeError(f"in_shape {list(in_shape)} is not a sequence; expected "
                      "(L,) or (L, F)")
-  cell_init, step = _CELL[cell]
+  _, features = _steps_features(in_shape, input_features)
+  cell_init = _CELL[cell].init
   n_dirs = 2 if bidirectional else 1
 
   def init_fn(key, dtype=jnp.float32):
@@ -147,25 +440,16 @@ def rnn(in_shape, n_classes: int, hidden: int = 32, cell: str = "rnn",
                                        dtype, init)
     return params
 
-  def logits_fn(params, x, key=None):
-    check_input(x, in_shape, cell)
-    # Time leads so that scan walks over it: (T, m, F).
-    xs = jnp.swapaxes(jnp.reshape(x, (x.shape[0], steps, features)), 0, 1)
-    # The carry must keep one dtype through scan: that of x and params mixed.
-    h0 = jnp.zeros((x.shape[0], hidden),
-                   jnp.result_type(xs, params["head"]["W"]))
-    h = final_state(step, params["fwd"], h0, xs)
-    if bidirectional:
-      h = jnp.concatenate(
-          [h, final_state(step, params["bwd"], h0, xs, reverse=True)], -1)
-    return layers.dense(params["head"], layers.dropout(h, dropout, key))
-
   spec = {"kind": cell, "in_shape": list(in_shape), "n_classes": n_classes,
           "hidden": hidden, "cell": cell, "bidirectional": bool(bidirectional),
           "input_features": input_features, "dropout": dropout, "init": init,
           "kinked": False}
+
+  def logits_fn(params, x, key=None):
+    return _forward(spec, params, x, key)[0]
+
   return Model(init_fn, logits_fn, "softmax", in_shape, n_classes, spec,
-               head=("head",))
+               head=("head",), backward=_backward)
 
 
 def _from_config(table, ds, n_out):
