@@ -41,11 +41,20 @@ def attention_init(key, d_model: int, n_heads: int, dtype=jnp.float32,
   }
 
 
-def self_attention(params, x):
+def self_attention_forward(params, x):
   """Scaled dot-product multi-head self-attention, ``(..., T, d_model) -> (..., T, d_model)``.
 
-  ``A_h = softmax(Q_h K_h^T / sqrt(d_head))`` is ``(..., h, T, T)``, softmax
-  over the key axis; every token attends to every token (no mask).
+  With ``h`` heads of width ``d_head = d_model / h`` (the head axis lives in
+  the weights, see :func:`attention_init`), every leading axis a batch axis:
+
+    Q = x Wq + bq,  K = x Wk,  V = x Wv + bv        (..., T, h, d_head)
+    S = Q K^T / sqrt(d_head)                        (..., h, T, T)  per head
+    P = softmax(S) over the key axis (the last)     (..., h, T, T)
+    O = P V                                         (..., T, h, d_head)
+    y = sum_h O_h Wo_h + bo                         (..., T, d_model)
+
+  Every token attends to every token (no mask). The cache is
+  ``(x, Q, K, V, P, O)``.
   """
   q = jnp.einsum("...td,dhk->...thk", x, params["q"]["W"]) + params["q"]["b"]
   k = jnp.einsum("...td,dhk->...thk", x, params["k"]["W"])
@@ -54,4 +63,52 @@ def self_attention(params, x):
   scores = jnp.einsum("...qhk,...shk->...hqs", q, k) / math.sqrt(q.shape[-1])
   a = jax.nn.softmax(scores, axis=-1)
   o = jnp.einsum("...hqs,...shk->...qhk", a, v)
-  return jnp.einsum("...thk,hkd->...td", o, params["o"]["W"]) + params["o"]["b"]
+  y = jnp.einsum("...thk,hkd->...td", o, params["o"]["W"]) + params["o"]["b"]
+  return y, (x, q, k, v, a, o)
+
+
+def self_attention_backward(params, cache, dy):
+  """The attention's backward, ``dy: (..., T, d_model) -> dx: (..., T, d_model)``.
+
+  Back through the forward's five lines (per head; ``sum`` over every
+  leading batch axis for the parameters, ``^T`` swaps the two token axes):
+
+    dO  = dy Wo_h^T                   dWo = sum O^T dy,  dbo = sum dy
+    dV  = P^T dO                      dP  = dO V^T              (..., h, T, T)
+    dS  = P * (dP - sum_s(dP * P))    softmax backward, per query row
+    dQ  = dS K / sqrt(d_head)         dK  = dS^T Q / sqrt(d_head)
+    dWq = sum x^T dQ,  dbq = sum dQ   (same for V;  K has no bias)
+    dx  = dQ Wq^T + dK Wk^T + dV Wv^T (x feeds all three projections)
+
+  The softmax line is ``J^T dP`` with the softmax Jacobian ``diag(p) - p
+  p^T`` of each row. Returns ``(dx, grads)`` with grads shaped like params.
+  """
+  x, q, k, v, a, o = cache
+  scale = 1.0 / math.sqrt(q.shape[-1])
+  batch = tuple(range(dy.ndim - 2))              # the leading batch axes
+  # The output projection y = sum_h O_h Wo_h + bo.
+  d_o = jnp.einsum("...td,hkd->...thk", dy, params["o"]["W"])
+  g_o = {"W": jnp.einsum("...thk,...td->hkd", o, dy),
+         "b": jnp.sum(dy, axis=batch + (dy.ndim - 2,))}
+  # O = P V.
+  d_v = jnp.einsum("...hqs,...qhk->...shk", a, d_o)
+  d_a = jnp.einsum("...qhk,...shk->...hqs", d_o, v)
+  # P = softmax(S), one row per query.
+  d_s = a * (d_a - jnp.sum(d_a * a, axis=-1, keepdims=True))
+  # S = Q K^T / sqrt(d_head).
+  d_q = jnp.einsum("...hqs,...shk->...qhk", d_s, k) * scale
+  d_k = jnp.einsum("...hqs,...qhk->...shk", d_s, q) * scale
+  # The three input projections, each x W (+ b).
+  grads, dx = {"o": g_o}, 0.0
+  rows = batch + (x.ndim - 2,)                   # batch and token axes
+  for name, d in (("q", d_q), ("k", d_k), ("v", d_v)):
+    grads[name] = {"W": jnp.einsum("...td,...thk->dhk", x, d)}
+    if name != "k":
+      grads[name]["b"] = jnp.sum(d, axis=rows)
+    dx = dx + jnp.einsum("...thk,dhk->...td", d, params[name]["W"])
+  return dx, grads
+
+
+def self_attention(params, x):
+  """Multi-head self-attention (see :func:`self_attention_forward`)."""
+  return self_attention_forward(params, x)[0]

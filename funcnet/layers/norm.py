@@ -1,4 +1,11 @@
-"""Layer normalisation over the last axis."""
+"""Layer normalisation over the last axis, with its backward.
+
+With ``d`` features per row, for every row ``x: (d,)`` (all leading axes
+are batch axes):
+
+  mu    = mean(x)                  sigma = sqrt(mean((x - mu)^2) + eps)
+  x_hat = (x - mu) / sigma         y     = scale * x_hat + bias
+"""
 
 import jax.numpy as jnp
 
@@ -8,9 +15,47 @@ def layer_norm_init(d: int, dtype=jnp.float32):
   return {"scale": jnp.ones((d,), dtype), "bias": jnp.zeros((d,), dtype)}
 
 
-def layer_norm(params, x, eps: float = 1e-5):
-  """Normalises each row over its last axis, then scales and shifts: ``(..., d)``."""
+def layer_norm_forward(params, x, eps: float = 1e-5):
+  """Normalises each row over its last axis, then scales and shifts.
+
+  ``x, y: (..., d)``. The cache is ``(x_hat: (..., d), sigma: (..., 1))``:
+  the backward needs the normalised rows and their standard deviation, not
+  ``x`` or ``mu`` (llm.c keeps the same pair, as ``mean`` and ``rstd``).
+  """
   mu = jnp.mean(x, axis=-1, keepdims=True)
   var = jnp.mean((x - mu) ** 2, axis=-1, keepdims=True)
-  x_hat = (x - mu) / jnp.sqrt(var + eps)
-  return params["scale"] * x_hat + params["bias"]
+  sigma = jnp.sqrt(var + eps)
+  x_hat = (x - mu) / sigma
+  return params["scale"] * x_hat + params["bias"], (x_hat, sigma)
+
+
+def layer_norm_backward(params, cache, dy):
+  """The layer norm's backward, ``dy: (..., d) -> dx: (..., d)``.
+
+  Per row, with ``mean`` over the ``d`` features and ``sum`` over every
+  leading (batch) axis:
+
+    dx_hat = dy * scale                                       (..., d)
+    dx     = (dx_hat - mean(dx_hat)
+              - x_hat * mean(dx_hat * x_hat)) / sigma         (..., d)
+    dscale = sum dy * x_hat                                   (d,)
+    dbias  = sum dy                                           (d,)
+
+  ``dx`` is ``dx_hat`` with the two directions the normalisation removes
+  (a shift of the row, and a scaling of ``x_hat``) projected out: ``mu``
+  and ``sigma`` depend on every entry of the row.
+
+  Returns ``(dx, {"scale": dscale, "bias": dbias})``.
+  """
+  x_hat, sigma = cache
+  dx_hat = dy * params["scale"]
+  dx = (dx_hat - jnp.mean(dx_hat, axis=-1, keepdims=True)
+        - x_hat * jnp.mean(dx_hat * x_hat, axis=-1, keepdims=True)) / sigma
+  batch = tuple(range(dy.ndim - 1))
+  return dx, {"scale": jnp.sum(dy * x_hat, axis=batch),
+              "bias": jnp.sum(dy, axis=batch)}
+
+
+def layer_norm(params, x, eps: float = 1e-5):
+  """Layer normalisation over the last axis (see :func:`layer_norm_forward`)."""
+  return layer_norm_forward(params, x, eps)[0]
