@@ -30,8 +30,9 @@ from funcnet.errors import ConfigError, DivergenceError
 from funcnet.models import registry
 from funcnet.progress import Progress
 
-TASK_LOSSES = {"classification": ("cross_entropy", "bce"),
-               "regression": ("mse",), "ratings": ("mse",)}
+TASK_LOSSES = {"classification": ("cross_entropy", "bce", "hinge"),
+               "regression": ("mse", "mae", "huber"),
+               "ratings": ("mse", "mae", "huber")}
 
 
 def build_dataset(cfg, stats=None) -> data.Dataset:

@@ -7,14 +7,20 @@ Every loss is a per-example sum over outputs, averaged over the batch:
   ``"mse"``            C_i = 0.5 ||a - y||^2              dC_i/da = a - y
   ``"bce"``            C_i = -sum[y log a + (1-y) log(1-a)]   dC_i/da = (a - y) / (a (1 - a))
   ``"cross_entropy"``  C_i = logsumexp(z) - y . z = -sum y log softmax(z)
+  ``"mae"``            C_i = sum_j |a_j - y_j|            dC_i/da = sign(a - y)
+  ``"huber"``          C_i = sum_j h(a_j - y_j),  h(r) = r^2 / 2 (|r| <= 1),
+                       |r| - 1/2 (|r| > 1)                dC_i/da = clip(a - y, -1, 1)
+  ``"hinge"``          C_i = sum_{j != c} max(0, 1 + a_j - a_c),  c the class
+                       dC_i/da_j = 1[1 + a_j - a_c > 0]  (j != c),
+                       dC_i/da_c = -(the number of such j)
 
 Shapes: ``a``, ``z`` and the prepared target ``y`` are ``(m, n_out)``.
 Targets may also be given as integer class labels ``(m,)`` for
-``cross_entropy`` (turned into one-hot rows) or as ``(m,)`` when
-``n_out == 1``.
+``cross_entropy`` and ``hinge`` (turned into one-hot rows) or as ``(m,)``
+when ``n_out == 1``.
 
-Each loss has a *canonical* output activation (identity for mse, sigmoid for
-bce, softmax for cross-entropy). With it, the output error reduces to
+mse, bce and cross-entropy each have a *canonical* output activation
+(identity, sigmoid and softmax). With it, the output error reduces to
 ``delta_L = a - y`` and the loss is computed stably from the pre-activation
 ``z`` (``bce = softplus(z) - y z``, ``ce = logsumexp(z) - y . z``) instead of
 taking the log of a rounded probability.
@@ -23,6 +29,23 @@ taking the log of a rounded probability.
 is allowed with a ``softmax`` output (the usual case, canonical) or an
 ``identity`` output, whose ``a = z`` are then the logits and whose
 derivative is ``dC_i/da = softmax(a) - y``; ``bce`` needs outputs in (0, 1).
+
+``mae``, ``huber`` and ``hinge`` have no canonical activation: none reduces
+their ``delta_L`` to ``a - y``. They are meant for an identity output, with
+which BP1 is ``delta_L = dC_i/da`` itself (the general ``dC/da * f'(z)``
+with ``f' = 1``), and their values need no stable rewriting.
+
+``mae`` and ``huber`` are robust regression losses: a residual beyond 1
+pulls on ``a`` with a force of at most 1 rather than ``|a - y|``, so a few
+outlying targets do not dominate the gradient. ``huber`` is mse within 1 of
+the target and mae (less 1/2) beyond, smooth at the seam; ``mae`` has a kink
+at ``a = y``, where ``grad`` takes the subgradient ``sign(0) = 0``.
+
+``hinge`` is the multi-class SVM loss of Weston & Watkins (1999) (CS231n's
+"SVM loss") on the output layer's scores ``a = z`` (identity output only):
+each wrong class scoring within the margin 1 of the true class costs its
+shortfall. At a margin exactly met (``1 + a_j - a_c = 0``), ``grad`` takes
+the subgradient 0 for that class.
 """
 
 from typing import Callable, NamedTuple, Optional
@@ -43,17 +66,21 @@ class Loss(NamedTuple):
     value: ``(a, y) -> (m,)`` per-example loss from the output ``a`` of a
       non-canonical output activation.
     grad: ``(a, y) -> (m, n)`` per-example ``dC_i/da``, likewise.
-    canonical: the output activation for which ``delta_L = a - y``.
+    canonical: the output activation for which ``delta_L = a - y``, or
+      None where no activation gives that (mae, huber, hinge).
     from_logits: ``(z, y) -> (m,)`` the same loss computed stably from the
       output pre-activation, valid only with the canonical activation.
     outputs: the output activations this loss accepts (``None``: any).
+    labels: whether ``(m,)`` integer targets are class labels, turned into
+      one-hot rows (cross-entropy, hinge).
   """
   name: str
   value: Callable
   grad: Callable
-  canonical: str
+  canonical: Optional[str]
   from_logits: Callable
   outputs: Optional[frozenset] = None
+  labels: bool = False
 
 
 def _mse(a, y):
@@ -76,6 +103,53 @@ def _ce_from_logits(z, y):
   return jax.nn.logsumexp(z, axis=-1) - jnp.sum(y * z, axis=-1)
 
 
+def _mae(a, y):
+  return jnp.sum(jnp.abs(a - y), axis=-1)
+
+
+def _mae_grad(a, y):
+  return jnp.sign(a - y)
+
+
+HUBER_DELTA = 1.0
+"""Where ``huber`` turns from quadratic to linear: ``|a - y| = HUBER_DELTA``."""
+
+
+def _huber(a, y):
+  r = jnp.abs(a - y)
+  return jnp.sum(jnp.where(r <= HUBER_DELTA, 0.5 * r ** 2,
+                           HUBER_DELTA * (r - 0.5 * HUBER_DELTA)), axis=-1)
+
+
+def _huber_grad(a, y):
+  return jnp.clip(a - y, -HUBER_DELTA, HUBER_DELTA)
+
+
+HINGE_MARGIN = 1.0
+"""The margin ``Delta`` of ``hinge``; fixing it at 1 loses nothing, as the
+scale of the weights sets the scale of the scores (CS231n's notes)."""
+
+
+def _hinge_margins(z, y):
+  # 1 + z_j - z_c for every class j, with z_c = y . z the true class's score
+  # (y a one-hot row); the true class's own entry, always 1, is masked by
+  # (1 - y) wherever these are used.
+  return HINGE_MARGIN + z - jnp.sum(y * z, axis=-1, keepdims=True)
+
+
+def _hinge(z, y):
+  # relu, not jnp.maximum(., 0): jax.grad of relu takes the same subgradient
+  # 0 at a margin exactly met as _hinge_grad (maximum's would split it 1/2).
+  return jnp.sum((1 - y) * jax.nn.relu(_hinge_margins(z, y)), axis=-1)
+
+
+def _hinge_grad(z, y):
+  # Each wrong class j with a positive margin pushes z_j up by 1 and z_c
+  # down by 1: dC_i/dz_j = v_j for j != c, dC_i/dz_c = -sum_j v_j.
+  v = (1 - y) * (_hinge_margins(z, y) > 0).astype(z.dtype)
+  return v - y * jnp.sum(v, axis=-1, keepdims=True)
+
+
 LOSSES = {
     "mse": Loss("mse", _mse, lambda a, y: a - y, "identity",
                 lambda z, y: _mse(z, y)),
@@ -83,7 +157,14 @@ LOSSES = {
                 _bce_from_logits, frozenset({"sigmoid", "softmax"})),
     "cross_entropy": Loss("cross_entropy", _ce_from_logits,
                           lambda a, y: jax.nn.softmax(a, axis=-1) - y, "softmax",
-                          _ce_from_logits, frozenset({"softmax", "identity"})),
+                          _ce_from_logits, frozenset({"softmax", "identity"}),
+                          labels=True),
+    # No canonical activation (None): with the identity output they are
+    # meant for, BP1 is delta_L = grad(a, y) by the general path.
+    "mae": Loss("mae", _mae, _mae_grad, None, _mae),
+    "huber": Loss("huber", _huber, _huber_grad, None, _huber),
+    "hinge": Loss("hinge", _hinge, _hinge_grad, None, _hinge,
+                  frozenset({"identity"}), labels=True),
 }
 
 
@@ -117,7 +198,7 @@ def prepare_targets(loss, y, n_out: int, batch: int, dtype):
 
   Args:
     loss: a loss name or :class:`Loss`.
-    y: ``(m,)`` integer labels (cross-entropy, or any loss when
+    y: ``(m,)`` integer labels (cross-entropy and hinge, or any loss when
       ``n_out == 1``) or ``(m, n_out)`` target rows.
     n_out: the model's output width.
     batch: ``m``, the number of inputs.
@@ -133,10 +214,10 @@ def prepare_targets(loss, y, n_out: int, batch: int, dtype):
     raise ShapeError(
         f"x has {batch} examples but y has "
         f"{y.shape[0] if y.ndim else 'a scalar'}; expected the same batch size")
-  if y.ndim == 1 and loss.name == "cross_entropy":
+  if y.ndim == 1 and loss.labels:
     if not jnp.issubdtype(y.dtype, jnp.integer):
       raise ShapeError(
-          f"cross_entropy labels of shape {y.shape} must be integers "
+          f"{loss.name} labels of shape {y.shape} must be integers "
           f"(class indices) or one-hot rows of shape ({batch}, {n_out})")
     if _concrete(y) and y.size:
       yn = np.asarray(y)

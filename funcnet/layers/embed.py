@@ -1,4 +1,4 @@
-"""Embedding tables and positional encodings."""
+"""Embedding tables and positional encodings, with the lookup's backward."""
 
 import jax
 import jax.numpy as jnp
@@ -13,9 +13,37 @@ def embedding_init(key, n: int, d: int, dtype=jnp.float32, scale: float = 0.02):
   return {"E": scale * jax.random.normal(key, (n, d), dtype)}
 
 
+def embed_forward(params, ids):
+  """``y = E[ids]``: rows of the table, ``ids (...)`` integers ``-> (..., d)``.
+
+  The cache is ``ids``: which rows were read.
+  """
+  return params["E"][ids], ids
+
+
+def embed_backward(params, cache, dy):
+  """The lookup's backward: a scatter-add of ``dy`` into the rows read.
+
+  With ``y[...] = E[ids[...]]`` and ``dy = dC/dy: (..., d)``:
+
+    dE[r] = sum over positions p with ids[p] = r of dy[p]     (n, d)
+
+  so a row looked up twice gets both gradients (``.at[ids].add`` sums
+  repeats) and a row never looked up gets zero. The ids are integers: no
+  gradient flows to them, and ``dx`` is None.
+
+  Returns ``(None, {"E": dE})``.
+  """
+  ids = cache
+  n, d = params["E"].shape
+  dE = jnp.zeros((n, d), params["E"].dtype).at[ids.reshape(-1)].add(
+      dy.reshape(-1, d))
+  return None, {"E": dE}
+
+
 def embed(params, ids):
-  """Rows of the table: ``ids (...)`` integers ``-> (..., d)``."""
-  return params["E"][ids]
+  """Rows of the table (see :func:`embed_forward`)."""
+  return embed_forward(params, ids)[0]
 
 
 def sinusoidal(length: int, d: int, dtype=jnp.float32):

@@ -2,8 +2,8 @@
 
 An example is a pair of integer ids ``x[i] = (u, i)`` (``x: (m, 2)``); the
 output is a predicted rating ``z: (m, 1)`` with identity output, trained
-with the ``"mse"`` loss (``0.5 (r_hat - r)^2`` per example, see
-:mod:`funcnet.losses`).
+with the ``"mse"`` loss (``0.5 (r_hat - r)^2`` per example), or ``"mae"`` or
+``"huber"`` (see :mod:`funcnet.losses`).
 
 ``matrix_factorization`` (Koren, Bell & Volinsky 2009):
 
@@ -22,6 +22,19 @@ starts the model at the best constant predictor, so the rest only learns
 deviations; leaving it learned costs one parameter and lets the default of
 0 still work.
 
+Both kinds carry their hand-written backward (``Model.backward``), from
+``dz = dC/dz: (m, 1)`` (the 1/m included, see
+:func:`funcnet.backprop.loss_and_delta`) and ``dr = dz[:, 0]``; the
+lookups' gradients are scatter-adds, so a user or item met twice in a batch
+gets both contributions:
+
+  mf:   dmu = sum_e dr_e                  db_user[u] += dr    db_item[i] += dr
+        dP[u] += dr q_i                   dQ[i] += dr p_u
+  ncf:  dmu = sum_e dr_e, then back through the MLP (dense, dropout and
+        activation backwards of :mod:`funcnet.layers`) to dh_0 (m, 2 e),
+        split as the concatenation was: dp_u = dh_0[:, :e], dq_i = dh_0[:, e:],
+        then dE_user[u] += dp_u, dE_item[i] += dq_i (``embed_backward``).
+
 Ids are checked against ``n_users``/``n_items`` whenever ``x`` is concrete
 (outside ``jit``), since JAX would silently clamp an out-of-range index.
 Float arrays holding whole numbers are accepted and cast to ids.
@@ -33,7 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from funcnet import initializers, layers
+from funcnet import backprop, initializers, layers, losses
 from funcnet.errors import ShapeError
 from funcnet.model import Model, check_input
 from funcnet.models import registry
@@ -53,6 +66,100 @@ def _ids(x, n_users, n_items, what):
             f"{int(xn[:, col].max())}]; expected ids in [0, {n - 1}]")
   ids = jnp.asarray(x).astype(jnp.int32)
   return ids[:, 0], ids[:, 1]
+
+
+def _mf_forward(spec, params, x):
+  """``z = r[:, None]``, ``r = mu + b_u + b_i + p_u . q_i``; the cache is
+  ``(u, i, p_u, q_i)``, ids ``(m,)`` and factors ``(m, k)``."""
+  u, i = _ids(x, spec["n_users"], spec["n_items"], "mf")
+  p_u, q_i = params["P"][u], params["Q"][i]
+  r = (params["mu"] + params["b_user"][u] + params["b_item"][i]
+       + jnp.sum(p_u * q_i, axis=-1))
+  return r[:, None], (u, i, p_u, q_i)
+
+
+def _mf_backward(model, loss):
+  """MF's hand-written ``(params, x, y, key=None) -> (C, grads)``.
+
+  From ``dr = dC/dr: (m,)``, each example ``e = (u, i)`` adds
+
+    dmu += dr_e        db_user[u] += dr_e       db_item[i] += dr_e
+    dP[u] += dr_e q_i  (k,)                     dQ[i] += dr_e p_u  (k,)
+
+  (``d(p_u . q_i)/dp_u = q_i``), summed by scatter-adds over repeated ids.
+  """
+  losses.check_pair(loss, model.output_activation)
+  spec = model.spec
+
+  def fn(params, x, y, key=None):
+    del key  # no randomness in the forward pass
+    z, (u, i, p_u, q_i) = _mf_forward(spec, params, x)
+    c, dz = backprop.loss_and_delta(model, loss, z, y)
+    dr = dz[:, 0]                                                  # (m,)
+    dP = jnp.zeros_like(params["P"]).at[u].add(dr[:, None] * q_i)
+    dQ = jnp.zeros_like(params["Q"]).at[i].add(dr[:, None] * p_u)
+    return c, {"mu": jnp.sum(dr),
+               "b_user": jnp.zeros_like(params["b_user"]).at[u].add(dr),
+               "b_item": jnp.zeros_like(params["b_item"]).at[i].add(dr),
+               "P": dP, "Q": dQ}
+  return fn
+
+
+def _ncf_forward(spec, params, x, key=None):
+  """``z = mu + dense(drop(h_J))`` as in the module docstring; the caches
+  are the lookups', each hidden layer's ``(dense, activation)``, the
+  dropout mask (None without a key) and the output layer's."""
+  u, i = _ids(x, spec["n_users"], spec["n_items"], "ncf")
+  act = layers.hidden_activation(spec["activation"])
+  p_u, c_user = layers.embed_forward(params["user"], u)
+  q_i, c_item = layers.embed_forward(params["item"], i)
+  h = jnp.concatenate([p_u, q_i], axis=-1)                      # (m, 2 e)
+  hidden = []
+  for p in params["mlp"][:-1]:
+    z, c_dense = layers.dense_forward(p, h)
+    h, c_act = layers.activation_forward(act, z)
+    hidden.append((c_dense, c_act))
+  h, mask = layers.dropout_forward(h, spec["dropout"], key)
+  out, c_out = layers.dense_forward(params["mlp"][-1], h)
+  return params["mu"] + out, (c_user, c_item, hidden, mask, c_out)
+
+
+def _ncf_backward(model, loss):
+  """NCF's hand-written ``(params, x, y, key=None) -> (C, grads)``: the
+  forward's steps in reverse, each by its ``*_backward`` in
+  :mod:`funcnet.layers`:
+
+    dmu = sum_e dz_e                              (the added scalar)
+    dh_J = dz @ W_out.T,  then * r / (1 - rate)   (dense, dropout)
+    dz_j = dh_j * f'(z_j),  dh_{j-1} = dz_j @ W_j.T   (activation, dense)
+    dp_u, dq_i = dh_0[:, :e], dh_0[:, e:]         (the concatenation's split)
+    dE_user[u] += dp_u,  dE_item[i] += dq_i       (scatter-adds)
+
+  With a key, the dropout mask is the one ``model.logits(params, x, key)``
+  draws: both run :func:`_ncf_forward`.
+  """
+  losses.check_pair(loss, model.output_activation)
+  spec = model.spec
+  act = layers.hidden_activation(spec["activation"])
+  e = spec["embed"]
+
+  def fn(params, x, y, key=None):
+    z, (c_user, c_item, hidden, mask, c_out) = _ncf_forward(spec, params, x,
+                                                            key)
+    c, dz = backprop.loss_and_delta(model, loss, z, y)            # (m, 1)
+    mlp = params["mlp"]
+    dh, g_out = layers.dense_backward(mlp[-1], c_out, dz)
+    dh = layers.dropout_backward(mask, dh)
+    g_mlp = [g_out]
+    for p, (c_dense, c_act) in zip(reversed(mlp[:-1]), reversed(hidden)):
+      dh = layers.activation_backward(act, c_act, dh)
+      dh, g = layers.dense_backward(p, c_dense, dh)
+      g_mlp.insert(0, g)
+    _, g_user = layers.embed_backward(params["user"], c_user, dh[:, :e])
+    _, g_item = layers.embed_backward(params["item"], c_item, dh[:, e:])
+    return c, {"mu": jnp.sum(dz), "user": g_user, "item": g_item,
+               "mlp": g_mlp}
+  return fn
 
 
 def matrix_factorization(n_users: int, n_items: int, rank: int = 8,
@@ -91,17 +198,16 @@ def matrix_factorization(n_users: int, n_items: int, rank: int = 8,
             "P": init_scale * jax.random.normal(k_p, (n_users, rank), dtype),
             "Q": init_scale * jax.random.normal(k_q, (n_items, rank), dtype)}
 
-  def logits_fn(params, x, key=None):
-    del key  # no randomness in the forward pass
-    u, i = _ids(x, n_users, n_items, "mf")
-    r = (params["mu"] + params["b_user"][u] + params["b_item"][i]
-         + jnp.sum(params["P"][u] * params["Q"][i], axis=-1))
-    return r[:, None]
-
   spec = {"kind": "mf", "n_users": n_users, "n_items": n_items, "rank": rank,
           "init_scale": init_scale, "global_mean": global_mean,
           "kinked": False}
-  return Model(init_fn, logits_fn, "identity", (2,), 1, spec)
+
+  def logits_fn(params, x, key=None):
+    del key  # no randomness in the forward pass
+    return _mf_forward(spec, params, x)[0]
+
+  return Model(init_fn, logits_fn, "identity", (2,), 1, spec,
+               backward=_mf_backward)
 
 
 def ncf(n_users: int, n_items: int, embed: int = 8,
@@ -146,20 +252,16 @@ def ncf(n_users: int, n_items: int, embed: int = 8,
             "mlp": [layers.dense_init(k, n0, n1, dtype, init)
                     for k, n0, n1 in zip(k_mlp, widths[:-1], widths[1:])]}
 
-  def logits_fn(params, x, key=None):
-    u, i = _ids(x, n_users, n_items, "ncf")
-    h = jnp.concatenate([layers.embed(params["user"], u),
-                         layers.embed(params["item"], i)], axis=-1)
-    for p in params["mlp"][:-1]:
-      h = act.f(layers.dense(p, h))
-    h = layers.dropout(h, dropout, key)
-    return params["mu"] + layers.dense(params["mlp"][-1], h)
-
   spec = {"kind": "ncf", "n_users": n_users, "n_items": n_items,
           "embed": embed, "hidden": hidden, "activation": act.name,
           "dropout": dropout, "init": init, "init_scale": init_scale,
           "global_mean": global_mean, "kinked": act.kink}
-  return Model(init_fn, logits_fn, "identity", (2,), 1, spec)
+
+  def logits_fn(params, x, key=None):
+    return _ncf_forward(spec, params, x, key)[0]
+
+  return Model(init_fn, logits_fn, "identity", (2,), 1, spec,
+               backward=_ncf_backward)
 
 
 def _from_config(table, ds, n_out):
