@@ -103,13 +103,14 @@ class Report(NamedTuple):
     return not self.failures()
 
   def __str__(self):
-    head = (f"{'param':<14}{'shape':>12}{'|grad|':>10}  "
+    w = max([14] + [len(r.name) + 1 for r in self.rows])
+    head = (f"{'param':<{w}}{'shape':>12}{'|grad|':>10}  "
             f"{'man-auto abs':>12}{'rel':>9}  {'auto-fd abs':>11}{'rel':>9}  "
             f"{'man-fd abs':>10}{'rel':>9}  {'fd n':>5}{'skip':>5}")
     lines = [head, "-" * len(head)]
     for r in self.rows:
       lines.append(
-          f"{r.name:<14}{'x'.join(map(str, r.shape)) or '()':>12}"
+          f"{r.name:<{w}}{'x'.join(map(str, r.shape)) or '()':>12}"
           f"{r.grad_norm:10.2e}  {_fmt(r.manual_autodiff_abs):>12}"
           f"{_fmt(r.manual_autodiff_rel):>9}  {_fmt(r.autodiff_fd_abs):>11}"
           f"{_fmt(r.autodiff_fd_rel):>9}  {_fmt(r.manual_fd_abs):>10}"
@@ -125,11 +126,19 @@ class Report(NamedTuple):
 
 
 def _leaf_name(path) -> str:
-  if len(path) == 2 and isinstance(path[0], jax.tree_util.SequenceKey):
-    # A list of layers (an MLP): ([l], ['W']) -> "layer 1 W", 1-based as in
-    # the equations.
-    return f"layer {path[0].idx + 1} {path[1].key}"
-  return jax.tree_util.keystr(path)
+  """A param's row name, counting layers from 1 as the equations do:
+  ``([0], ['W']) -> "layer 1 W"`` (an MLP's list of layers),
+  ``(['conv'], [1], ['b']) -> "conv 2 b"``, ``(['fwd'], ['u'], ['Wx']) ->
+  "fwd u Wx"``."""
+  words = ["layer"] if path and isinstance(path[0], jax.tree_util.SequenceKey) else []
+  for k in path:
+    if isinstance(k, jax.tree_util.SequenceKey):
+      words.append(str(k.idx + 1))
+    elif isinstance(k, jax.tree_util.DictKey):
+      words.append(str(k.key))
+    else:
+      words.append(jax.tree_util.keystr((k,)))
+  return " ".join(words)
 
 
 def _to64(tree):

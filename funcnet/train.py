@@ -2,7 +2,7 @@
 
 ``fit(model, loss, optimizer, data, ...)`` trains a :class:`funcnet.model.Model`
 with an optax-compatible optimizer (funcnet's own or optax's) and gradients
-from the hand-written backprop (``grads="manual"``, MLPs) or ``jax.grad``
+from the hand-written backward of its kind (``grads="manual"``) or ``jax.grad``
 (``grads="autodiff"``).
 
 One epoch is one call of a jitted function (``make_epoch``):

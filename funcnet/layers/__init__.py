@@ -16,6 +16,7 @@ Arrays are channels-last and carry the batch on the leading axis ``m``.
   max_pool         y[p] = max_{q in window} x[s p + q]      x: (m, *spatial, c)
   avg_pool         y[p] = mean over the window's in-bounds entries
   global_avg_pool  y = mean of x over the spatial axes       (m, *spatial, c) -> (m, c)
+  global_max_pool  y = max of x over the spatial axes        (m, *spatial, c) -> (m, c)
   layer_norm       y = scale * (x - mean) / sqrt(var + eps) + bias, over the last
                    axis                                      x, y: (..., d)
   dropout          y = x * r / (1 - rate),  r ~ Bernoulli(1 - rate)  (identity
@@ -39,16 +40,27 @@ shared checks of hyperparameters (``require_*``), each raising a one-line
 ``ConfigError``. Every name is re-exported here (``layers.conv``).
 """
 
-from funcnet.layers.attention import attention_init, self_attention
+from funcnet.layers.attention import (attention_init, self_attention,
+                                      self_attention_backward,
+                                      self_attention_forward)
 from funcnet.layers.checks import (hidden_activation, per_axis, require_choice,
                                    require_positive, require_positive_number,
                                    require_rate, require_sizes)
-from funcnet.layers.conv import PADDINGS, conv, conv_init, out_size
+from funcnet.layers.conv import (PADDINGS, conv, conv_backward, conv_forward,
+                                 conv_init, out_size, pads)
 from funcnet.layers.dense import (activation_backward, activation_forward,
                                   dense, dense_backward, dense_forward,
                                   dense_init)
 from funcnet.layers.dropout import (dropout, dropout_backward, dropout_forward,
                                     dropout_masks)
-from funcnet.layers.embed import embed, embedding_init, sinusoidal
-from funcnet.layers.norm import layer_norm, layer_norm_init
-from funcnet.layers.pool import avg_pool, global_avg_pool, max_pool
+from funcnet.layers.embed import (embed, embed_backward, embed_forward,
+                                  embedding_init, sinusoidal)
+from funcnet.layers.norm import (layer_norm, layer_norm_backward,
+                                 layer_norm_forward, layer_norm_init)
+from funcnet.layers.pool import (avg_pool, avg_pool_backward,
+                                 avg_pool_forward, global_avg_pool,
+                                 global_avg_pool_backward,
+                                 global_avg_pool_forward, global_max_pool,
+                                 global_max_pool_backward,
+                                 global_max_pool_forward, max_pool,
+                                 max_pool_backward, max_pool_forward)
