@@ -1,13 +1,36 @@
-"""Shared test setup: float64 on, and a fresh PRNG key per use."""
+"""Shared test setup: float64 for the tests that ask for it (``x64``), and a
+fresh PRNG key per use.
+
+JAX's default is float32, and that is the path users run, so the suite runs
+in float32 too. A test that compares at float64 tolerances (manual vs autodiff
+gradients to ~1e-12, optimizers vs optax to 1e-12, ``jnp.float64`` arrays)
+requests the ``x64`` fixture, per test or per module with
+``pytestmark = pytest.mark.usefixtures("x64")``. Without it ``jnp.float64``
+silently becomes float32 with a UserWarning, which the ``filterwarnings =
+["error"]`` in pyproject.toml turns into a failure.
+"""
 
 import itertools
 
 import jax
 import pytest
 
-# Gradient comparisons need float64 (manual vs autodiff agree to ~1e-12
-# there); set before any array is created.
-jax.config.update("jax_enable_x64", True)
+
+@pytest.fixture
+def x64():
+  """64-bit JAX for the duration of one test, restored afterwards.
+
+  ``jax.config.update`` rather than the ``jax.enable_x64`` context manager:
+  the context manager is thread-local, so arrays made in any other thread
+  would stay float32. Jit caches are keyed on the flag, so functions
+  compiled in float32 elsewhere are recompiled here, and back.
+  """
+  before = jax.config.jax_enable_x64
+  jax.config.update("jax_enable_x64", True)
+  try:
+    yield
+  finally:
+    jax.config.update("jax_enable_x64", before)
 
 
 @pytest.fixture

@@ -38,14 +38,14 @@ def test_every_activation_is_tested():
 
 
 @pytest.mark.parametrize("name", ELEMENTWISE)
-def test_forward_matches_numpy(name, getkey):
+def test_forward_matches_numpy(name, getkey, x64):
   z = _points(getkey())
   np.testing.assert_allclose(activations.get(name).f(jnp.asarray(z)),
                              NUMPY_F[name](z), rtol=1e-13, atol=1e-15)
 
 
 @pytest.mark.parametrize("name", ELEMENTWISE)
-def test_derivative_matches_finite_differences(name, getkey):
+def test_derivative_matches_finite_differences(name, getkey, x64):
   z = _points(getkey())
   act = activations.get(name)
   h = 1e-6
@@ -55,7 +55,7 @@ def test_derivative_matches_finite_differences(name, getkey):
 
 
 @pytest.mark.parametrize("name", ELEMENTWISE)
-def test_derivative_matches_jax_grad(name, getkey):
+def test_derivative_matches_jax_grad(name, getkey, x64):
   z = jnp.asarray(_points(getkey()))
   act = activations.get(name)
   auto = jax.vmap(jax.grad(act.f))(z)
@@ -70,7 +70,7 @@ def test_kink_convention_matches_autodiff_at_zero(name):
                                 jax.vmap(jax.grad(act.f))(z))
 
 
-def test_softmax_rows_sum_to_one_and_survive_large_logits(getkey):
+def test_softmax_rows_sum_to_one_and_survive_large_logits(getkey, x64):
   z = jax.random.normal(getkey(), (5, 7), jnp.float64) * 400
   a = activations.get("softmax").f(z)
   assert np.all(np.isfinite(a))

@@ -20,9 +20,24 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(os.path.basename(p)[:-5]
                  for p in glob.glob(os.path.join(ROOT, "configs", "*.toml")))
 # Over ~10 s each for one epoch plus the gradient check (MNIST-1D's
-# recurrent, attention and wide models); the rest are the fast path.
-SLOW = {"mnist1d_cnn", "mnist1d_gru", "mnist1d_mlp", "mnist1d_transformer"}
+# recurrent, attention and wide models), or a second case of a path the
+# fast ones cover (compare_grads and digits_pretrain_0to4 are MLPs on
+# digits like digits_mlp; ratings_mf is the recommender path of ratings_ncf;
+# mnist1d_logistic an MLP without hidden layers).
+SLOW = {"mnist1d_cnn", "mnist1d_gru", "mnist1d_mlp", "mnist1d_transformer",
+        "compare_grads", "digits_pretrain_0to4", "ratings_mf",
+        "mnist1d_logistic"}
 TINY = ["train.epochs=1", "run.plots=false", "run.progress=never"]
+
+
+def read_json(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+def read_jsonl(path):
+  with open(path) as f:
+    return [json.loads(line) for line in f]
 
 
 def tiny(name) -> list[str]:
@@ -73,7 +88,7 @@ def test_config_trains_one_epoch_and_passes_gradcheck(name, tmp_path, pretrained
     overrides.append(f"finetune.from_run={pretrained!r}")
   run = tmp_path / "run"
   assert main("train", "--config", path, *sets(overrides), "--out", run) == 0
-  summary = json.load(open(run / "summary.json"))
+  summary = read_json(run / "summary.json")
   assert summary["status"] == "finished" and summary["epochs"] == 1
   loss = summary["final"]["train_loss"]
   assert np.isfinite(loss)
@@ -127,11 +142,11 @@ def test_ratings_csv_trains_evaluates_and_gradchecks(tmp_path, capsys):
   run = tmp_path / "run"
   cfg_path = os.path.join(ROOT, "configs", "ratings_mf.toml")
   assert main("train", "--config", cfg_path, *sets(overrides), "--out", run) == 0
-  saved = json.load(open(run / "config.json"))
+  saved = read_json(run / "config.json")
   setup = experiment.Setup(config.from_dict(saved))
   assert setup.ds.info["n_users"] == 61 and setup.ds.info["n_items"] == 41
   assert setup.model.spec["n_users"] == 61
-  summary = json.load(open(run / "summary.json"))
+  summary = read_json(run / "summary.json")
   assert summary["test_rmse"] < 0.9 * global_mean_rmse(setup.ds)
   capsys.readouterr()
   assert main("eval", "--run", run) == 0

@@ -10,7 +10,7 @@ import pytest
 
 import funcnet
 from funcnet import activations, backprop, autodiff
-from funcnet.errors import ShapeError, UnknownNameError
+from funcnet.errors import ConfigError, ShapeError, UnknownNameError
 
 HIDDEN = [n for n in activations.names() if n not in activations.OUTPUT_ONLY]
 SMOOTH = [n for n in HIDDEN if not activations.get(n).kink]
@@ -72,25 +72,42 @@ def _fd(model, loss, params, x, y, n_entries, h=1e-6):
   return out
 
 
-@pytest.mark.parametrize("loss, out", PAIRS)
-@pytest.mark.parametrize("hidden", HIDDEN)
+def _diagonal(hiddens, pairs, *extra):
+  """The cross product of ``hiddens`` and ``pairs`` (and each of ``extra``),
+  all but a diagonal marked slow: the fast suite still meets every
+  activation and every (loss, output) pair, the full run every combination."""
+  fast = {(h, pairs[i % len(pairs)]) for i, h in enumerate(hiddens)}
+  fast |= {(hiddens[j % len(hiddens)], p) for j, p in enumerate(pairs)}
+  cases = []
+  for h in hiddens:
+    for p in pairs:
+      for e in (itertools.product(*extra) if extra else [()]):
+        slow = (h, p) not in fast or (extra and e != tuple(x[-1] for x in extra))
+        cases.append(pytest.param(h, *p, *e,
+                                  marks=[pytest.mark.slow] if slow else []))
+  return cases
+
+
+@pytest.mark.parametrize("hidden, loss, out", _diagonal(HIDDEN, PAIRS))
 def test_manual_equals_autodiff_every_activation_loss_and_depth(
-    hidden, loss, out, getkey):
+    hidden, loss, out, getkey, x64):
   for depth in range(1, 6):
     model, params, x, y = _problem(getkey(), depth, loss, out, hidden)
-    c_m, g_m = backprop.value_and_grad(model, loss)(params, x, y)
-    c_a, g_a = autodiff.value_and_grad(model, loss)(params, x, y)
+    # jitted: one compilation per depth instead of one per op and shape
+    # (eager float64 ops on random shapes dominated the suite's time); the
+    # eager path is the finite-difference test's jit=False cases
+    c_m, g_m = jax.jit(backprop.value_and_grad(model, loss))(params, x, y)
+    c_a, g_a = jax.jit(autodiff.value_and_grad(model, loss))(params, x, y)
     np.testing.assert_allclose(c_m, c_a, rtol=1e-13)
     for l, (gm, ga) in enumerate(zip(g_m, g_a)):
       for name in ("W", "b"):
         assert _rel(gm[name], ga[name]) <= 1e-10, (depth, l, name)
 
 
-@pytest.mark.parametrize("jit", [False, True])
-@pytest.mark.parametrize("loss, out", PAIRS)
-@pytest.mark.parametrize("hidden", SMOOTH)
+@pytest.mark.parametrize("hidden, loss, out, jit",
+                         _diagonal(SMOOTH, PAIRS, [False, True]))
 def test_both_match_finite_differences_for_smooth_activations(
-    hidden, loss, out, jit, getkey):
+    hidden, loss, out, jit, getkey, x64):
   depth = 1 + int(jax.random.randint(getkey(), (), 0, 5))
   model, params, x, y = _problem(getkey(), depth, loss, out, hidden)
   vg_m = backprop.value_and_grad(model, loss)
@@ -108,7 +125,7 @@ def test_both_match_finite_differences_for_smooth_activations(
             np.abs(got - fd[l][name])) <= 1e-9, (depth, l, name)
 
 
-def test_textbook_two_layer_sigmoid_example_in_numpy(getkey):
+def test_textbook_two_layer_sigmoid_example_in_numpy(getkey, x64):
   """dz2 = a2 - y; dW2 = a1.T dz2/m; db2 = sum(dz2)/m;
   dz1 = (dz2 W2.T) * sigmoid'(z1); dW1 = X.T dz1/m; db1 = sum(dz1)/m."""
   n_in, n_h, n_out, m = 3, 4, 2, 7
@@ -147,7 +164,7 @@ def test_textbook_two_layer_sigmoid_example_in_numpy(getkey):
   np.testing.assert_allclose(d[0], dz1, rtol=1e-12, atol=1e-15)
 
 
-def test_dropout_backprop_uses_the_forward_masks(getkey):
+def test_dropout_backprop_uses_the_forward_masks(getkey, x64):
   model = funcnet.mlp([4, 6, 5, 3], activation="tanh",
                       output_activation="softmax", dropout=0.4)
   params = model.init(getkey(), jnp.float64)
@@ -181,7 +198,7 @@ def test_float32_agrees_to_single_precision(getkey):
 
 def _small():
   model = funcnet.mlp([3, 4, 2], activation="tanh", output_activation="softmax")
-  return model, model.init(jax.random.key(0), jnp.float64)
+  return model, model.init(jax.random.key(0))
 
 
 @pytest.mark.parametrize("vg", [backprop.value_and_grad, autodiff.value_and_grad])
@@ -211,8 +228,8 @@ def test_unknown_names_and_softmax_on_a_hidden_layer():
   with pytest.raises(UnknownNameError, match="unknown initializer"):
     funcnet.mlp([2, 2], init="glorot")
   with pytest.raises(UnknownNameError, match="unknown loss"):
-    backprop.value_and_grad(_small()[0], "hinge")
-  with pytest.raises(ShapeError, match="only on the output layer"):
+    backprop.value_and_grad(_small()[0], "focal")
+  with pytest.raises(ConfigError, match="only on the output layer"):
     funcnet.mlp([2, 3, 2], activation="softmax")
 
 
@@ -224,10 +241,21 @@ def test_errors_are_value_errors_with_one_line():
 
 
 @pytest.mark.parametrize("hidden", HIDDEN)
-def test_manual_equals_autodiff_under_jit(hidden, getkey):
+def test_manual_equals_autodiff_under_jit(hidden, getkey, x64):
   for loss, out in [("cross_entropy", "softmax"), ("bce", "sigmoid"), ("mse", "tanh")]:
     model, params, x, y = _problem(getkey(), 3, loss, out, hidden)
     g_m = jax.jit(backprop.value_and_grad(model, loss))(params, x, y)[1]
     g_a = jax.jit(autodiff.value_and_grad(model, loss))(params, x, y)[1]
     for gm, ga in zip(jax.tree_util.tree_leaves(g_m), jax.tree_util.tree_leaves(g_a)):
       assert _rel(gm, ga) <= 1e-10
+
+
+def test_a_model_without_a_hand_written_backward_is_a_one_line_config_error():
+  from funcnet import train
+  model = funcnet.models.cnn((12,), 3, channels=[2])._replace(backward=None)
+  for make in (lambda: backprop.value_and_grad(model, "cross_entropy"),
+               lambda: train.gradient_fn(model, "cross_entropy", "manual")):
+    with pytest.raises(ConfigError, match="does not cover model kind 'cnn' yet; "
+                       "expected grads = 'autodiff'") as err:
+      make()
+    assert "\n" not in str(err.value)

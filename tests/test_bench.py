@@ -3,6 +3,8 @@ plot, and the FLOP count against XLA's own. Speed targets are read from the
 benchmark (docs/performance.md), never asserted here."""
 
 import json
+import time
+import types
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +20,9 @@ KEYS = {"size", "grads", "mode", "steps_per_s", "gflops", "peak_gflops",
         "fraction_of_peak"}
 
 
+# The command end to end (~9 s); the fast suite times steps through
+# test_bench_models_times_and_sizes_both_gradient_sources.
+@pytest.mark.slow
 def test_bench_prints_the_table_and_writes_the_records(tmp_path, capsys):
   path = tmp_path / "bench.json"
   assert cli.main(TINY + ["--json", str(path)]) == 0
@@ -89,16 +94,64 @@ def test_xla_counts_the_flops_the_docstring_says():
   assert cost["flops"] == pytest.approx(want, rel=0.03)
 
 
-def test_measure_times_whole_repeats_after_warm_up():
+# 2**-9 s (about 2 ms): a binary fraction, so fake times add up exactly.
+UNIT = 2.0 ** -9
+
+
+def _fake_measure(monkeypatch, slow=None):
+  """``bench.measure`` on a fake clock that advances only inside ``run``.
+
+  Each call ``run(k)`` takes exactly ``k * UNIT`` (times ``slow[i]`` for
+  call ``i``), so calibration and timing are deterministic: no stall of the
+  machine can change what is asserted.
+  """
+  clock = types.SimpleNamespace(now=0.0)
+  monkeypatch.setattr(bench, "time",
+                      types.SimpleNamespace(perf_counter=lambda: clock.now))
+  calls = []
+
+  def run(k):
+    clock.now += k * UNIT * (slow or {}).get(len(calls), 1)
+    calls.append(k)
+
+  return bench.measure(run, repeats=3, min_time=0.02), calls
+
+
+def test_measure_times_whole_repeats_after_warm_up(monkeypatch):
+  t, calls = _fake_measure(monkeypatch)
+  n = len(calls)
+  # The timed repeats are the last three calls; slow them by 1x, 3x and 2x
+  # (the same calls as before: calibration does not depend on them).
+  t, calls = _fake_measure(monkeypatch, slow={n - 3: 1, n - 2: 3, n - 1: 2})
+  assert len(calls) == n
+  assert calls[0] == 1                                # compile call
+  assert calls[-3:] == [t.units] * 3 and t.repeats == 3
+  # Calibration (calls[1:-3]) raises k until one call takes min_time, and
+  # that k is the one timed: 3 repeats of >= 20 ms, >= 11 units each.
+  cal = calls[1:-3]
+  assert cal[0] == 1 and cal == sorted(set(cal)) and cal[-1] == t.units
+  assert cal[-2] * UNIT < 0.02 <= t.units * UNIT and t.units >= 11
+  # Seconds per unit: median, fastest and slowest repeat.
+  assert (t.low, t.median, t.high) == (UNIT, 2 * UNIT, 3 * UNIT)
+
+
+def test_measure_reads_the_wall_clock():
+  """The same on real time, 2 ms of busy-waiting per unit.
+
+  Asserted only what a stall cannot break on a loaded machine: a stall makes
+  the calls it hits slower, never faster (and may end calibration early).
+  """
   calls = []
 
   def run(k):
     calls.append(k)
-    t = __import__("time").perf_counter() + 0.002 * k
-    while __import__("time").perf_counter() < t:
+    end = time.perf_counter() + 0.002 * k
+    while time.perf_counter() < end:
       pass
 
   t = bench.measure(run, repeats=3, min_time=0.02)
-  assert calls[0] == 1                                # compile call
-  assert calls[-3:] == [t.units] * 3 and t.units >= 10  # 3 repeats of >= 20 ms
-  assert 0.002 <= t.low <= t.median <= t.high < 0.004
+  assert calls[0] == 1 and calls[-3:] == [t.units] * 3
+  assert 0.002 <= t.low <= t.median <= t.high
+  # Seconds, not milliseconds: fails only if every repeat stalls for 0.5 s
+  # per unit.
+  assert t.low < 0.5

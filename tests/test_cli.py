@@ -18,6 +18,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
 ENV.pop("JAX_ENABLE_X64", None)
 
+
+def read_json(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+def read_jsonl(path):
+  with open(path) as f:
+    return [json.loads(line) for line in f]
+
+
 SMALL = ["--set", "train.epochs=4", "--set", "model.mlp.hidden=[16]",
          "--set", "run.checkpoint_every=2", "--set", "run.keep_checkpoints=2"]
 
@@ -52,11 +63,11 @@ def test_train_writes_every_file_of_the_run_folder(small_run):
   assert {"config.json", "metrics.jsonl", "summary.json", "loss.png",
           "grad_norms.png", "checkpoints"} <= names
 
-  cfg = json.load(open(os.path.join(run, "config.json")))
+  cfg = read_json(os.path.join(run, "config.json"))
   assert set(config.flatten(cfg)) == set(config.flatten(config.DEFAULTS))
   assert cfg["train"]["epochs"] == 4 and cfg["model"]["mlp"]["hidden"] == [16]
 
-  lines = [json.loads(l) for l in open(os.path.join(run, "metrics.jsonl"))]
+  lines = read_jsonl(os.path.join(run, "metrics.jsonl"))
   assert [l["epoch"] for l in lines] == [1, 2, 3, 4]
   steps = 1437 // 32
   assert [l["step"] for l in lines] == [steps * e for e in (1, 2, 3, 4)]
@@ -67,7 +78,7 @@ def test_train_writes_every_file_of_the_run_folder(small_run):
     assert all(v > 0 for v in l["grad_norms"].values())
   assert lines[-1]["train_loss"] < lines[0]["train_loss"]
 
-  s = json.load(open(os.path.join(run, "summary.json")))
+  s = read_json(os.path.join(run, "summary.json"))
   assert s["status"] == "finished" and s["total_steps"] == 4 * steps
   assert s["test_accuracy"] == lines[-1]["test_accuracy"] > 0.6
   assert s["device_kind"] and s["steps_per_s"] > 0
@@ -85,7 +96,7 @@ def test_eval_reproduces_the_final_test_metrics(small_run):
   r = funcnet("eval", "--run", run)
   assert r.returncode == 0, r.stderr
   out = json.loads(r.stdout)
-  s = json.load(open(os.path.join(run, "summary.json")))
+  s = read_json(os.path.join(run, "summary.json"))
   assert out["epoch"] == 4
   assert out["test_accuracy"] == pytest.approx(s["test_accuracy"], abs=1e-6)
 
@@ -119,6 +130,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     time.sleep(0.05)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
+  proc.stderr.close()
   killed_at = checkpoints.latest_epoch(ckpt)
   assert killed_at is not None and 3 <= killed_at < 30, killed_at
 
@@ -131,7 +143,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
   for a, b in zip(jax.tree_util.tree_leaves((p1, s1)),
                   jax.tree_util.tree_leaves((p2, s2))):
     np.testing.assert_array_equal(a, b)
-  lines = [json.loads(l) for l in open(os.path.join(cut, "metrics.jsonl"))]
+  lines = read_jsonl(os.path.join(cut, "metrics.jsonl"))
   assert [l["epoch"] for l in lines] == list(range(1, 31))
 
 
@@ -150,7 +162,7 @@ def test_divergence_exits_3_and_keeps_the_last_good_checkpoint(tmp_path):
   assert last is not None and last >= 1
   epoch, params, _ = _params(run)
   assert all(np.all(np.isfinite(p)) for p in jax.tree_util.tree_leaves(params))
-  s = json.load(open(os.path.join(run, "summary.json")))
+  s = read_json(os.path.join(run, "summary.json"))
   assert s["status"] == "diverged"
 
 
@@ -158,12 +170,15 @@ def test_textbook_xor_config_classifies_all_four_points(tmp_path):
   run = str(tmp_path / "xor")
   r = funcnet("train", "--config", "configs/xor_textbook.toml", "--out", run)
   assert r.returncode == 0, r.stderr
-  lines = [json.loads(l) for l in open(os.path.join(run, "metrics.jsonl"))]
+  lines = read_jsonl(os.path.join(run, "metrics.jsonl"))
   assert len(lines) == 3000
   assert lines[-1]["train_loss"] < 0.1 * lines[0]["train_loss"]
   assert lines[-1]["test_accuracy"] == 1.0
 
 
+# In a subprocess; tests/test_runs.py checks the same command in-process,
+# for every shipped config, in the fast suite.
+@pytest.mark.slow
 def test_gradcheck_command_prints_the_table(tmp_path):
   r = funcnet("gradcheck", "--config", "configs/compare_grads.toml")
   assert r.returncode == 0, r.stdout + r.stderr

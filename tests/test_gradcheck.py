@@ -19,9 +19,16 @@ def _setup(getkey, hidden="tanh", sizes=(4, 6, 5, 3)):
 
 
 def test_passes_on_correct_gradients_in_float64_from_float32_inputs(getkey):
+  # No x64 fixture: float32 params and inputs, as users have them, and x64
+  # off. The tolerances below (manual vs autodiff to 1e-12, finite
+  # differences with h = 1e-6 to 1e-6) hold only in float64: a compare left
+  # in float32 gets ~1e-7 and ~0.5 here, and fails. They pass because
+  # compare switches to float64 itself; and it switches back.
+  assert not jax.config.jax_enable_x64
   model, params, x, y = _setup(getkey)
-  assert params[0]["W"].dtype == jnp.float32 or jax.config.jax_enable_x64
-  report = gradcheck.compare(model, "cross_entropy", params, x.astype(jnp.float32), y)
+  assert params[0]["W"].dtype == x.dtype == jnp.float32
+  report = gradcheck.compare(model, "cross_entropy", params, x, y)
+  assert not jax.config.jax_enable_x64
   assert report.ok(), str(report)
   assert [r.name for r in report.rows] == [
       "layer 1 W", "layer 1 b", "layer 2 W", "layer 2 b", "layer 3 W", "layer 3 b"]
@@ -50,7 +57,7 @@ def test_catches_a_wrong_derivative_and_names_the_layers(getkey, monkeypatch):
   assert "FAILED" in str(report)
 
 
-def test_relu_entries_straddling_a_kink_are_skipped(getkey):
+def test_relu_entries_straddling_a_kink_are_skipped(getkey, x64):
   model = funcnet.mlp([2, 3, 2], activation="relu", output_activation="softmax")
   params = model.init(getkey(), jnp.float64)
   # Place the first hidden unit's pre-activation within h of zero for the
@@ -66,9 +73,9 @@ def test_relu_entries_straddling_a_kink_are_skipped(getkey):
   assert "straddled a kink" in str(report)
 
 
-def test_non_mlp_models_get_autodiff_vs_finite_differences_only(getkey):
+def test_a_model_without_a_hand_written_backward_gets_autodiff_vs_fd_only(getkey):
   from funcnet import models
-  model = models.cnn((12,), 3, channels=[2], kernel_size=3)
+  model = models.cnn((12,), 3, channels=[2], kernel_size=3)._replace(backward=None)
   params = model.init(getkey())
   x = jax.random.normal(getkey(), (4, 12))
   report = gradcheck.compare(model, "cross_entropy", params, x, jnp.array([0, 1, 2, 0]))

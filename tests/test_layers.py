@@ -101,7 +101,7 @@ CONV_CASES = [
 
 @pytest.mark.parametrize("spatial,k,c_in,c_out,stride,padding", CONV_CASES)
 def test_conv_matches_numpy_loop(spatial, k, c_in, c_out, stride, padding,
-                                 rng):
+                                 rng, x64):
   nd = len(spatial)
   p = {"W": rng.normal(size=(k,) * nd + (c_in, c_out)),
        "b": rng.normal(size=c_out)}
@@ -126,7 +126,7 @@ POOL_CASES = [
 
 @pytest.mark.parametrize("spatial,window,stride,padding", POOL_CASES)
 @pytest.mark.parametrize("kind", ["max", "avg"])
-def test_pool_matches_numpy(kind, spatial, window, stride, padding, rng):
+def test_pool_matches_numpy(kind, spatial, window, stride, padding, rng, x64):
   x = rng.normal(size=(2, *spatial, 3))
   fn = layers.max_pool if kind == "max" else layers.avg_pool
   y = fn(jnp.asarray(x), window, stride, padding)
@@ -136,13 +136,13 @@ def test_pool_matches_numpy(kind, spatial, window, stride, padding, rng):
   np.testing.assert_allclose(y, ref, rtol=1e-13)
 
 
-def test_global_avg_pool(rng):
+def test_global_avg_pool(rng, x64):
   x = rng.normal(size=(2, 3, 4, 5))
   np.testing.assert_allclose(layers.global_avg_pool(x), x.mean(axis=(1, 2)),
                              rtol=1e-13)
 
 
-def test_layer_norm_matches_numpy(rng):
+def test_layer_norm_matches_numpy(rng, x64):
   x = rng.normal(size=(3, 4, 6)) * 3 + 1
   p = {"scale": rng.normal(size=6), "bias": rng.normal(size=6)}
   mu = x.mean(-1, keepdims=True)
@@ -156,7 +156,7 @@ def test_layer_norm_matches_numpy(rng):
                              rtol=1e-12, atol=1e-13)
 
 
-def test_dropout(getkey, rng):
+def test_dropout(getkey, rng, x64):
   x = jnp.asarray(rng.normal(size=(200, 50)))
   assert layers.dropout(x, 0.3, None) is x
   assert layers.dropout(x, 0.0, getkey()) is x
@@ -190,7 +190,7 @@ def np_attention(x, p):
 
 
 @pytest.mark.parametrize("d,h", [(4, 1), (6, 2), (8, 4)])
-def test_attention_matches_numpy(d, h, rng):
+def test_attention_matches_numpy(d, h, rng, x64):
   dk = d // h
   p = {"q": {"W": rng.normal(size=(d, h, dk)), "b": rng.normal(size=(h, dk))},
        "k": {"W": rng.normal(size=(d, h, dk))},
@@ -207,7 +207,7 @@ def test_attention_heads_must_divide_width(getkey):
     layers.attention_init(getkey(), 6, 4)
 
 
-def test_embedding_and_sinusoidal(rng):
+def test_embedding_and_sinusoidal(rng, x64):
   p = {"E": rng.normal(size=(7, 3))}
   ids = np.array([[0, 6], [3, 3]])
   np.testing.assert_array_equal(layers.embed(p, ids), p["E"][ids])

@@ -19,7 +19,7 @@ def _softmax(z):
   return e / e.sum(-1, keepdims=True)
 
 
-def test_values_match_numpy(getkey):
+def test_values_match_numpy(getkey, x64):
   z = np.asarray(jax.random.normal(getkey(), (6, 4), jnp.float64))
   y01 = np.asarray(jax.random.bernoulli(getkey(), 0.5, (6, 4)), np.float64)
   onehot = np.eye(4)[[0, 3, 1, 2, 2, 0]]
@@ -39,7 +39,7 @@ def test_values_match_numpy(getkey):
 
 
 @pytest.mark.parametrize("name", ["mse", "bce", "cross_entropy"])
-def test_hand_written_derivative_matches_finite_differences(name, getkey):
+def test_hand_written_derivative_matches_finite_differences(name, getkey, x64):
   loss = losses.get(name)
   a = np.asarray(jax.random.uniform(getkey(), (5, 3), jnp.float64, 0.05, 0.95))
   y = np.asarray(jax.random.uniform(getkey(), (5, 3), jnp.float64))
@@ -63,7 +63,7 @@ def test_from_logits_is_finite_where_the_naive_form_is_not():
   np.testing.assert_allclose(losses.mean("cross_entropy", "softmax", z, y), 1600.0)
 
 
-def test_integer_labels_equal_one_hot_rows():
+def test_integer_labels_equal_one_hot_rows(x64):
   y = jnp.array([2, 0, 1])
   rows = losses.prepare_targets("cross_entropy", y, 3, 3, jnp.float64)
   np.testing.assert_array_equal(rows, np.eye(3)[[2, 0, 1]])

@@ -22,7 +22,7 @@ def test_params_are_plain_lists_of_dicts_with_the_documented_shapes(getkey):
   np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
 
 
-def test_apply_matches_numpy_forward(getkey):
+def test_apply_matches_numpy_forward(getkey, x64):
   model = funcnet.mlp([5, 4, 3], activation="tanh", output_activation="sigmoid")
   params = model.init(getkey(), jnp.float64)
   x = np.asarray(jax.random.normal(getkey(), (6, 5), jnp.float64))
@@ -57,12 +57,12 @@ def test_init_is_deterministic_in_the_key(getkey):
   assert not np.array_equal(a[0]["W"], c[0]["W"])
 
 
-def test_init_dtype(getkey):
+def test_init_dtype(getkey, x64):
   params = funcnet.mlp([3, 2]).init(getkey(), jnp.float64)
   assert params[0]["W"].dtype == jnp.float64
 
 
 @pytest.mark.parametrize("sizes", [[3], [3, 0, 2], []])
 def test_bad_sizes(sizes):
-  with pytest.raises(funcnet.errors.ShapeError, match="sizes"):
+  with pytest.raises(funcnet.errors.ConfigError, match="sizes"):
     funcnet.mlp(sizes)

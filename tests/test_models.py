@@ -1,5 +1,9 @@
 """Every model builder: the Model contract, float64 gradient checks, and
-numpy references for the recurrent cells and the recommenders."""
+numpy references for the recurrent cells and the recommenders.
+
+The tests on ``case`` and the numpy references compare in float64: they
+request the ``x64`` fixture (and ``case``, module-scoped and so set up before
+it, turns x64 on itself while it builds the params)."""
 
 import functools
 import json
@@ -69,7 +73,12 @@ def _fill(model, rng, scale=0.5):
 def case(request):
   """One built model with its jitted functions, shared by the tests below so
   each case compiles once."""
-  make, make_x, loss = CASES[request.param]
+  with jax.enable_x64(True):
+    return _case(request.param)
+
+
+def _case(name):
+  make, make_x, loss = CASES[name]
   rng = np.random.default_rng(0)
   model = make()
   x = make_x(rng)
@@ -78,28 +87,28 @@ def case(request):
   # shared between cases, cheaper here than compiling each init whole.
   init = functools.partial(model.init, dtype=jnp.float64)
   logits = jax.jit(model.logits)
-  return types.SimpleNamespace(name=request.param, model=model, x=x, y=y,
+  return types.SimpleNamespace(name=name, model=model, x=x, y=y,
                                loss=loss, init=init, logits=logits,
                                params=init(jax.random.key(0)))
 
 
-def test_output_shape_under_jit(case):
+def test_output_shape_under_jit(case, x64):
   z = case.logits(case.params, case.x)  # jitted by the fixture
   assert z.shape == (M, case.model.n_out) and z.dtype == jnp.float64
   assert np.all(np.isfinite(z))
   assert jax.eval_shape(case.model.apply, case.params, case.x).shape == z.shape
 
 
-def test_gradient_check(case):
+def test_gradient_check(case, x64):
   # max_entries=3 still probes every array, and keeps one compiled probe
   # shape for all arrays of 3 or more entries.
   report = gradcheck.compare(case.model, case.loss, case.params, case.x,
                              case.y, max_entries=3)
   assert report.ok(), str(report)
-  assert not report.manual  # hand-written backprop covers MLPs only
+  assert report.manual  # every kind has its hand-written backward (issue 11)
 
 
-def test_same_key_same_params_other_key_other_params(case):
+def test_same_key_same_params_other_key_other_params(case, x64):
   again = case.init(jax.random.key(0))
   other = case.init(jax.random.key(1))
   assert (jax.tree_util.tree_structure(again)
@@ -117,7 +126,7 @@ def test_same_key_same_params_other_key_other_params(case):
                          case.logits(case.params, case.x))
 
 
-def test_evaluation_is_deterministic_and_dropout_needs_a_key(case):
+def test_evaluation_is_deterministic_and_dropout_needs_a_key(case, x64):
   z0 = case.logits(case.params, case.x)
   np.testing.assert_array_equal(case.logits(case.params, case.x), z0)
   if case.model.spec.get("dropout"):
@@ -128,7 +137,7 @@ def test_evaluation_is_deterministic_and_dropout_needs_a_key(case):
     assert not np.allclose(z_train, z0)
 
 
-def test_wrong_input_shape_is_a_shape_error(case):
+def test_wrong_input_shape_is_a_shape_error(case, x64):
   x = np.asarray(case.x)
   bad = x[:, :-1] if x.ndim == 2 else x[..., :-1]
   with pytest.raises(ShapeError, match="expects") as info:
@@ -138,7 +147,7 @@ def test_wrong_input_shape_is_a_shape_error(case):
     case.model.logits(case.params, x[..., None])
 
 
-def test_spec_is_json_and_rebuilds_the_model(case):
+def test_spec_is_json_and_rebuilds_the_model(case, x64):
   spec = json.loads(json.dumps(case.model.spec))
   assert spec["kind"] == case.model.kind and isinstance(spec["kinked"], bool)
   kwargs = {k: v for k, v in spec.items() if k not in ("kind", "kinked")}
@@ -193,7 +202,7 @@ def np_gru_step(p, h, x):
 
 @pytest.mark.parametrize("cell", ["rnn", "gru"])
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_recurrent_model_matches_numpy_steps(cell, bidirectional):
+def test_recurrent_model_matches_numpy_steps(cell, bidirectional, x64):
   rng = np.random.default_rng(1)
   model = rnn((3, 2), 4, hidden=3, cell=cell, bidirectional=bidirectional)
   p = params = _fill(model, rng)
@@ -252,7 +261,7 @@ def np_transformer(p, x, patch):
   return s @ p["head"]["W"] + p["head"]["b"]
 
 
-def test_transformer_matches_numpy():
+def test_transformer_matches_numpy(x64):
   rng = np.random.default_rng(7)
   model = transformer((6, 2), 3, d_model=4, n_heads=2, n_layers=2, d_ff=5,
                       patch=3, pos="sinusoidal", pool="mean")
@@ -286,7 +295,7 @@ def test_cnn_image_shape_is_the_same_as_image_input():
                              rtol=1e-13)
 
 
-def test_matrix_factorization_matches_numpy():
+def test_matrix_factorization_matches_numpy(x64):
   rng = np.random.default_rng(4)
   model = matrix_factorization(5, 4, rank=3, global_mean=3.5)
   p = params = _fill(model, rng, 1.0)
@@ -296,7 +305,7 @@ def test_matrix_factorization_matches_numpy():
   np.testing.assert_allclose(model.apply(params, x)[:, 0], ref, rtol=1e-13)
 
 
-def test_ncf_matches_numpy():
+def test_ncf_matches_numpy(x64):
   model = ncf(5, 4, embed=2, hidden=(3,))
   p = params = _fill(model, np.random.default_rng(5), 1.0)
   x = np.array([[0, 3], [4, 0]])

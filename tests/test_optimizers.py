@@ -8,6 +8,10 @@ float64, and at every step the updates and each state field must agree to
 checked against the number of steps taken. Other references: the float64
 fixed points of quadratics, and closed forms in numpy.
 
+Those comparisons run with x64 on (the ``x64`` fixture; the module-scoped
+fixtures, set up before any function-scoped one, turn it on themselves).
+The state-type and retracing tests run in the default float32, as users do.
+
 Compiles dominate the run time on CPU, so the table of trajectories and the
 quadratic runs each compile once, in a module-scoped fixture, and are then
 checked case by case.
@@ -36,19 +40,19 @@ MAX_NORM = 1.0
 L2 = 1e-3
 
 
-def _params(key):
+def _params(key, dtype=jnp.float64):
   keys = jax.random.split(key, len(SHAPES))
-  return {k: jax.random.normal(kk, s, jnp.float64)
+  return {k: jax.random.normal(kk, s, dtype)
           for kk, (k, s) in zip(keys, sorted(SHAPES.items()))}
 
 
-def _gradients(key):
+def _gradients(key, dtype=jnp.float64):
   """``STEPS`` random gradient pytrees, stacked; global norms spread around ``MAX_NORM``."""
   k_scale, *keys = jax.random.split(key, len(SHAPES) + 1)
   # log-normal step scales put some steps inside and some outside the clip
   # ball; every leaf of one step shares its scale.
-  scale = 0.3 * jnp.exp(jax.random.normal(k_scale, (STEPS,), jnp.float64))
-  return {k: jax.random.normal(kk, (STEPS, *s), jnp.float64)
+  scale = 0.3 * jnp.exp(jax.random.normal(k_scale, (STEPS,), dtype))
+  return {k: jax.random.normal(kk, (STEPS, *s), dtype)
           * scale.reshape((STEPS,) + (1,) * len(s))
           for kk, (k, s) in zip(keys, sorted(SHAPES.items()))}
 
@@ -181,6 +185,11 @@ def trajectories():
   keeps the file fast. Returns case -> (initial states, and stacked over
   steps (my updates, optax's updates, my states, optax's states)).
   """
+  with jax.enable_x64(True):
+    return _trajectories()
+
+
+def _trajectories():
   key = jax.random.key(20240611)
   params, grads = _params(jax.random.fold_in(key, 0)), _gradients(
       jax.random.fold_in(key, 1))
@@ -213,7 +222,7 @@ def _assert_close(actual, expected, what):
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_matches_optax_every_step(case, trajectories):
+def test_matches_optax_every_step(case, trajectories, x64):
   _, _, fields, inner = CASES[case]
   (s0_mine, s0_theirs), (u_mine, u_theirs, s_mine, s_theirs) = (
       trajectories[case])
@@ -237,7 +246,7 @@ def test_matches_optax_every_step(case, trajectories):
   assert count.dtype == jnp.int32
 
 
-def test_clipping_is_exercised_on_both_sides():
+def test_clipping_is_exercised_on_both_sides(x64):
   """The gradients of the trajectories fall both inside and outside the clip ball."""
   grads = _gradients(jax.random.fold_in(jax.random.key(20240611), 1))
   norms = np.sqrt(sum(np.sum(np.asarray(g) ** 2, axis=tuple(range(1, g.ndim)))
@@ -266,6 +275,11 @@ QUADRATIC = {
 @pytest.fixture(scope="module")
 def quadratic_runs():
   """Each optimizer run from ``w* + 3`` on the quadratic, all in one jit."""
+  with jax.enable_x64(True):
+    return _quadratic_runs()
+
+
+def _quadratic_runs():
   key = jax.random.key(7)
   curvature = jax.tree_util.tree_map(
       lambda w: 0.5 + 1.5 * jax.random.uniform(jax.random.fold_in(key, 0),
@@ -300,7 +314,7 @@ def quadratic_runs():
 
 
 @pytest.mark.parametrize("name", sorted(QUADRATIC))
-def test_minimises_quadratic(name, quadratic_runs):
+def test_minimises_quadratic(name, quadratic_runs, x64):
   w_star, ws = quadratic_runs
   for got, want in zip(jax.tree_util.tree_leaves(ws[name]),
                        jax.tree_util.tree_leaves(w_star)):
@@ -308,7 +322,7 @@ def test_minimises_quadratic(name, quadratic_runs):
                                rtol=0)
 
 
-def test_adamw_decay_alone_shrinks_weights_geometrically():
+def test_adamw_decay_alone_shrinks_weights_geometrically(x64):
   """With zero gradients AdamW's moments stay 0 and only the decoupled decay acts.
 
   Then ``w_T = w_0 prod_t (1 - eta_t lambda)``: the decay is multiplied by the
@@ -350,7 +364,7 @@ def test_update_keeps_state_types(name, lr):
   alone, without compiling.
   """
   opt = optimizers.build(name, lr, clip_norm=MAX_NORM, weight_decay=L2)
-  params = _params(jax.random.key(0))
+  params = _params(jax.random.key(0), jnp.float32)
   state = opt.init(params)
   _, new_state = jax.eval_shape(opt.update, params, state, params)
   assert (jax.tree_util.tree_structure(new_state)
@@ -374,8 +388,8 @@ def test_second_jitted_call_does_not_retrace():
       new_params[name] = optax.apply_updates(params[name], updates)
     return new_params, new_states
 
-  p0 = _params(jax.random.key(0))
-  grads = _gradients(jax.random.key(1))
+  p0 = _params(jax.random.key(0), jnp.float32)
+  grads = _gradients(jax.random.key(1), jnp.float32)
   params = {name: p0 for name in opts}
   states = {name: opt.init(p0) for name, opt in opts.items()}
   for i in range(3):
@@ -388,7 +402,7 @@ def test_second_jitted_call_does_not_retrace():
 
 def test_count_saturates_instead_of_wrapping():
   top = np.iinfo(np.int32).max
-  params = _params(jax.random.key(0))
+  params = _params(jax.random.key(0), jnp.float32)
   opts = {name: optimizers.get(name, learning_rate=LR)
           for name in optimizers.OPTIMIZERS}
 

@@ -537,7 +537,7 @@ def _mlp_batch(key, m=12, dtype=jnp.float64):
 
 @pytest.mark.parametrize("source, k", [("manual", 2), ("autodiff", 3),
                                        ("cnn", 6)])
-def test_accumulated_gradient_equals_the_whole_batch(getkey, source, k):
+def test_accumulated_gradient_equals_the_whole_batch(getkey, source, k, x64):
   key = getkey()
   if source == "cnn":
     model = cnn((16,), 3, image_shape=(4, 4), channels=(2,))

@@ -105,9 +105,15 @@ def test_resume_of_a_folder_that_is_no_run_is_one_line(tmp_path, capsys):
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.toml")))
 
 
+# Fast: the two that need something special (four examples; a pre-trained
+# run first); test_applications.py trains and checks every config in the
+# fast suite too, with a flag or two.
+FAST = ("xor_textbook.toml", "digits_finetune.toml")
+
+
 @pytest.mark.parametrize("path", [
-    pytest.param(p, marks=[pytest.mark.slow] if "mnist1d" in p or "ratings" in p
-                 else []) for p in CONFIGS], ids=os.path.basename)
+    pytest.param(p, marks=[] if p.endswith(FAST) else [pytest.mark.slow])
+    for p in CONFIGS], ids=os.path.basename)
 def test_gradcheck_passes_for_every_shipped_config(path, capsys, tmp_path,
                                                    monkeypatch):
   if path.endswith("digits_finetune.toml"):

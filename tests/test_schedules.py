@@ -95,7 +95,7 @@ def _case_id(case):
 
 
 @pytest.mark.parametrize("case", CASES, ids=[_case_id(c) for c in CASES])
-def test_schedule_matches_references(case):
+def test_schedule_matches_references(case, x64):
   name, kwargs, references = case
   built = [schedules.get(name, **kwargs), getattr(schedules, name)(**kwargs)]
   assert set(schedules.SCHEDULES) >= {name}
@@ -118,13 +118,16 @@ def test_scalar_count_gives_scalar_float():
     assert jnp.issubdtype(value.dtype, jnp.floating)
 
 
-@hypothesis.settings(max_examples=25, deadline=None)
+# x64 is function-scoped, so it stays on across every example of one run:
+# what the health check warns about is exactly what is wanted here.
+@hypothesis.settings(max_examples=25, deadline=None, suppress_health_check=[
+    hypothesis.HealthCheck.function_scoped_fixture])
 @hypothesis.given(
     lr=st.floats(0.0, 10.0),
     rate=st.floats(0.01, 1.0),
     steps=st.integers(1, 500),
 )
-def test_decays_match_numpy_for_any_hyperparameters(lr, rate, steps):
+def test_decays_match_numpy_for_any_hyperparameters(x64, lr, rate, steps):
   counts = jnp.arange(T, dtype=jnp.int32)
   expected = {
       "step_decay": lr * rate ** np.floor(t / steps),
@@ -143,12 +146,15 @@ def test_decays_match_numpy_for_any_hyperparameters(lr, rate, steps):
 
 @pytest.mark.parametrize("step_size", [7, 41, 47, 49, 97, 103])
 @pytest.mark.parametrize("dtype", [jnp.int32, jnp.int64])
-def test_step_decay_drops_exactly_at_multiples(step_size, dtype):
+def test_step_decay_drops_exactly_at_multiples(step_size, dtype, request):
   """Each drop lands on a multiple of ``step_size``, vectorised and jitted.
 
   (Not optax as the reference here: its staircase drops one step late at
-  some multiples, e.g. 41, on a vector of counts.)
+  some multiples, e.g. 41, on a vector of counts.) int32 counts run in the
+  default float32; int64 counts need x64.
   """
+  if dtype == jnp.int64:
+    request.getfixturevalue("x64")
   schedule = schedules.step_decay(1.0, 0.5, step_size)
   counts = jnp.arange(3 * step_size + 1, dtype=dtype)
   expected = 0.5 ** (np.arange(3 * step_size + 1) // step_size)

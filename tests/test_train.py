@@ -84,7 +84,7 @@ def _numpy_sgd(params, x, y, order, eta):
 
 
 @pytest.mark.parametrize("grads", ["manual", "autodiff"])
-def test_fit_is_numpy_sgd_over_the_documented_batches(grads):
+def test_fit_is_numpy_sgd_over_the_documented_batches(grads, x64):
   x, y = _regression(n=46)          # 46 = 7 batches of 6, 4 dropped each epoch
   key, eta, batch, epochs = jax.random.key(3), 0.5, 6, 3
   model = mlp([3, 5, 2], activation="sigmoid", output_activation="identity")
@@ -109,7 +109,7 @@ def test_fit_is_numpy_sgd_over_the_documented_batches(grads):
   np.testing.assert_allclose(res.history[-1]["param_norm"], norm, rtol=1e-12)
 
 
-def test_manual_and_autodiff_training_agree_in_float64():
+def test_manual_and_autodiff_training_agree_in_float64(x64):
   ds = data.standardize(data.load("moons", seed=0))
   model = mlp([2, 16, 16, 2], activation="sigmoid", output_activation="softmax")
   runs = [train.fit(model, "cross_entropy", optimizers.momentum(0.1, 0.9), ds,
@@ -253,7 +253,7 @@ def test_patience_stops_a_run_that_cannot_improve(patience, eval_every, stop):
   assert res.reason.startswith(f"early stopping at epoch {stop}")
 
 
-def test_patience_stops_where_the_full_history_says():
+def test_patience_stops_where_the_full_history_says(x64):
   x, y = _regression(n=64, seed=1)
   xt, yt = _regression(n=32, seed=2)
   model = mlp([3, 64, 2], activation="tanh", output_activation="identity")
@@ -277,7 +277,7 @@ def _numpy_linear_sgd(W, b, x, y, batches, eta):
 
 @pytest.mark.parametrize("grads", ["manual", "autodiff"])
 @pytest.mark.parametrize("bad_step", [0, 1, 3, 6])
-def test_nan_guard_returns_the_last_params_with_a_finite_loss(grads, bad_step):
+def test_nan_guard_returns_the_last_params_with_a_finite_loss(grads, bad_step, x64):
   # One target is NaN. Epoch 1 drops it (60 examples, 7 batches of 8), and
   # epoch 2 meets it at step `bad_step`, so that is the first NaN loss. The
   # run must end on the params whose loss was last finite: those the step
