@@ -37,10 +37,12 @@ backward
 where ``dh_t = dC/dh_t`` is the *total* derivative: through the head (for
 ``t = T``) and through every later state. :func:`scan_forward` stacks the
 caches along time; :func:`bptt` walks them in the opposite order, carrying
+only ``dh`` (the step backward's first part, ``deltas``), then forms ``dx_t``
+and the weight gradients for all steps at once:
 
   dh_T     = (dC/dz @ V^T) * dropout mask                  from the head
-  dh_{t-1} = step_backward(params, cache_t, dh_t)[0]       t = T .. 1
-  dC/dW    = sum_t dparams_t                               every cell weight
+  dh_{t-1}, delta_t = deltas(params, cache_t, dh_t)        t = T .. 1
+  dC/dW    = sum_t dparams_t  (one product over t)         every cell weight
 
 :func:`hidden_grad_norms` returns ``||dC/dh_t||`` for every ``t``, from the
 same reverse scan: in a tanh RNN with small ``Wh`` it shrinks at least
@@ -75,6 +77,19 @@ def _gate(p, x, h):
   return x @ p["Wx"] + h @ p["Wh"] + p["b"]
 
 
+def _gate_weight_grads(x, h, da):
+  """A gate's weight gradients from its delta ``da = dC/da``, summed over
+  every leading axis (the batch, and time when they are stacked):
+
+    dWx = x^T da   (F, H)     dWh = h^T da   (H, H)     db = sum da   (H,)
+
+  over ``x: (..., F)``, ``h: (..., H)``, ``da: (..., H)``.
+  """
+  return {"Wx": jnp.einsum("...f,...k->fk", x, da),
+          "Wh": jnp.einsum("...h,...k->hk", h, da),
+          "b": jnp.sum(da.reshape(-1, da.shape[-1]), axis=0)}
+
+
 def _gate_backward(p, x, h, da):
   """The backward of :func:`_gate`, given ``da = dC/da: (m, H)``:
 
@@ -84,8 +99,7 @@ def _gate_backward(p, x, h, da):
 
   Returns ``(dx, dh, {"Wx": dWx, "Wh": dWh, "b": db})``.
   """
-  return (da @ p["Wx"].T, da @ p["Wh"].T,
-          {"Wx": x.T @ da, "Wh": h.T @ da, "b": jnp.sum(da, axis=0)})
+  return da @ p["Wx"].T, da @ p["Wh"].T, _gate_weight_grads(x, h, da)
 
 
 # --- the tanh RNN cell -------------------------------------------------------
@@ -120,10 +134,31 @@ def rnn_step_backward(params, cache, dh):
   Returns ``(dh_{t-1}, dx_t, {"Wx": dWx, "Wh": dWh, "b": db})``, this step's
   share of the parameter gradients (BPTT sums them over ``t``).
   """
-  h, x, h_new = cache
+  dh_prev, dz = rnn_step_deltas(params, cache, dh)
+  return dh_prev, rnn_input_grads(params, dz), rnn_weight_grads(cache, dz)
+
+
+# The step backward in three parts, for BPTT (:func:`bptt`): only dh_{t-1}
+# depends on the next step, so only the deltas need the scan over time;
+# dx_t and the weight gradients are then a few large batched products over
+# every step at once, not T small ones.
+
+def rnn_step_deltas(params, cache, dh):
+  """``(dh_{t-1}, dz_t)`` of :func:`rnn_step_backward`."""
+  _, _, h_new = cache
   dz = dh * (1 - h_new * h_new)
-  dx, dh_prev, grads = _gate_backward(params, x, h, dz)
-  return dh_prev, dx, grads
+  return dz @ params["Wh"].T, dz
+
+
+def rnn_input_grads(params, dz):
+  """``dx_t = dz_t Wx^T`` (over any leading axes)."""
+  return dz @ params["Wx"].T
+
+
+def rnn_weight_grads(cache, dz):
+  """The cell's weight gradients from its deltas (stacked or one step)."""
+  h, x, _ = cache
+  return _gate_weight_grads(x, h, dz)
 
 
 def rnn_step(params, h, x):
@@ -175,15 +210,36 @@ def gru_step_backward(params, cache, dh):
 
   Returns ``(dh_{t-1}, dx_t, {"u": .., "r": .., "n": ..})``.
   """
+  dh_prev, deltas = gru_step_deltas(params, cache, dh)
+  return (dh_prev, gru_input_grads(params, deltas),
+          gru_weight_grads(cache, deltas))
+
+
+def gru_step_deltas(params, cache, dh):
+  """``(dh_{t-1}, (da_u, da_r, da_n))`` of :func:`gru_step_backward`."""
   h, x, u, r, n = cache
   da_n = dh * (1 - u) * (1 - n * n)
   da_u = dh * (h - n) * u * (1 - u)
-  dx_n, ds, g_n = _gate_backward(params["n"], x, r * h, da_n)
+  ds = da_n @ params["n"]["Wh"].T
   da_r = ds * h * r * (1 - r)
-  dx_u, dh_u, g_u = _gate_backward(params["u"], x, h, da_u)
-  dx_r, dh_r, g_r = _gate_backward(params["r"], x, h, da_r)
-  dh_prev = dh * u + ds * r + dh_u + dh_r
-  return dh_prev, dx_u + dx_r + dx_n, {"u": g_u, "r": g_r, "n": g_n}
+  dh_prev = (dh * u + ds * r + da_u @ params["u"]["Wh"].T
+             + da_r @ params["r"]["Wh"].T)
+  return dh_prev, (da_u, da_r, da_n)
+
+
+def gru_input_grads(params, deltas):
+  """``dx_t = da_u Wx_u^T + da_r Wx_r^T + da_n Wx_n^T`` (any leading axes)."""
+  return sum(da @ params[g]["Wx"].T for g, da in zip("urn", deltas))
+
+
+def gru_weight_grads(cache, deltas):
+  """The gates' weight gradients from their deltas (stacked or one step);
+  the candidate's recurrent input is ``s_t = r_t * h_{t-1}``."""
+  h, x, _, r, _ = cache
+  da_u, da_r, da_n = deltas
+  return {"u": _gate_weight_grads(x, h, da_u),
+          "r": _gate_weight_grads(x, h, da_r),
+          "n": _gate_weight_grads(x, r * h, da_n)}
 
 
 def gru_step(params, h, x):
@@ -192,14 +248,22 @@ def gru_step(params, h, x):
 
 
 class Cell(NamedTuple):
-  """A recurrent cell's functions (``forward``/``backward`` as above)."""
+  """A recurrent cell's functions (``forward``/``backward`` as above; the
+  backward also in its three parts, ``deltas``, ``input_grads``,
+  ``weight_grads``, for :func:`bptt`)."""
   init: Callable
   forward: Callable
   backward: Callable
+  deltas: Callable
+  input_grads: Callable
+  weight_grads: Callable
 
 
-_CELL = {"rnn": Cell(rnn_cell_init, rnn_step_forward, rnn_step_backward),
-         "gru": Cell(gru_cell_init, gru_step_forward, gru_step_backward)}
+CELLS = {"rnn": Cell(rnn_cell_init, rnn_step_forward, rnn_step_backward,
+                     rnn_step_deltas, rnn_input_grads, rnn_weight_grads),
+         "gru": Cell(gru_cell_init, gru_step_forward, gru_step_backward,
+                     gru_step_deltas, gru_input_grads, gru_weight_grads)}
+_CELL = CELLS
 
 
 # --- through time ------------------------------------------------------------
@@ -216,22 +280,27 @@ def scan_forward(step_forward, params, h0, xs, reverse: bool = False):
                       reverse=reverse)
 
 
-def bptt(step_backward, params, caches, dh_last, reverse: bool = False):
+def bptt(cell: Cell, params, caches, dh_last, reverse: bool = False):
   """Backpropagation through time over the caches of :func:`scan_forward`.
 
   A scan in the opposite direction to the forward one (``reverse`` is the
-  forward's), carrying ``dh = dC/dh_t`` and the parameter gradients so far:
+  forward's), carrying only ``dh = dC/dh_t``:
 
-    dh_{t-1}, dx_t, dparams_t = step_backward(params, cache_t, dh_t)
-    dparams += dparams_t
+    dh_{t-1}, delta_t = cell.deltas(params, cache_t, dh_t)      t = T .. 1
 
-  The sum is kept in the carry rather than by stacking every ``dparams_t``
-  and summing after: memory stays one copy of the cell's params however long
-  the sequence (stacking would hold ``T`` copies of every ``Wh``), and it is
-  what ``jax.grad``'s transpose of a scan does too.
+  Nothing else depends on the next step, so the rest of each step's
+  backward runs after the scan on the stacked deltas, as a few large
+  products over every step at once (what ``jax.grad``'s transpose of the
+  scan computes as T small ones inside it):
+
+    dx_t    = cell.input_grads(params, delta_t)                 (T, m, F)
+    dparams = sum_t cell.weight_grads(cache_t, delta_t)         e.g. dWh = sum_t h_{t-1}^T dz_t
+
+  The stacked deltas, ``(T, m, H)`` per gate, are the price: less than the
+  caches the forward already keeps.
 
   Args:
-    step_backward: a cell's step backward.
+    cell: a :class:`Cell` (``CELLS["rnn"]``, ``CELLS["gru"]``).
     params: the cell's params.
     caches: ``scan_forward``'s stacked caches (leading axis ``T``).
     dh_last: ``dC/dh`` of the forward's last state, ``(m, H)``.
@@ -244,17 +313,15 @@ def bptt(step_backward, params, caches, dh_last, reverse: bool = False):
     indexed like ``caches`` (entry ``t`` is the state made by reading
     ``xs[t]``).
   """
-  def body(carry, cache_t):
-    dh, acc = carry
-    dh_prev, dx, g = step_backward(params, cache_t, dh)
-    acc = jax.tree_util.tree_map(jnp.add, acc, g)
-    return (dh_prev, acc), (dx, jnp.sqrt(jnp.sum(dh * dh)))
+  def body(dh, cache_t):
+    dh_prev, delta = cell.deltas(params, cache_t, dh)
+    return dh_prev, (delta, jnp.sqrt(jnp.sum(dh * dh)))
 
-  acc0 = jax.tree_util.tree_map(lambda p: jnp.zeros(p.shape, dh_last.dtype),
-                                params)
-  (dh0, grads), (dxs, norms) = jax.lax.scan(body, (dh_last, acc0), caches,
-                                            reverse=not reverse)
-  return grads, dh0, dxs, norms
+  dh0, (deltas, norms) = jax.lax.scan(body, dh_last, caches,
+                                      reverse=not reverse)
+  grads = jax.tree_util.tree_map(lambda g: g.astype(dh_last.dtype),
+                                 cell.weight_grads(caches, deltas))
+  return grads, dh0, cell.input_grads(params, deltas), norms
 
 
 # --- the model -----------------------------------------------------------------
@@ -310,7 +377,7 @@ def _value_grad_norms(model: Model, loss):
   losses.get(loss)
   losses.check_pair(loss, model.output_activation)
   spec = model.spec
-  step_backward = _CELL[spec["cell"]].backward
+  cell = _CELL[spec["cell"]]
   hidden = spec["hidden"]
 
   def fn(params, x, y, key=None):
@@ -319,12 +386,12 @@ def _value_grad_norms(model: Model, loss):
     dh, g_head = layers.dense_backward(params["head"], trace.head_in, dz)
     dh = layers.dropout_backward(trace.mask, dh)             # dC/d[h_T, h_1^bwd]
     grads = {"head": g_head}
-    grads["fwd"], _, _, norms = bptt(step_backward, params["fwd"], trace.fwd,
+    grads["fwd"], _, _, norms = bptt(cell, params["fwd"], trace.fwd,
                                      dh[:, :hidden])
     norms = [norms]
     if spec["bidirectional"]:
       # The backward cell read x_T first, so its BPTT runs forward in time.
-      grads["bwd"], _, _, norms_bwd = bptt(step_backward, params["bwd"],
+      grads["bwd"], _, _, norms_bwd = bptt(cell, params["bwd"],
                                            trace.bwd, dh[:, hidden:],
                                            reverse=True)
       norms.append(norms_bwd)
