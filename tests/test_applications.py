@@ -119,7 +119,8 @@ def global_mean_rmse(ds) -> float:
   return float(np.sqrt(np.mean((ds.y_test - ds.y_train.mean()) ** 2)))
 
 
-@pytest.mark.parametrize("name, epochs", [("ratings_mf", 15), ("ratings_ncf", 100)])
+@pytest.mark.parametrize("name, epochs", [
+    ("ratings_mf", 15), pytest.param("ratings_ncf", 100, marks=pytest.mark.slow)])
 def test_recommender_beats_the_global_mean(name, epochs, tmp_path):
   cfg = config.load(os.path.join(ROOT, "configs", f"{name}.toml"),
                     [f"train.epochs={epochs}", "run.plots=false"])
