@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from funcnet import cli, config, data, experiment
+from helpers import read_json, read_jsonl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(os.path.basename(p)[:-5]
@@ -28,16 +29,6 @@ SLOW = {"mnist1d_cnn", "mnist1d_gru", "mnist1d_mlp", "mnist1d_transformer",
         "compare_grads", "digits_pretrain_0to4", "ratings_mf",
         "mnist1d_logistic"}
 TINY = ["train.epochs=1", "run.plots=false", "run.progress=never"]
-
-
-def read_json(path):
-  with open(path) as f:
-    return json.load(f)
-
-
-def read_jsonl(path):
-  with open(path) as f:
-    return [json.loads(line) for line in f]
 
 
 def tiny(name) -> list[str]:

@@ -21,22 +21,10 @@ from scipy.special import erf
 from funcnet import autodiff, backprop, gradcheck, layers
 from funcnet.errors import ConfigError
 from funcnet.models import registry, transformer
+from helpers import rel, tree_rel
 
 HYPOTHESIS = dict(deadline=None,
                   suppress_health_check=[HealthCheck.function_scoped_fixture])
-
-
-def rel(a, b):
-  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-  return np.linalg.norm(a - b) / max(np.linalg.norm(a) + np.linalg.norm(b),
-                                     1e-300)
-
-
-def tree_rel(a, b):
-  """The worst leaf's relative error (same structure asserted)."""
-  assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
-  return max(rel(u, v) for u, v in zip(jax.tree_util.tree_leaves(a),
-                                       jax.tree_util.tree_leaves(b)))
 
 
 def _randomised(params, key, scale=0.5):

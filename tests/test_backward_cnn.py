@@ -19,6 +19,7 @@ import pytest
 
 from funcnet import autodiff, backprop, gradcheck
 from funcnet.models import cnn
+from helpers import rel
 
 pytestmark = pytest.mark.usefixtures("x64")
 
@@ -40,12 +41,6 @@ CASES = {
                     dropout=0.5, conv_dims=1),
         (12, 2)),
 }
-
-
-def rel(a, b):
-  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-  return np.linalg.norm(a - b) / max(np.linalg.norm(a) + np.linalg.norm(b),
-                                     1e-300)
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))

@@ -23,18 +23,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from funcnet import layers
+from helpers import rel
 
 pytestmark = pytest.mark.usefixtures("x64")
 
 HYPOTHESIS = dict(deadline=None, max_examples=5,
                   suppress_health_check=[HealthCheck.function_scoped_fixture])
 H = 1e-6  # finite-difference step
-
-
-def rel(a, b):
-  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-  return np.linalg.norm(a - b) / max(np.linalg.norm(a) + np.linalg.norm(b),
-                                     1e-300)
 
 
 # --- plain-numpy references --------------------------------------------------

@@ -24,22 +24,10 @@ from funcnet.models.rnn import (bptt, gru_cell_init, gru_step,
                                 hidden_grad_norms, rnn_cell_init, rnn_step,
                                 rnn_step_backward, rnn_step_forward,
                                 scan_forward)
+from helpers import rel, tree_rel
 
 CELLS = {"rnn": (rnn_cell_init, rnn_step_forward, rnn_step_backward, rnn_step),
          "gru": (gru_cell_init, gru_step_forward, gru_step_backward, gru_step)}
-
-
-def rel(a, b):
-  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-  return np.linalg.norm(a - b) / max(np.linalg.norm(a) + np.linalg.norm(b),
-                                     1e-300)
-
-
-def tree_rel(a, b):
-  """The worst leaf's relative error (same structure asserted)."""
-  assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
-  return max(rel(u, v) for u, v in zip(jax.tree_util.tree_leaves(a),
-                                       jax.tree_util.tree_leaves(b)))
 
 
 def _cell(cell, seed, m, f, h):

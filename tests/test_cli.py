@@ -13,20 +13,11 @@ import numpy as np
 import pytest
 
 from funcnet import checkpoints, config
+from helpers import read_json, read_jsonl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
 ENV.pop("JAX_ENABLE_X64", None)
-
-
-def read_json(path):
-  with open(path) as f:
-    return json.load(f)
-
-
-def read_jsonl(path):
-  with open(path) as f:
-    return [json.loads(line) for line in f]
 
 
 SMALL = ["--set", "train.epochs=4", "--set", "model.mlp.hidden=[16]",

@@ -30,6 +30,7 @@ import pytest
 from funcnet import autodiff, backprop, checkpoints, config, mlp, parallel, precision
 from funcnet.errors import ConfigError
 from funcnet.models import cnn
+from helpers import read_json, read_jsonl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
@@ -451,16 +452,6 @@ def _ckpt_params(run):
     return checkpoints.restore(os.path.join(run, "checkpoints"), p, s)
 
 
-def _json(path):
-  with open(path) as f:
-    return json.load(f)
-
-
-def _jsonl(path):
-  with open(path) as f:
-    return [json.loads(line) for line in f]
-
-
 @pytest.mark.slow
 def test_two_processes_of_two_devices_match_one_process(tmp_path):
   ref = str(tmp_path / "ref")
@@ -482,12 +473,12 @@ def test_two_processes_of_two_devices_match_one_process(tmp_path):
   assert [p.returncode for p in procs] == [0, 0], err0[-2000:] + err1[-2000:]
   assert f"resuming {run} from epoch 2" in out0
 
-  lines = _jsonl(os.path.join(run, "metrics.jsonl"))
+  lines = read_jsonl(os.path.join(run, "metrics.jsonl"))
   assert [l["epoch"] for l in lines] == [1, 2, 3, 4]  # written once, by process 0
-  ref_lines = _jsonl(os.path.join(ref, "metrics.jsonl"))
+  ref_lines = read_jsonl(os.path.join(ref, "metrics.jsonl"))
   np.testing.assert_allclose([l["train_loss"] for l in lines],
                              [l["train_loss"] for l in ref_lines], rtol=1e-4)
-  summary = _json(os.path.join(run, "summary.json"))
+  summary = read_json(os.path.join(run, "summary.json"))
   assert summary["process_count"] == 2 and summary["devices_used"] == 4
 
   e1, p1, s1 = _ckpt_params(ref)
@@ -597,8 +588,8 @@ def test_bfloat16_digits_accuracy_within_a_point_of_float32(tmp_path):
   assert [p.returncode for p in procs] == [0, 0], outs
   acc = {}
   for name in ("f32", "bf16"):
-    s = _json(tmp_path / name / "summary.json")
-    lines = _jsonl(tmp_path / name / "metrics.jsonl")
+    s = read_json(tmp_path / name / "summary.json")
+    lines = read_jsonl(tmp_path / name / "metrics.jsonl")
     assert all(np.isfinite(l["train_loss"]) for l in lines)
     acc[name] = s["test_accuracy"]
   print(f"digits test accuracy: float32 {acc['f32']:.4f}, "

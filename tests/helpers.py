@@ -1,0 +1,32 @@
+"""Small helpers several test files share (imported as ``from helpers
+import ...``: pytest puts tests/ on the path)."""
+
+import json
+
+import jax
+import numpy as np
+
+
+def rel(a, b):
+  """``||a - b|| / (||a|| + ||b||)`` over the whole array, in float64."""
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  return np.linalg.norm(a - b) / max(np.linalg.norm(a) + np.linalg.norm(b),
+                                     1e-300)
+
+
+def tree_rel(a, b):
+  """The worst leaf's relative error (same structure asserted)."""
+  assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
+  return max(rel(u, v) for u, v in zip(jax.tree_util.tree_leaves(a),
+                                       jax.tree_util.tree_leaves(b)))
+
+
+def read_json(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+def read_jsonl(path):
+  """One JSON object per line (a run's metrics.jsonl)."""
+  with open(path) as f:
+    return [json.loads(line) for line in f]
