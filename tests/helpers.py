@@ -30,3 +30,25 @@ def read_jsonl(path):
   """One JSON object per line (a run's metrics.jsonl)."""
   with open(path) as f:
     return [json.loads(line) for line in f]
+
+
+def central_differences(f, a, h=1e-6):
+  """``(f(a + h e_k) - f(a - h e_k)) / 2h`` for every entry ``k`` of the
+  numpy array ``a``; ``f`` maps an array of ``a``'s shape to a number."""
+  fd = np.zeros_like(a)
+  for idx in np.ndindex(a.shape):
+    ap, am = a.copy(), a.copy()
+    ap[idx] += h
+    am[idx] -= h
+    fd[idx] = (f(ap) - f(am)) / (2 * h)
+  return fd
+
+
+def xla_pads(n, k, s, padding):
+  """Output length and ``(low, high)`` padding of one axis of a conv or
+  pool, spelled out as XLA defines them."""
+  if padding == "VALID":
+    return (n - k) // s + 1, (0, 0)
+  out = -(-n // s)
+  total = max((out - 1) * s + k - n, 0)
+  return out, (total // 2, total - total // 2)

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from funcnet import layers
-from helpers import rel
+from helpers import rel, xla_pads
 
 pytestmark = pytest.mark.usefixtures("x64")
 
@@ -34,17 +34,8 @@ H = 1e-6  # finite-difference step
 
 # --- plain-numpy references --------------------------------------------------
 
-def np_pads(n, k, s, padding):
-  """Output length and ``(lo, hi)`` padding of one axis, as XLA defines them."""
-  if padding == "VALID":
-    return (n - k) // s + 1, (0, 0)
-  out = math.ceil(n / s)
-  total = max((out - 1) * s + k - n, 0)
-  return out, (total // 2, total - total // 2)
-
-
 def np_geometry(x_shape, k, s, padding):
-  out, pad = zip(*(np_pads(n, kk, ss, padding)
+  out, pad = zip(*(xla_pads(n, kk, ss, padding)
                    for n, kk, ss in zip(x_shape[1:-1], k, s)))
   return out, pad
 

@@ -9,6 +9,7 @@ import pytest
 
 from funcnet import autodiff, backprop, gradcheck, layers, losses
 from funcnet.models import matrix_factorization, ncf
+from helpers import central_differences
 
 M = 7  # examples per batch: more than the 4 users and 3 items, so ids repeat
 
@@ -64,14 +65,7 @@ def test_embed_backward_matches_finite_differences(x64):
   E = rng.normal(size=(3, 2))
   ids = np.array([2, 0, 2, 2, 1, 0])
   w = rng.normal(size=(6, 2))
-  c = lambda table: float(np.sum(w * table[ids]))
-  h = 1e-6
-  fd = np.zeros_like(E)
-  for idx in np.ndindex(E.shape):
-    ep, em = E.copy(), E.copy()
-    ep[idx] += h
-    em[idx] -= h
-    fd[idx] = (c(ep) - c(em)) / (2 * h)
+  fd = central_differences(lambda table: float(np.sum(w * table[ids])), E)
   grads = jax.jit(lambda p, i, g: layers.embed_backward(
       p, layers.embed_forward(p, i)[1], g)[1])({"E": E}, ids, w)
   assert _rel(grads["E"], fd) <= 1e-6

@@ -9,6 +9,7 @@ import pytest
 
 from funcnet import layers
 from funcnet.errors import ConfigError, ShapeError, UnknownNameError
+from helpers import xla_pads
 
 
 @pytest.fixture
@@ -22,19 +23,10 @@ def _shapes(tree):
   return jax.tree_util.tree_map(lambda a: a.shape, tree)
 
 
-def _pads(n, k, s, padding):
-  """Output length and (low, high) padding, spelled out as XLA defines them."""
-  if padding == "VALID":
-    return (n - k) // s + 1, (0, 0)
-  out = math.ceil(n / s)
-  total = max((out - 1) * s + k - n, 0)
-  return out, (total // 2, total - total // 2)
-
-
 def _windows(x, k, s, padding, fill):
   """Yields (output index, window of x) over every output position."""
   nd = x.ndim - 2
-  sizes, pads = zip(*(_pads(n, kk, ss, padding)
+  sizes, pads = zip(*(xla_pads(n, kk, ss, padding)
                       for n, kk, ss in zip(x.shape[1:-1], k, s)))
   xp = np.pad(x, [(0, 0), *pads, (0, 0)], constant_values=fill)
   for idx in np.ndindex(*sizes):
