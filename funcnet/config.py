@@ -22,6 +22,7 @@ from typing import Any
 
 from funcnet import optimizers, schedules
 from funcnet.errors import ConfigError, FuncnetError
+from funcnet.tracing import is_off
 from funcnet.models import registry
 
 # Each leaf: default value. Types are taken from the default (an int default
@@ -357,7 +358,7 @@ def schedule_from_config(cfg):
         "(warm-up is schedule.warmup_steps)")
   own = uses("schedule", s["name"]) - _COMMON["schedule"]
   sched = schedules.get(s["name"], lr=lr, **{k: s[k] for k in own})
-  if s["warmup_steps"]:
+  if not is_off(s["warmup_steps"]):
     sched = schedules.warmup(sched, s["warmup_steps"])
   return sched
 
@@ -372,14 +373,15 @@ def optimizer_from_config(cfg, schedule):
                       f"of {', '.join(optimizers.names())}")
   hyper = {k: o[k] for k in uses("optimizer", name) - _COMMON["optimizer"]}
   if name == "adamw":
-    if o["l2"]:
+    if not is_off(o["l2"]):
       raise ConfigError("config key 'optimizer.l2' does not apply to adamw; "
                         "expected optimizer.weight_decay (decoupled) instead")
     decay = hyper.pop("weight_decay")
   else:
-    decay = o["l2"] or None
+    decay = None if is_off(o["l2"]) else o["l2"]
+  clip = None if is_off(o["clip_norm"]) else o["clip_norm"]
   return optimizers.build(name, schedule, impl=o["impl"],
-                          clip_norm=o["clip_norm"] or None, weight_decay=decay,
+                          clip_norm=clip, weight_decay=decay,
                           **hyper)
 
 

@@ -85,10 +85,29 @@ def check(cfg, ds, model) -> None:
                       "expected JAX_ENABLE_X64=1 in the environment")
 
 
-class Setup:
-  """Everything built from a config: data, model, schedule, optimizer."""
+def build_optimizer(cfg, model, fine_tuning: bool = False):
+  """``(schedule, optimizer)`` from ``[schedule]`` and ``[optimizer]``; when
+  ``fine_tuning``, wrapped for ``[finetune]`` (a frozen or slower body).
 
-  def __init__(self, cfg):
+  Also called with traced hyperparameters in ``cfg`` (:mod:`funcnet.sweep`
+  builds each variant's optimizer inside its compiled step)."""
+  schedule = config_lib.schedule_from_config(cfg)
+  optimizer = config_lib.optimizer_from_config(cfg, schedule)
+  if fine_tuning:
+    ft = cfg["finetune"]
+    optimizer = finetune.optimizer(optimizer, model, ft["freeze_body"],
+                                   ft["body_lr_scale"])
+  return schedule, optimizer
+
+
+class Setup:
+  """Everything built from a config: data, model, schedule, optimizer.
+
+  ``ds``: the dataset, when the caller already built it from this config
+  (:mod:`funcnet.sweep` builds each distinct one once for many variants).
+  """
+
+  def __init__(self, cfg, ds=None):
     self.cfg = cfg
     ft, t = cfg["finetune"], cfg["train"]
     # Fine-tuning: the trained run first, since its input statistics scale
@@ -96,14 +115,12 @@ class Setup:
     self.pretrained = (runs.load_trained(ft["from_run"], "config key "
                                          "'finetune.from_run' =")
                        if ft["from_run"] else None)
-    self.ds = build_dataset(cfg, self.pretrained and self.pretrained.stats)
+    self.ds = ds if ds is not None else build_dataset(
+        cfg, self.pretrained and self.pretrained.stats)
     self.model = build_model(cfg, self.ds)
     check(cfg, self.ds, self.model)
-    self.schedule = config_lib.schedule_from_config(cfg)
-    self.optimizer = config_lib.optimizer_from_config(cfg, self.schedule)
-    if self.pretrained is not None:
-      self.optimizer = finetune.optimizer(self.optimizer, self.model,
-                                          ft["freeze_body"], ft["body_lr_scale"])
+    self.schedule, self.optimizer = build_optimizer(
+        cfg, self.model, self.pretrained is not None)
     self.loss = t["loss"]
     self.dtype = jnp.dtype(t["dtype"])
     self.key = jax.random.key(cfg["seed"])
@@ -124,18 +141,18 @@ class Setup:
     info = self.ds.info
     return (info["mean"], info["std"]) if "mean" in info else None
 
-  def init_state(self):
+  def init_state(self, place: bool = True):
     """Params and optimizer state exactly as ``train.fit`` would make them.
 
-    Laid out on the plan's mesh when there is one (so a checkpoint restores
-    straight into that layout).
+    Laid out on the plan's mesh when there is one and ``place`` (so a
+    checkpoint restores straight into that layout).
     """
     k_init, _ = jax.random.split(self.key)
     params = self.model.init(k_init, self.dtype)
     if self.pretrained is not None:  # the run's body, this init's new head
       params = finetune.replace_head(self.model, self.pretrained.params, params)
     state = params, self.optimizer.init(params)
-    return state if self.plan is None else self.plan.place(state)
+    return state if self.plan is None or not place else self.plan.place(state)
 
   def fit(self, start=None, grads=None, **kwargs):
     """``train.fit`` as the config says; ``start`` a ``train.Start`` to resume."""

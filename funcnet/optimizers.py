@@ -92,6 +92,7 @@ import optax
 
 from funcnet.errors import ConfigError, unknown
 from funcnet.schedules import Schedule, _bind, _check
+from funcnet.tracing import is_off
 
 GradientTransformation = optax.GradientTransformation
 ScalarOrSchedule = Union[float, Schedule]
@@ -586,7 +587,7 @@ def build(name: str, learning_rate: ScalarOrSchedule, *, impl: str = "funcnet",
   if clip_norm is not None:
     stages.append(clip_by_global_norm(clip_norm) if impl == "funcnet"
                   else optax.clip_by_global_norm(clip_norm))
-  if weight_decay:
+  if weight_decay is not None and not is_off(weight_decay):
     stages.append(add_weight_decay(weight_decay) if impl == "funcnet"
                   else optax.add_decayed_weights(weight_decay))
   stages.append(get(name, impl, learning_rate=learning_rate, **hyperparams))

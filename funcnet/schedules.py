@@ -45,6 +45,7 @@ import jax
 import jax.numpy as jnp
 
 from funcnet.errors import ConfigError, unknown
+from funcnet.tracing import is_off, is_traced
 
 Schedule = Callable[[jax.Array], jax.Array]
 
@@ -56,7 +57,7 @@ def _check(where: str, name: str, value, ok: Callable[[float], bool],
   Traced values (hyperparameters fed through ``jit``) cannot be inspected and
   are let through unchecked.
   """
-  if isinstance(value, jax.core.Tracer):
+  if is_traced(value):
     return value
   try:
     if isinstance(value, (bool, str)):
@@ -77,7 +78,8 @@ def _check_steps(where: str, name: str, value, minimum: int) -> int:
   """An integer step count ``>= minimum`` (integral floats from configs are accepted)."""
   expected = f"an integer {name} >= {minimum}"
   _check(where, name, value, lambda v: v >= minimum and v == int(v), expected)
-  return int(value)
+  return value if is_traced(value) else int(value)
+
 
 
 def _check_lr(where: str, lr):
@@ -201,7 +203,7 @@ def warmup(schedule: Schedule, warmup_steps, init_value=0.0) -> Schedule:
   warmup_steps = _check_steps("warmup", "warmup_steps", warmup_steps, 0)
   _check("warmup", "init_value", init_value, lambda v: v >= 0,
          "init_value >= 0")
-  if warmup_steps == 0:
+  if is_off(warmup_steps):
     return schedule
 
   def warmed(count):

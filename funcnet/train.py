@@ -199,6 +199,68 @@ def batch_order(key, epoch: int, n: int, batch_size: int) -> np.ndarray:
   return rng.permutation(n)[: (n // batch_size) * batch_size].astype(np.int32)
 
 
+def metric_zeros(params, norms: bool = True) -> tuple:
+  """The zero sums of an epoch's step metrics (see :func:`train_step`).
+
+  Summed in the loop carry (not stacked per step), in at least float32 so a
+  bfloat16 run still averages its loss accurately.
+  """
+  acc = jnp.promote_types(jax.tree_util.tree_leaves(params)[0].dtype,
+                          jnp.float32)
+  n_groups = len(layer_groups(params))
+  return ((jnp.zeros((), acc), jnp.zeros((n_groups,), acc), jnp.zeros((), acc))
+          if norms else (jnp.zeros((), acc),))
+
+
+def step_norms(g, updates, dtype):
+  """``(||g_l|| per layer group, ||u||)`` of one step's gradient and update.
+
+  From each leaf's squared norm as a dot product: on a CPU, XLA runs a
+  reduction as its own pass, and vdot's one pass per leaf (n_leaves passes
+  over g and u, not the 2 n_leaves of per-group optax.global_norm calls)
+  costs half as much. Leaf l belongs to layer group ``group_of[l]`` (the
+  groups of :func:`layer_groups`, whose leaves come in tree_leaves order).
+  """
+  subtrees = layer_subtrees(g)
+  group_of = np.repeat(np.arange(len(subtrees)), [
+      len(jax.tree_util.tree_leaves(t)) for t in subtrees])
+  sq = jnp.stack([
+      jnp.stack([jnp.vdot(a, a), jnp.vdot(b, b)]).astype(dtype)
+      for a, b in zip(jax.tree_util.tree_leaves(g),
+                      jax.tree_util.tree_leaves(updates))])
+  per_group = jax.ops.segment_sum(sq[:, 0], group_of, len(subtrees))
+  return jnp.sqrt(per_group), jnp.sqrt(jnp.sum(sq[:, 1]))
+
+
+def train_step(vg, optimizer, params, opt_state, xs, ys, key, norms=True):
+  """One gradient step: ``C, g = vg(params, xs, ys, key)``; ``u, opt_state =
+  optimizer.update(g, ...)``; ``params + u``.
+
+  Returns ``(params, opt_state, metrics)`` with ``metrics = (C, ||g_l||,
+  ||u||)`` (``(C,)`` without ``norms``), each in at least float32: what an
+  epoch sums (:func:`metric_zeros`). The one step of :func:`make_epoch`
+  and of :mod:`funcnet.sweep`'s vectorised epochs.
+  """
+  c, g = vg(params, xs, ys, key)
+  updates, opt_state = optimizer.update(g, opt_state, params)
+  params = optax.apply_updates(params, updates)
+  acc = jnp.promote_types(c.dtype, jnp.float32)
+  m = (c.astype(acc),) + (step_norms(g, updates, acc) if norms else ())
+  return params, opt_state, m
+
+
+def epoch_metrics(params, sums, n_batches, bad_step) -> EpochMetrics:
+  """:class:`EpochMetrics` from an epoch's summed step metrics (NaN norms
+  when they were not recorded)."""
+  means = [a / n_batches for a in sums]
+  if len(means) == 1:
+    n_groups = len(layer_groups(params))
+    means += [jnp.full((n_groups,), jnp.nan, means[0].dtype),
+              jnp.array(jnp.nan, means[0].dtype)]
+  return EpochMetrics(means[0], means[1], optax.tree.norm(params), means[2],
+                      bad_step)
+
+
 def make_epoch(model: Model, loss, optimizer: optax.GradientTransformation,
                batch_size: int, grads: str = "autodiff", *, jit: bool = True,
                data_sharding=None, state_sharding=None, prebatched: bool = False,
@@ -243,31 +305,7 @@ def make_epoch(model: Model, loss, optimizer: optax.GradientTransformation,
       perm = perm[: n_batches * batch_size]
       xb = x[perm].reshape((n_batches, batch_size) + x.shape[1:])
       yb = y[perm].reshape((n_batches, batch_size) + y.shape[1:])
-
-    # Metrics are summed in the loop carry (not stacked per step), in at
-    # least float32 so a bfloat16 run still averages its loss accurately.
-    acc = jnp.promote_types(jax.tree_util.tree_leaves(params)[0].dtype,
-                            jnp.float32)
-    n_groups = len(layer_groups(params))
-    zero = ((jnp.zeros((), acc), jnp.zeros((n_groups,), acc),
-             jnp.zeros((), acc)) if norms else (jnp.zeros((), acc),))
-
-    # Leaf l of the params belongs to layer group group_of[l] (the groups
-    # of layer_groups, whose leaves come in tree_leaves order).
-    group_of = np.repeat(np.arange(n_groups), [
-        len(jax.tree_util.tree_leaves(t)) for t in layer_subtrees(params)])
-
-    def step_norms(g, updates):
-      # ||g_l|| per layer group and ||u||, from each leaf's squared norm as a
-      # dot product: on a CPU, XLA runs a reduction as its own pass, and
-      # vdot's one pass per leaf (n_leaves passes over g and u, not the
-      # 2 n_leaves of per-group optax.global_norm calls) costs half as much.
-      sq = jnp.stack([
-          jnp.stack([jnp.vdot(a, a), jnp.vdot(b, b)]).astype(acc)
-          for a, b in zip(jax.tree_util.tree_leaves(g),
-                          jax.tree_util.tree_leaves(updates))])
-      per_group = jax.ops.segment_sum(sq[:, 0], group_of, n_groups)
-      return jnp.sqrt(per_group), jnp.sqrt(jnp.sum(sq[:, 1]))
+    zero = metric_zeros(params, norms)
 
     def step(s, carry):
       params, opt_state, bad_step, sums = carry
@@ -275,12 +313,11 @@ def make_epoch(model: Model, loss, optimizer: optax.GradientTransformation,
       if data_sharding is not None:
         xs = jax.lax.with_sharding_constraint(xs, data_sharding)
         ys = jax.lax.with_sharding_constraint(ys, data_sharding)
-      c, g = vg(params, xs, ys, jax.random.fold_in(k_drop, s))
-      bad_step = jnp.where((bad_step < 0) & ~jnp.isfinite(c), s, bad_step)
-      updates, opt_state = optimizer.update(g, opt_state, params)
-      params = optax.apply_updates(params, updates)
-      m = (c,) + step_norms(g, updates) if norms else (c,)
-      sums = tuple(a + b.astype(acc) for a, b in zip(sums, m))
+      params, opt_state, m = train_step(
+          vg, optimizer, params, opt_state, xs, ys,
+          jax.random.fold_in(k_drop, s), norms)
+      bad_step = jnp.where((bad_step < 0) & ~jnp.isfinite(m[0]), s, bad_step)
+      sums = tuple(a + b.astype(a.dtype) for a, b in zip(sums, m))
       return params, opt_state, bad_step, sums
 
     # The divergence guard costs nothing per step: pass 0 runs the epoch and
@@ -307,11 +344,7 @@ def make_epoch(model: Model, loss, optimizer: optax.GradientTransformation,
         another_pass, run_pass,
         (jnp.int32(0), params, opt_state, jnp.int32(-1), zero))
     params, opt_state = keep_layout((params, opt_state))
-    means = [a / n_batches for a in sums]
-    if not norms:
-      means += [jnp.full((n_groups,), jnp.nan, acc), jnp.array(jnp.nan, acc)]
-    return params, opt_state, EpochMetrics(
-        means[0], means[1], optax.tree.norm(params), means[2], bad_step)
+    return params, opt_state, epoch_metrics(params, sums, n_batches, bad_step)
 
   return jax.jit(epoch, donate_argnums=(0, 1)) if jit else epoch
 
@@ -368,6 +401,75 @@ def as_arrays(x, y, dtype):
   if jnp.issubdtype(y.dtype, jnp.floating):
     y = y.astype(dtype)
   return x, y
+
+
+class Monitor:
+  """One run's bookkeeping between epochs: its history, when it evaluates,
+  early stopping and the divergence verdict.
+
+  ``fit`` keeps one; :mod:`funcnet.sweep` keeps one per variant, so a
+  variant records, evaluates and stops exactly where the same run alone
+  would. Epoch ``e`` (from 0) is evaluated when ``e + 1 - start_epoch`` is a
+  multiple of ``evaluation.every``, or at the last epoch, unless it
+  diverged; ``status`` leaves ``"done"`` when the loss was not finite
+  (``"diverged"``) or the held-out loss has not improved for
+  ``evaluation.patience`` evaluations (``"early_stopped"``).
+  """
+
+  def __init__(self, groups, steps_per_epoch: int, epochs: int,
+               start_epoch: int = 0, evaluation: Evaluation = Evaluation(),
+               norms: bool = True, lr_schedule=None, has_test: bool = True):
+    self.groups, self.steps_per_epoch = groups, steps_per_epoch
+    self.epochs, self.start_epoch = epochs, start_epoch
+    self.evaluation, self.norms = evaluation, norms
+    self.lr_schedule, self.has_test = lr_schedule, has_test
+    self.history, self.status, self.reason = [], "done", None
+    self.best, self.since_best = np.inf, 0
+
+  def wants_eval(self, e: int, bad_step) -> bool:
+    """Whether epoch ``e`` (its ``bad_step`` from :class:`EpochMetrics`)
+    is evaluated on the held-out split."""
+    return bool(self.has_test and bad_step < 0 and (
+        (e + 1 - self.start_epoch) % self.evaluation.every == 0
+        or e + 1 == self.epochs))
+
+  def stop(self, reason: str) -> None:
+    self.status, self.reason = "stopped", reason
+
+  def after(self, e: int, m: EpochMetrics, metrics: Optional[dict],
+            elapsed: float) -> dict:
+    """Epoch ``e``'s history record, from its host-side ``EpochMetrics`` and
+    held-out ``metrics`` (None when not evaluated); updates ``status``."""
+    step = (e + 1) * self.steps_per_epoch
+    record = {"epoch": e + 1, "step": step, "train_loss": float(m.loss)}
+    if self.norms:
+      record["grad_norms"] = dict(zip(self.groups, map(float, m.grad_norms)))
+    record["param_norm"] = float(m.param_norm)
+    if self.norms:
+      record["update_norm"] = float(m.update_norm)
+    if self.lr_schedule is not None:
+      record["lr"] = float(self.lr_schedule(step))
+    if m.bad_step >= 0:
+      self.status, self.reason = "diverged", (
+          f"loss became non-finite at epoch {e + 1}, step "
+          f"{e * self.steps_per_epoch + int(m.bad_step) + 1}; kept the last "
+          "params with a finite loss")
+      record["train_loss"] = float("nan")
+    elif metrics is not None:
+      record.update({f"test_{k}": v for k, v in metrics.items()})
+      patience = self.evaluation.patience
+      if patience is not None:
+        if metrics["loss"] < self.best - 1e-12:
+          self.best, self.since_best = metrics["loss"], 0
+        else:
+          self.since_best += 1
+          if self.since_best >= patience:
+            self.status, self.reason = "early_stopped", (
+                f"early stopping at epoch {e + 1}: held-out loss has not "
+                f"improved for {patience} evaluations")
+    record["time"] = elapsed
+    self.history.append(record)
+    return record
 
 
 def fit(model: Model, loss, optimizer: optax.GradientTransformation, data, *,
@@ -427,7 +529,6 @@ def fit(model: Model, loss, optimizer: optax.GradientTransformation, data, *,
   opt_state = (optimizer.init(params) if start.opt_state is None
                else start.opt_state)
   compute_dtype, accumulate = mixed.compute_dtype, mixed.accumulate
-  patience, eval_every = evaluation.patience, evaluation.every
   # The epoch donates every leaf; a pytree that holds one array at two
   # places (legal in a user's init) would be donated twice. Copy once.
   params, opt_state = jax.tree_util.tree_map(jnp.array, (params, opt_state))
@@ -453,10 +554,9 @@ def fit(model: Model, loss, optimizer: optax.GradientTransformation, data, *,
       data_sharding=None if plan is None else plan.batch_sharding,
       state_sharding=None if plan is None else plan.shardings((params, opt_state)))
   evaluate = make_evaluate(model, loss, task)
-  groups = layer_groups(params)
   steps_per_epoch = n // batch_size
-  history, status, reason = [], "done", None
-  best, since_best = np.inf, 0
+  monitor = Monitor(layer_groups(params), steps_per_epoch, epochs, start_epoch,
+                    evaluation, norms, lr_schedule, has_test)
   order_key = _key_bits(k_train)  # read once: no epoch waits on the device
 
   def batches(e):
@@ -478,41 +578,16 @@ def fit(model: Model, loss, optimizer: optax.GradientTransformation, data, *,
     if e + 1 < epochs:
       upcoming = batches(e + 1)    # on the host while the device runs epoch e
     m = jax.device_get(m)
-    step = (e + 1) * steps_per_epoch
-    record = {"epoch": e + 1, "step": step, "train_loss": float(m.loss)}
-    if norms:
-      record["grad_norms"] = dict(zip(groups, map(float, m.grad_norms)))
-    record["param_norm"] = float(m.param_norm)
-    if norms:
-      record["update_norm"] = float(m.update_norm)
-    if lr_schedule is not None:
-      record["lr"] = float(lr_schedule(step))
-    if m.bad_step >= 0:
-      status, reason = "diverged", (
-          f"loss became non-finite at epoch {e + 1}, step "
-          f"{e * steps_per_epoch + int(m.bad_step) + 1}; kept the last "
-          "params with a finite loss")
-      record["train_loss"] = float("nan")
-    elif has_test and ((e + 1 - start_epoch) % eval_every == 0 or e + 1 == epochs):
-      metrics = _to_host(jax.device_get(evaluate(params, x_test, y_test)))
-      record.update({f"test_{k}": v for k, v in metrics.items()})
-      if patience is not None:
-        if metrics["loss"] < best - 1e-12:
-          best, since_best = metrics["loss"], 0
-        else:
-          since_best += 1
-          if since_best >= patience:
-            status, reason = "early_stopped", (
-                f"early stopping at epoch {e + 1}: held-out loss has not "
-                f"improved for {patience} evaluations")
-    record["time"] = time.perf_counter() - t0
-    history.append(record)
+    metrics = (_to_host(jax.device_get(evaluate(params, x_test, y_test)))
+               if monitor.wants_eval(e, m.bad_step) else None)
+    record = monitor.after(e, m, metrics, time.perf_counter() - t0)
     if callback is not None and callback(record, params, opt_state) \
-        and status == "done":
-      status, reason = "stopped", f"stopped by callback at epoch {e + 1}"
-    if status != "done":
+        and monitor.status == "done":
+      monitor.stop(f"stopped by callback at epoch {e + 1}")
+    if monitor.status != "done":
       break
-  return FitResult(params, opt_state, history, status, reason)
+  return FitResult(params, opt_state, monitor.history, monitor.status,
+                   monitor.reason)
 
 
 def predict(model: Model, params, x):

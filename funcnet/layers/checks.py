@@ -5,6 +5,7 @@ import math
 
 from funcnet import activations
 from funcnet.errors import ConfigError
+from funcnet.tracing import is_traced
 
 
 def per_axis(v, n):
@@ -35,7 +36,10 @@ def require_positive_number(name: str, value) -> float:
 
 
 def require_rate(name: str, value) -> float:
-  """``value`` as a float in [0, 1), else a one-line ``ConfigError``."""
+  """``value`` as a float in [0, 1), else a one-line ``ConfigError`` (a
+  traced rate, see :mod:`funcnet.tracing`, passes unchecked)."""
+  if is_traced(value):
+    return value
   try:
     ok = not isinstance(value, bool) and 0.0 <= float(value) < 1.0
   except (TypeError, ValueError):

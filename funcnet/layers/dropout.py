@@ -3,6 +3,8 @@
 import jax
 import jax.numpy as jnp
 
+from funcnet.tracing import is_off
+
 
 def dropout_forward(x, rate: float, key=None):
   """Inverted dropout: ``y = x * r / (1 - rate)``, ``r ~ Bernoulli(1 - rate)``.
@@ -11,7 +13,7 @@ def dropout_forward(x, rate: float, key=None):
   evaluation (``key=None``) is the identity with no rescaling. The cache is
   the mask ``r / (1 - rate)`` (None without dropout).
   """
-  if key is None or rate == 0.0:
+  if key is None or is_off(rate):
     return x, None
   keep = 1.0 - rate
   r = jax.random.bernoulli(key, keep, x.shape)
@@ -36,7 +38,7 @@ def dropout_masks(key, rate: float, hidden_shapes, dtype):
   Shared by the MLP's forward pass and :mod:`funcnet.backprop` so both draw the
   same masks from the same key. Returns ``None`` when no dropout applies.
   """
-  if key is None or rate == 0.0 or not hidden_shapes:
+  if key is None or is_off(rate) or not hidden_shapes:
     return None
   keep = 1.0 - rate
   keys = jax.random.split(key, len(hidden_shapes))

@@ -84,7 +84,7 @@ def mlp(sizes: Sequence[int], activation: str = "sigmoid",
 
   spec = {"kind": "mlp", "sizes": sizes, "activation": hidden.name,
           "output_activation": output_activation, "init": init,
-          "dropout": float(dropout)}
+          "dropout": dropout}
   return Model(init_fn, logits_fn, output_activation, (sizes[0],), sizes[-1],
                spec, head=(-1,), backward=backprop.mlp_value_and_grad,
                kinks=kinks_fn if hidden.kink and n_layers > 1 else None)
