@@ -5,6 +5,9 @@
                     --process-id I | --distributed]
   funcnet gradcheck [--config FILE] [--set key=value ...] [--batch N]
   funcnet eval      --run DIR
+  funcnet sweep     [--config FILE] [--set ...] --grid KEY=V1,V2 ... [--out DIR]
+                    [--sequential] | --search optuna --space KEY=DIST ...
+  funcnet study     NAME [--out DIR] [--quick] [--set key=value ...] | --list
   funcnet bench     [--sizes small,large] [--json FILE] [--sweep] [--plot FILE]
                     [--models [CONFIG,...]]
 
@@ -30,6 +33,9 @@ EPILOG = """examples:
   funcnet train --out runs/mp --coordinator 127.0.0.1:7777 --num-processes 2 --process-id 0
   funcnet gradcheck --config configs/digits_mlp.toml
   funcnet eval --run runs/try
+  funcnet sweep --grid optimizer.learning_rate=0.01,0.001 --grid seed=0,1,2,3
+  funcnet sweep --search optuna --space optimizer.learning_rate=loguniform:1e-4,1e-1
+  funcnet study --list
   funcnet bench --sizes small,large --json bench.json
 Every config key, its default and meaning: configs/README.md."""
 
@@ -86,6 +92,55 @@ def _parser() -> argparse.ArgumentParser:
   e = sub.add_parser("eval", help="evaluate a run's latest checkpoint on its "
                      "test split")
   e.add_argument("--run", required=True, metavar="DIR", help="a run folder")
+
+  sw = sub.add_parser(
+      "sweep", help="train many variants of a config in one compiled program "
+      "(a grid, or an Optuna search)",
+      description="Trains the cross product of the --grid values (every other "
+      "key from the config). Variants that differ only in numbers the step "
+      "reads (learning rate, optimizer and schedule hyperparameters, L2, "
+      "clip norm, dropout) or in seed, epochs, patience or initialiser train "
+      "together in one vectorised program; other keys split the grid into "
+      "groups. Writes results.csv, results.md, best.toml, sweep.json, "
+      "heatmap.png, curves.png and variants/ into --out.")
+  config_flags(sw)
+  sw.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                  help="a swept key and its values (repeatable; values are "
+                  "TOML, e.g. model.mlp.hidden=[64],[128,128])")
+  sw.add_argument("--out", metavar="DIR",
+                  help="sweep folder (default: sweeps/<config name>-<time>)")
+  sw.add_argument("--sequential", action="store_true",
+                  help="train the variants one at a time with the ordinary "
+                  "loop (to compare, or to debug)")
+  sw.add_argument("--search", choices=("optuna",),
+                  help="search with Optuna instead of a grid (the [sweep] extra)")
+  sw.add_argument("--space", action="append", default=[], metavar="KEY=DIST",
+                  help="with --search: KEY=loguniform:LOW,HIGH | uniform:LOW,HIGH"
+                  " | int:LOW,HIGH | logint:LOW,HIGH | choice:V1,V2,... "
+                  "(repeatable)")
+  sw.add_argument("--trials", type=int, default=32, metavar="N",
+                  help="with --search: trials in all (default 32)")
+  sw.add_argument("--parallel", type=int, default=8, metavar="K",
+                  help="with --search: trials trained at once (default 8)")
+  sw.add_argument("--cpu-devices", type=int, metavar="N",
+                  help="simulate N devices on the CPU; the variants are "
+                  "split over them")
+
+  st = sub.add_parser("study", help="run a study: a classic claim about "
+                      "backprop or gradient descent as figures and numbers",
+                      description="Runs one study into a folder with its "
+                      "figures, table.md, results.json and README.md; see "
+                      "docs/studies.md.")
+  st.add_argument("name", nargs="?", metavar="NAME", help="the study "
+                  "(--list shows them)")
+  st.add_argument("--list", action="store_true", help="list the studies")
+  st.add_argument("--out", metavar="DIR",
+                  help="output folder (default: studies/<name>-<time>)")
+  st.add_argument("--quick", action="store_true",
+                  help="a small version that runs in seconds")
+  st.add_argument("--set", dest="overrides", action="append", default=[],
+                  metavar="KEY=VALUE", help="change a study parameter "
+                  "(repeatable; --list shows them)")
 
   b = sub.add_parser("bench", help="steps/s of a training step (manual and "
                      "autodiff, Python loop and scanned epoch) against the "
@@ -186,6 +241,49 @@ def _cmd_eval(args) -> int:
   return 0
 
 
+def _cmd_sweep(args) -> int:
+  import time
+  from funcnet import config as config_lib, parallel
+  cfg = config_lib.load(args.config, args.overrides)
+  if args.cpu_devices is not None:
+    parallel.cpu_devices(args.cpu_devices)
+  out = args.out or os.path.join(
+      "sweeps", f"{cfg['name']}-{time.strftime('%Y%m%d-%H%M%S')}")
+  if args.search:
+    if args.grid or args.sequential:
+      raise FuncnetError("--search takes --space, not --grid or --sequential")
+    from funcnet.sweep import search
+    space = search.parse_space(args.space)
+    search.run(cfg, space, trials=args.trials, parallel=args.parallel, out=out)
+    return 0
+  if args.space:
+    raise FuncnetError("--space needs --search optuna; a grid is --grid KEY=V1,V2")
+  from funcnet import sweep
+  grid = sweep.parse_grid(args.grid)
+  if os.path.exists(os.path.join(out, "results.csv")):
+    raise FuncnetError(f"--out {out!r} already holds a sweep; expected a new "
+                       "folder")
+  sweep.run(cfg, grid, out, sequential=args.sequential)
+  return 0
+
+
+def _cmd_study(args) -> int:
+  from funcnet import studies
+  if args.list:
+    for name, study in studies.STUDIES.items():
+      print(f"{name:22s}{study.claim}")
+      print(" " * 22 + "parameters: " + ", ".join(
+          f"{k}={json.dumps(v)}" for k, v in study.defaults.items()))
+    return 0
+  if not args.name:
+    raise FuncnetError("funcnet study needs a NAME; expected one of "
+                       f"{', '.join(studies.STUDIES)} (or --list)")
+  result = studies.run(args.name, args.out, args.quick, args.overrides)
+  print(f"study {args.name}: {result['out']}/README.md "
+        f"({result['wall_time_s']:.1f} s)")
+  return 0
+
+
 def _cmd_bench(args) -> int:
   from funcnet import bench
 
@@ -245,7 +343,8 @@ def main(argv=None) -> int:
     return 2
   try:
     return {"train": _cmd_train, "gradcheck": _cmd_gradcheck,
-            "eval": _cmd_eval, "bench": _cmd_bench}[args.command](args)
+            "eval": _cmd_eval, "bench": _cmd_bench, "study": _cmd_study,
+            "sweep": _cmd_sweep}[args.command](args)
   except FuncnetError as e:
     print(f"funcnet: error: {e}", file=sys.stderr)
     return e.exit_code

@@ -1,0 +1,305 @@
+"""Training a group of variants as one compiled program.
+
+A group's ``V`` variants share every shape and every piece of the program
+(:mod:`funcnet.sweep.grid`), so their params and optimizer states are
+stacked on a leading axis and one jitted epoch trains them all:
+
+  params, opt_state   each leaf (V, ...)           sharded over devices on V
+  hp                  {swept key: (V,)}            the traced hyperparameters
+  order               (V, B, b) int32               each variant's batch_order
+  x, y                (n, ...), or (V, n, ...)      shared, or per variant
+
+  loop over s = 0..B-1 (one fori_loop, the same for every variant):
+    xs[v] = x[order[v, s]]
+    C[v], params[v], opt_state[v] = step_v(params[v], opt_state[v], xs[v], ...)
+      (jax.vmap over v of train.train_step, whose optimizer is built from
+       hp[v] inside the trace: one program for any values)
+
+Every variant runs exactly the steps it would alone (``train.fit``): the
+same ``batch_order``, the same keys ``fold_in(k_train, e)``, the same
+update; only the summation order of a batched matmul may differ. The
+divergence guard is ``fit``'s, per variant: the epoch notes each variant's
+first non-finite loss, and only when some variant has one does a second
+loop rerun the epoch's steps for those variants up to the step before it
+(the others are masked). A variant that diverged, stopped early or ran its
+epochs is *inactive*: the epoch returns its params unchanged, and the host
+stops feeding it once every variant is inactive.
+
+The host side is ``fit``'s too: one :class:`funcnet.train.Monitor` per
+variant records its history, decides its evaluations and early stopping.
+"""
+
+import time
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from funcnet import config as config_lib, experiment, precision, train
+from funcnet.sweep import grid as grid_lib
+
+AXIS = "variants"
+
+
+def _stack(trees):
+  return jax.tree_util.tree_map(lambda *a: np.stack([np.asarray(x) for x in a]),
+                                *trees)
+
+
+def _select(mask, new, old):
+  """Per variant: ``new`` where ``mask[v]``, else ``old`` (leaves ``(V, ...)``)."""
+  def pick(a, b):
+    return jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, b)
+  return jax.tree_util.tree_map(pick, new, old)
+
+
+def _to_host(tree):
+  """Device arrays to numpy; on several processes, gathered from all."""
+  leaves = jax.tree_util.tree_leaves(tree)
+  if all(getattr(a, "is_fully_addressable", True) for a in leaves):
+    return jax.device_get(tree)
+  from jax.experimental import multihost_utils
+  return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def devices_for(cfg) -> list:
+  """The devices a sweep spreads its variants over: ``parallel.devices``
+  (0: all of every process)."""
+  n = cfg["parallel"]["devices"]
+  return jax.devices() if n == 0 else jax.devices()[:n]
+
+
+class Placement:
+  """Where a group's arrays live: the variant axis split over ``devices``.
+
+  ``V`` variants are padded to a multiple of the device count with copies
+  of variant 0 that never train (inactive) and are dropped afterwards.
+  """
+
+  def __init__(self, devices, n_variants: int):
+    self.mesh = Mesh(np.asarray(devices), (AXIS,))
+    d = len(devices)
+    self.n = n_variants
+    self.padded = -(-n_variants // d) * d
+    self.split = NamedSharding(self.mesh, P(AXIS))
+    self.same = NamedSharding(self.mesh, P())
+
+  def pad(self, a: np.ndarray) -> np.ndarray:
+    """``(V, ...)`` -> ``(V_padded, ...)``, padding with copies of row 0."""
+    extra = self.padded - a.shape[0]
+    return a if not extra else np.concatenate([a, np.repeat(a[:1], extra, 0)])
+
+  def put(self, tree, split: bool = True):
+    """Host arrays onto the mesh: split on the variant axis (padded), or
+    replicated. Every process passes the whole array and keeps its part."""
+    def put(a):
+      a = np.asarray(a)
+      if split:
+        a = self.pad(a)
+      sharding = self.split if split else self.same
+      return jax.make_array_from_callback(a.shape, sharding, lambda i: a[i])
+    return jax.tree_util.tree_map(put, tree)
+
+
+def _group_program(setup: experiment.Setup, traced: list, norms: bool,
+                   shared: bool):
+  """``epoch(params, opt_state, hp, key_data, e, order, x, y, active)`` and
+  ``evaluate(params, x, y)`` of a group, before jit and vmap; ``shared``:
+  one dataset ``(n, ...)`` for all variants, else ``(V, n, ...)``."""
+  cfg, ds, model = setup.cfg, setup.ds, setup.model
+  t = cfg["train"]
+  loss, grads = t["loss"], t["grads"]
+  model_keys = [k for k in traced if k.startswith("model.")]
+  impl = jax.random.key_impl(setup.key)
+
+  def build(hp):
+    """The variant's model and optimizer from its traced hyperparameters."""
+    c = grid_lib.with_values(cfg, hp)
+    m = experiment.build_model(c, ds) if model_keys else model
+    _, opt = experiment.build_optimizer(c, m, setup.pretrained is not None)
+    return m, opt
+
+  def one_step(params, opt_state, hp, xs, ys, key):
+    m, opt = build(hp)
+    vg = precision.accumulate(
+        train.gradient_fn(m, loss, grads, setup.mixed.compute_dtype),
+        setup.mixed.accumulate)
+    return train.train_step(vg, opt, params, opt_state, xs, ys, key, norms)
+
+  vstep = jax.vmap(one_step)
+
+  def epoch(params, opt_state, hp, key_data, e, order, x, y, active):
+    n_batches = order.shape[1]
+    k_drop = jax.vmap(lambda kd: jax.random.split(jax.random.fold_in(
+        jax.random.wrap_key_data(kd, impl=impl), e))[1])(key_data)
+    def batch(s):
+      rows = order[:, s]
+      if not shared:
+        return (jax.vmap(lambda a, r: a[r])(x, rows),
+                jax.vmap(lambda a, r: a[r])(y, rows))
+      return x[rows], y[rows]
+
+    def keys(s):
+      return jax.vmap(lambda k: jax.random.fold_in(k, s))(k_drop)
+
+    def step(s, carry):
+      p, o, bad, sums = carry
+      xs, ys = batch(s)
+      p, o, m = vstep(p, o, hp, xs, ys, keys(s))
+      bad = jnp.where((bad < 0) & ~jnp.isfinite(m[0]), s, bad)
+      return p, o, bad, tuple(a + b for a, b in zip(sums, m))
+
+    v = order.shape[0]
+    one = jax.tree_util.tree_map(lambda a: a[0], params)
+    zero = tuple(jnp.zeros((v,) + z.shape, z.dtype)
+                 for z in train.metric_zeros(one, norms))
+    p, o, bad, sums = jax.lax.fori_loop(
+        0, n_batches, step, (params, opt_state, jnp.full((v,), -1, jnp.int32),
+                             zero))
+
+    def rerun(_):
+      # fit's guard per variant: the diverged ones rerun steps 0..bad-2
+      # from the epoch's start; the params after them had a finite loss.
+      limit = jnp.where(bad >= 0, jnp.maximum(bad - 1, 0), 0)
+
+      def again(s, carry):
+        pp, oo = carry
+        xs, ys = batch(s)
+        p2, o2, _ = vstep(pp, oo, hp, xs, ys, keys(s))
+        return _select(s < limit, (p2, o2), (pp, oo))
+
+      back = jax.lax.fori_loop(0, jnp.max(limit), again, (params, opt_state))
+      return _select(bad >= 0, back, (p, o))
+
+    p, o = jax.lax.cond(jnp.any(bad >= 0), rerun, lambda _: (p, o), None)
+    p, o = _select(active, (p, o), (params, opt_state))
+    metrics = jax.vmap(train.epoch_metrics, in_axes=(0, 0, None, 0))(
+        p, sums, n_batches, bad)
+    return p, o, metrics
+
+  evaluate = train.make_evaluate(model, loss, ds.task)
+  return epoch, evaluate
+
+
+def train_group(variants, setups, placement: Placement, *, norms: bool = True,
+                cache: Optional[dict] = None, log=None) -> list:
+  """Trains one group's variants together; returns one result dict each.
+
+  Args:
+    variants: :class:`funcnet.sweep.grid.Variant` s of one group.
+    setups: their :class:`funcnet.experiment.Setup` s (same shapes).
+    placement: a :class:`Placement` for ``len(variants)``.
+    norms: record per-layer gradient norms (as ``fit`` does by default).
+    cache: compiled programs by group signature, kept across calls (an
+      Optuna search trains batch after batch of the same group).
+
+  Returns:
+    Per variant ``{"status", "reason", "history", "params"}`` (params as
+    numpy arrays), as ``train.fit`` would give for it alone.
+  """
+  rep = setups[0]
+  cfgs = [s.cfg for s in setups]
+  traced = grid_lib.traced_keys(cfgs)
+  t = rep.cfg["train"]
+  dtype = rep.dtype
+  datas = [s.ds for s in setups]
+  shared = all(d is datas[0] for d in datas)
+  signature = (grid_lib.program_key(rep.cfg), tuple(traced), shared,
+               placement.padded, norms)
+  cache = {} if cache is None else cache
+  if signature not in cache:
+    epoch, evaluate = _group_program(rep, traced, norms, shared)
+    data_axis = None if shared else 0
+    cache[signature] = (
+        jax.jit(epoch, donate_argnums=(0, 1), out_shardings=placement.split),
+        jax.jit(jax.vmap(evaluate, in_axes=(0, data_axis, data_axis)),
+                out_shardings=placement.split))
+  epoch_fn, eval_fn = cache[signature]
+
+  # Each variant's start, keys and hyperparameters, exactly as fit makes them.
+  states = [s.init_state(place=False) for s in setups]
+  params, opt_state = placement.put(_stack([st[0] for st in states])), \
+      placement.put(_stack([st[1] for st in states]))
+  flats = [config_lib.flatten(c) for c in cfgs]
+  hp = {k: np.asarray([f[k] for f in flats],
+                      np.int32 if isinstance(flats[0][k], int) else dtype)
+        for k in traced}
+  hp = placement.put(hp)
+  k_trains = [jax.random.split(s.key)[1] for s in setups]
+  key_data = np.stack([np.asarray(jax.random.key_data(k)) for k in k_trains])
+  key_dev = placement.put(key_data)
+
+  def arrays(d, x, y):
+    return train.as_arrays(x, y, dtype)
+
+  xs = [arrays(d, d.x_train, d.y_train) for d in datas[:1 if shared else None]]
+  xt = yt = None
+  x_np = [np.asarray(a[0]) for a in xs]
+  y_np = [np.asarray(a[1]) for a in xs]
+  if shared:
+    x_dev, y_dev = placement.put((x_np[0], y_np[0]), split=False)
+  else:
+    x_dev, y_dev = placement.put((np.stack(x_np), np.stack(y_np)))
+  has_test = getattr(datas[0], "x_test", None) is not None
+  if has_test:
+    tests = [arrays(d, d.x_test, d.y_test) for d in datas[:1 if shared else None]]
+    if shared:
+      xt, yt = placement.put((np.asarray(tests[0][0]), np.asarray(tests[0][1])),
+                             split=False)
+    else:
+      xt, yt = placement.put((np.stack([np.asarray(a[0]) for a in tests]),
+                              np.stack([np.asarray(a[1]) for a in tests])))
+
+  n, b = len(datas[0].y_train), t["batch_size"]
+  steps = n // b
+  monitors = [train.Monitor(
+      train.layer_groups(states[0][0]), steps, s.cfg["train"]["epochs"], 0,
+      s.evaluation, norms, s.schedule, has_test) for s in setups]
+  epochs = [s.cfg["train"]["epochs"] for s in setups]
+  v = len(setups)
+
+  def orders(e):
+    rows = [train.batch_order(kd, e, n, b).reshape(steps, b) for kd in key_data]
+    return placement.put(np.stack(rows))
+
+  t0 = time.perf_counter()
+  upcoming = orders(0)
+  for e in range(max(epochs)):
+    active = np.array([m.status == "done" and e < ep
+                       for m, ep in zip(monitors, epochs)])
+    if not active.any():
+      break
+    params, opt_state, m = epoch_fn(
+        params, opt_state, hp, key_dev, np.int32(e), upcoming, x_dev, y_dev,
+        placement.put(active))
+    if e + 1 < max(epochs):
+      upcoming = orders(e + 1)  # on the host while the device runs epoch e
+    m = _to_host(m)
+    want = [bool(active[i]) and monitors[i].wants_eval(e, m.bad_step[i])
+            for i in range(v)]
+    ev = _to_host(eval_fn(params, xt, yt)) if any(want) else None
+    elapsed = time.perf_counter() - t0
+    for i in range(v):
+      if active[i]:
+        mi = jax.tree_util.tree_map(lambda a: a[i], m)
+        metrics = ({k: float(a[i]) for k, a in ev.items()} if want[i] else None)
+        monitors[i].after(e, mi, metrics, elapsed)
+    if log:
+      log(e + 1, monitors)
+  params = _to_host(params)
+  wall = time.perf_counter() - t0
+  return [{"status": mon.status, "reason": mon.reason, "history": mon.history,
+           "params": jax.tree_util.tree_map(lambda a: a[i], params),
+           "group_wall_s": wall}
+          for i, mon in enumerate(monitors)]
+
+
+def train_one(setup: experiment.Setup) -> dict:
+  """The same variant trained alone by ``train.fit`` (``--sequential``)."""
+  t0 = time.perf_counter()
+  res = setup.fit()
+  return {"status": res.status, "reason": res.reason, "history": res.history,
+          "params": jax.device_get(res.params),
+          "group_wall_s": time.perf_counter() - t0}

@@ -1,0 +1,218 @@
+"""Sweeps: every vectorised variant equals the same config trained alone.
+
+The reference is always the ordinary path, ``funcnet train``'s
+(``experiment.train_and_evaluate`` into a run folder, params read back from
+its checkpoint, or ``Setup(cfg).fit()``): the same batch order, keys and
+update, so params may differ only by the summation order of a batched
+matmul (1e-5 relative in float32, 1e-10 in float64).
+"""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from funcnet import config, experiment, runs, sweep
+from funcnet.errors import ConfigError
+from funcnet.sweep import grid as grid_lib
+from helpers import read_json, read_jsonl, tree_rel
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
+for _k in ("JAX_ENABLE_X64", "JAX_NUM_CPU_DEVICES"):
+  ENV.pop(_k, None)
+
+
+def funcnet(*args, timeout=300):
+  return subprocess.run([sys.executable, "-m", "funcnet.cli", *args], cwd=ROOT,
+                        env=ENV, capture_output=True, text=True, timeout=timeout)
+
+
+def _alone(cfg, tmp_path, name):
+  """The config trained by funcnet train's path; its final params."""
+  run = str(tmp_path / name)
+  cfg = json.loads(json.dumps(cfg))
+  cfg["run"]["plots"] = False
+  experiment.train_and_evaluate(cfg, run, progress="never", log=lambda *a: None)
+  return runs.load_trained(run).params, read_jsonl(os.path.join(run, "metrics.jsonl"))
+
+
+def test_four_vectorised_variants_equal_each_trained_alone(tmp_path):
+  base = config.load(None, ["train.epochs=3", "model.mlp.hidden=[32]"])
+  res = sweep.run(base, {"optimizer.learning_rate": [0.01, 0.002],
+                         "seed": [0, 1]}, log=lambda *a: None)
+  assert res.groups == 1 and len(res.variants) == 4
+  finals = set()
+  for v in res.variants:
+    params, history = _alone(v.cfg, tmp_path, f"v{v.index}")
+    assert tree_rel(params, v.params) < 1e-5, v.assignment
+    assert v.status == "done" and len(v.history) == len(history) == 3
+    for a, b in zip(v.history, history):
+      assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+      assert a["test_accuracy"] == pytest.approx(b["test_accuracy"], abs=1e-6)
+    finals.add(round(v.final["test_loss"], 6))
+  assert len(finals) == 4  # four different trainings, not one repeated
+
+
+def test_float64_variants_equal_alone_to_1e10(x64):
+  base = config.load(None, ["train.epochs=2", "train.dtype=float64",
+                            "model.mlp.hidden=[16]", "optimizer.name=momentum"])
+  res = sweep.run(base, {"optimizer.beta": [0.5, 0.9],
+                         "optimizer.learning_rate": [0.05, 0.01]},
+                  log=lambda *a: None)
+  for v in res.variants:
+    alone = experiment.Setup(v.cfg).fit()
+    assert tree_rel(alone.params, v.params) < 1e-10, v.assignment
+
+
+def test_a_diverging_variant_is_marked_and_the_others_finish(tmp_path):
+  base = config.load(None, ["train.epochs=3", "optimizer.name=sgd",
+                            "model.mlp.hidden=[32]"])
+  res = sweep.run(base, {"optimizer.learning_rate": [0.05, 1e5]},
+                  log=lambda *a: None)
+  good, bad = res.variants
+  assert bad.status == "diverged" and "non-finite" in bad.reason
+  assert good.status == "done" and len(good.history) == 3
+  assert good.final["test_accuracy"] > 0.8
+  for v in (good, bad):  # the diverged one keeps fit's last good params
+    alone = experiment.Setup(v.cfg).fit()
+    assert alone.status == v.status and alone.reason == v.reason
+    assert len(alone.history) == len(v.history)
+    assert tree_rel(alone.params, v.params) < 1e-5
+
+
+def test_early_stopping_and_epochs_act_per_variant(tmp_path):
+  base = config.load(None, ["model.mlp.hidden=[32]", "optimizer.name=sgd",
+                            "optimizer.learning_rate=0.5"])
+  res = sweep.run(base, {"train.patience": [1, 0], "train.epochs": [6, 3]},
+                  log=lambda *a: None)
+  assert res.groups == 1
+  for v in res.variants:
+    alone = experiment.Setup(v.cfg).fit()
+    assert v.status == alone.status
+    assert [h["epoch"] for h in v.history] == [h["epoch"] for h in alone.history]
+    assert tree_rel(alone.params, v.params) < 1e-5
+
+
+def test_traced_schedule_and_dropout_and_stacked_data():
+  base = config.load(None, [
+      "train.epochs=2", "model.mlp.hidden=[16]", "data.name=moons",
+      "train.batch_size=16", "schedule.name=exponential_decay",
+      "schedule.decay_steps=20"])
+  res = sweep.run(base, {"schedule.decay_rate": [0.5, 0.9],
+                         "model.mlp.dropout": [0.1, 0.3],
+                         "data.seed": [0, 1]}, log=lambda *a: None)
+  assert res.groups == 1  # one program: arrays for the rates, stacked data
+  for v in res.variants:
+    alone = experiment.Setup(v.cfg).fit()
+    assert tree_rel(alone.params, v.params) < 1e-5, v.assignment
+    assert [h["lr"] for h in alone.history] == [h["lr"] for h in v.history]
+
+
+def test_shape_keys_and_switches_split_the_grid_into_groups():
+  base = config.load(None, ["train.epochs=1", "model.mlp.hidden=[8]"])
+  res = sweep.run(base, {"train.batch_size": [16, 32],
+                         "optimizer.clip_norm": [0.0, 1.0],
+                         "optimizer.learning_rate": [0.01, 0.02]},
+                  log=lambda *a: None)
+  assert res.groups == 4 and len(res.variants) == 8
+  assert len({v.group for v in res.variants}) == 4
+  for v in res.variants[::3]:
+    alone = experiment.Setup(v.cfg).fit()
+    assert tree_rel(alone.params, v.params) < 1e-5, v.assignment
+
+
+def test_grid_parsing_and_checks():
+  assert grid_lib.split_values("[64],[128, 128],'a,b',3") == [
+      "[64]", "[128, 128]", "'a,b'", "3"]
+  g = sweep.parse_grid(["model.mlp.hidden=[64],[32,32]", "seed=0,1"])
+  assert g == {"model.mlp.hidden": [[64], [32, 32]], "seed": [0, 1]}
+  with pytest.raises(ConfigError, match="expected KEY=V1,V2"):
+    sweep.parse_grid(["seed"])
+  base = config.load(None)
+  with pytest.raises(ConfigError, match="does not apply"):
+    sweep.run(base, {"optimizer.beta": [0.5, 0.9]}, log=lambda *a: None)
+  with pytest.raises(ConfigError, match="unknown config key"):
+    sweep.run(base, {"optimizer.learnin_rate": [0.1]}, log=lambda *a: None)
+
+
+def test_variants_split_over_devices_equal_one_device(tmp_path):
+  """3 variants padded to 4 fake devices, against the same on 1 device."""
+  script = """
+import json, sys
+from funcnet import parallel
+parallel.cpu_devices(int(sys.argv[1]))
+import jax, numpy as np
+from funcnet import config, sweep
+base = config.load(None, ["train.epochs=2", "model.mlp.hidden=[16]"])
+res = sweep.run(base, {"optimizer.learning_rate": [0.01, 0.003, 0.001]},
+                log=lambda *a: None)
+print(json.dumps({"devices": jax.device_count(), "params": [
+    [np.asarray(l).tolist() for l in jax.tree_util.tree_leaves(v.params)]
+    for v in res.variants]}))
+"""
+  out = {}
+  for d in (1, 4):
+    r = subprocess.run([sys.executable, "-c", script, str(d)], cwd=ROOT, env=ENV,
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out[d] = json.loads(r.stdout.strip().splitlines()[-1])
+  assert out[4]["devices"] == 4
+  for a, b in zip(out[1]["params"], out[4]["params"]):
+    assert tree_rel([np.asarray(x) for x in a], [np.asarray(x) for x in b]) < 1e-5
+
+
+@pytest.mark.slow
+def test_sweep_command_writes_its_folder_and_best_toml_reproduces(tmp_path):
+  out = str(tmp_path / "sw")
+  r = funcnet("sweep", "--set", "train.epochs=4", "--set", "model.mlp.hidden=[32]",
+              "--grid", "optimizer.learning_rate=0.03,0.003",
+              "--grid", "seed=0,1", "--out", out)
+  assert r.returncode == 0, r.stderr[-2000:]
+  for f in ("results.csv", "results.md", "best.toml", "sweep.json",
+            "heatmap.png", "curves.png", "variants/003/metrics.jsonl"):
+    assert os.path.exists(os.path.join(out, f)), f
+  with open(os.path.join(out, "results.csv")) as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == 4 and {r["status"] for r in rows} == {"done"}
+  best = max(rows, key=lambda r: float(r["final test_accuracy"]))
+  doc = read_json(os.path.join(out, "sweep.json"))
+  assert len(doc["variants"]) == 4 and len(doc["variants"][0]["history"]) == 4
+  # The markdown table is sorted best first.
+  with open(os.path.join(out, "results.md")) as f:
+    md = f.read().splitlines()
+  assert md[2].startswith(f"| {best['variant']} |")
+
+  run = str(tmp_path / "again")
+  r = funcnet("train", "--config", os.path.join(out, "best.toml"), "--out", run,
+              "--set", "run.plots=false")
+  assert r.returncode == 0, r.stderr[-2000:]
+  acc = read_json(os.path.join(run, "summary.json"))["test_accuracy"]
+  assert abs(acc - float(best["final test_accuracy"])) <= 0.005
+
+  seq = str(tmp_path / "seq")
+  r = funcnet("sweep", "--set", "train.epochs=4", "--set", "model.mlp.hidden=[32]",
+              "--grid", "optimizer.learning_rate=0.03,0.003",
+              "--grid", "seed=0,1", "--out", seq, "--sequential")
+  assert r.returncode == 0, r.stderr[-2000:]
+  with open(os.path.join(seq, "results.csv")) as f:
+    for a, b in zip(rows, csv.DictReader(f)):
+      assert float(a["final test_loss"]) == pytest.approx(
+          float(b["final test_loss"]), rel=1e-4)
+
+
+def test_sweep_command_mistakes_are_one_line(tmp_path):
+  r = funcnet("sweep", "--grid", "optimizer.beta=0.5,0.9", "--out",
+              str(tmp_path / "a"))
+  assert r.returncode == 2 and r.stderr.count("\n") == 1
+  assert "does not apply" in r.stderr
+  r = funcnet("sweep", "--out", str(tmp_path / "b"))
+  assert r.returncode == 2 and "--grid" in r.stderr
+  r = funcnet("sweep", "--search", "optuna", "--space",
+              "optimizer.learning_rate=lognormal:1,2", "--out", str(tmp_path / "c"))
+  assert r.returncode == 2 and "KIND one of" in r.stderr
