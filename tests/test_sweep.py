@@ -216,3 +216,50 @@ def test_sweep_command_mistakes_are_one_line(tmp_path):
   r = funcnet("sweep", "--search", "optuna", "--space",
               "optimizer.learning_rate=lognormal:1,2", "--out", str(tmp_path / "c"))
   assert r.returncode == 2 and "KIND one of" in r.stderr
+
+
+@pytest.mark.slow
+def test_optuna_search_resumes_after_a_kill_and_beats_the_default(tmp_path):
+  """32 trials in batches of 8; SIGKILLed after its first batch, then run
+  again with the same flags: it finishes the 32 (the interrupted batch asked
+  again), and its best trial beats the config's default learning rate."""
+  import signal
+  import time
+  optuna = pytest.importorskip("optuna")
+  out = str(tmp_path / "search")
+  args = [sys.executable, "-m", "funcnet.cli", "sweep", "--search", "optuna",
+          "--trials", "32", "--parallel", "8", "--set", "train.epochs=3",
+          "--set", "model.mlp.hidden=[32]",
+          "--space", "optimizer.learning_rate=loguniform:1e-4,1e-1",
+          "--out", out]
+  proc = subprocess.Popen(args, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, start_new_session=True)
+  variants = os.path.join(out, "variants")
+  deadline = time.time() + 240
+  while time.time() < deadline and proc.poll() is None and not (
+      os.path.isdir(variants) and len(os.listdir(variants)) >= 8):
+    time.sleep(0.05)
+  os.killpg(proc.pid, signal.SIGKILL)
+  proc.communicate()
+  first = len(os.listdir(variants))
+  assert 8 <= first < 32, "the kill should land mid-search"
+
+  r = subprocess.run(args, cwd=ROOT, env=ENV, capture_output=True, text=True,
+                     timeout=600)
+  assert r.returncode == 0, r.stderr[-2000:]
+  study = optuna.load_study(study_name="funcnet",
+                            storage=f"sqlite:///{out}/optuna.db")
+  trials = study.get_trials()
+  finished = [t for t in trials if "funcnet_status" in t.user_attrs]
+  assert len(finished) == 32
+  assert not [t for t in trials if t.state.name == "RUNNING"]
+  assert len(trials) <= 40  # at most one batch asked twice
+  with open(os.path.join(out, "results.csv")) as f:
+    assert len(list(csv.DictReader(f))) == 32
+
+  default = config.load(None, ["train.epochs=3", "model.mlp.hidden=[32]"])
+  baseline = experiment.Setup(default).fit().history[-1]["test_accuracy"]
+  assert study.best_value > baseline
+  best = config.load(os.path.join(out, "best.toml"))
+  assert best["optimizer"]["learning_rate"] == pytest.approx(
+      study.best_params["optimizer.learning_rate"])

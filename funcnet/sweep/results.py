@@ -113,9 +113,10 @@ def write_json(result, grid: dict, path: str) -> None:
     f.write("\n")
 
 
-def write_variants(result, folder: str) -> None:
-  """Each variant as a run folder (no checkpoints: ``best.toml`` retrains)."""
-  for v in result.variants:
+def write_variants(variants, folder: str) -> None:
+  """Each :class:`funcnet.sweep.VariantResult` as a run folder (no
+  checkpoints: ``best.toml`` retrains)."""
+  for v in variants:
     run = os.path.join(folder, f"{v.index:03d}")
     os.makedirs(run, exist_ok=True)
     runs.write_config(run, v.cfg)
@@ -230,7 +231,7 @@ def write(result, grid: dict, log=print) -> list:
     f.write(markdown(result))
   write_best(result, os.path.join(out, "best.toml"))
   write_json(result, grid, os.path.join(out, "sweep.json"))
-  write_variants(result, os.path.join(out, "variants"))
+  write_variants(result.variants, os.path.join(out, "variants"))
   files = ["results.csv", "results.md", "best.toml", "sweep.json", "variants/"]
   if result.variants[0].cfg["run"]["plots"]:
     _curves(result, os.path.join(out, "curves.png"))
