@@ -177,6 +177,12 @@ def _parser() -> argparse.ArgumentParser:
                  "of time per step against FLOPs per step")
   b.add_argument("--json", metavar="FILE", help="write the records as a JSON "
                  "list")
+  b.add_argument("--sweeps", nargs="?", const="default", metavar="A:N,B:N",
+                 help="instead: vectorised sweeps against the same variants "
+                 "trained one at a time (default digits_mlp:16, "
+                 "mnist1d_cnn:16, digits_mlp:64, mnist1d_cnn:64)")
+  b.add_argument("--epochs", type=int, default=5, metavar="N",
+                 help="with --sweeps: epochs per variant (default 5)")
   b.add_argument("--models", nargs="?", const="default", metavar="A,B",
                  help="instead: one training step of application configs "
                  "(default the MNIST-1D cnn, gru, transformer), hand-written "
@@ -299,6 +305,19 @@ def _cmd_bench(args) -> int:
 
   if args.repeats < 1 or args.min_time <= 0:
     raise FuncnetError("--repeats must be >= 1 and --min-time > 0")
+  if args.sweeps:
+    from funcnet import bench_sweep
+    cases = (bench_sweep.CASES if args.sweeps == "default"
+             else names(args.sweeps))
+    records = bench_sweep.run(
+        cases, epochs=args.epochs,
+        log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(bench_sweep.format_table(records))
+    if args.json:
+      with open(args.json, "w") as f:
+        json.dump(records, f, indent=2)
+        f.write("\n")
+    return 0
   if args.models:
     from funcnet import bench_models
     configs = (bench_models.CONFIGS if args.models == "default"

@@ -263,3 +263,19 @@ def test_optuna_search_resumes_after_a_kill_and_beats_the_default(tmp_path):
   best = config.load(os.path.join(out, "best.toml"))
   assert best["optimizer"]["learning_rate"] == pytest.approx(
       study.best_params["optimizer.learning_rate"])
+
+
+def test_convolution_variants_loop_in_one_program_and_equal_alone():
+  """On one CPU device a CNN's variants run one after another inside the
+  compiled step (lax.map: XLA's CPU grouped convolution is slow); the
+  results are still each variant's own."""
+  base = config.load(None, ["model.kind=cnn", "model.cnn.image_shape=[8, 8]",
+                            "model.cnn.channels=[4]", "train.epochs=1",
+                            "train.batch_size=64"])
+  lines = []
+  res = sweep.run(base, {"optimizer.learning_rate": [0.01, 0.001]},
+                  log=lines.append)
+  assert any("looped (lax.map)" in line for line in lines), lines
+  for v in res.variants:
+    alone = experiment.Setup(v.cfg).fit()
+    assert tree_rel(alone.params, v.params) < 1e-5, v.assignment

@@ -152,7 +152,7 @@ def train_variants(vs, *, sequential: bool = False, cache=None, group_base=0,
     placement = engine.Placement(devices, len(members))
     results = engine.train_group([vs[i] for i in members],
                                  [setups[i] for i in members], placement,
-                                 cache=cache)
+                                 cache=cache, log=log)
     for i, r in zip(members, results):
       out[i] = (g, r)
   return [VariantResult(v.index, v.assignment, v.cfg, r["status"], r["reason"],
