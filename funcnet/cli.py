@@ -55,6 +55,23 @@ def _parser() -> argparse.ArgumentParser:
                    help="override a config key, e.g. --set train.epochs=5 "
                    "(repeatable; values are TOML: 0.1, [64,64], true, adam)")
 
+  def device_flags(q):
+    d = q.add_argument_group(
+        "devices and processes", "The same config runs on one device or many; "
+        "see docs/parallel.md. Applied before JAX starts.")
+    d.add_argument("--cpu-devices", type=int, metavar="N",
+                   help="simulate N devices on the CPU (jax_num_cpu_devices)")
+    d.add_argument("--coordinator", metavar="HOST:PORT",
+                   help="process 0's address: join a multi-process run "
+                   "(with --num-processes and --process-id)")
+    d.add_argument("--num-processes", type=int, metavar="N",
+                   help="processes in the run (one per host, usually)")
+    d.add_argument("--process-id", type=int, metavar="I",
+                   help="this process's index, 0..N-1 (0 writes the files)")
+    d.add_argument("--distributed", action="store_true",
+                   help="join a multi-process run that JAX detects by itself "
+                   "(Cloud TPU pod slice, SLURM, Open MPI, JAX_COORDINATOR_ADDRESS)")
+
   t = sub.add_parser("train", help="train a model from a config into a run folder",
                      description="Train from a config; writes config.json, "
                      "metrics.jsonl, summary.json, plots and checkpoints.")
@@ -66,21 +83,7 @@ def _parser() -> argparse.ArgumentParser:
                  "using its saved config (plus any --set)")
   t.add_argument("--progress", choices=("auto", "always", "never"),
                  help="progress bar (default: run.progress)")
-  d = t.add_argument_group(
-      "devices and processes", "The same config runs on one device or many; "
-      "see docs/parallel.md. Applied before JAX starts.")
-  d.add_argument("--cpu-devices", type=int, metavar="N",
-                 help="simulate N devices on the CPU (jax_num_cpu_devices)")
-  d.add_argument("--coordinator", metavar="HOST:PORT",
-                 help="process 0's address: join a multi-process run "
-                 "(with --num-processes and --process-id)")
-  d.add_argument("--num-processes", type=int, metavar="N",
-                 help="processes in the run (one per host, usually)")
-  d.add_argument("--process-id", type=int, metavar="I",
-                 help="this process's index, 0..N-1 (0 writes the files)")
-  d.add_argument("--distributed", action="store_true",
-                 help="join a multi-process run that JAX detects by itself "
-                 "(Cloud TPU pod slice, SLURM, Open MPI, JAX_COORDINATOR_ADDRESS)")
+  device_flags(t)
 
   g = sub.add_parser("gradcheck", help="manual vs autodiff vs finite "
                      "differences, per layer, on a batch of the config's data")
@@ -122,9 +125,7 @@ def _parser() -> argparse.ArgumentParser:
                   help="with --search: trials in all (default 32)")
   sw.add_argument("--parallel", type=int, default=8, metavar="K",
                   help="with --search: trials trained at once (default 8)")
-  sw.add_argument("--cpu-devices", type=int, metavar="N",
-                  help="simulate N devices on the CPU; the variants are "
-                  "split over them")
+  device_flags(sw)
 
   st = sub.add_parser("study", help="run a study: a classic claim about "
                       "backprop or gradient descent as figures and numbers",
@@ -249,13 +250,16 @@ def _cmd_eval(args) -> int:
 
 def _cmd_sweep(args) -> int:
   import time
-  from funcnet import config as config_lib, parallel
+  from funcnet import config as config_lib
   cfg = config_lib.load(args.config, args.overrides)
-  if args.cpu_devices is not None:
-    parallel.cpu_devices(args.cpu_devices)
+  _start_devices(args, cfg)
   out = args.out or os.path.join(
       "sweeps", f"{cfg['name']}-{time.strftime('%Y%m%d-%H%M%S')}")
+  import jax
   if args.search:
+    if jax.process_count() > 1:
+      raise FuncnetError("--search runs in one process (Optuna's storage has "
+                         "one writer); expected a grid sweep on several")
     if args.grid or args.sequential:
       raise FuncnetError("--search takes --space, not --grid or --sequential")
     from funcnet.sweep import search
@@ -269,7 +273,8 @@ def _cmd_sweep(args) -> int:
   if os.path.exists(os.path.join(out, "results.csv")):
     raise FuncnetError(f"--out {out!r} already holds a sweep; expected a new "
                        "folder")
-  sweep.run(cfg, grid, out, sequential=args.sequential)
+  sweep.run(cfg, grid, out, sequential=args.sequential,
+            log=print if jax.process_index() == 0 else (lambda *a: None))
   return 0
 
 

@@ -171,7 +171,9 @@ class Setup:
             else jax.devices()[0].device_kind)
 
 
-def _best(history, task):
+def best_evaluation(history, task) -> dict:
+  """The history's best evaluation, ``{"epoch", "test_<metric>": ...}``: the
+  highest accuracy for classification, else the lowest held-out loss."""
   tests = [h for h in history if "test_loss" in h]
   if not tests:
     return {}
@@ -290,7 +292,7 @@ def train_and_evaluate(cfg, workdir, *, resume=False, progress="auto",
       "devices_used": setup.plan.n_devices if setup.plan is not None else 1,
       "process_count": jax.process_count(), "device": setup.device(),
       "final": {k: v for k, v in final.items() if k != "grad_norms"},
-      "best": _best(history, ds.task),
+      "best": best_evaluation(history, ds.task),
   }
   for k in ("test_accuracy", "test_loss", "test_rmse", "test_mae"):
     last = [h[k] for h in history if k in h]

@@ -279,3 +279,47 @@ def test_convolution_variants_loop_in_one_program_and_equal_alone():
   for v in res.variants:
     alone = experiment.Setup(v.cfg).fit()
     assert tree_rel(alone.params, v.params) < 1e-5, v.assignment
+
+
+@pytest.mark.slow
+def test_two_processes_of_two_devices_sweep_like_one_process(tmp_path):
+  """The variant axis split over 2 processes x 2 CPU devices (loopback):
+  every variant's curve and final metrics equal the one-process sweep's,
+  and only process 0 writes the folder."""
+  import signal
+  import socket
+  common = ["--set", "train.epochs=2", "--set", "model.mlp.hidden=[16]",
+            "--grid", "optimizer.learning_rate=0.01,0.003", "--grid", "seed=0,1"]
+  ref = str(tmp_path / "ref")
+  r = funcnet("sweep", *common, "--out", ref)
+  assert r.returncode == 0, r.stderr[-2000:]
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  run = str(tmp_path / "mp")
+  procs = [subprocess.Popen(
+      [sys.executable, "-m", "funcnet.cli", "sweep", *common, "--out", run,
+       "--cpu-devices", "2", "--coordinator", f"127.0.0.1:{port}",
+       "--num-processes", "2", "--process-id", str(i),
+       "--set", "parallel.heartbeat_timeout=10",
+       "--set", "parallel.shutdown_timeout=30"],
+      cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      text=True, start_new_session=True) for i in range(2)]
+  try:
+    outs = [p.communicate(timeout=400) for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.communicate()
+  assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
+  assert "on 4 devices" in outs[0][0]
+  assert outs[1][0] == ""  # process 0 writes and reports
+  a = read_json(os.path.join(ref, "sweep.json"))["variants"]
+  b = read_json(os.path.join(run, "sweep.json"))["variants"]
+  for u, w in zip(a, b):
+    assert u["assignment"] == w["assignment"]
+    np.testing.assert_allclose([h["train_loss"] for h in u["history"]],
+                               [h["train_loss"] for h in w["history"]], rtol=1e-5)
+    np.testing.assert_allclose(u["history"][-1]["test_loss"],
+                               w["history"][-1]["test_loss"], rtol=1e-5)

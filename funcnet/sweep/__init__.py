@@ -30,6 +30,8 @@ import json
 import time
 from typing import NamedTuple, Optional
 
+import jax
+
 from funcnet import experiment
 from funcnet.errors import ConfigError
 from funcnet.sweep import engine, grid as grid_lib
@@ -77,7 +79,7 @@ class VariantResult(NamedTuple):
   @property
   def best_epoch(self) -> dict:
     """The best evaluation: ``epoch`` and its ``test_*`` metrics."""
-    return experiment._best(self.history, self.task)
+    return experiment.best_evaluation(self.history, self.task)
 
 
 def main_metric(task: str) -> tuple:
@@ -182,14 +184,14 @@ def run(cfg: dict, grid: dict, out: Optional[str] = None, *,
   """
   if not grid:
     raise ConfigError("a sweep needs at least one --grid KEY=V1,V2,...")
-  vs = grid_lib.variants(cfg, grid_lib.expand(cfg, grid))
+  vs = grid_lib.variants(cfg, grid_lib.expand(grid))
   t0 = time.perf_counter()
   variants = train_variants(vs, sequential=sequential, log=log)
   metric, higher = main_metric(variants[0].task)
   result = SweepResult(variants, list(grid), metric, higher,
                        len({v.group for v in variants}),
                        time.perf_counter() - t0, out)
-  if out is not None:
+  if out is not None and jax.process_index() == 0:  # one writer
     from funcnet.sweep import results
     results.write(result, grid, log=log)
   return result

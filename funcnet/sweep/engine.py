@@ -234,8 +234,11 @@ def train_group(variants, setups, placement: Placement, *, norms: bool = True,
   shared = all(d is datas[0] for d in datas)
   # Each variant's start, keys and hyperparameters, exactly as fit makes them.
   states = [s.init_state(place=False) for s in setups]
+  ds = rep.ds
   signature = (grid_lib.program_key(rep.cfg), tuple(traced), shared,
-               placement.padded, norms)
+               placement.padded, norms, rep.model.n_out, ds.task,
+               *(None if a is None else (np.shape(a), str(np.asarray(a).dtype))
+                 for a in (ds.x_train, ds.y_train, ds.x_test, ds.y_test)))
   cache = {} if cache is None else cache
   if signature not in cache:
     loop = variant_loop(rep, *states[0], len(placement.mesh.devices.flat))

@@ -113,7 +113,7 @@ def variant_config(base: dict, assignment: dict) -> dict:
   return cfg
 
 
-def expand(base: dict, grid: dict) -> list[dict]:
+def expand(grid: dict) -> list[dict]:
   """The cross product of ``grid`` as assignments ``{key: value}``, the last
   key varying fastest."""
   keys = list(grid)
