@@ -59,6 +59,7 @@ def test_four_vectorised_variants_equal_each_trained_alone(tmp_path):
   assert len(finals) == 4  # four different trainings, not one repeated
 
 
+@pytest.mark.slow
 def test_float64_variants_equal_alone_to_1e10(x64):
   base = config.load(None, ["train.epochs=2", "train.dtype=float64",
                             "model.mlp.hidden=[16]", "optimizer.name=momentum"])
@@ -86,6 +87,7 @@ def test_a_diverging_variant_is_marked_and_the_others_finish(tmp_path):
     assert tree_rel(alone.params, v.params) < 1e-5
 
 
+@pytest.mark.slow
 def test_early_stopping_and_epochs_act_per_variant(tmp_path):
   base = config.load(None, ["model.mlp.hidden=[32]", "optimizer.name=sgd",
                             "optimizer.learning_rate=0.5"])
@@ -99,6 +101,7 @@ def test_early_stopping_and_epochs_act_per_variant(tmp_path):
     assert tree_rel(alone.params, v.params) < 1e-5
 
 
+@pytest.mark.slow
 def test_traced_schedule_and_dropout_and_stacked_data():
   base = config.load(None, [
       "train.epochs=2", "model.mlp.hidden=[16]", "data.name=moons",
@@ -114,6 +117,7 @@ def test_traced_schedule_and_dropout_and_stacked_data():
     assert [h["lr"] for h in alone.history] == [h["lr"] for h in v.history]
 
 
+@pytest.mark.slow
 def test_shape_keys_and_switches_split_the_grid_into_groups():
   base = config.load(None, ["train.epochs=1", "model.mlp.hidden=[8]"])
   res = sweep.run(base, {"train.batch_size": [16, 32],
@@ -141,6 +145,7 @@ def test_grid_parsing_and_checks():
     sweep.run(base, {"optimizer.learnin_rate": [0.1]}, log=lambda *a: None)
 
 
+@pytest.mark.slow
 def test_variants_split_over_devices_equal_one_device(tmp_path):
   """3 variants padded to 4 fake devices, against the same on 1 device."""
   script = """

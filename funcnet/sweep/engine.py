@@ -325,12 +325,30 @@ def train_group(variants, setups, placement: Placement, *, norms: bool = True,
         mi = jax.tree_util.tree_map(lambda a: a[i], m)
         metrics = ({k: float(a[i]) for k, a in ev.items()} if want[i] else None)
         monitors[i].after(e, mi, metrics, elapsed)
+    if log and ((e + 1) % max(1, max(epochs) // 5) == 0 or e == 0):
+      log(_progress(e, max(epochs), monitors, active, elapsed))
   params = _to_host(params)
   wall = time.perf_counter() - t0
   return [{"status": mon.status, "reason": mon.reason, "history": mon.history,
            "params": jax.tree_util.tree_map(lambda a: a[i], params),
            "group_wall_s": wall}
           for i, mon in enumerate(monitors)]
+
+
+def _progress(e: int, epochs: int, monitors, active, elapsed: float) -> str:
+  """One line after epoch ``e``: variants still training, the best of the
+  last evaluations, the time so far."""
+  last = [m.history[-1] for m in monitors if m.history]
+  metric = next((k for k in ("test_accuracy", "test_loss") if last and k in last[0]),
+                None)
+  best = ""
+  if metric:
+    values = [h[metric] for h in last if metric in h and h[metric] == h[metric]]
+    if values:
+      pick = max if metric == "test_accuracy" else min
+      best = f", best {metric.replace('test_', 'test ')} {pick(values):.4g}"
+  return (f"  epoch {e + 1}/{epochs}: {int(active.sum())} of {len(monitors)} "
+          f"training{best}, {elapsed:.0f} s")
 
 
 def train_one(setup: experiment.Setup) -> dict:
