@@ -8,6 +8,7 @@
   funcnet sweep     [--config FILE] [--set ...] --grid KEY=V1,V2 ... [--out DIR]
                     [--sequential] | --search optuna --space KEY=DIST ...
   funcnet study     NAME [--out DIR] [--quick] [--set key=value ...] | --list
+  funcnet compare   RUN RUN ... [--out DIR]
   funcnet bench     [--sizes small,large] [--json FILE] [--sweep] [--plot FILE]
                     [--models [CONFIG,...]]
 
@@ -142,6 +143,18 @@ def _parser() -> argparse.ArgumentParser:
   st.add_argument("--set", dest="overrides", action="append", default=[],
                   metavar="KEY=VALUE", help="change a study parameter "
                   "(repeatable; --list shows them)")
+
+  cmp = sub.add_parser("compare", help="overlay the curves of run folders "
+                       "(train runs or sweep variants) in one PNG and a table",
+                       description="Reads each run folder's metrics.jsonl "
+                       "and summary.json and writes compare.png (training "
+                       "loss, test metric, per-layer gradient norms per "
+                       "epoch) and compare.md (per run: status, epochs, final "
+                       "training loss and test metrics) into --out.")
+  cmp.add_argument("runs", nargs="+", metavar="RUN", help="a run folder "
+                   "(funcnet train --out, or a sweep's variants/NNN)")
+  cmp.add_argument("--out", metavar="DIR",
+                   help="output folder (default: compare-<time>)")
 
   b = sub.add_parser("bench", help="steps/s of a training step (manual and "
                      "autodiff, Python loop and scanned epoch) against the "
@@ -295,6 +308,14 @@ def _cmd_study(args) -> int:
   return 0
 
 
+def _cmd_compare(args) -> int:
+  from funcnet import compare
+  result = compare.compare(args.runs, args.out or compare.default_out())
+  print(result["table"])
+  print(f"compare: {', '.join(result['files'])}")
+  return 0
+
+
 def _cmd_bench(args) -> int:
   from funcnet import bench
 
@@ -368,7 +389,7 @@ def main(argv=None) -> int:
   try:
     return {"train": _cmd_train, "gradcheck": _cmd_gradcheck,
             "eval": _cmd_eval, "bench": _cmd_bench, "study": _cmd_study,
-            "sweep": _cmd_sweep}[args.command](args)
+            "sweep": _cmd_sweep, "compare": _cmd_compare}[args.command](args)
   except FuncnetError as e:
     print(f"funcnet: error: {e}", file=sys.stderr)
     return e.exit_code

@@ -1,0 +1,239 @@
+"""The ``learning-rate-batch`` and ``architecture`` studies, each run quick
+with its sweep written out, their claims asserted on numbers recomputed here
+from the variants' own ``metrics.jsonl`` (read with ``json``); and
+``funcnet compare``, whose table is checked against the same files."""
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from funcnet import compare, config, studies, sweep
+from funcnet.errors import ConfigError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
+ENV.pop("JAX_ENABLE_X64", None)
+
+
+def _files(out, names):
+  missing = [n for n in names if not os.path.isfile(os.path.join(out, n))]
+  assert not missing, f"missing in {out}: {missing}"
+
+
+def _variants(sweep_dir):
+  """Every variant folder's config and metrics records, read with json."""
+  root = os.path.join(sweep_dir, "variants")
+  out = []
+  for name in sorted(os.listdir(root)):
+    with open(os.path.join(root, name, "config.json")) as f:
+      cfg = json.load(f)
+    with open(os.path.join(root, name, "metrics.jsonl")) as f:
+      records = [json.loads(line) for line in f]
+    with open(os.path.join(root, name, "summary.json")) as f:
+      status = json.load(f)["status"]
+    out.append((cfg, records, status))
+  return out
+
+
+def _final_accuracy(records, status):
+  """None when diverged, else the last record's test accuracy."""
+  if status == "diverged":
+    return None
+  return [r for r in records if "test_accuracy" in r][-1]["test_accuracy"]
+
+
+# --- learning-rate-batch ---------------------------------------------------------
+
+@pytest.mark.slow
+def test_learning_rate_batch_study(tmp_path):
+  # Two batch sizes (two compiled programs): 10-15 s on the 2-core machine.
+  r = studies.run("learning-rate-batch", out=str(tmp_path), quick=True,
+                  overrides=["runs=true"])
+  p = r["params"]
+  _files(tmp_path, ["README.md", "table.md", "results.json", "heatmaps.png",
+                    "curves.png"])
+  bs, lrs, seeds = p["batch_sizes"], p["learning_rates"], p["seeds"]
+  assert len(bs) >= 2 and bs[-1] >= 8 * bs[0]
+
+  # Recompute the grid from the run folders, independently of the study.
+  runs = _variants(tmp_path / "sweep")
+  assert len(runs) == len(bs) * len(lrs) * len(seeds)
+  acc, first_step = {}, {}
+  for cfg, records, status in runs:
+    cell = (cfg["train"]["batch_size"], cfg["optimizer"]["learning_rate"])
+    assert cfg["optimizer"]["name"] == "sgd" and cfg["train"]["epochs"] == p["epochs"]
+    acc.setdefault(cell, []).append(_final_accuracy(records, status))
+    hit = [rec["step"] for rec in records
+           if rec.get("test_accuracy") is not None and rec["test_accuracy"] >= p["target"]]
+    first_step.setdefault(cell, []).append(hit[0] if hit and status != "diverged"
+                                           else None)
+    # n_train // batch steps per epoch (digits: 1437 training examples).
+    assert records[0]["step"] == 1437 // cell[0]
+  for i, b in enumerate(bs):
+    for j, lr in enumerate(lrs):
+      xs = acc[b, lr]
+      want = None if None in xs else sum(xs) / len(xs)
+      got = r["final_test_accuracy"][i][j]
+      assert (got is None) == (want is None), (b, lr)
+      if want is not None:
+        assert abs(got - want) < 1e-6
+      steps = first_step[b, lr]
+      want = None if None in steps else sum(steps) / len(steps)
+      assert r["steps_to_target"][i][j] == want, (b, lr)
+
+  best = {b: max((a, lr) for lr in lrs if None not in acc[b, lr]
+                 for a in [sum(acc[b, lr]) / len(acc[b, lr])])[1] for b in bs}
+  assert r["best_lr"] == [best[b] for b in bs]
+  needed = {b: next(lr for lr in lrs if None not in first_step[b, lr]) for b in bs}
+  assert r["lr_needed"] == [needed[b] for b in bs]
+
+  # The claim: the best rate, and the smallest rate reaching the target,
+  # grow with the batch (the linear rule predicts x bs[-1] / bs[0] = 16).
+  assert best[bs[-1]] > best[bs[0]]
+  assert needed[bs[-1]] >= 4 * needed[bs[0]]
+  # With its rate tuned, the larger batch reaches the target in fewer steps.
+  i_small, i_large = 0, len(bs) - 1
+  s_small = r["steps_to_target"][i_small][lrs.index(best[bs[0]])]
+  s_large = r["steps_to_target"][i_large][lrs.index(best[bs[-1]])]
+  assert s_small is not None and s_large is not None and s_large < s_small
+
+  # Too large a rate: above the best, the largest whose loss stayed finite
+  # ends clearly worse, and the next diverges (every seed's loss went NaN/inf).
+  c = r["curves"]
+  assert c["batch"] == p["curve_batch"]
+  good, large, div = (c["lrs"][k] for k in ("good", "too_large", "diverging"))
+  assert good < large < div
+  mean = lambda cell: sum(acc[cell]) / len(acc[cell])
+  assert mean((c["batch"], large)) < mean((c["batch"], good)) - 0.03
+  assert all(a is None for a in acc[c["batch"], div])
+  assert c["status"]["diverging"] == "diverged"
+  assert c["lrs"]["too_small"] < good
+  assert mean((c["batch"], c["lrs"]["too_small"])) < mean((c["batch"], good)) - 0.03
+
+
+def test_learning_rate_batch_rejects_a_curve_batch_off_the_grid(tmp_path):
+  with pytest.raises(ConfigError, match="curve_batch"):
+    studies.run("learning-rate-batch", out=str(tmp_path), quick=True,
+                overrides=["curve_batch=7"])
+
+
+# --- architecture ----------------------------------------------------------------
+
+def _param_count(sizes):
+  """A dense layer n_in -> n_out holds (n_in + 1) n_out parameters."""
+  return sum((a + 1) * b for a, b in zip(sizes, sizes[1:]))
+
+
+@pytest.mark.slow
+def test_architecture_study(tmp_path):
+  # Four architectures (four compiled programs): 15-25 s on the 2-core machine.
+  r = studies.run("architecture", out=str(tmp_path), quick=True,
+                  overrides=["runs=true"])
+  p = r["params"]
+  _files(tmp_path, ["README.md", "table.md", "results.json", "architecture.png"])
+  assert p["data"] == "mnist1d" and {0, 1, 2, 3} <= set(p["depths"])
+
+  # Parameter counts against the formula; MNIST-1D: 40 inputs, 10 classes.
+  archs = {(a["width"], a["depth"]): a for a in r["architectures"]}
+  for a in r["architectures"]:
+    assert a["params"] == _param_count([40] + a["hidden"] + [10]), a["hidden"]
+  assert archs[0, 0]["params"] == 410
+
+  # Accuracies recomputed from the run folders.
+  acc, loss = {}, {}
+  for cfg, records, status in _variants(tmp_path / "sweep"):
+    key = json.dumps(cfg["model"]["mlp"]["hidden"])
+    acc.setdefault(key, []).append(_final_accuracy(records, status))
+    loss.setdefault(key, []).append(records[-1]["train_loss"])
+  for a in r["architectures"]:
+    xs = acc[json.dumps(a["hidden"])]
+    assert abs(a["test_accuracy"] - sum(xs) / len(xs)) < 1e-6
+
+  w = p["widths"][0]
+
+  def test_acc(d):
+    xs = acc[json.dumps([w] * d)]
+    return sum(xs) / len(xs)
+
+  def train_loss(d):
+    xs = loss[json.dumps([w] * d)]
+    return sum(xs) / len(xs)
+
+  gain = [test_acc(d + 1) - test_acc(d) for d in range(3)]
+  # The first hidden layer lifts logistic regression (0.29-0.31) by more
+  # than ten points; the second still helps, less; the third stops helping.
+  assert gain[0] > 0.10, gain
+  assert 0.02 < gain[1] < gain[0], gain
+  assert gain[2] < 0.04 and gain[2] < gain[1], gain
+  # Not for want of capacity: each layer still fits the training set better.
+  assert train_loss(3) < train_loss(2) < train_loss(1) < train_loss(0)
+  assert all(a["seconds_per_step"] > 0 for a in r["architectures"])
+
+
+# --- funcnet compare -------------------------------------------------------------
+
+def _number(cell):
+  return float("nan") if cell == "nan" else float(cell)
+
+
+def _rows(md):
+  """The compare.md table as {path: {column: cell}}."""
+  lines = [line for line in md.splitlines() if line.startswith("|")]
+  header = [h.strip() for h in lines[0].strip("|").split("|")]
+  rows = {}
+  for line in lines[2:]:
+    cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
+    row = dict(zip(header, cells))
+    rows[row["path"].strip("`")] = row
+  return rows
+
+
+def test_compare_two_sweep_variants(tmp_path):
+  cfg = config.load(None, ["train.epochs=2", "model.mlp.hidden=[16]",
+                           'optimizer.name="sgd"', "run.plots=false"])
+  sweep.run(cfg, {"optimizer.learning_rate": [0.1, 0.01]}, out=str(tmp_path / "sw"),
+            log=lambda *a: None)
+  runs = [str(tmp_path / "sw" / "variants" / n) for n in ("000", "001")]
+  out = tmp_path / "cmp"
+  result = compare.compare(runs, str(out))
+  _files(out, ["compare.png", "compare.md"])
+  assert os.path.getsize(out / "compare.png") > 10_000
+
+  rows = _rows((out / "compare.md").read_text())
+  assert set(rows) == set(runs)
+  for run in runs:
+    with open(os.path.join(run, "metrics.jsonl")) as f:
+      records = [json.loads(line) for line in f]
+    last = records[-1]
+    row = rows[run]
+    assert int(row["epochs"]) == last["epoch"] == 2
+    assert row["status"] == "done"
+    assert math.isclose(_number(row["final train loss"]), last["train_loss"], rel_tol=1e-5)
+    for metric in ("test_accuracy", "test_loss"):
+      assert math.isclose(_number(row[f"final {metric}"]), last[metric], rel_tol=1e-5)
+  assert "learning_rate=0.1" in rows[runs[0]]["run"]
+  assert len(result["runs"]) == 2
+
+
+def test_compare_refuses_a_folder_without_metrics(tmp_path):
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(ConfigError, match="no metrics"):
+    compare.compare([str(tmp_path / "empty")], str(tmp_path / "cmp"))
+  assert not (tmp_path / "cmp").exists()
+
+
+def test_compare_cli_missing_run_exits_2(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, "-m", "funcnet.cli", "compare", str(tmp_path / "nope"),
+       str(tmp_path / "nope2"), "--out", str(tmp_path / "cmp")],
+      cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 2
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("funcnet: error:"), proc.stderr
+  assert "nope" in lines[0]
+  assert not (tmp_path / "cmp").exists()
