@@ -162,9 +162,14 @@ def _summary_plot(result, path: str) -> bool:
       for j in range(mean.shape[1]):
         text = "diverged" if np.isnan(mean[i, j]) else (
             f"{mean[i, j]:.3g}" + (f"\n±{spread[i, j]:.2g}" if spread[i, j] else ""))
-        ax.text(j, i, text, ha="center", va="center", fontsize=8, color="w")
+        light = not np.isnan(mean[i, j]) and im.norm(mean[i, j]) > 0.5
+        if not result.higher_is_better:  # viridis_r: light at low values
+          light = not np.isnan(mean[i, j]) and im.norm(mean[i, j]) < 0.5
+        ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                color="black" if light else "white")
     ax.set_xticks(range(len(values[1])), values[1])
     ax.set_yticks(range(len(values[0])), values[0])
+    ax.invert_yaxis()  # the first value at the bottom, as on an axis
     ax.set_xlabel(keys[1])
     ax.set_ylabel(keys[0])
   else:
