@@ -12,32 +12,39 @@ The public surface, one list (each name lives in a small module of its own):
   funcnet.config.load(path), funcnet.experiment.train_and_evaluate(cfg, dir)
   funcnet.parallel (meshes, multi-process), funcnet.bench (benchmarks)
 
-Submodules that pull in heavy optional machinery (orbax, matplotlib) are
-imported when used: ``import funcnet.experiment``.
+Every name is imported on first use (PEP 562 module ``__getattr__``):
+``import funcnet`` itself imports neither JAX nor any submodule, so the
+command line answers ``funcnet --help`` without starting JAX (issue 15).
+``funcnet.mlp``, ``funcnet.train`` and ``from funcnet import train`` work as
+if imported eagerly, as does any other submodule (``funcnet.experiment``).
 """
 
-import jax.flatten_util  # noqa: F401  (gradcheck uses jax.flatten_util)
-
-from funcnet import activations
-from funcnet import autodiff
-from funcnet import backprop
-from funcnet import errors
-from funcnet import gradcheck
-from funcnet import initializers
-from funcnet import losses
-from funcnet import models
-from funcnet import optimizers
-from funcnet import schedules
-from funcnet import data
-from funcnet import train
-from funcnet.errors import FuncnetError
-from funcnet.models import mlp
-from funcnet.model import Model
+import importlib
+import importlib.util
 
 __version__ = "0.1.0"
+
+# Public names defined in a submodule: name -> that module.
+_NAMES = {"FuncnetError": "funcnet.errors", "Model": "funcnet.model",
+          "mlp": "funcnet.models"}
 
 __all__ = [
     "FuncnetError", "Model", "activations", "autodiff", "backprop", "data",
     "errors", "gradcheck", "initializers", "losses", "mlp", "models",
     "optimizers", "schedules", "train",
 ]
+
+
+def __getattr__(name: str):
+  if name in _NAMES:
+    value = getattr(importlib.import_module(_NAMES[name]), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+  if not name.startswith("_") and importlib.util.find_spec(f"funcnet.{name}"):
+    # Importing a submodule binds it here as well.
+    return importlib.import_module(f"funcnet.{name}")
+  raise AttributeError(f"module 'funcnet' has no attribute {name!r}")
+
+
+def __dir__():
+  return sorted(set(globals()) | set(__all__))

@@ -27,18 +27,24 @@ from funcnet.errors import CheckpointError
 # should be its own.
 logging.getLogger("absl").setLevel(logging.WARNING)
 
-import orbax.checkpoint as ocp  # noqa: E402
+
+def _ocp():
+  """``orbax.checkpoint``, imported on first use: it takes ~0.3 s (with
+  tensorstore), which a run that finds no checkpoint to resume need not pay
+  before its first epoch (issue 15)."""
+  import orbax.checkpoint as ocp
+  return ocp
 
 
 def _is_url(directory) -> bool:
   return "://" in os.fspath(directory)
 
 
-def _manager(directory, keep=None, create=False):
+def _manager(directory, keep=None, create=False, asynchronous=False):
+  ocp = _ocp()
   opts = ocp.CheckpointManagerOptions(
       max_to_keep=keep, create=create,
-      # Synchronous: the next epoch donates the params buffers being saved.
-      enable_async_checkpointing=False)
+      enable_async_checkpointing=asynchronous)
   where = directory if _is_url(directory) else os.path.abspath(directory)
   return ocp.CheckpointManager(where, options=opts)
 
@@ -56,25 +62,47 @@ def latest_epoch(directory):
 
 
 class Saver:
-  """Saves ``{params, opt_state, epoch}`` every call, keeping the last ``keep``."""
+  """Saves ``{params, opt_state, epoch}`` every call, keeping the last ``keep``.
+
+  In one process the saves are asynchronous: ``save`` copies the arrays on
+  their device (the next epoch donates, i.e. overwrites, the buffers it was
+  given) and returns; orbax writes them on its own threads while training
+  goes on, finishing one save before it starts the next. ``close`` returns
+  once every save is complete on disk; ``train_and_evaluate`` calls it
+  before it writes the summary, and on any error. A process killed
+  meanwhile leaves the checkpoint being written ignored (orbax renames it
+  into place only once complete) and the earlier ones readable. With
+  several processes the saves stay synchronous (orbax synchronises the
+  processes around each commit).
+  """
 
   def __init__(self, directory, keep: int):
     self.directory = directory
     self._mgr = None
     self._keep = keep
+    self._async = jax.process_count() == 1
 
   def save(self, epoch: int, params, opt_state) -> None:
     if self._mgr is None:
-      self._mgr = _manager(self.directory, self._keep, create=True)
+      self._mgr = _manager(self.directory, self._keep, create=True,
+                           asynchronous=self._async)
     if epoch in self._mgr.all_steps():
       return
-    self._mgr.save(epoch, args=ocp.args.StandardSave(
-        {"params": params, "opt_state": opt_state, "epoch": epoch}))
-    self._mgr.wait_until_finished()
+    state = {"params": params, "opt_state": opt_state, "epoch": epoch}
+    if self._async:
+      # A copy on the device, never donated: orbax reads it after we return.
+      state = jax.tree_util.tree_map(
+          lambda a: jax.device_put(a, a.sharding, may_alias=False)
+          if isinstance(a, jax.Array) else a, state)
+    self._mgr.save(epoch, args=_ocp().args.StandardSave(state))
+    if not self._async:
+      self._mgr.wait_until_finished()
 
   def close(self) -> None:
     if self._mgr is not None:
+      self._mgr.wait_until_finished()
       self._mgr.close()
+      self._mgr = None
 
 
 def _restore(directory, target, epoch, args):
@@ -83,6 +111,7 @@ def _restore(directory, target, epoch, args):
   if step is None:
     raise CheckpointError(f"no checkpoint in {directory!r}; expected a run "
                           "folder written by funcnet train")
+  ocp = _ocp()
   target = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
   try:
     with _manager(directory) as mgr:
@@ -105,7 +134,7 @@ def restore(directory, params, opt_state, epoch=None):
     CheckpointError: no checkpoint, or one that is truncated or corrupted.
   """
   state = _restore(directory, {"params": params, "opt_state": opt_state,
-                               "epoch": 0}, epoch, ocp.args.StandardRestore)
+                               "epoch": 0}, epoch, _ocp().args.StandardRestore)
   return int(state["epoch"]), state["params"], state["opt_state"]
 
 
@@ -117,6 +146,7 @@ def restore_params(directory, params, epoch=None):
     CheckpointError: as :func:`restore`.
   """
   def partial(target):
+    ocp = _ocp()
     return ocp.args.PyTreeRestore(
         target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
         partial_restore=True)

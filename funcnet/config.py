@@ -83,6 +83,7 @@ DEFAULTS: dict = {
         "progress": "auto",
         "checkpoint_dir": "",
         "tensorboard": False,
+        "compilation_cache": True,
     },
     "finetune": {
         "from_run": "",
@@ -143,6 +144,7 @@ DOCS: dict = {
     "run.plots": "write loss/accuracy and gradient-norm plots as PNG",
     "run.progress": "auto (a bar on a terminal) | always | never",
     "run.tensorboard": "also write TensorBoard event files into the run folder (needs the [tensorboard] extra: tensorboardX)",
+    "run.compilation_cache": "keep compiled programs on disk, so the next run of the same program compiles nothing: in $FUNCNET_COMPILATION_CACHE, else ~/.cache/funcnet/xla (`FUNCNET_COMPILATION_CACHE=off` turns it off too; delete the folder to clear it)",
     "run.checkpoint_dir": "where checkpoints go (default: <run folder>/checkpoints); on several hosts a folder they all see, e.g. gs://bucket/run",
     "finetune.from_run": "a run folder to fine-tune from: its checkpoint gives the body, the head is made afresh for this data's classes (\"\": train from scratch)",
     "finetune.freeze_body": "fine-tuning: zero updates for everything but the head",

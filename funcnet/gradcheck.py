@@ -33,6 +33,7 @@ that rounding dominates, ``abs <= 1e-9``.
 from typing import NamedTuple, Optional
 
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 

@@ -392,15 +392,46 @@ def check_batch(batch_size: int, n: int, accumulate: int = 1) -> None:
                       f"{batch_size}; expected equal micro-batches")
 
 
+def _host_arrays(x, y, dtype):
+  """``x`` and ``y`` as numpy arrays, floats in ``dtype`` (labels and ids
+  keep their integer dtypes, as JAX canonicalises them)."""
+  x, y = np.asarray(x), np.asarray(y)
+  if np.issubdtype(x.dtype, np.floating):
+    x = x.astype(dtype, copy=False)
+  if np.issubdtype(y.dtype, np.floating):
+    y = y.astype(dtype, copy=False)
+  return x, y
+
+
 def as_arrays(x, y, dtype):
   """``x`` and ``y`` as device arrays, floats in ``dtype`` (labels and ids
-  keep their integer dtypes)."""
-  x = jnp.asarray(x, dtype) if np.issubdtype(np.asarray(x).dtype, np.floating) \
-      else jnp.asarray(x)
-  y = jnp.asarray(y)
-  if jnp.issubdtype(y.dtype, jnp.floating):
-    y = y.astype(dtype)
-  return x, y
+  keep their integer dtypes).
+
+  Converted on the host, then copied over: ``jnp.asarray`` of a numpy array
+  compiles a small program per shape and dtype, three of them in a run.
+  """
+  return tuple(jax.device_put(a) for a in _host_arrays(x, y, dtype))
+
+
+def _fresh_copy(a):
+  """A new device array holding ``a``, laid out as ``a``: a copy that
+  compiles nothing (``jnp.array`` compiles one per shape). A global array
+  of several processes, which ``device_put`` cannot copy, and anything not
+  yet on a device take ``jnp.array``."""
+  if isinstance(a, jax.Array) and a.is_fully_addressable:
+    return jax.device_put(a, a.sharding, may_alias=False)
+  return jnp.array(a)
+
+
+@jax.jit
+def _run_keys(key, epoch):
+  """``(k_init, k_train, fold_in(k_train, epoch))`` from fit's ``key``.
+
+  One compiled call for every key fit draws (op by op, split and fold_in
+  compiled four small programs). Integer arithmetic: the same bits either
+  way."""
+  k_init, k_train = jax.random.split(key)
+  return k_init, k_train, jax.random.fold_in(k_train, epoch)
 
 
 class Monitor:
@@ -498,7 +529,9 @@ def fit(model: Model, loss, optimizer: optax.GradientTransformation, data, *,
     grads: ``"autodiff"`` or ``"manual"``.
     dtype: the float dtype of params and inputs.
     start: a :class:`Start` (params, optimizer state, epoch) to resume or
-      fine-tune from; None: ``model.init`` and ``optimizer.init``.
+      fine-tune from; None: ``model.init`` and ``optimizer.init``, each
+      one compiled call (the same bits as op by op, see
+      :mod:`funcnet.initializers`).
     evaluation: an :class:`Evaluation`: how often, and early stopping.
     mixed: a :class:`funcnet.precision.Mixed`: the forward/backward dtype
       (e.g. ``jnp.bfloat16``) and micro-batches per step.
@@ -523,15 +556,18 @@ def fit(model: Model, loss, optimizer: optax.GradientTransformation, data, *,
   n = int(np.shape(data.x_train)[0])
   check_batch(batch_size, n, mixed.accumulate)
   losses.check_pair(loss, model.output_activation)
-  k_init, k_train = jax.random.split(key)
-  start = start or Start(model.init(k_init, dtype))
+  k_init, k_train, _ = _run_keys(key, 0)
+  if start is None:  # one compiled call, the same bits as op by op
+    start = Start(jax.jit(model.init, static_argnums=1)(k_init, dtype))
   params, start_epoch = start.params, start.epoch
-  opt_state = (optimizer.init(params) if start.opt_state is None
+  opt_state = (jax.jit(optimizer.init)(params) if start.opt_state is None
                else start.opt_state)
   compute_dtype, accumulate = mixed.compute_dtype, mixed.accumulate
   # The epoch donates every leaf; a pytree that holds one array at two
-  # places (legal in a user's init) would be donated twice. Copy once.
-  params, opt_state = jax.tree_util.tree_map(jnp.array, (params, opt_state))
+  # places (legal in a user's init) would be donated twice, and the
+  # caller's arrays would be deleted. Copy once, on the device (a copy
+  # that compiles nothing, unlike jnp.array's per shape).
+  params, opt_state = jax.tree_util.tree_map(_fresh_copy, (params, opt_state))
   if plan is not None:
     plan.check_batch(batch_size, accumulate)
     params, opt_state = plan.place((params, opt_state))
@@ -541,8 +577,7 @@ def fit(model: Model, loss, optimizer: optax.GradientTransformation, data, *,
   # the current one (a shuffle inside the jitted epoch is XLA's sort, which
   # on a CPU costs more than a small MLP's steps). With a plan, each process
   # ships only its own rows.
-  x, y = as_arrays(data.x_train, data.y_train, dtype)
-  x, y = np.asarray(x), np.asarray(y)
+  x, y = _host_arrays(data.x_train, data.y_train, dtype)
   has_test = getattr(data, "x_test", None) is not None
   if has_test:
     x_test, y_test = as_arrays(data.x_test, data.y_test, dtype)
@@ -570,7 +605,7 @@ def fit(model: Model, loss, optimizer: optax.GradientTransformation, data, *,
   upcoming = batches(start_epoch) if start_epoch < epochs else None
   t0 = time.perf_counter()
   for e in range(start_epoch, epochs):
-    key_e = jax.random.fold_in(k_train, e)
+    key_e = _run_keys(key, e)[2]
     xb, yb = upcoming
     params, opt_state, m = epoch_fn(
         params, opt_state, key_e if plan is None else plan.replicate(key_e),

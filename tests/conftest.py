@@ -18,7 +18,13 @@ import pytest
 
 
 def pytest_configure(config):
-  """The fast loop (``-m "not slow"``) compiles at XLA's optimisation level
+  """No persistent compilation cache in the suite (``funcnet.compile_cache``):
+  ``cli.main`` called in-process would otherwise turn it on in the user's
+  ``~/.cache/funcnet/xla`` for every later test of the worker, and the
+  command's subprocesses inherit this too. ``tests/test_startup.py`` gives
+  its subprocesses a temporary cache of their own.
+
+  The fast loop (``-m "not slow"``) compiles at XLA's optimisation level
   0: most of this suite's time is XLA compiling small programs, and level 0
   halves it (measured: the backprop and attention tests 142 s -> 97 s).
   Numerics are the same up to the order of float sums, which every
@@ -26,6 +32,7 @@ def pytest_configure(config):
   keeps XLA's default level, what users run. Set before any JAX backend
   starts; pytest-xdist's workers inherit it, and so do the command's
   subprocesses."""
+  os.environ["FUNCNET_COMPILATION_CACHE"] = "off"
   if (config.getoption("markexpr", "") or "").replace(" ", "") == "notslow":
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_backend_optimization_level" not in flags:

@@ -2,10 +2,13 @@
 scikit-learn's bundled 8x8 digits, and MNIST-1D made by the ``mnist1d``
 package and cached as ``.npz`` in :func:`default_cache_dir`.
 
-Both packages are imported inside the loaders, only when one is called.
+Neither package is imported for a run: the digits are read from the CSV
+file scikit-learn ships, and MNIST-1D from its cache once made.
 """
 
+import gzip
 import importlib.metadata
+import importlib.util
 import os
 import random
 import tempfile
@@ -19,6 +22,35 @@ from funcnet.data.dataset import Dataset, _split
 
 # --- scikit-learn's digits ----------------------------------------------------
 
+def _digits_csv() -> Optional[str]:
+  """The ``digits.csv.gz`` that scikit-learn ships, found without importing
+  it (``find_spec`` of a top-level package reads no code); None when absent."""
+  spec = importlib.util.find_spec("sklearn")
+  for root in (spec.submodule_search_locations or []) if spec else []:
+    path = os.path.join(root, "datasets", "data", "digits.csv.gz")
+    if os.path.isfile(path):
+      return path
+  return None
+
+
+def _load_digits():
+  """``(x, y)`` exactly as ``sklearn.datasets.load_digits(return_X_y=True)``:
+  x ``(1797, 64)`` float64, y ``(1797,)`` int.
+
+  Read straight from scikit-learn's CSV the way its loader reads it
+  (``np.loadtxt`` of the gzipped file, the last column the label): 30 ms,
+  where importing scikit-learn took about 3 s of every run (issue 15).
+  ``tests/test_startup.py`` compares the arrays with scikit-learn's own.
+  """
+  path = _digits_csv()
+  if path is None:  # a layout we do not know: scikit-learn's loader
+    from sklearn.datasets import load_digits
+    return load_digits(return_X_y=True)
+  with gzip.open(path, "rt", encoding="utf-8") as f:
+    data = np.loadtxt(f, delimiter=",")
+  return data[:, :-1], data[:, -1].astype(int)
+
+
 def digits(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
   """scikit-learn's bundled 8x8 handwritten digits (read from the package).
 
@@ -26,10 +58,7 @@ def digits(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
   y ``(m,)`` int32 in 0..9. The split is stratified and fixed by ``seed``;
   the default gives 1,437 train and 360 test images.
   """
-  # Imported here: scikit-learn takes about a second to import, and only
-  # this loader needs it.
-  from sklearn.datasets import load_digits
-  x, y = load_digits(return_X_y=True)
+  x, y = _load_digits()
   rng = np.random.default_rng(seed)
   return _split("digits", x.astype(np.float32), y.astype(np.int32),
                 "classification", 10, {}, test_fraction, rng)

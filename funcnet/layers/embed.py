@@ -1,7 +1,8 @@
 """Embedding tables and positional encodings, with the lookup's backward."""
 
-import jax
 import jax.numpy as jnp
+
+from funcnet import initializers
 
 
 def embedding_init(key, n: int, d: int, dtype=jnp.float32, scale: float = 0.02):
@@ -10,7 +11,7 @@ def embedding_init(key, n: int, d: int, dtype=jnp.float32, scale: float = 0.02):
   Also the learned positional table (``n`` = the number of positions), added
   to the token vectors as ``x + E``.
   """
-  return {"E": scale * jax.random.normal(key, (n, d), dtype)}
+  return {"E": initializers.scaled_normal(key, (n, d), dtype, scale)}
 
 
 def embed_forward(params, ids):

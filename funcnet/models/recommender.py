@@ -195,8 +195,10 @@ def matrix_factorization(n_users: int, n_items: int, rank: int = 8,
     return {"mu": jnp.asarray(global_mean, dtype),
             "b_user": jnp.zeros((n_users,), dtype),
             "b_item": jnp.zeros((n_items,), dtype),
-            "P": init_scale * jax.random.normal(k_p, (n_users, rank), dtype),
-            "Q": init_scale * jax.random.normal(k_q, (n_items, rank), dtype)}
+            "P": initializers.scaled_normal(k_p, (n_users, rank), dtype,
+                                            init_scale),
+            "Q": initializers.scaled_normal(k_q, (n_items, rank), dtype,
+                                            init_scale)}
 
   spec = {"kind": "mf", "n_users": n_users, "n_items": n_items, "rank": rank,
           "init_scale": init_scale, "global_mean": global_mean,

@@ -125,7 +125,8 @@ def transformer(in_shape, n_classes: int, d_model: int = 32, n_heads: int = 4,
     if pos == "learned":
       params["pos"] = layers.embedding_init(k_pos, n_tokens, d_model, dtype)
     if pool == "cls":
-      params["cls"] = 0.02 * jax.random.normal(k_cls, (d_model,), dtype)
+      params["cls"] = initializers.scaled_normal(k_cls, (d_model,), dtype,
+                                                 0.02)
     blocks = []
     for k in k_blocks:
       k_attn, k_ff1, k_ff2 = jax.random.split(k, 3)

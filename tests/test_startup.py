@@ -1,0 +1,311 @@
+"""Time to first result (issue 15): what a run compiles, the persistent
+compilation cache, imports a command does not need, the digits without
+scikit-learn, initialisation as one compiled call with unchanged bits, and
+checks before any compilation.
+
+Subprocesses run the real command with ``FUNCNET_TIMINGS`` (what JAX
+built, from ``jax.monitoring``) and a temporary compilation cache, never
+the user's (tests/conftest.py turns it off for everything else).
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from funcnet import bench_startup, checkpoints, compile_cache, config, data
+from funcnet import experiment, initializers, timings
+from helpers import read_jsonl
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
+ENV.pop("JAX_ENABLE_X64", None)
+ENV.pop("JAX_COMPILATION_CACHE_DIR", None)
+
+# What a default one-epoch run builds, in order: the run's key
+# (jax.random.key: the seed staged, then threefry's seed), the initial
+# params and optimizer state (experiment.Setup.init_state), fit's keys, the
+# epoch, the evaluation, and the learning rate the history records.
+PROGRAMS = ["jit(stage)", "jit(_threefry_seed)", "jit(init)", "jit(_run_keys)",
+            "jit(epoch)", "jit(evaluate)", "jit(stage)"]
+
+
+def _python(*args, env=None, timeout=240):
+  return subprocess.run([sys.executable, *args], cwd=ROOT, env=env or ENV,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def _train(out, cache, record, *sets):
+  env = {**ENV, "FUNCNET_COMPILATION_CACHE": str(cache),
+         "FUNCNET_TIMINGS": str(record)}
+  argv = ["-m", "funcnet.cli", "train", "--set", "train.epochs=1",
+          "--progress", "never", "--out", str(out)]
+  for s in sets:
+    argv += ["--set", s]
+  r = _python(*argv, env=env)
+  with open(record) as f:
+    return r, json.load(f)
+
+
+@pytest.fixture(scope="module")
+def cold_and_warm(tmp_path_factory):
+  """The default config for one epoch, twice, on one new cache folder."""
+  tmp = tmp_path_factory.mktemp("startup")
+  cache = tmp / "xla"
+  runs = [_train(tmp / name, cache, tmp / f"{name}.json")
+          for name in ("cold", "warm")]
+  for r, _ in runs:
+    assert r.returncode == 0, r.stderr
+  return tmp, cache, runs
+
+
+def test_a_default_run_compiles_what_it_needs_and_caches_it(cold_and_warm):
+  tmp, cache, [(_, cold), _] = cold_and_warm
+  # 26 before issue 15: each initialiser, split, fold_in, copy and
+  # conversion compiled op by op.
+  assert cold["names"] == PROGRAMS, cold["names"]
+  assert cold["compiled"] == len(PROGRAMS) and cold["cache_hits"] == 0
+  assert len([f for f in os.listdir(cache) if f.endswith("-cache")]) \
+      == len(set(PROGRAMS)) + 1  # the two stages differ in shape
+
+
+def test_a_second_run_compiles_nothing_and_trains_the_same(cold_and_warm):
+  tmp, _, [(_, cold), (_, warm)] = cold_and_warm
+  assert warm["names"] == cold["names"]
+  assert warm["compiled"] == 0 and warm["cache_hits"] == len(PROGRAMS)
+  strip = lambda rs: [{k: v for k, v in r.items() if k != "time"} for r in rs]
+  assert strip(read_jsonl(tmp / "cold" / "metrics.jsonl")) \
+      == strip(read_jsonl(tmp / "warm" / "metrics.jsonl"))
+  # every phase of the breakdown is there, and the final checkpoint is
+  # complete before the command returns
+  assert {"imports", "data", "init", "train", "save", "plots"} \
+      <= set(warm["phases"])
+  assert checkpoints.latest_epoch(str(tmp / "warm" / "checkpoints")) == 1
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["train.batch_size=5000"], "larger than the 1437 training examples"),
+    (["train.loss=mse"], "does not suit the classification data"),
+], ids=["batch", "loss"])
+def test_config_and_data_errors_come_before_any_compilation(tmp_path, sets,
+                                                            message):
+  r, rec = _train(tmp_path / "run", tmp_path / "xla", tmp_path / "t.json",
+                  *sets)
+  assert r.returncode == 2 and message in r.stderr, r.stderr
+  assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+  assert rec["programs"] == 0
+
+
+def test_a_folder_holding_a_run_is_refused_before_the_data(cold_and_warm,
+                                                          tmp_path):
+  tmp, _, _ = cold_and_warm
+  r, rec = _train(tmp / "cold", tmp_path / "xla", tmp_path / "t.json")
+  assert r.returncode == 2 and "already holds checkpoints" in r.stderr
+  assert rec["programs"] == 0 and "data" not in rec["phases"]
+
+
+def test_help_starts_no_jax():
+  r = _python("-X", "importtime", "-m", "funcnet.cli", "--help")
+  assert r.returncode == 0 and "funcnet train" in r.stdout
+  imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines()}
+  assert not {"jax", "numpy", "orbax.checkpoint", "matplotlib"} & imported
+
+
+def test_imports_are_lazy_but_every_public_name_is_there():
+  # orbax and matplotlib only once a run saves or plots, scikit-learn never
+  code = """
+import sys
+import funcnet
+assert "jax" not in sys.modules and "funcnet.train" not in sys.modules
+assert set(funcnet.__all__) <= set(dir(funcnet))
+from funcnet import cli, experiment, runs
+funcnet.data.load("digits")
+print(sorted(m for m in ("sklearn", "orbax.checkpoint", "matplotlib")
+             if m in sys.modules))
+model = funcnet.mlp([3, 4, 2])
+from funcnet import train, losses
+assert funcnet.train is train and train.fit and funcnet.FuncnetError
+assert funcnet.Model is type(model) and funcnet.experiment.Setup
+try:
+  funcnet.no_such_name
+except AttributeError as e:
+  print(e)
+"""
+  r = _python("-c", code)
+  assert r.returncode == 0, r.stderr
+  assert r.stdout.splitlines() == [
+      "[]", "module 'funcnet' has no attribute 'no_such_name'"]
+
+
+def test_digits_are_scikit_learns_read_without_importing_it():
+  from sklearn.datasets import load_digits
+  x, y = data.bundled._load_digits()
+  want_x, want_y = load_digits(return_X_y=True)
+  assert x.dtype == want_x.dtype and y.dtype == want_y.dtype
+  np.testing.assert_array_equal(x, want_x)
+  np.testing.assert_array_equal(y, want_y)
+
+
+# --- initialisation: one compiled call, the bits of op by op ----------------
+
+def _shaped(init, key, shape, dtype):
+  """The initialisers as written before issue 15 (a shaped draw, the scale
+  multiplied op by op): what every run and test reference was made with."""
+  fan_in, fan_out = initializers._fans(shape)
+  if init == "normal":
+    return jax.random.normal(key, shape, dtype)
+  if init == "xavier":
+    r = math.sqrt(6.0 / (fan_in + fan_out))
+    return jax.random.uniform(key, shape, dtype, -r, r)
+  return jax.random.normal(key, shape, dtype) * math.sqrt(2.0 / fan_in)
+
+
+@pytest.mark.parametrize("init", ["normal", "xavier", "he"])
+def test_initialisers_give_the_same_bits_op_by_op_and_jitted(init, getkey):
+  shapes = [(64, 10), (5, 3, 8)]
+  keys = [getkey() for _ in shapes]
+  f = initializers.get(init)
+  want = [_shaped(init, k, s, jnp.float32) for k, s in zip(keys, shapes)]
+  eager = [f(k, s, jnp.float32) for k, s in zip(keys, shapes)]
+  jitted = jax.jit(lambda ks: [f(k, s, jnp.float32)
+                               for k, s in zip(ks, shapes)])(keys)
+  for w, e, j in zip(want, eager, jitted):
+    np.testing.assert_array_equal(e, w)
+    np.testing.assert_array_equal(j, w)
+
+
+def test_without_the_barrier_jit_would_round_he_differently(getkey):
+  # Why initializers.scaled_normal has its barrier: XLA folds sqrt(2) of
+  # jax.random.normal into the scale, one rounding instead of two.
+  key, shape, c = getkey(), (64, 10), math.sqrt(2.0 / 64)
+  folded = jax.jit(lambda k: jax.random.normal(k, shape) * c)(key)
+  assert np.sum(np.asarray(folded) != np.asarray(_shaped("he", key, shape,
+                                                         jnp.float32))) > 0
+
+
+@pytest.mark.parametrize("sets", [
+    [],
+    pytest.param(["data.name=ratings", "model.kind=ncf", "train.loss=mse",
+                  "model.ncf.hidden=[8]"], marks=pytest.mark.slow),
+    pytest.param(["data.name=mnist1d", "model.kind=transformer",
+                  "model.transformer.pool=cls"], marks=pytest.mark.slow),
+], ids=["mlp", "ncf", "transformer"])
+def test_setup_init_state_is_model_init_op_by_op(sets):
+  setup = experiment.Setup(config.load(None, sets))
+  params, opt_state = setup.init_state()
+  k_init = jax.random.split(jax.random.key(setup.cfg["seed"]))[0]
+  want = setup.model.init(k_init, setup.dtype)
+  want_state = setup.optimizer.init(want)
+  for a, b in zip(jax.tree_util.tree_leaves((params, opt_state)),
+                  jax.tree_util.tree_leaves((want, want_state)), strict=True):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_setups_of_the_same_program_share_one_executable():
+  a, b = (experiment.Setup(config.load(None, [f"optimizer.learning_rate={lr}",
+                                              "model.mlp.hidden=[7]"]))
+          for lr in (0.1, 0.2))
+  before = len(experiment._PROGRAMS)
+  a.init_state()
+  b.init_state()
+  assert len(experiment._PROGRAMS) == before + 1
+
+
+# --- the cache folder, the timings, the saver, the benchmark's table --------
+
+def test_cache_folder_follows_the_config_and_the_environment(monkeypatch,
+                                                              tmp_path):
+  monkeypatch.setenv("FUNCNET_CACHE", str(tmp_path / "root"))
+  monkeypatch.delenv(compile_cache.ENV, raising=False)
+  assert compile_cache.folder() == str(tmp_path / "root" / "xla")
+  assert compile_cache.folder(on=False) is None
+  monkeypatch.setenv(compile_cache.ENV, str(tmp_path / "there"))
+  assert compile_cache.folder() == str(tmp_path / "there")
+  for off in ("off", "0", "False", "no"):
+    monkeypatch.setenv(compile_cache.ENV, off)
+    assert compile_cache.folder() is None
+  assert config.DEFAULTS["run"]["compilation_cache"] is True
+
+
+def test_an_unusable_cache_folder_leaves_the_cache_off_with_a_note(
+    monkeypatch, tmp_path):
+  blocker = tmp_path / "a-file"
+  blocker.write_text("")
+  monkeypatch.setenv(compile_cache.ENV, str(blocker / "xla"))
+  notes = []
+  assert compile_cache.enable(note=notes.append) is None
+  assert len(notes) == 1 and "compilation cache off" in notes[0]
+  assert jax.config.jax_compilation_cache_dir is None  # JAX left untouched
+
+
+@pytest.mark.slow
+def test_a_run_with_an_unusable_cache_folder_goes_on_without_it(tmp_path):
+  blocker = tmp_path / "a-file"
+  blocker.write_text("")
+  r, rec = _train(tmp_path / "run", blocker / "xla", tmp_path / "t.json")
+  assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+  assert r.stderr.count("\n") == 1 and "compilation cache off" in r.stderr
+  assert rec["compiled"] == len(PROGRAMS) and rec["cache_hits"] == 0
+
+
+def test_an_async_save_is_a_copy_complete_after_close(tmp_path):
+  params = {"W": jnp.arange(6.0).reshape(2, 3), "b": jnp.ones(3)}
+  want = jax.tree_util.tree_map(np.asarray, params)
+  saver = checkpoints.Saver(str(tmp_path / "ck"), keep=2)
+  saver.save(1, params, ())
+  for a in jax.tree_util.tree_leaves(params):
+    a.delete()  # what the next epoch's donation does to them
+  saver.close()
+  template = jax.tree_util.tree_map(jnp.zeros_like, want)
+  epoch, got, _ = checkpoints.restore(str(tmp_path / "ck"), template, ())
+  assert epoch == 1
+  for a, b in zip(jax.tree_util.tree_leaves(got),
+                  jax.tree_util.tree_leaves(want)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_the_startup_table_sets_medians_against_the_floor():
+  rec = lambda wall, compiled: {  # noqa: E731
+      "wall_s": wall, "programs": 7, "compiled": compiled,
+      "cache_hits": 7 - compiled, "compile_s": 1.0, "trace_s": 0.1,
+      "lower_s": 0.2, "breakdown": dict.fromkeys(bench_startup.PHASES, 0.1)}
+  result = {"floor": [1.0, 2.0, 1.5], "cold": [rec(7, 7), rec(8, 7), rec(6, 7)],
+            "warm": [rec(3, 0), rec(4, 0), rec(3.5, 0)],
+            "load": ((0.5, 0, 0), (1.0, 0, 0))}
+  table = bench_startup.format_table(result)
+  assert "floor (import jax, one op): 1.50 s [1.00, 2.00]" in table
+  cold, warm = (next(line.split() for line in table.splitlines()
+                     if line.startswith(m)) for m in ("cold", "warm"))
+  assert cold == ["cold", "7.00", "4.67", "<=", "5.0", "met", "7", "0"]
+  assert warm == ["warm", "3.50", "2.33", "<=", "2.5", "met", "0", "7"]
+
+
+def test_timings_count_phases_and_write_nothing_unasked(monkeypatch, tmp_path):
+  monkeypatch.delenv(timings.ENV, raising=False)
+  with timings.phase("unit-test"):
+    pass
+  assert "unit-test" in timings.snapshot()["phases"]
+  timings.write("train")  # no file asked for: nothing happens
+  monkeypatch.setenv(timings.ENV, str(tmp_path / "t.json"))
+  timings.write("train")
+  rec = json.loads((tmp_path / "t.json").read_text())
+  assert rec["command"] == "train" and rec["compiled"] == rec["programs"] \
+      - rec["cache_hits"]
+
+
+@pytest.mark.slow
+def test_bench_startup_runs_end_to_end():
+  r = _python("-m", "funcnet.cli", "bench", "--startup", "--repeats", "1",
+              timeout=600)
+  assert r.returncode == 0, r.stderr
+  assert "floor (import jax, one op)" in r.stdout
+  rows = [l.split() for l in r.stdout.splitlines()
+          if l.startswith(("cold", "warm"))]
+  assert [row[0] for row in rows] == ["cold", "warm"] * 2
+  assert rows[1][-2:] == ["0", "7"]  # warm: nothing compiled, all cached
