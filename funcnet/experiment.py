@@ -161,7 +161,20 @@ class Setup:
     Laid out on the plan's mesh when there is one and ``place`` (so a
     checkpoint restores straight into that layout).
     """
-    model, optimizer, dtype = self.model, self.optimizer, self.dtype
+    init = self.initializer()
+    args = (self.key,
+            None if self.pretrained is None else self.pretrained.params)
+    state = _compiled(init, *args)(*args)
+    return state if self.plan is None or not place else self.plan.place(state)
+
+  def initializer(self, optimizer=None):
+    """``init(key, pretrained) -> (params, opt_state)``, the pure function
+    :meth:`init_state` compiles: ``model.init`` from the first half of
+    ``split(key)`` (as ``train.fit`` draws it), the fine-tuned run's body
+    (``pretrained``: its params, or None), ``optimizer.init``. ``optimizer``
+    replaces this Setup's (a sweep passes one built from traced values)."""
+    model, dtype = self.model, self.dtype
+    optimizer = optimizer or self.optimizer
 
     def init(key, pretrained):
       k_init, _ = jax.random.split(key)
@@ -169,11 +182,7 @@ class Setup:
       if pretrained is not None:  # the run's body, this init's new head
         params = finetune.replace_head(model, pretrained, params)
       return params, optimizer.init(params)
-
-    args = (self.key,
-            None if self.pretrained is None else self.pretrained.params)
-    state = _compiled(init, *args)(*args)
-    return state if self.plan is None or not place else self.plan.place(state)
+    return init
 
   def fit(self, start=None, grads=None, **kwargs):
     """``train.fit`` as the config says; ``start`` a ``train.Start`` to resume."""
