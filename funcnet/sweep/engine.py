@@ -20,8 +20,8 @@ same ``batch_order``, the same keys ``fold_in(k_train, e)``, the same
 update; only the summation order of a batched matmul may differ. The
 divergence guard is ``fit``'s, per variant: the epoch notes each variant's
 first non-finite loss, and only when some variant has one does a second
-loop rerun the epoch's steps for those variants up to the step before it
-(the others are masked). A variant that diverged, stopped early or ran its
+pass rerun the epoch's steps for those variants up to the step before it
+(the others are masked; the step is in the program once, as in ``fit``). A variant that diverged, stopped early or ran its
 epochs is *inactive*: the epoch returns its params unchanged, and the host
 stops feeding it once every variant is inactive.
 
@@ -171,36 +171,44 @@ def _group_program(setup: experiment.Setup, traced: list, norms: bool,
     def keys(s):
       return jax.vmap(lambda k: jax.random.fold_in(k, s))(k_drop)
 
-    def step(s, carry):
-      p, o, bad, sums = carry
-      xs, ys = batch(s)
-      p, o, m = vstep(p, o, hp, xs, ys, keys(s))
-      bad = jnp.where((bad < 0) & ~jnp.isfinite(m[0]), s, bad)
-      return p, o, bad, tuple(a + b for a, b in zip(sums, m))
-
     v = order.shape[0]
     one = jax.tree_util.tree_map(lambda a: a[0], params)
     zero = tuple(jnp.zeros((v,) + z.shape, z.dtype)
                  for z in train.metric_zeros(one, norms))
-    p, o, bad, sums = jax.lax.fori_loop(
-        0, n_batches, step, (params, opt_state, jnp.full((v,), -1, jnp.int32),
-                             zero))
+    none = jnp.full((v,), -1, jnp.int32)
 
-    def rerun(_):
-      # fit's guard per variant: the diverged ones rerun steps 0..bad-2
-      # from the epoch's start; the params after them had a finite loss.
-      limit = jnp.where(bad >= 0, jnp.maximum(bad - 1, 0), 0)
+    # fit's divergence guard, per variant, with one copy of the step in the
+    # program (a second copy doubles the compile time): pass 0 runs every
+    # variant's epoch and notes its first step with a non-finite loss; only
+    # when some variant has one does pass 1 rerun, from the epoch's start,
+    # the diverged variants' steps 0..bad-2 (the params after them had a
+    # finite loss), every other variant masked.
+    def run_pass(carry):
+      k, p0, o0, bad0, sums0 = carry
+      first = k == 0
+      limit = jnp.where(first, n_batches,
+                        jnp.where(bad0 >= 0, jnp.maximum(bad0 - 1, 0), 0))
 
-      def again(s, carry):
-        pp, oo = carry
+      def step(s, c):
+        p, o, bad, sums = c
         xs, ys = batch(s)
-        p2, o2, _ = vstep(pp, oo, hp, xs, ys, keys(s))
-        return _select(s < limit, (p2, o2), (pp, oo))
+        p2, o2, m = vstep(p, o, hp, xs, ys, keys(s))
+        p, o = _select(s < limit, (p2, o2), (p, o))
+        bad = jnp.where((bad < 0) & ~jnp.isfinite(m[0]), s, bad)
+        return p, o, bad, tuple(a + b for a, b in zip(sums, m))
 
-      back = jax.lax.fori_loop(0, jnp.max(limit), again, (params, opt_state))
-      return _select(bad >= 0, back, (p, o))
+      p, o, bad, sums = jax.lax.fori_loop(
+          0, jnp.max(limit), step, (params, opt_state, none, zero))
+      redo = ~first & (bad0 >= 0)
+      p, o = _select(first | redo, (p, o), (p0, o0))
+      return (k + 1, p, o, jnp.where(first, bad, bad0),
+              tuple(jnp.where(first, a, b) for a, b in zip(sums, sums0)))
 
-    p, o = jax.lax.cond(jnp.any(bad >= 0), rerun, lambda _: (p, o), None)
+    def another_pass(carry):
+      return (carry[0] == 0) | ((carry[0] == 1) & jnp.any(carry[3] >= 0))
+
+    _, p, o, bad, sums = jax.lax.while_loop(
+        another_pass, run_pass, (jnp.int32(0), params, opt_state, none, zero))
     p, o = _select(active, (p, o), (params, opt_state))
     metrics = jax.vmap(train.epoch_metrics, in_axes=(0, 0, None, 0))(
         p, sums, n_batches, bad)
@@ -212,11 +220,12 @@ def _group_program(setup: experiment.Setup, traced: list, norms: bool,
 
 def init_states(setups, hp: dict) -> list:
   """Every variant's ``(params, opt_state)`` as numpy arrays, as
-  ``Setup.init_state`` makes them, in one vmapped call per distinct
-  initialiser: variants whose models differ only in their dropout rate
-  initialise alike, up to their key and their optimizer's (traced)
-  hyperparameters. (One compiled init per variant costs a lowering each,
-  0.1-0.2 s: a third of a 16-variant MLP sweep.)"""
+  ``Setup.init_state`` makes them: one compiled init per distinct
+  initialiser (variants whose models differ only in their dropout rate
+  initialise alike), called with each variant's key and its optimizer's
+  (traced) hyperparameters. (A compiled init per variant costs a lowering
+  each, 0.1-0.2 s: a third of a 16-variant MLP sweep; a vmapped init
+  compiles 1.5x slower than this loop of calls runs.)"""
   subgroups = {}
   for i, s in enumerate(setups):
     spec = {k: v for k, v in s.model.spec.items() if k != "dropout"}
@@ -234,12 +243,10 @@ def init_states(setups, hp: dict) -> list:
       key = jax.random.wrap_key_data(key_data, impl=impl)
       return s0.initializer(opt)(key, pretrained)
 
-    keys = np.stack([np.asarray(jax.random.key_data(setups[i].key))
-                     for i in members])
-    h = {k: v[members] for k, v in hp.items()}
-    states = jax.device_get(jax.jit(jax.vmap(one))(keys, h))
-    for j, i in enumerate(members):
-      out[i] = jax.tree_util.tree_map(lambda a: a[j], states)
+    init = jax.jit(one)
+    for i in members:
+      out[i] = jax.device_get(init(np.asarray(jax.random.key_data(setups[i].key)),
+                                   {k: v[i] for k, v in hp.items()}))
   return out
 
 
