@@ -341,6 +341,14 @@ def _cmd_compare(args) -> int:
   return 0
 
 
+def _write_json(path, records) -> None:
+  """``--json FILE``: the records as indented JSON (nothing without it)."""
+  if path:
+    with open(path, "w") as f:
+      json.dump(records, f, indent=2)
+      f.write("\n")
+
+
 def _cmd_bench(args) -> int:
   from funcnet import bench
 
@@ -361,10 +369,7 @@ def _cmd_bench(args) -> int:
     result = bench_startup.run(
         args.repeats, log=lambda line: print(line, file=sys.stderr, flush=True))
     print(bench_startup.format_table(result))
-    if args.json:
-      with open(args.json, "w") as f:
-        json.dump(result, f, indent=2)
-        f.write("\n")
+    _write_json(args.json, result)
     return 0
   if args.sweeps:
     from funcnet import bench_sweep
@@ -374,10 +379,7 @@ def _cmd_bench(args) -> int:
         cases, epochs=args.epochs,
         log=lambda line: print(line, file=sys.stderr, flush=True))
     print(bench_sweep.format_table(records))
-    if args.json:
-      with open(args.json, "w") as f:
-        json.dump(records, f, indent=2)
-        f.write("\n")
+    _write_json(args.json, records)
     return 0
   if args.models:
     from funcnet import bench_models
@@ -387,10 +389,7 @@ def _cmd_bench(args) -> int:
         configs, repeats=args.repeats, min_time=args.min_time,
         log=lambda line: print(line, file=sys.stderr, flush=True))
     print(bench_models.format_table(records))
-    if args.json:
-      with open(args.json, "w") as f:
-        json.dump(records, f, indent=2)
-        f.write("\n")
+    _write_json(args.json, records)
     return 0
   if args.plot and not args.sweep:
     raise FuncnetError("--plot draws the sweep; expected --sweep with it")
@@ -406,9 +405,7 @@ def _cmd_bench(args) -> int:
       log=lambda line: print(line, file=sys.stderr, flush=True), **sweep)
   print(bench.format_table(result))
   if args.json:
-    with open(args.json, "w") as f:
-      json.dump(bench.records_json(result), f, indent=2)
-      f.write("\n")
+    _write_json(args.json, bench.records_json(result))
     print(f"records written to {args.json}")
   if args.plot:
     print(f"sweep plot written to {bench.plot_sweep(result, args.plot)}")
