@@ -127,8 +127,8 @@ def init_gradients(setups, batch: int) -> list:
 
   # Every setup in one program: on a CPU, compiling costs more than
   # running, and one program of five small networks compiles in about half
-  # the time of five programs. The params are Setup.init_state's, op by op
-  # as training makes them (jitted, He's scaling can round differently).
+  # the time of five programs. The params are Setup.init_state's, the ones
+  # training starts from.
   params = [s.init_state()[0] for s in setups]
   ds = setups[0].ds
   with jax.enable_x64(True):
