@@ -344,27 +344,24 @@ def _plot_curves(out: str, m: dict, p: dict) -> str:
   return report.save(fig, out, "curves.png")
 
 
-def _fmt(x, f="{:.3g}"):
-  return "–" if x is None else f.format(x)
-
 
 def _table(m: dict) -> str:
   bs, lrs = m["batch_sizes"], m["learning_rates"]
-  acc = [[f"{lr:g}"] + [_fmt(m["final_test_accuracy"][i][j], "{:.3f}")
+  acc = [[f"{lr:g}"] + [report.fmt(m["final_test_accuracy"][i][j], "{:.3f}")
                         if not m["seeds_diverged"][i][j] else "diverged"
                         for i in range(len(bs))] for j, lr in enumerate(lrs)]
-  steps = [[f"{lr:g}"] + [_fmt(m["steps_to_target"][i][j], "{:.0f}")
+  steps = [[f"{lr:g}"] + [report.fmt(m["steps_to_target"][i][j], "{:.0f}")
                           for i in range(len(bs))] for j, lr in enumerate(lrs)]
   per_batch = []
   for i, b in enumerate(bs):
     j = lrs.index(m["best_lr"][i]) if m["best_lr"][i] is not None else None
-    per_batch.append([b, m["steps_per_epoch"][i], _fmt(m["best_lr"][i], "{:g}"),
-                      _fmt(m["best_test_accuracy"][i], "{:.3f}"),
-                      _fmt(m["lr_needed"][i], "{:g}"),
-                      _fmt(None if j is None else m["steps_to_target"][i][j], "{:.0f}"),
-                      _fmt(None if j is None else m["time_to_target_s"][i][j]),
-                      _fmt(m["largest_finite_lr"][i], "{:g}"),
-                      _fmt(m["seconds_per_step"][i])])
+    per_batch.append([b, m["steps_per_epoch"][i], report.fmt(m["best_lr"][i], "{:g}"),
+                      report.fmt(m["best_test_accuracy"][i], "{:.3f}"),
+                      report.fmt(m["lr_needed"][i], "{:g}"),
+                      report.fmt(None if j is None else m["steps_to_target"][i][j], "{:.0f}"),
+                      report.fmt(None if j is None else m["time_to_target_s"][i][j]),
+                      report.fmt(m["largest_finite_lr"][i], "{:g}"),
+                      report.fmt(m["seconds_per_step"][i])])
   return "\n\n".join([
       "Per batch size:",
       report.markdown_table(
@@ -386,14 +383,14 @@ def _measured(m: dict, p: dict) -> str:
       f"{len(bs) * len(m['learning_rates']) * len(m['seeds'])} runs of "
       f"{p['optimizer']} for {p['epochs']} epochs in {m['groups']} compiled "
       f"programs ({m['sweep_wall_s']:.0f} s). Best rate per batch size: " +
-      ", ".join(f"{b}: {_fmt(lr, '{:g}')} ({_fmt(a, '{:.3f}')})" for b, lr, a in
+      ", ".join(f"{b}: {report.fmt(lr, '{:g}')} ({report.fmt(a, '{:.3f}')})" for b, lr, a in
                 zip(bs, m["best_lr"], m["best_test_accuracy"])) + ".",
       f"Smallest rate reaching test accuracy {m['target']:g}: " +
-      ", ".join(f"{b}: {_fmt(lr, '{:g}')}" for b, lr in zip(bs, m["lr_needed"])) +
+      ", ".join(f"{b}: {report.fmt(lr, '{:g}')}" for b, lr in zip(bs, m["lr_needed"])) +
       (f"; slope of log(rate) against log(batch) {slope:.2f} (linear rule: 1)."
        if slope is not None else "."),
       "Largest rate whose loss stayed finite: " + ", ".join(
-          f"{b}: {_fmt(lr, '{:g}')}" for b, lr in zip(bs, m["largest_finite_lr"])) + "."]
+          f"{b}: {report.fmt(lr, '{:g}')}" for b, lr in zip(bs, m["largest_finite_lr"])) + "."]
   if c["lrs"]:
     parts.append(f"At batch {c['batch']}, final test accuracy: " + ", ".join(
         f"{k.replace('_', ' ')} lr {lr:g} "

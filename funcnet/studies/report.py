@@ -30,6 +30,12 @@ def write_json(out: str, results: dict) -> str:
   return path
 
 
+def fmt(x, f: str = "{:.3g}") -> str:
+  """A number for a table or a caption; ``–`` for None (not reached,
+  diverged)."""
+  return "–" if x is None else f.format(x)
+
+
 def markdown_table(header, rows, fmt="{:.4g}") -> str:
   """A Markdown table; floats formatted with ``fmt``."""
   def cell(v):

@@ -318,16 +318,13 @@ def _plot_time(out, p, rec) -> str:
   return report.save(fig, out, "through_time.png")
 
 
-def _fmt(v, f="{:.3g}"):
-  return "–" if v is None else f.format(v)
-
 
 def _tables(p, layers, clip, rec) -> str:
-  rows = [[name, _fmt(r["first_over_last"]), _fmt(r["min_over_last"]),
-           _fmt(r["max_over_last"]), _fmt(r["init"]["manual"][-1]),
-           _fmt(r["delta_first_over_last"]), _fmt(r["init"]["max_rel_diff"], "{:.1e}"),
-           _fmt(r.get("trained_first_over_last")), _fmt(r.get("final_train_loss")),
-           _fmt(r.get("test_accuracy"))]
+  rows = [[name, report.fmt(r["first_over_last"]), report.fmt(r["min_over_last"]),
+           report.fmt(r["max_over_last"]), report.fmt(r["init"]["manual"][-1]),
+           report.fmt(r["delta_first_over_last"]), report.fmt(r["init"]["max_rel_diff"], "{:.1e}"),
+           report.fmt(r.get("trained_first_over_last")), report.fmt(r.get("final_train_loss")),
+           report.fmt(r.get("test_accuracy"))]
           for name, r in layers.items()]
   parts = [f"Depth {p['depth']} x {p['width']}, {p['data']}; at init on "
            f"{p['batch']} examples in float64; trained: {p['epochs']} epochs of Adam.",
@@ -340,8 +337,8 @@ def _tables(p, layers, clip, rec) -> str:
               report.markdown_table(
                   ["run", "status", "epochs run", "loss at init", "final loss",
                    "test acc"],
-                  [[label, r["status"], r["epochs_run"], _fmt(r["train_loss"][0]),
-                    _fmt(r["train_loss"][-1]), _fmt(r["test_accuracy"])]
+                  [[label, r["status"], r["epochs_run"], report.fmt(r["train_loss"][0]),
+                    report.fmt(r["train_loss"][-1]), report.fmt(r["test_accuracy"])]
                    for label, r in clip.items()])]
   if rec:
     parts += ["", f"{p['rnn_data']}, hidden {p['rnn_hidden']}, Adam lr "
@@ -349,10 +346,10 @@ def _tables(p, layers, clip, rec) -> str:
               report.markdown_table(
                   ["cell", "at init", f"epoch {p['rnn_epochs']}", "every epoch",
                    "test acc"],
-                  [[k, _fmt(r["first_over_last"][0]), _fmt(r["first_over_last"][-1]
+                  [[k, report.fmt(r["first_over_last"][0]), report.fmt(r["first_over_last"][-1]
                                                             if r["trained"] else None),
                     " ".join(f"{v:.2g}" for v in r["first_over_last"]),
-                    _fmt(r["test_accuracy"])] for k, r in rec.items()])]
+                    report.fmt(r["test_accuracy"])] for k, r in rec.items()])]
   return "\n".join(parts)
 
 
