@@ -27,8 +27,9 @@ from funcnet.models import registry
 
 # Each leaf: default value. Types are taken from the default (an int default
 # also accepts nothing but ints; a float default accepts ints; a list default
-# accepts lists). Keys whose default is None accept ints or floats/strings as
-# documented in DOCS.
+# accepts lists whose items have the type of the default's items, and an
+# empty default is a list of integers, see _LIST_ITEM). Keys whose default is
+# None accept ints or floats/strings as documented in DOCS.
 DEFAULTS: dict = {
     "name": "",
     "seed": 0,
@@ -102,9 +103,9 @@ DEFAULTS: dict = {
 
 DOCS: dict = {
     "name": "run name; default: the config file's stem (run folders are runs/<name>-<time>)",
-    "seed": "the one integer all randomness derives from (init, shuffling, dropout)",
+    "seed": "the one integer all randomness derives from (init, shuffling, dropout); 0 <= seed < 2**32",
     "data.name": "a built-in dataset (xor, spirals, moons, regression, digits, mnist1d, ratings) or a path to a .npz/.csv file",
-    "data.seed": "seed of generated data and of splits (kept apart from `seed`, so the digits split stays fixed)",
+    "data.seed": "seed of generated data and of splits (kept apart from `seed`, so the digits split stays fixed); 0 <= seed < 2**32",
     "data.label": "for .csv files: the label column's name (every other column is a feature)",
     "data.task": "for files: classification | regression | ratings (built-in sets know theirs)",
     "data.standardize": "standardise inputs with the training split's mean and std",
@@ -166,9 +167,16 @@ CHOICES = {
     "run.progress": ("auto", "always", "never"),
 }
 
-# (key, low, high, low inclusive): numbers must lie in range. The
-# optimizer's and the schedule's hyperparameters are not here: their own
-# modules check them, when validate() builds them.
+# Seeds go to jax.random.key and numpy's default_rng. numpy refuses
+# negative seeds; jax takes up to 2**63 - 1 but, in its default 32-bit
+# mode, keeps only the low 32 bits (key(2**32) == key(0)), so larger seeds
+# would silently repeat smaller ones. [0, 2**32) is what both take as
+# distinct seeds.
+SEED_RANGE = (0, 2**32 - 1)
+
+# (key, low, high, low inclusive): numbers must lie in range (high is
+# inclusive). The optimizer's and the schedule's hyperparameters are not
+# here: their own modules check them, when validate() builds them.
 RANGES = [
     ("train.epochs", 1, None, True), ("train.batch_size", 1, None, True),
     ("train.patience", 0, None, True), ("train.eval_every", 1, None, True),
@@ -181,6 +189,7 @@ RANGES = [
     ("parallel.heartbeat_timeout", 1, None, True),
     ("parallel.shutdown_timeout", 1, None, True),
     ("parallel.init_timeout", 1, None, True),
+    ("seed", *SEED_RANGE, True), ("data.seed", *SEED_RANGE, True),
 ]
 
 
@@ -222,6 +231,35 @@ def _type_name(v) -> str:
   return type(v).__name__
 
 
+# The item type of a list-valued key with an empty default ([]: "none"),
+# which has no item to take it from. Every list key holds integers (widths,
+# channels, labels, a shape); a list of floats or strings would need its
+# default to show one.
+_LIST_ITEM = 0
+
+# "expected a list of ..." for each item type.
+_PLURAL = {bool: "booleans", int: "integers", float: "numbers", str: "strings"}
+
+
+def _check_items(key: str, value: list, default: list) -> list:
+  """The items of ``value`` checked against the type of ``default``'s
+  items, as :func:`_coerce` checks a scalar (a float list takes ints and
+  makes them floats; bools are not ints)."""
+  like = default[0] if default else _LIST_ITEM
+  out = []
+  for item in value:
+    try:
+      out.append(_coerce(key, item, like))
+    except ConfigError:
+      # "a float", not "a number": 64.5 is refused for not being an integer.
+      what = "a float" if isinstance(item, float) else _type_name(item)
+      raise ConfigError(
+          f"config key {key!r} = {value!r}: item {item!r} is {what}; "
+          f"expected a list of {_PLURAL.get(type(like), type(like).__name__)}"
+          ) from None
+  return out
+
+
 def _suggest(key: str, known) -> str:
   close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.5)
   if not close:
@@ -246,11 +284,7 @@ def _coerce(key: str, value, default):
       return value
   elif isinstance(default, list):
     if isinstance(value, list):
-      if all(isinstance(x, int) and not isinstance(x, bool) for x in default + value) \
-          or not default:
-        return value
-      if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value):
-        return value
+      return _check_items(key, value, default)
   raise ConfigError(
       f"config key {key!r} = {value!r} is {_type_name(value)}; expected "
       f"{_type_name(default)} (like the default {default!r})")
