@@ -52,3 +52,22 @@ def xla_pads(n, k, s, padding):
   out = -(-n // s)
   total = max((out - 1) * s + k - n, 0)
   return out, (total // 2, total - total // 2)
+
+
+_LIMITS = (
+    "import os, resource, signal, sys\n"
+    "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG, not a kill\n"
+    "for k, v in eval(sys.argv[1]).items():\n"
+    "  resource.setrlimit(getattr(resource, k), (v, v))\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n")
+
+
+def with_limits(argv, **limits):
+  """``argv`` run under ``resource`` limits (``RLIMIT_FSIZE=2000``) set in
+  the child itself: a ``python -c`` that sets them, then ``exec``s argv (the
+  same pid, so ``os.wait4`` still measures the command). ``preexec_fn``
+  would fork the test's process, which has JAX's threads running (JAX warns,
+  and pytest makes the warning an error). SIGXFSZ is ignored, so a write
+  past ``RLIMIT_FSIZE`` fails with EFBIG, as a full disk fails with ENOSPC."""
+  import sys
+  return [sys.executable, "-c", _LIMITS, repr(limits), *argv]
