@@ -1,6 +1,7 @@
 """The ``funcnet`` command: a thin layer of flags over :mod:`funcnet.experiment`.
 
-  funcnet train     [--config FILE] [--set key=value ...] [--out DIR] [--resume]
+  funcnet train     [--config FILE] [--set key=value ...] [--out DIR]
+                    [--resume | --auto-resume]
                     [--cpu-devices N] [--coordinator HOST:PORT --num-processes N
                     --process-id I | --distributed]
   funcnet gradcheck [--config FILE] [--set key=value ...] [--batch N]
@@ -12,10 +13,16 @@
   funcnet bench     [--sizes small,large] [--json FILE] [--sweep] [--plot FILE]
                     [--models [CONFIG,...]] [--startup]
 
-Exit status: 0 done; 1 a gradient check that failed; 2 a user mistake (bad
-config, data file, name or run folder), reported as one line on stderr; 3
-training diverged (NaN/inf loss; the last good checkpoint stays); 130
-interrupted.
+Exit status (the README's table):
+  0   done
+  1   funcnet gradcheck: the gradients disagree
+  2   a user mistake or a filesystem problem (bad config, data file, name,
+      run folder, checkpoint; a folder that cannot be written; a full disk),
+      one line on stderr; usage errors too (argparse)
+  3   training diverged (NaN/inf loss; the last good checkpoint stays)
+  70  an internal error: a bug in funcnet, with its traceback (please report)
+  75  funcnet train stopped by SIGTERM (preemption) after saving; --resume
+  130 stopped by SIGINT (Ctrl-C); funcnet train saves first, as for 75
 """
 
 import argparse
@@ -33,6 +40,7 @@ EPILOG = """examples:
   funcnet train --config configs/xor_textbook.toml
   funcnet train --config configs/digits_mlp.toml --set train.epochs=5 --out runs/try
   funcnet train --out runs/try --resume           # continue from the latest checkpoint
+  until funcnet train --out runs/spot --auto-resume; do [ $? = 75 ] || break; done
   funcnet train --cpu-devices 8 --out runs/dp8    # data parallel over 8 simulated devices
   funcnet train --out runs/mp --coordinator 127.0.0.1:7777 --num-processes 2 --process-id 0
   funcnet gradcheck --config configs/digits_mlp.toml
@@ -83,8 +91,14 @@ def _parser() -> argparse.ArgumentParser:
   t.add_argument("--out", metavar="DIR",
                  help="run folder (default: runs/<config name>-<time>)")
   t.add_argument("--resume", action="store_true",
-                 help="continue the run in --out from its latest checkpoint, "
-                 "using its saved config (plus any --set)")
+                 help="continue the run in --out from its newest good "
+                 "checkpoint, with its saved config (or --config), plus any "
+                 "--set that only changes train.epochs, run.* reporting or "
+                 "parallel.*; exit 2 without a checkpoint")
+  t.add_argument("--auto-resume", action="store_true",
+                 help="--resume when --out holds a checkpoint, else start it "
+                 "(for a retry loop on preemptible machines; exit 75 means "
+                 "SIGTERM stopped it after saving)")
   t.add_argument("--progress", choices=("auto", "always", "never"),
                  help="progress bar (default: run.progress)")
   device_flags(t)
@@ -217,9 +231,14 @@ def _cmd_train(args) -> int:
     import jax
     from funcnet import config as config_lib, experiment, runs
   with timings.phase("config"):
-    if args.resume:
-      if not args.out:
-        raise FuncnetError("--resume needs --out DIR naming the run to continue")
+    if (args.resume or args.auto_resume) and not args.out:
+      raise FuncnetError(f"{'--resume' if args.resume else '--auto-resume'} "
+                         "needs --out DIR naming the run to continue")
+    if args.auto_resume:  # a retry loop's flag: resume if there is anything
+      args.resume = runs.resumable(args.out)
+    if args.resume and not args.config:
+      # The run's own config, plus any --set; train_and_evaluate compares
+      # the result with it (funcnet.resume) before touching the folder.
       cfg = runs.read_config(args.out, args.overrides, "--resume: run folder")
     else:
       cfg = config_lib.load(args.config, args.overrides)
@@ -441,6 +460,15 @@ def _alone() -> bool:
              for t in threading.enumerate())
 
 
+INTERNAL = 70  # sysexits.h's EX_SOFTWARE
+
+
+def _os_error(e: OSError) -> str:
+  """``"cannot write 'runs/x/config.json': No space left on device"``."""
+  where = f" {e.filename!r}" if e.filename else ""
+  return f"filesystem:{where} {e.strerror or e}"
+
+
 def _main(argv) -> int:
   timings.start()
   parser = _parser()
@@ -453,11 +481,17 @@ def _main(argv) -> int:
             "eval": _cmd_eval, "bench": _cmd_bench, "study": _cmd_study,
             "sweep": _cmd_sweep, "compare": _cmd_compare}[args.command](args)
   except FuncnetError as e:
-    print(f"funcnet: error: {e}", file=sys.stderr)
+    print(f"funcnet: {e.label}: {e}", file=sys.stderr)
     return e.exit_code
   except KeyboardInterrupt:
     print("funcnet: interrupted; checkpoints already written stay", file=sys.stderr)
     return 130
+  except OSError as e:
+    # The filesystem said no (read-only, full, a file where a folder should
+    # be, ...) somewhere the checks before training could not foresee.
+    print(f"funcnet: error: {_os_error(e)}; expected a path this process "
+          "can write, with space left", file=sys.stderr)
+    return 2
   except Exception:
     if "jax" in sys.modules and sys.modules["jax"].distributed.is_initialized():
       # The other processes wait for this one inside a collective. A normal
@@ -473,8 +507,12 @@ def _main(argv) -> int:
             f"{jax.process_count()} failed ({what}); leaving at once so the "
             "other processes stop too", file=sys.stderr, flush=True)
       sys.stdout.flush()
-      os._exit(1)
-    raise
+      os._exit(INTERNAL)
+    import traceback
+    traceback.print_exc()
+    print(f"funcnet: internal error (exit {INTERNAL}): a bug in funcnet; "
+          "please report it with the traceback above", file=sys.stderr)
+    return INTERNAL
   finally:
     timings.write(args.command)  # only with FUNCNET_TIMINGS=FILE
 

@@ -10,6 +10,7 @@ class FuncnetError(ValueError):
   """Base of every user-facing error funcnet raises."""
 
   exit_code = 2
+  label = "error"  # the command prints "funcnet: <label>: <message>"
 
 
 class UnknownNameError(FuncnetError):
@@ -36,6 +37,18 @@ class DivergenceError(FuncnetError):
   """Training produced a NaN or infinite loss."""
 
   exit_code = 3
+
+
+class Preempted(FuncnetError):
+  """Training stopped by SIGTERM or SIGINT after saving a checkpoint and the
+  summary (:mod:`funcnet.preemption`): not a mistake, so the command prints
+  it without "error:". ``exit_code`` is the signal's (75 or 130)."""
+
+  label = "stopped"
+
+  def __init__(self, message: str, exit_code: int):
+    super().__init__(message)
+    self.exit_code = exit_code
 
 
 def unknown(kind: str, name, known) -> UnknownNameError:

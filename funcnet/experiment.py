@@ -9,17 +9,21 @@ folder is :mod:`funcnet.runs`'s.
   evaluate(run)                       a run's latest checkpoint on its test split
   gradcheck(cfg, batch)               manual vs autodiff vs finite differences
 
-Resuming reads ``config.json`` and the latest checkpoint, drops the metrics
-lines written after it, and continues; since epoch ``e`` draws its keys from
-``fold_in(key, e)``, the resumed run ends with the same params as one never
-interrupted.
+Resuming compares the requested config with ``config.json``
+(:mod:`funcnet.resume`), reads the newest good checkpoint (params, optimizer
+state, epoch, early-stopping counters), drops the metrics lines written
+after it, and continues; since epoch ``e`` draws its order and keys from
+``(key, e)`` and evaluates on the absolute epoch, the resumed run ends with
+the same params and history as one never interrupted.
 """
 
+import contextlib
 import functools
 import hashlib
 import json
 import math
 import os
+import sys
 import time
 
 import jax
@@ -27,8 +31,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcnet import backprop, checkpoints, config as config_lib, data, finetune
-from funcnet import losses, parallel, precision, runs, timings, train
-from funcnet.errors import ConfigError, DivergenceError
+from funcnet import losses, parallel, precision, preemption, preflight, runs
+from funcnet import timings
+from funcnet import resume as resume_lib, train
+from funcnet.errors import CheckpointError, ConfigError, DivergenceError, Preempted
 from funcnet.models import registry
 from funcnet.progress import Progress
 
@@ -71,7 +77,9 @@ def build_model(cfg, ds):
 
 def check(cfg, ds, model) -> None:
   """Cross-key checks that need the data, made before anything is written
-  or compiled: loss vs task, batch size, gradient source, dtype."""
+  or compiled: loss vs task, batch size, gradient source, dtype. (Whether
+  the run fits in memory is :class:`Setup`'s last check, once the optimizer
+  and the device plan are built.)"""
   t = cfg["train"]
   losses.get(t["loss"])  # an unknown name lists the known ones
   allowed = TASK_LOSSES[ds.task]
@@ -135,6 +143,9 @@ class Setup:
     self.plan = parallel.plan_from_config(cfg)
     if self.plan is not None:
       self.plan.check_batch(t["batch_size"], t["accumulate"])
+    # Last: the run must fit in memory (shapes only, nothing allocated; a
+    # model too large for the machine is refused before its init runs).
+    preflight.check_memory(cfg, self.model, self.ds, self.optimizer, self.plan)
 
   @functools.cached_property
   def key(self):
@@ -255,51 +266,133 @@ def train_and_evaluate(cfg, workdir, *, resume=False, progress="auto",
   shards); only the main process (``is_main``, default: process 0) writes
   the run folder's other files (:mod:`funcnet.runs`), and logs.
 
+  ``resume``: continue ``workdir`` from its newest good checkpoint. ``cfg``
+  is first compared with the run's ``config.json`` (:mod:`funcnet.resume`):
+  only safe keys may differ. The checkpoint holds everything that decides
+  what happens next (params, optimizer state, epoch, early-stopping
+  counters; the data order and dropout keys follow from ``(seed, epoch)``),
+  so the resumed run ends as the uninterrupted one. A damaged newest
+  checkpoint is moved aside and the one before it used
+  (:mod:`funcnet.checkpoints`); both are recorded in ``metrics.jsonl``.
+
+  One writer: the main process holds ``workdir``'s lock (:func:`runs.lock`)
+  from before its first write to the end. SIGTERM and SIGINT stop the
+  training after the current epoch, which is saved (:mod:`funcnet.preemption`).
+
   Raises:
-    ConfigError: a config that does not fit its data, or a workdir that
-      already holds another run (pass ``resume``).
+    ConfigError: a config that does not fit its data; a workdir that already
+      holds another run (pass ``resume``), or that another process is
+      writing; a resume whose config differs in a key it cannot change; a
+      folder that cannot be written. Nothing in ``workdir`` is changed.
+    CheckpointError: ``resume`` without a (readable) checkpoint; nothing in
+      ``workdir`` is changed.
     DivergenceError: the loss became NaN/inf (exit status 3); the run
       folder keeps its last good checkpoint, metrics, summary and plots.
+    Preempted: a SIGTERM/SIGINT stopped the run after an epoch; its
+      checkpoint and the summary (``status = "preempted"``) are written.
   """
   if is_main is None:
     is_main = parallel.is_main()
   if not is_main:
     log, progress = (lambda *a, **k: None), "never"
+  workdir = os.fspath(workdir)
   # Every check first, then the compiled calls: a mistake in the config,
-  # the data or the folder is one line before anything is compiled. (orbax
-  # is imported only when the checkpoint folder exists.)
+  # the data or the folder is one line before anything is compiled or
+  # written. (orbax is imported only when the checkpoint folder exists.)
+  if is_main:
+    runs.check_unlocked(workdir)
+  changed = {}
+  if resume:
+    saved = runs.read_config(workdir, what="--resume: run folder")
+    changed = resume_lib.check(workdir, saved, cfg)
+  cfg = resume_lib.resolve_checkpoint_dir(cfg)
   ckpt_dir = runs.checkpoint_dir(workdir, cfg)
   has_ckpt = checkpoints.latest_epoch(ckpt_dir) is not None
+  if resume and not has_ckpt:
+    raise CheckpointError(
+        f"--resume: run folder {workdir!r} has no checkpoint in {ckpt_dir!r}; "
+        "nothing was changed; expected a run that has saved one (every "
+        "run.checkpoint_every epochs and at the end), or no --resume")
   if has_ckpt and not resume:
     raise ConfigError(f"run folder {workdir!r} already holds checkpoints; "
                       "expected --resume to continue it or a new --out folder")
   with timings.phase("data"):
     setup = Setup(cfg)
-  ds, model = setup.ds, setup.model
-  os.makedirs(workdir, exist_ok=True)
+  with contextlib.ExitStack() as stack:
+    if is_main:
+      stack.enter_context(runs.lock(workdir))
+    runs.check_writable(ckpt_dir, "config key 'run.checkpoint_dir' ="
+                        if cfg["run"]["checkpoint_dir"] else "run folder")
+    watch = stack.enter_context(preemption.Watch())
+    return _train(setup, workdir, ckpt_dir, has_ckpt, changed, watch,
+                  progress, log, is_main)
+
+
+def _import_in_background(modules) -> None:
+  """Imports ``modules`` on a daemon thread while the main one compiles.
+
+  orbax (0.2 s with tensorstore) and matplotlib (0.5 s) are needed only at
+  the first save and at the end; XLA's compiler releases the GIL, so on two
+  cores their imports overlap the first epoch's compilation instead of
+  adding to a short run's time (issue 15). Python's import locks make a
+  main-thread import of the same module wait for this one, never run it
+  twice; an import that fails here fails again, with its message, where it
+  is used."""
+  import importlib
+  import threading
+
+  def run():
+    for name in modules:
+      try:
+        importlib.import_module(name)
+      except Exception:  # pylint: disable=broad-except
+        pass
+  threading.Thread(target=run, name="funcnet-imports", daemon=True).start()
+
+
+def _train(setup, workdir, ckpt_dir, has_ckpt, changed, watch, progress, log,
+           is_main):
+  """:func:`train_and_evaluate` once every check has passed and the run
+  folder is locked."""
+  cfg, ds, model = setup.cfg, setup.ds, setup.model
+  t = cfg["train"]
+  steps_per_epoch = len(ds.y_train) // t["batch_size"]
+  _import_in_background(["orbax.checkpoint"]
+                        + (["funcnet.plots"] if cfg["run"]["plots"] and is_main
+                           else []))
+
+  with timings.phase("init"):
+    params, opt_state = setup.init_state()
+  start, history, early_stopping, events = 0, [], None, []
+  if has_ckpt:
+    with timings.phase("restore"):
+      restored = checkpoints.restore_newest_good(
+          ckpt_dir, params, opt_state, move_damaged=True,
+          on_damaged=lambda line: is_main and print(
+              f"funcnet: warning: {line}", file=sys.stderr))
+    start, params, opt_state = restored.epoch, restored.params, restored.opt_state
+    early_stopping = restored.early_stopping
+    events += [{"event": "damaged_checkpoint", "resumed_from": start,
+                **d._asdict()} for d in restored.damaged]
+    if is_main:
+      history = runs.read_metrics(workdir, start, events=True)
+    if changed:
+      events.append({"event": "resume", "epoch": start, "changed": changed})
+    log(f"resuming {workdir} from epoch {start}"
+        + (f" (changed: {', '.join(changed)})" if changed else ""))
+
   board = None
-  if is_main and cfg["run"]["tensorboard"]:
-    from funcnet import tensorboard  # tensorboardX only when asked for
-    board = tensorboard.open_writer(workdir)
   if is_main:
     runs.write_config(workdir, cfg)
     runs.write_model(workdir, model)
     runs.write_stats(workdir, setup.stats)
+    runs.reset_metrics(workdir, history + events)
+    if cfg["run"]["tensorboard"]:
+      from funcnet import tensorboard  # tensorboardX only when asked for
+      board = tensorboard.open_writer(
+          workdir, purge_step=start * steps_per_epoch + 1 if start else None)
+  history = [h for h in history if "event" not in h]
 
-  with timings.phase("init"):
-    params, opt_state = setup.init_state()
-  start, history = 0, []
-  if has_ckpt:
-    with timings.phase("restore"):
-      start, params, opt_state = checkpoints.restore(ckpt_dir, params,
-                                                     opt_state)
-    history = runs.read_metrics(workdir, start) if is_main else []
-    log(f"resuming {workdir} from epoch {start}")
-  if is_main:
-    runs.reset_metrics(workdir, history)
-
-  t = cfg["train"]
-  steps_per_epoch = len(ds.y_train) // t["batch_size"]
   log(f"data   {data.summary(ds)}")
   log(f"model  {model.kind} {json.dumps({k: v for k, v in model.spec.items() if k != 'kind'})}")
   compute = setup.mixed.compute_dtype
@@ -321,14 +414,16 @@ def train_and_evaluate(cfg, workdir, *, resume=False, progress="auto",
     bar.update(record)
     e = record["epoch"]
     if e % every == 0 and e < t["epochs"] and math.isfinite(record["train_loss"]):
-      with timings.phase("save"):
-        saver.save(e, params, opt_state)  # returns while orbax writes
+      with timings.phase("save"):  # returns while orbax writes
+        saver.save(e, params, opt_state, record.get("early_stopping"))
+    return watch.requested() is not None  # stop after this epoch: saved below
 
   try:
     t0 = time.perf_counter()
     try:
       with timings.phase("train"):
-        result = setup.fit(start=train.Start(params, opt_state, start),
+        result = setup.fit(start=train.Start(params, opt_state, start,
+                                             early_stopping),
                            callback=on_epoch)
     finally:
       bar.close()
@@ -336,11 +431,13 @@ def train_and_evaluate(cfg, workdir, *, resume=False, progress="auto",
         if f:
           f.close()
     elapsed = time.perf_counter() - t0
+    signal_name = watch.requested() if result.status == "stopped" else None
     history = history + result.history
     last_epoch = history[-1]["epoch"] if history else start
     if not result.diverged:
       with timings.phase("save"):
-        saver.save(last_epoch, result.params, result.opt_state)
+        saver.save(last_epoch, result.params, result.opt_state,
+                   history[-1].get("early_stopping") if history else None)
 
     # Steps per second after the first epoch of this process, which pays
     # for compilation (the whole run when there is only one epoch).
@@ -348,9 +445,10 @@ def train_and_evaluate(cfg, workdir, *, resume=False, progress="auto",
     t_timed = (timed[-1]["time"] - result.history[0]["time"]
                if len(result.history) > 1 else elapsed)
     final = history[-1] if history else {}
+    status = ("diverged" if result.diverged
+              else "preempted" if signal_name else "finished")
     summary = {
-        "name": cfg["name"],
-        "status": "diverged" if result.diverged else "finished",
+        "name": cfg["name"], "status": status,
         "fit_status": result.status, "stopped": result.reason,
         "epochs": last_epoch, "total_steps": last_epoch * steps_per_epoch,
         "steps_per_s": (len(timed) * steps_per_epoch / t_timed
@@ -362,11 +460,14 @@ def train_and_evaluate(cfg, workdir, *, resume=False, progress="auto",
         "final": {k: v for k, v in final.items() if k != "grad_norms"},
         "best": best_evaluation(history, ds.task),
     }
+    if signal_name:
+      summary["stopped"] = (f"{signal_name} after epoch {last_epoch} of "
+                            f"{t['epochs']}; resume with --resume")
     for k in ("test_accuracy", "test_loss", "test_rmse", "test_mae"):
       last = [h[k] for h in history if k in h]
       if last:
         summary[k] = last[-1]
-    if t["compare_grads"] and not result.diverged:
+    if t["compare_grads"] and status == "finished":
       summary["compare_grads"] = compare_training(setup, result.params, log)
     # The plots are drawn while orbax writes the last checkpoint.
     if is_main and cfg["run"]["plots"] and history:
@@ -386,6 +487,11 @@ def train_and_evaluate(cfg, workdir, *, resume=False, progress="auto",
              if last is not None else "no checkpoint had been written yet")
     raise DivergenceError(f"{result.reason}; {where}; try a smaller "
                           "optimizer.learning_rate or optimizer.clip_norm")
+  if signal_name:
+    raise Preempted(
+        f"{signal_name}: stopped after epoch {last_epoch} of {t['epochs']}, "
+        f"checkpoint saved in {ckpt_dir}; continue with: funcnet train --out "
+        f"{workdir} --resume", preemption.EXIT_CODES[signal_name])
   return summary
 
 

@@ -12,17 +12,22 @@ A run folder holds:
   summary.json     final and best metrics, steps/s, device, status
   loss.png, grad_norms.png     curves (``run.plots``)
   events.out.tfevents.*        TensorBoard scalars (``run.tensorboard``)
-  checkpoints/     orbax checkpoints of ``{params, opt_state, epoch}``, or
-                   wherever ``run.checkpoint_dir`` says (:func:`checkpoint_dir`)
+  checkpoints/     orbax checkpoints of ``{params, opt_state, epoch,
+                   early_stopping}``, or wherever ``run.checkpoint_dir`` says
+                   (:func:`checkpoint_dir`)
+  .lock            who is writing the run (:func:`lock`): one writer at a time
 
 ``funcnet eval``, ``--resume`` and fine-tuning (``finetune.from_run``) read
 a run through this module only. Writes are atomic (a temporary file, then
 ``os.replace``), so a process killed mid-write leaves the previous file.
 """
 
+import contextlib
 import json
 import math
 import os
+import socket
+import time
 from typing import Any, NamedTuple, Optional
 
 import numpy as np
@@ -31,7 +36,89 @@ from funcnet import checkpoints, config as config_lib
 from funcnet.errors import ConfigError
 
 CONFIG, MODEL, STATS = "config.json", "model.json", "stats.npz"
-METRICS, SUMMARY = "metrics.jsonl", "summary.json"
+METRICS, SUMMARY, LOCK = "metrics.jsonl", "summary.json", ".lock"
+
+
+@contextlib.contextmanager
+def lock(run: str):
+  """Holds ``run``'s writer lock (creating the folder) while inside.
+
+  An ``fcntl.flock`` on ``<run>/.lock``, which holds the holder's pid, host
+  and start time for the message a second writer gets. The kernel drops the
+  lock when its process ends, however it ends, so a lock left by a killed
+  run is simply taken over; the file itself stays (removing it would let a
+  third process lock a file the second one has already opened). On a
+  shared filesystem (NFS) flock is as good as the filesystem's locking.
+
+  Raises:
+    ConfigError: another process holds the lock.
+    OSError: the folder cannot be created (the command's one-line
+      filesystem error).
+  """
+  import fcntl
+  os.makedirs(run, exist_ok=True)
+  path = os.path.join(run, LOCK)
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      raise _in_use(run, fd) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (f"pid {os.getpid()} on {socket.gethostname()} since "
+                   f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n").encode(), 0)
+    yield
+  finally:
+    os.close(fd)  # closing drops the lock
+
+
+def _in_use(run: str, fd: int) -> ConfigError:
+  holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
+  return ConfigError(f"run folder {run!r} is being written by "
+                     f"{holder or 'another process'}; expected one funcnet "
+                     "train per run folder (wait for it to end, or choose "
+                     "another --out)")
+
+
+def check_unlocked(run: str) -> None:
+  """Raises :func:`lock`'s error now if another process holds ``run``'s
+  lock; creates nothing. (A second writer is told so first, not that the
+  folder holds checkpoints; :func:`lock` is still what guarantees it.)"""
+  import fcntl
+  try:
+    fd = os.open(os.path.join(run, LOCK), os.O_RDONLY)
+  except OSError:
+    return  # no lock file (or no folder): nobody has ever locked it
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+      raise _in_use(run, fd) from None
+  finally:
+    os.close(fd)
+
+
+def check_writable(directory: str, what: str) -> None:
+  """Creates ``directory`` and writes and removes a file in it, so that a
+  folder the run cannot write is one line before training, not an error
+  after it. (``os.access`` is no test: it says yes to root on a read-only
+  mount.) URLs (``gs://``) are left to orbax.
+
+  Raises:
+    ConfigError: naming ``what`` (a config key or flag) and the OS's reason.
+  """
+  if "://" in directory:
+    return
+  probe = os.path.join(directory, f".funcnet-write-test-{os.getpid()}")
+  try:
+    os.makedirs(directory, exist_ok=True)
+    with open(probe, "w") as f:
+      f.write("ok\n")
+    os.remove(probe)
+  except OSError as e:
+    raise ConfigError(f"{what} {directory!r} cannot be written "
+                      f"({e.strerror or e}); expected a folder this process "
+                      "can create and write") from None
 
 
 def checkpoint_dir(run: str, cfg: dict) -> str:
@@ -74,9 +161,32 @@ def write_config(run: str, cfg: dict) -> None:
 
 
 def read_config(run: str, overrides=(), what: str = "run folder") -> dict:
-  """The run's resolved config, checked, with ``overrides`` (``--set``)."""
-  with open(_require(run, CONFIG, what)) as f:
-    return config_lib.from_dict(json.load(f), overrides)
+  """The run's resolved config, checked, with ``overrides`` (``--set``).
+
+  Raises:
+    ConfigError: no ``config.json``, or one that is not a JSON config.
+  """
+  path = _require(run, CONFIG, what)
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ConfigError(f"{what} {run!r}: {CONFIG} is damaged ({e}); expected "
+                      "the JSON config funcnet train wrote") from None
+  if not isinstance(saved, dict):
+    raise ConfigError(f"{what} {run!r}: {CONFIG} holds a "
+                      f"{type(saved).__name__}; expected a JSON object")
+  return config_lib.from_dict(saved, overrides)
+
+
+def resumable(run: str) -> bool:
+  """Whether ``run`` holds a config and a checkpoint to resume from
+  (``funcnet train --auto-resume``); a damaged ``config.json`` is its
+  one-line error."""
+  if not os.path.isfile(os.path.join(run, CONFIG)):
+    return False
+  return checkpoints.latest_epoch(checkpoint_dir(run, read_config(run))) \
+      is not None
 
 
 def write_model(run: str, model) -> None:
@@ -113,9 +223,12 @@ def read_stats(run: str) -> Optional[tuple]:
 
 # --- metrics and summary ----------------------------------------------------
 
-def read_metrics(run: str, last_epoch: Optional[int] = None) -> list:
-  """The metrics records, those of epochs ``<= last_epoch`` when given; a
-  last line cut short by a kill ends the list."""
+def read_metrics(run: str, last_epoch: Optional[int] = None,
+                 events: bool = False) -> list:
+  """The per-epoch metrics records, those of epochs ``<= last_epoch`` when
+  given; a last line cut short by a kill ends the list. ``events``: also
+  the event lines (``{"event": ...}``: a resume that changed safe keys, a
+  fallback from a damaged checkpoint), in file order."""
   path = os.path.join(run, METRICS)
   if not os.path.exists(path):
     return []
@@ -126,6 +239,8 @@ def read_metrics(run: str, last_epoch: Optional[int] = None) -> list:
         rec = json.loads(line)
       except json.JSONDecodeError:
         break
+      if "event" in rec and not events:
+        continue
       if last_epoch is None or rec.get("epoch", math.inf) <= last_epoch:
         kept.append(rec)
   return kept
@@ -148,6 +263,7 @@ class MetricsWriter:
     self._f = open(os.path.join(run, METRICS), "a")
 
   def write(self, record: dict) -> None:
+    """One epoch's record, or an event (``{"event": ..., "epoch": ...}``)."""
     self._f.write(json.dumps(json_safe(record)) + "\n")
     self._f.flush()
 

@@ -70,12 +70,17 @@ class Writer:
     self.close()
 
 
-def open_writer(logdir: str | os.PathLike) -> Writer:
-  """A :class:`Writer` of a new event file in ``logdir`` (created if needed)."""
+def open_writer(logdir: str | os.PathLike, purge_step=None) -> Writer:
+  """A :class:`Writer` of a new event file in ``logdir`` (created if needed).
+
+  ``purge_step``: a resumed run's first new step; TensorBoard then hides
+  the events of steps ``>= purge_step`` that the stopped run wrote after its
+  checkpoint, which the resumed run writes again."""
   try:
     import tensorboardX
   except ImportError as err:
     raise ConfigError(
         "run.tensorboard = true needs the tensorboardX package; expected "
         'pip install "funcnet[tensorboard]"') from err
-  return Writer(tensorboardX.SummaryWriter(logdir=os.fspath(logdir)))
+  return Writer(tensorboardX.SummaryWriter(logdir=os.fspath(logdir),
+                                            purge_step=purge_step))

@@ -102,10 +102,16 @@ class FitResult(NamedTuple):
 
 class Start(NamedTuple):
   """Where ``fit`` starts: given params and optimizer state at ``epoch``
-  (to resume a run, or to fine-tune); ``fit`` draws fresh ones without it."""
+  (to resume a run, or to fine-tune); ``fit`` draws fresh ones without it.
+
+  ``early_stopping``: the early-stopping counters at ``epoch``, as the
+  record of that epoch had them (``record["early_stopping"]``, see
+  :meth:`Monitor.after`); None: none yet. A resumed run passes them back so
+  it stops where the uninterrupted run would."""
   params: Any
   opt_state: Any = None
   epoch: int = 0
+  early_stopping: Optional[dict] = None
 
 
 class Evaluation(NamedTuple):
@@ -440,29 +446,37 @@ class Monitor:
 
   ``fit`` keeps one; :mod:`funcnet.sweep` keeps one per variant, so a
   variant records, evaluates and stops exactly where the same run alone
-  would. Epoch ``e`` (from 0) is evaluated when ``e + 1 - start_epoch`` is a
-  multiple of ``evaluation.every``, or at the last epoch, unless it
-  diverged; ``status`` leaves ``"done"`` when the loss was not finite
-  (``"diverged"``) or the held-out loss has not improved for
-  ``evaluation.patience`` evaluations (``"early_stopped"``).
+  would. Epoch ``e`` (from 0) is evaluated when ``e + 1`` is a multiple of
+  ``evaluation.every``, or at the last epoch, unless it diverged; counted
+  from the run's first epoch, not from where this process started, so a
+  resumed run evaluates the epochs the uninterrupted one does. ``status``
+  leaves ``"done"`` when the loss was not finite (``"diverged"``) or the
+  held-out loss has not improved for ``evaluation.patience`` evaluations
+  (``"early_stopped"``). With patience, each record carries the counters
+  (``record["early_stopping"] = {"best_test_loss", "evaluations_since_best"}``),
+  which ``early_stopping`` (a resumed run's :attr:`Start.early_stopping`)
+  restores.
   """
 
   def __init__(self, groups, steps_per_epoch: int, epochs: int,
                start_epoch: int = 0, evaluation: Evaluation = Evaluation(),
-               norms: bool = True, lr_schedule=None, has_test: bool = True):
+               norms: bool = True, lr_schedule=None, has_test: bool = True,
+               early_stopping: Optional[dict] = None):
     self.groups, self.steps_per_epoch = groups, steps_per_epoch
     self.epochs, self.start_epoch = epochs, start_epoch
     self.evaluation, self.norms = evaluation, norms
     self.lr_schedule, self.has_test = lr_schedule, has_test
     self.history, self.status, self.reason = [], "done", None
-    self.best, self.since_best = np.inf, 0
+    es = early_stopping or {}
+    best = es.get("best_test_loss")
+    self.best = np.inf if best is None else float(best)
+    self.since_best = int(es.get("evaluations_since_best", 0))
 
   def wants_eval(self, e: int, bad_step) -> bool:
     """Whether epoch ``e`` (its ``bad_step`` from :class:`EpochMetrics`)
     is evaluated on the held-out split."""
     return bool(self.has_test and bad_step < 0 and (
-        (e + 1 - self.start_epoch) % self.evaluation.every == 0
-        or e + 1 == self.epochs))
+        (e + 1) % self.evaluation.every == 0 or e + 1 == self.epochs))
 
   def stop(self, reason: str) -> None:
     self.status, self.reason = "stopped", reason
@@ -498,6 +512,10 @@ class Monitor:
             self.status, self.reason = "early_stopped", (
                 f"early stopping at epoch {e + 1}: held-out loss has not "
                 f"improved for {patience} evaluations")
+    if self.evaluation.patience is not None:
+      # inf (nothing evaluated yet) is written as None (json_safe)
+      record["early_stopping"] = {"best_test_loss": float(self.best),
+                                  "evaluations_since_best": self.since_best}
     record["time"] = elapsed
     self.history.append(record)
     return record
@@ -591,7 +609,8 @@ def fit(model: Model, loss, optimizer: optax.GradientTransformation, data, *,
   evaluate = make_evaluate(model, loss, task)
   steps_per_epoch = n // batch_size
   monitor = Monitor(layer_groups(params), steps_per_epoch, epochs, start_epoch,
-                    evaluation, norms, lr_schedule, has_test)
+                    evaluation, norms, lr_schedule, has_test,
+                    start.early_stopping)
   order_key = _key_bits(k_train)  # read once: no epoch waits on the device
 
   def batches(e):

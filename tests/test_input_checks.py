@@ -302,3 +302,10 @@ def test_command_refuses_a_directory(tmp_path):
 def test_command_refuses_a_huge_seed(tmp_path):
   line = _train(tmp_path, "seed=99999999999999999999999")
   assert "'seed' = 99999999999999999999999" in line
+
+
+def test_selecting_one_class_is_refused():
+  ds = data.load("digits")
+  with pytest.raises(ConfigError, match=r"'data.classes' = \[3\] keeps one class"):
+    data.select_classes(ds, [3])
+  assert data.select_classes(ds, [3, 5]).n_classes == 2

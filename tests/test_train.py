@@ -222,6 +222,71 @@ def test_resumed_fit_equals_an_uninterrupted_one():
   assert _without_time(whole.history) == _without_time(first.history + rest.history)
 
 
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_resume_with_dropout_eval_every_and_patience_equals_uninterrupted(
+    accumulate):
+  """Issue 14: a resumed run repeats the uninterrupted one with dropout (its
+  keys from the absolute epoch), micro-batches, evaluation every 2 epochs
+  and patience (the counters restored from the stop epoch's record)."""
+  from funcnet import precision
+  x, y = _regression(n=48)
+  xt, yt = _regression(n=16, seed=3)
+  kw = dict(batch_size=8, key=jax.random.key(4), dtype=jnp.float32,
+            evaluation=train.Evaluation(every=2, patience=2),
+            mixed=precision.Mixed(None, accumulate))
+  def run(dropout, **more):
+    model = mlp([3, 16, 2], activation="tanh", output_activation="identity",
+                dropout=dropout)
+    return train.fit(model, "mse", optimizers.adam(0.05),
+                     _dataset(x, y, xt, yt), **{**kw, **more})
+  whole = run(0.3, epochs=40)
+  assert whole.status == "early_stopped" and len(whole.history) > 6
+  # Cut at an odd epoch (the next evaluation is one epoch away: a schedule
+  # counted from the resume would move it) and where the counter is 1.
+  counted = [h["epoch"] for h in whole.history
+             if (h["early_stopping"] or {})["evaluations_since_best"] == 1]
+  for cut in (5, counted[-1]):
+    first = run(0.3, epochs=40, callback=lambda r, p, o: r["epoch"] == cut)
+    assert len(first.history) == cut
+    rest = run(0.3, epochs=40, start=train.Start(
+        first.params, first.opt_state, cut,
+        first.history[-1]["early_stopping"]))
+    _leaves_equal(whole.params, rest.params)
+    assert _without_time(whole.history) == _without_time(first.history +
+                                                         rest.history)
+  # Each part could fail: without dropout the run is another one, and
+  # without the counters the resumed run stops later.
+  assert run(0.0, epochs=40).history[4]["train_loss"] != \
+      whole.history[4]["train_loss"]
+  fresh = run(0.3, epochs=40, start=train.Start(first.params, first.opt_state,
+                                                cut))
+  assert fresh.history[-1]["epoch"] > whole.history[-1]["epoch"]
+
+
+def test_each_micro_batch_draws_its_own_dropout_mask():
+  """``accumulate`` folds the micro-batch index into the key: the step's
+  gradient is the mean of each micro-batch's own, with ``fold_in(key, j)``,
+  not one mask reused (which would give a different gradient)."""
+  from funcnet import autodiff, precision
+  x, y = (a.astype(np.float32) for a in _regression(n=8))
+  model = mlp([3, 32, 2], activation="tanh", output_activation="identity",
+              dropout=0.5)
+  params = model.init(jax.random.key(0), jnp.float32)
+  vg = autodiff.value_and_grad(model, "mse")
+  key = jax.random.key(7)
+  _, g = precision.accumulate(vg, 2)(params, x, y, key)
+  rows = [np.arange(8)[j::2] for j in range(2)]  # row j + 2 i -> micro j
+  own = [vg(params, x[r], y[r], jax.random.fold_in(key, j))[1]
+         for j, r in enumerate(rows)]
+  one = [vg(params, x[r], y[r], jax.random.fold_in(key, 0))[1] for r in rows]
+  mean = lambda gs: jax.tree_util.tree_map(lambda a, b: (a + b) / 2, *gs)
+  for a, b in zip(jax.tree_util.tree_leaves(g),
+                  jax.tree_util.tree_leaves(mean(own))):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+  assert any(not np.allclose(a, b) for a, b in zip(
+      jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(mean(one))))
+
+
 # ---------------------------------------------------------------------------
 # Early stopping and the NaN guard.
 
@@ -264,6 +329,9 @@ def test_patience_stops_where_the_full_history_says(x64):
   early = train.fit(model, "mse", optimizers.adam(0.02), _dataset(x, y, xt, yt),
                     evaluation=train.Evaluation(patience=3), **kw)
   assert early.history[-1]["epoch"] == stop
+  # the early run's records also carry its counters; the rest is the same
+  counters = [h.pop("early_stopping") for h in early.history]
+  assert counters[-1]["evaluations_since_best"] == 3
   assert _without_time(early.history) == _without_time(full.history[:stop])
 
 

@@ -52,8 +52,8 @@ def select_classes(ds: Dataset, classes) -> Dataset:
   order is kept. ``info["classes"]`` records the original labels.
 
   Raises:
-    ConfigError: not a classification set, or ``classes`` empty, with
-      repeats, or naming a label outside ``[0, n_classes)``.
+    ConfigError: not a classification set, or ``classes`` empty, of one
+      class, with repeats, or naming a label outside ``[0, n_classes)``.
   """
   classes = list(classes)
   if ds.task != "classification":
@@ -64,6 +64,9 @@ def select_classes(ds: Dataset, classes) -> Dataset:
       and 0 <= c < ds.n_classes for c in classes):
     raise ConfigError(f"config key 'data.classes' = {classes!r}; expected "
                       f"distinct labels of {ds.name!r} in 0..{ds.n_classes - 1}")
+  if len(classes) < 2:  # a classifier of one class learns nothing
+    raise ConfigError(f"config key 'data.classes' = {classes!r} keeps one "
+                      "class; expected at least two (or [] for all)")
   # lookup[label] = new label, or -1 for a class left out.
   lookup = np.full(ds.n_classes, -1, np.int32)
   lookup[classes] = np.arange(len(classes), dtype=np.int32)
