@@ -59,15 +59,26 @@ _LIMITS = (
     "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG, not a kill\n"
     "for k, v in eval(sys.argv[1]).items():\n"
     "  resource.setrlimit(getattr(resource, k), (v, v))\n"
-    "os.execv(sys.argv[2], sys.argv[2:])\n")
+    "pid = os.fork()\n"
+    "if pid == 0:\n"
+    "  os.execv(sys.argv[3], sys.argv[3:])\n"
+    "_, status, usage = os.wait4(pid, 0)\n"
+    "if sys.argv[2]:\n"
+    "  with open(sys.argv[2], 'w') as f:\n"
+    "    f.write(str(usage.ru_maxrss * 1024))\n"
+    "code = os.waitstatus_to_exitcode(status)\n"
+    "sys.exit(code if code >= 0 else 128 - code)\n")
 
 
-def with_limits(argv, **limits):
+def with_limits(argv, rss_file="", **limits):
   """``argv`` run under ``resource`` limits (``RLIMIT_FSIZE=2000``) set in
-  the child itself: a ``python -c`` that sets them, then ``exec``s argv (the
-  same pid, so ``os.wait4`` still measures the command). ``preexec_fn``
-  would fork the test's process, which has JAX's threads running (JAX warns,
-  and pytest makes the warning an error). SIGXFSZ is ignored, so a write
-  past ``RLIMIT_FSIZE`` fails with EFBIG, as a full disk fails with ENOSPC."""
+  a small ``python -c`` wrapper that forks and ``exec``s argv, with its exit
+  status (128 + N for signal N). ``preexec_fn`` would fork the test's
+  process, which has JAX's threads running (JAX warns, and pytest makes the
+  warning an error). SIGXFSZ is ignored, so a write past ``RLIMIT_FSIZE``
+  fails with EFBIG, as a full disk fails with ENOSPC. ``rss_file``: the
+  command's peak RSS in bytes is written there; measured by the wrapper,
+  since a child of the test's process would count the test's own RSS (at
+  ``exec`` Linux keeps the larger of the old and new high-water marks)."""
   import sys
-  return [sys.executable, "-c", _LIMITS, repr(limits), *argv]
+  return [sys.executable, "-c", _LIMITS, repr(limits), str(rss_file), *argv]

@@ -253,6 +253,7 @@ def test_fsdp_splits_params_and_adam_state_and_trains_like_one_device():
   _check_fsdp_layout(r["layout"], want, data=2, fsdp=2)
 
 
+@pytest.mark.slow
 def test_cnn_gru_and_transformer_on_two_fake_devices_train_like_one():
   # Plain SGD: a gradient off by a factor moves the params far from the
   # 1-device ones, so the gradient norms are left out (they cost compile

@@ -193,6 +193,7 @@ def test_resume_refuses_keys_that_change_the_run(tmp_path, change):
   assert tree_digest(run) == before
 
 
+@pytest.mark.slow
 def test_resume_may_lengthen_a_run_and_records_it(tmp_path):
   run = str(tmp_path / "run")
   assert funcnet("train", *SMALL, "--out", run).returncode == 0
@@ -208,6 +209,7 @@ def test_resume_may_lengthen_a_run_and_records_it(tmp_path):
     assert json.load(f)["train"]["epochs"] == 3
 
 
+@pytest.mark.slow
 def test_resume_without_a_checkpoint_is_refused_and_deletes_nothing(tmp_path):
   run = str(tmp_path / "run")
   # A run stopped before its first save: config and metrics, no checkpoint.
@@ -220,6 +222,7 @@ def test_resume_without_a_checkpoint_is_refused_and_deletes_nothing(tmp_path):
   assert tree_digest(run) == before
 
 
+@pytest.mark.slow
 def test_relative_checkpoint_dir_is_found_from_another_directory(tmp_path):
   (tmp_path / "a").mkdir()
   (tmp_path / "b").mkdir()
@@ -252,6 +255,7 @@ def test_a_second_training_into_the_same_folder_is_refused(tmp_path):
   assert first.returncode == 75
 
 
+@pytest.mark.slow
 def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path):
   run = tmp_path / "run"
   run.mkdir()
@@ -287,6 +291,7 @@ def test_filesystem_problems_are_one_line_and_exit_2(tmp_path, case):
           "damaged-config-json": "config.json is damaged"}[case] in err
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_and_exit_2(tmp_path):
   """A file-size limit (RLIMIT_FSIZE) makes every write past it fail with
   EFBIG, as a full disk fails with ENOSPC, without filling one."""
@@ -300,6 +305,7 @@ def test_a_full_disk_is_one_line_and_exit_2(tmp_path):
   assert "File too large" in err or "space" in err, err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncate", "flip-a-byte"])
 def test_a_damaged_newest_checkpoint_falls_back_on_resume(tmp_path, damage):
   whole = str(tmp_path / "whole")
@@ -337,6 +343,7 @@ def test_a_damaged_newest_checkpoint_falls_back_on_resume(tmp_path, damage):
   assert ev["test_loss"] == pytest.approx(summary(whole)["test_loss"], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_auto_resume_starts_a_new_run_then_continues_it(tmp_path):
   run = str(tmp_path / "run")
   r = funcnet("train", *SMALL, "--out", run, "--auto-resume")
@@ -348,6 +355,7 @@ def test_auto_resume_starts_a_new_run_then_continues_it(tmp_path):
   assert [x["epoch"] for x in lines(run) if "event" not in x] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_a_cache_folder_that_cannot_be_written_is_a_note_not_a_failure(tmp_path):
   env = {k: v for k, v in ENV.items() if k != "FUNCNET_COMPILATION_CACHE"}
   env["FUNCNET_CACHE"] = "/sys/funcnet-test-cache"  # read-only, even for root

@@ -65,6 +65,7 @@ def cold_and_warm(tmp_path_factory):
   return tmp, cache, runs
 
 
+@pytest.mark.slow
 def test_a_default_run_compiles_what_it_needs_and_caches_it(cold_and_warm):
   tmp, cache, [(_, cold), _] = cold_and_warm
   # 26 before issue 15: each initialiser, split, fold_in, copy and
@@ -75,6 +76,7 @@ def test_a_default_run_compiles_what_it_needs_and_caches_it(cold_and_warm):
       == len(set(PROGRAMS)) + 1  # the two stages differ in shape
 
 
+@pytest.mark.slow
 def test_a_second_run_compiles_nothing_and_trains_the_same(cold_and_warm):
   tmp, _, [(_, cold), (_, warm)] = cold_and_warm
   assert warm["names"] == cold["names"]
@@ -102,6 +104,7 @@ def test_config_and_data_errors_come_before_any_compilation(tmp_path, sets,
   assert rec["programs"] == 0
 
 
+@pytest.mark.slow
 def test_a_folder_holding_a_run_is_refused_before_the_data(cold_and_warm,
                                                           tmp_path):
   tmp, _, _ = cold_and_warm

@@ -162,6 +162,7 @@ def _sgd_quadratic_steps(start, lr, tol):
   raise AssertionError("sgd never reached the tolerance")
 
 
+@pytest.mark.slow
 def test_saddle_points_study(tmp_path):
   r = studies.run("saddle-points", out=str(tmp_path), quick=True)
   p = r["params"]

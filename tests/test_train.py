@@ -222,7 +222,8 @@ def test_resumed_fit_equals_an_uninterrupted_one():
   assert _without_time(whole.history) == _without_time(first.history + rest.history)
 
 
-@pytest.mark.parametrize("accumulate", [1, 2])
+@pytest.mark.parametrize("accumulate", [pytest.param(1, marks=pytest.mark.slow),
+                                        2])
 def test_resume_with_dropout_eval_every_and_patience_equals_uninterrupted(
     accumulate):
   """Issue 14: a resumed run repeats the uninterrupted one with dropout (its
