@@ -223,6 +223,48 @@ def _parser() -> argparse.ArgumentParser:
                  help="instead: one training step of application configs "
                  "(default the MNIST-1D cnn, gru, transformer), hand-written "
                  "vs autodiff gradients, time and XLA temp memory")
+  b.add_argument("--data", metavar="DIR",
+                 help="instead: examples/s of the shards loader alone on "
+                 "DIR (funcnet data convert), batch 128, with and without "
+                 "prefetch")
+
+  da = sub.add_parser("data", help="write datasets as ArrayRecord shards for "
+                      "streaming (the [data] extra)",
+                      description="Writes a shards folder (meta.json, "
+                      "stats.npz, train-*.array_record, test-*.array_record) "
+                      "that training reads by row; see funcnet.data.stream.")
+  dsub = da.add_subparsers(dest="data_command", metavar="ACTION")
+  dc = dsub.add_parser("convert", help="any dataset funcnet loads (a name, "
+                       ".npz or .csv) into shards")
+  dc.add_argument("src", metavar="SRC", help="a dataset name (digits, "
+                  "mnist1d, ...) or an .npz / .csv file")
+  dc.add_argument("dst", metavar="DST", help="the shards folder to create "
+                  "(must not exist, or be empty)")
+  dc.add_argument("--shard-rows", type=int, metavar="N",
+                  help="examples per shard file (default: about 128 MiB)")
+  dc.add_argument("--set", dest="overrides", action="append", default=[],
+                  metavar="KEY=VALUE", help="data.seed (the split), "
+                  "data.label (a CSV's label column), data.task (a file's "
+                  "task), as in a config (repeatable)")
+  dg = dsub.add_parser("generate", help="a synthetic classification set "
+                       "(x ~ N(0, 1), y = argmax(x @ W)), written chunk by "
+                       "chunk, never whole in memory")
+  dg.add_argument("dst", metavar="DST", help="the shards folder to create")
+  dg.add_argument("--train", type=int, required=True, metavar="N",
+                  help="training examples")
+  dg.add_argument("--test", type=int, required=True, metavar="N",
+                  help="test examples")
+  dg.add_argument("--shape", required=True, metavar="D[,D..]",
+                  help="one example's shape, e.g. 784 or 28,28")
+  dg.add_argument("--classes", type=int, required=True, metavar="K",
+                  help="classes (the teacher's outputs)")
+  dg.add_argument("--seed", type=int, default=0, metavar="S",
+                  help="seed of the teacher and the inputs (default 0)")
+  dg.add_argument("--chunk-rows", type=int, default=8192, metavar="N",
+                  help="examples generated at a time (bounds the memory; "
+                  "default 8192)")
+  dg.add_argument("--shard-rows", type=int, metavar="N",
+                  help="examples per shard file (default: about 128 MiB)")
   return p
 
 
@@ -256,7 +298,8 @@ def _cmd_train(args) -> int:
   shown = {k: summary[k] for k in ("test_accuracy", "test_loss", "test_rmse",
                                    "steps_per_s") if summary.get(k) is not None}
   print("result " + ", ".join(f"{k} {v:.4g}" for k, v in shown.items()))
-  files = sorted(f for f in os.listdir(workdir) if not f.endswith(".tmp"))
+  files = sorted(f for f in os.listdir(workdir)
+                 if not f.endswith(".tmp") and not f.startswith("."))
   print(f"run folder {workdir}: {', '.join(files)}")
   return 0
 
@@ -400,6 +443,14 @@ def _cmd_bench(args) -> int:
     print(bench_sweep.format_table(records))
     _write_json(args.json, records)
     return 0
+  if args.data:
+    from funcnet import bench_data
+    records = bench_data.run(
+        args.data, batch_size=128, steps=300, rounds=args.repeats,
+        log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(bench_data.format_table(records))
+    _write_json(args.json, records)
+    return 0
   if args.models:
     from funcnet import bench_models
     configs = (bench_models.CONFIGS if args.models == "default"
@@ -428,6 +479,49 @@ def _cmd_bench(args) -> int:
     print(f"records written to {args.json}")
   if args.plot:
     print(f"sweep plot written to {bench.plot_sweep(result, args.plot)}")
+  return 0
+
+
+def _cmd_data(args) -> int:
+  """``funcnet data convert|generate``: one line saying what was written."""
+  from funcnet.data import stream
+  if args.data_command is None:
+    raise FuncnetError("funcnet data needs an action; expected convert or "
+                       "generate")
+  if args.shard_rows is not None and args.shard_rows < 1:
+    raise FuncnetError(f"--shard-rows {args.shard_rows}: expected a positive "
+                       "integer")
+  if args.data_command == "convert":
+    from funcnet import config as config_lib
+    opts = {"seed": 0, "label": "label", "task": "classification"}
+    for text in args.overrides:
+      key, value = config_lib.parse_override(text)
+      if not key.startswith("data.") or key[5:] not in opts:
+        raise FuncnetError(f"--set {text!r}: funcnet data convert takes "
+                           f"{', '.join('data.' + k for k in opts)}")
+      opts[key[5:]] = value
+    meta = stream.convert(args.src, args.dst, shard_rows=args.shard_rows,
+                          **opts)
+  else:
+    try:
+      shape = tuple(int(d) for d in args.shape.split(","))
+    except ValueError:
+      shape = ()
+    if not shape or min(shape) < 1:
+      raise FuncnetError(f"--shape {args.shape!r}: expected positive integers "
+                         "separated by commas, e.g. 784 or 28,28")
+    if args.train < 1 or args.test < 0 or args.classes < 2 \
+        or args.chunk_rows < 1:
+      raise FuncnetError("funcnet data generate needs --train >= 1, --test "
+                         ">= 0, --classes >= 2 and --chunk-rows >= 1")
+    meta = stream.generate(args.dst, args.train, args.test, shape,
+                           args.classes, args.seed, args.chunk_rows,
+                           shard_rows=args.shard_rows)
+  sp = meta["splits"]
+  shards = len(sp["train"]["shards"]) + len(sp["test"]["shards"])
+  print(f"wrote {args.dst}: {meta['name']}, {sp['train']['n']} train + "
+        f"{sp['test']['n']} test examples in {shards} shards, "
+        f"{meta['bytes']:,} bytes")
   return 0
 
 
@@ -479,7 +573,8 @@ def _main(argv) -> int:
   try:
     return {"train": _cmd_train, "gradcheck": _cmd_gradcheck,
             "eval": _cmd_eval, "bench": _cmd_bench, "study": _cmd_study,
-            "sweep": _cmd_sweep, "compare": _cmd_compare}[args.command](args)
+            "sweep": _cmd_sweep, "compare": _cmd_compare,
+            "data": _cmd_data}[args.command](args)
   except FuncnetError as e:
     print(f"funcnet: {e.label}: {e}", file=sys.stderr)
     return e.exit_code

@@ -1,0 +1,397 @@
+"""ArrayRecord shards (funcnet.data.stream): what is written reads back
+exactly, in any order, standardised bit for bit as the in-memory path; the
+streamed statistics against numpy's float64 ones; refusals in one line.
+
+Everything runs on the bundled digits or small arrays made here (~5 s).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from funcnet import cli, data
+from funcnet.data import stream
+from funcnet.errors import ConfigError, DataError
+
+pytest.importorskip("grain")
+pytest.importorskip("array_record")
+
+
+@pytest.fixture(scope="module")
+def digits_shards(tmp_path_factory):
+  """``(shards, raw digits)``: digits converted with small shards, so reads
+  cross shard boundaries."""
+  dst = tmp_path_factory.mktemp("stream") / "digits"
+  stream.convert("digits", str(dst), shard_rows=500)
+  return stream.Shards(dst), data.load("digits")
+
+
+def _folder_bytes(path):
+  return {f: (path / f).read_bytes() for f in sorted(os.listdir(path))}
+
+
+def test_convert_writes_the_sizes_shapes_and_shards(digits_shards):
+  sh, raw = digits_shards
+  assert (sh.name, sh.task, sh.n_classes) == ("digits", "classification", 10)
+  assert (sh.n_train, sh.n_test) == (1437, 360)
+  assert (sh.x_shape, sh.x_dtype, sh.y_shape, sh.y_dtype) == (
+      (64,), np.float32, (), np.int32)
+  with open(os.path.join(sh.path, "meta.json")) as f:
+    meta = json.load(f)
+  assert meta["format"] == stream.FORMAT
+  assert meta["splits"]["train"]["shards"] == [
+      f"train-0000{i}-of-00003.array_record" for i in range(3)]
+  assert meta["splits"]["train"]["shard_rows"] == [500, 500, 437]
+  assert meta["splits"]["test"]["shards"] == [
+      "test-00000-of-00001.array_record"]
+  assert meta["record_bytes"] == 64 * 4 + 4
+  assert set(os.listdir(sh.path)) == {
+      "meta.json", "stats.npz", *meta["splits"]["train"]["shards"],
+      *meta["splits"]["test"]["shards"]}
+  info = sh.dataset_info()
+  assert (info["name"], info["task"], info["n_classes"], info["n_train"],
+          info["n_test"], info["in_shape"], info["n_outputs"]) == (
+              "digits", "classification", 10, 1437, 360, (64,), 10)
+  assert sh.summary().startswith("digits (shards ")
+  assert sh.summary().endswith(data.summary(raw).split(": ", 1)[1])
+
+
+def test_read_in_a_random_order_equals_the_raw_arrays(digits_shards):
+  sh, raw = digits_shards
+  perm = np.random.default_rng(0).permutation(sh.n_train)
+  x, y = sh.read("train", perm, standardize=False)
+  assert x.dtype == np.float32 and y.dtype == np.int32
+  np.testing.assert_array_equal(x, raw.x_train[perm])
+  np.testing.assert_array_equal(y, raw.y_train[perm])
+  # Repeats, a long run (read in one call), and the test split.
+  rows = np.r_[3, 3, 1436, np.arange(600, 1300), 0].astype(np.int64)
+  x, y = sh.read("train", rows, standardize=False)
+  np.testing.assert_array_equal(x, raw.x_train[rows])
+  np.testing.assert_array_equal(y, raw.y_train[rows])
+  x, y = sh.read("test", np.arange(sh.n_test)[::-1], standardize=False)
+  np.testing.assert_array_equal(x, raw.x_test[::-1])
+  x, y = sh.read("train", np.array([], np.int64))
+  assert x.shape == (0, 64) and y.shape == (0,)
+
+
+def test_grains_data_source_reads_the_same_records(digits_shards):
+  sh, raw = digits_shards
+  src = sh.source("train")      # grain.python.ArrayRecordDataSource
+  assert len(src) == sh.n_train
+  rows = [1436, 0, 499, 500, 1000]
+  rec = sh.decode(src.__getitems__(rows))
+  np.testing.assert_array_equal(rec["x"], raw.x_train[rows])
+  np.testing.assert_array_equal(rec["y"], raw.y_train[rows])
+  assert sh.decode([src[7]])["y"][0] == raw.y_train[7]
+  sh.close()                    # and reading again reopens
+  np.testing.assert_array_equal(sh.read("train", rows, False)[0],
+                                raw.x_train[rows])
+
+
+def test_standardized_read_equals_data_standardize_bit_for_bit(digits_shards):
+  sh, raw = digits_shards
+  ref = data.standardize(raw, stats=(sh.mean, sh.std))
+  perm = np.random.default_rng(1).permutation(sh.n_train)
+  x, y = sh.read("train", perm)
+  assert x.dtype == np.float32
+  assert x.tobytes() == ref.x_train[perm].tobytes()
+  np.testing.assert_array_equal(y, raw.y_train[perm])
+  x, _ = sh.read("test", np.arange(sh.n_test))
+  assert x.tobytes() == ref.x_test.tobytes()
+
+
+def test_streamed_statistics_equal_numpys_float64_ones(digits_shards):
+  sh, raw = digits_shards
+  x = raw.x_train.astype(np.float64)
+  std = x.std(axis=0)
+  assert sh.mean.dtype == sh.std.dtype == np.float64
+  np.testing.assert_allclose(sh.mean, x.mean(axis=0), rtol=1e-12, atol=0)
+  np.testing.assert_allclose(sh.std, np.where(std > 0, std, 1.0), rtol=1e-12,
+                             atol=0)
+  assert (std == 0).any() and (sh.std[std == 0] == 1).all()
+
+
+def test_uneven_chunks_equal_one_chunk(tmp_path):
+  rng = np.random.default_rng(2)
+  x = (rng.standard_normal((300, 3, 2)) * 5 + 7).astype(np.float32)
+  y = rng.integers(0, 4, 300).astype(np.int32)
+  xt, yt = x[:20], y[:20]
+  cuts = [0, 1, 1, 50, 173, 299, 300]    # an empty chunk too
+  uneven = [(x[a:b], y[a:b]) for a, b in zip(cuts[:-1], cuts[1:])]
+  m1 = stream.write(tmp_path / "one", {"train": [(x, y)], "test": [(xt, yt)]},
+                    name="toy", task="classification", n_classes=4,
+                    shard_rows=64)
+  m2 = stream.write(tmp_path / "many", {"train": iter(uneven),
+                                        "test": [(xt, yt)]},
+                    name="toy", task="classification", n_classes=4,
+                    shard_rows=64)
+  assert m1 == m2
+  a, b = stream.Shards(tmp_path / "one"), stream.Shards(tmp_path / "many")
+  rows = rng.permutation(300)
+  for std in (False, True):
+    xa, ya = a.read("train", rows, std)
+    xb, yb = b.read("train", rows, std)
+    np.testing.assert_array_equal(xa, xb)
+    np.testing.assert_array_equal(ya, yb)
+  ref = ((x[rows] - b.mean) / b.std).astype(np.float32)
+  assert xa.tobytes() == ref.tobytes()
+  np.testing.assert_allclose(b.mean, x.astype(np.float64).mean(0), rtol=1e-12)
+  np.testing.assert_allclose(b.std, x.astype(np.float64).std(0), rtol=1e-12)
+  assert b.x_shape == (3, 2)
+
+
+def test_chunks_of_another_shape_are_refused(tmp_path):
+  x = np.zeros((4, 3), np.float32)
+  y = np.zeros(4, np.int32)
+  with pytest.raises(DataError, match=r"chunk 1: examples x \(2,\)") as e:
+    stream.write(tmp_path / "bad", {"train": [(x, y), (x[:, :2], y)],
+                                    "test": []},
+                 name="toy", task="classification", n_classes=2)
+  assert "\n" not in str(e.value)
+  assert os.listdir(tmp_path) == []   # the temporary folder is gone too
+
+
+@pytest.mark.parametrize("kind", ["npz", "csv"])
+def test_npz_and_csv_sources_read_back_exactly(tmp_path, kind):
+  rng = np.random.default_rng(3)
+  x = rng.integers(-20, 20, (50, 4)).astype(np.float64) / 4
+  y = np.arange(50) % 3
+  if kind == "npz":
+    src = tmp_path / "d.npz"
+    np.savez(src, x=x.reshape(50, 2, 2), y=y, x_test=x[:7].reshape(7, 2, 2),
+             y_test=y[:7])
+  else:
+    src = tmp_path / "d.csv"
+    lines = ["a,b,label,c,d"] + [
+        f"{r[0]},{r[1]},{c},{r[2]},{r[3]}" for r, c in zip(x, y)]
+    src.write_text("\n".join(lines) + "\n")
+  raw = data.load(str(src), seed=5, label="label")
+  stream.convert(str(src), str(tmp_path / "sh"), seed=5)
+  sh = stream.Shards(tmp_path / "sh")
+  assert (sh.n_train, sh.n_test) == (len(raw.y_train), len(raw.y_test))
+  assert sh.x_shape == raw.x_train.shape[1:]
+  for split, xs, ys in (("train", raw.x_train, raw.y_train),
+                        ("test", raw.x_test, raw.y_test)):
+    rows = np.random.default_rng(4).permutation(len(ys))
+    xr, yr = sh.read(split, rows, standardize=False)
+    np.testing.assert_array_equal(xr, xs[rows])
+    np.testing.assert_array_equal(yr, ys[rows])
+
+
+def test_prefetcher_keeps_order_and_bounds_what_runs_ahead():
+  started, lock = [], threading.Lock()
+
+  def fn(i):
+    with lock:
+      started.append(i)
+    return i * i
+
+  def items():
+    yield from range(50)
+
+  p = stream.Prefetcher(fn, items(), depth=3, threads=2)
+  got = []
+  for v in p:
+    got.append(v)
+    if len(got) == 5:
+      # the consumer holds item 4; at most 3 more were handed out
+      assert max(started) <= 4 + 3
+  assert got == [i * i for i in range(50)]
+  assert list(stream.Prefetcher(fn, [])) == []
+
+
+def test_prefetcher_raises_the_same_exception_and_stops():
+  err = KeyError("row 7")
+
+  def fn(i):
+    if i == 7:
+      raise err
+    return i
+
+  p = stream.Prefetcher(fn, range(100), depth=2, threads=2)
+  got = []
+  with pytest.raises(KeyError) as e:
+    for v in p:
+      got.append(v)
+  assert e.value is err
+  assert got == list(range(7))
+  assert list(p) == []          # closed: nothing more
+  with pytest.raises(ConfigError):
+    stream.Prefetcher(fn, [], depth=0)
+
+
+def test_prefetched_shard_reads_equal_direct_reads(digits_shards):
+  sh, _ = digits_shards
+  batches = list(np.random.default_rng(6).permutation(1408).reshape(11, 128))
+  with stream.Prefetcher(lambda r: sh.read("train", r), batches, depth=4,
+                         threads=4) as p:
+    for (x, y), rows in zip(p, batches):
+      xd, yd = sh.read("train", rows)
+      assert x.tobytes() == xd.tobytes() and (y == yd).all()
+
+
+def test_convert_refuses_an_existing_destination_untouched(tmp_path):
+  dst = tmp_path / "dst"
+  dst.mkdir()
+  (dst / "keep.txt").write_text("mine")
+  before = _folder_bytes(dst)
+  with pytest.raises(DataError, match="already exists") as e:
+    stream.convert("digits", str(dst))
+  assert "\n" not in str(e.value)
+  assert _folder_bytes(dst) == before
+  assert sorted(os.listdir(tmp_path)) == ["dst"]   # no temporary left
+  (tmp_path / "file").write_text("x")
+  with pytest.raises(DataError, match="already exists"):
+    stream.convert("digits", str(tmp_path / "file"))
+  empty = tmp_path / "empty"
+  empty.mkdir()                 # an empty folder is taken
+  stream.convert("xor", str(empty))
+  assert stream.Shards(empty).n_train == 4
+
+
+@pytest.mark.parametrize("make", ["missing", "empty", "file", "bad_json",
+                                  "other_format", "missing_shard",
+                                  "cut_shard"])
+def test_a_folder_that_is_not_shards_is_one_line(tmp_path, make):
+  path = tmp_path / "x"
+  if make == "empty":
+    path.mkdir()
+  elif make == "file":
+    path.write_text("hello")
+  elif make == "bad_json":
+    path.mkdir()
+    (path / "meta.json").write_text("{not json")
+  elif make == "other_format":
+    path.mkdir()
+    (path / "meta.json").write_text('{"format": "something-else"}')
+  elif make == "missing_shard":
+    stream.convert("xor", str(path))
+    os.remove(path / "test-00000-of-00001.array_record")
+  elif make == "cut_shard":     # a copy cut short
+    stream.convert("xor", str(path))
+    shard = path / "train-00000-of-00001.array_record"
+    shard.write_bytes(shard.read_bytes()[:-100])
+  with pytest.raises(DataError, match="expected a folder written by funcnet "
+                     "data convert") as e:
+    stream.Shards(path)
+  assert "\n" not in str(e.value)
+
+
+def test_out_of_range_rows_are_refused(digits_shards):
+  sh, _ = digits_shards
+  for rows in ([0, 1437], [-1], [[1, 2]], [0.5]):
+    with pytest.raises(IndexError):
+      sh.read("train", np.array(rows))
+  with pytest.raises(DataError, match="split 'valid'"):
+    sh.read("valid", np.array([0]))
+
+
+def test_missing_extra_is_one_line(monkeypatch, tmp_path):
+  # None in sys.modules makes an import fail, as if not installed; the
+  # submodules too, which an import finds there without their package.
+  for name in list(sys.modules):
+    if name.split(".")[0] in ("array_record", "grain"):
+      monkeypatch.setitem(sys.modules, name, None)
+  monkeypatch.setitem(sys.modules, "array_record", None)
+  monkeypatch.setitem(sys.modules, "grain", None)
+  with pytest.raises(ConfigError) as e:
+    stream.convert("xor", str(tmp_path / "x"))
+  assert str(e.value) == stream.NEEDS_EXTRA
+  assert os.listdir(tmp_path) == []
+
+
+def test_generate_reads_back_labels_of_its_teacher(tmp_path):
+  meta = stream.generate(tmp_path / "g", n_train=300, n_test=40,
+                         x_shape=(3, 4), n_classes=5, seed=7, chunk_rows=64,
+                         shard_rows=128)
+  assert meta["splits"]["train"]["shard_rows"] == [128, 128, 44]
+  sh = stream.Shards(tmp_path / "g")
+  assert (sh.n_train, sh.n_test, sh.x_shape, sh.n_classes) == (
+      300, 40, (3, 4), 5)
+  # The teacher as the docstring documents it, recomputed here.
+  w = np.random.default_rng([7, 0]).standard_normal((12, 5))
+  x_ref = np.random.default_rng([7, 1]).standard_normal((300, 12),
+                                                         dtype=np.float32)
+  x, y = sh.read("train", np.arange(300), standardize=False)
+  np.testing.assert_array_equal(x.reshape(300, 12), x_ref)
+  np.testing.assert_array_equal(y, np.argmax(x_ref.astype(np.float64) @ w, 1))
+  assert y.dtype == np.int32 and len(np.unique(y)) == 5
+  xt, yt = sh.read("test", np.arange(40), standardize=False)
+  np.testing.assert_array_equal(
+      yt, np.argmax(xt.reshape(40, 12).astype(np.float64) @ w, 1))
+  # The chunking does not change the data.
+  stream.generate(tmp_path / "g2", 300, 40, (3, 4), 5, seed=7, chunk_rows=300)
+  x2, y2 = stream.Shards(tmp_path / "g2").read("train", np.arange(300), False)
+  assert x2.tobytes() == x.tobytes() and (y2 == y).all()
+
+
+def test_data_convert_command_exits_0_then_2(tmp_path):
+  dst = tmp_path / "digits"
+  cmd = [sys.executable, "-m", "funcnet.cli", "data", "convert", "digits",
+         str(dst)]
+  first = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+  assert first.returncode == 0, first.stderr
+  out = first.stdout.strip().splitlines()
+  assert len(out) == 1 and "1437 train + 360 test examples" in out[0]
+  assert "shards" in out[0] and "bytes" in out[0]
+  second = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+  assert second.returncode == 2
+  assert len(second.stderr.strip().splitlines()) == 1
+  assert "already exists" in second.stderr
+
+
+def test_data_commands_in_process(tmp_path, capsys):
+  assert cli.main(["data", "convert", "nope", str(tmp_path / "a")]) == 2
+  assert "unknown dataset 'nope'" in capsys.readouterr().err
+  assert cli.main(["data", "convert", str(tmp_path / "no.npz"),
+                   str(tmp_path / "a")]) == 2
+  assert "no such file" in capsys.readouterr().err
+  assert cli.main(["data", "convert", "digits", str(tmp_path / "a"),
+                   "--set", "data.epochs=3"]) == 2
+  assert "takes data.seed" in capsys.readouterr().err
+  assert cli.main(["data", "convert", "spirals", str(tmp_path / "s"),
+                   "--set", "data.seed=3", "--shard-rows", "100"]) == 0
+  assert "in 10 shards" in capsys.readouterr().out
+  sh, raw = stream.Shards(tmp_path / "s"), data.load("spirals", seed=3)
+  np.testing.assert_array_equal(sh.read("train", [0, 5], False)[0],
+                                raw.x_train[[0, 5]])
+  assert cli.main(["data", "generate", str(tmp_path / "g"), "--train", "100",
+                   "--test", "10", "--shape", "2,3", "--classes", "3"]) == 0
+  assert "100 train + 10 test" in capsys.readouterr().out
+  assert stream.Shards(tmp_path / "g").x_shape == (2, 3)
+  assert cli.main(["data", "generate", str(tmp_path / "h"), "--train", "100",
+                   "--test", "10", "--shape", "2,x", "--classes", "3"]) == 2
+  assert "--shape" in capsys.readouterr().err
+
+
+def test_bench_data_times_every_mode(tmp_path, capsys):
+  from funcnet import bench_data
+  stream.convert("xor", str(tmp_path / "xor"))
+  records = bench_data.run(tmp_path / "xor", batch_size=2, steps=5, rounds=1,
+                           threads=(1, 2), log=lambda line: None)
+  assert [r["mode"] for r in records] == ["memory", "read", "prefetch 1",
+                                          "prefetch 2"]
+  assert all(r["examples_per_s"] > 0 for r in records)
+  assert "| prefetch 2 | 2 | 2 | 2 |" in bench_data.format_table(records)
+
+
+def test_bench_data_command_prints_the_table(digits_shards, capsys):
+  sh, _ = digits_shards
+  assert cli.main(["bench", "--data", sh.path, "--repeats", "1"]) == 0
+  out = capsys.readouterr().out
+  assert "| loader | threads | depth | batch | examples/s |" in out
+  assert "| prefetch 4 | 4 | 4 | 128 |" in out
+
+
+def test_importing_the_module_imports_neither_grain_nor_array_record():
+  code = ("import sys, funcnet.data, funcnet.data.stream; "
+          "print(sorted({m.split('.')[0] for m in sys.modules} & "
+          "{'grain', 'array_record'}))")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                       text=True, timeout=60, check=True).stdout
+  assert out.strip() == "[]"
