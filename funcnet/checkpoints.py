@@ -54,6 +54,7 @@ path: hex digest}}`` for every file of the step but itself."""
 
 _ASIDE = ".damaged-"  # <step>.damaged-<unix time>: no step name to orbax
 _EARLY_STOPPING = "early_stopping"  # its key in orbax's custom metadata
+_POSITION = "position"  # a streamed run's place inside an epoch (same place)
 
 
 def _ocp():
@@ -296,11 +297,18 @@ class Saver:
     self._unsealed = []  # saved steps still without a manifest
 
   def save(self, epoch: int, params, opt_state,
-           early_stopping: Optional[dict] = None) -> None:
+           early_stopping: Optional[dict] = None, *, step: Optional[int] = None,
+           position: Optional[dict] = None) -> None:
+    """Saves ``{params, opt_state, epoch}`` as checkpoint ``step`` (default
+    ``epoch``). A run streamed from shards numbers its checkpoints by
+    optimizer step, since it may also save inside an epoch; ``position``
+    (a JSON-able dict: the step inside ``epoch`` and the epoch's partial
+    metric sums) then says where, beside ``early_stopping``."""
     if self._mgr is None:
       self._mgr = _manager(self.directory, self._keep, create=True,
                            asynchronous=self._async)
-    if epoch in self._mgr.all_steps():
+    step = epoch if step is None else step
+    if step in self._mgr.all_steps():
       return
     # Before the next save starts: orbax deletes the steps past ``keep``
     # while finishing that save, which must not overlap our hashing.
@@ -311,9 +319,10 @@ class Saver:
       state = jax.tree_util.tree_map(
           lambda a: jax.device_put(a, a.sharding, may_alias=False)
           if isinstance(a, jax.Array) else a, state)
-    self._mgr.save(epoch, args=_ocp().args.StandardSave(state),
-                   custom_metadata={_EARLY_STOPPING: early_stopping})
-    self._unsealed.append(epoch)
+    self._mgr.save(step, args=_ocp().args.StandardSave(state),
+                   custom_metadata={_EARLY_STOPPING: early_stopping,
+                                    _POSITION: position})
+    self._unsealed.append(step)
     if not self._async:
       self._seal()
 
@@ -362,6 +371,8 @@ class Restored(NamedTuple):
     opt_state: the optimizer state, or None when only params were asked for.
     early_stopping: the dict given to :meth:`Saver.save` with this epoch,
       or None (none given, or a checkpoint from before it was saved).
+    position: the ``position`` given to :meth:`Saver.save`, or None (a
+      checkpoint at the end of ``epoch``).
     damaged: the :class:`Damaged` newer steps tried first, newest first;
       empty when the newest was good.
   """
@@ -370,6 +381,7 @@ class Restored(NamedTuple):
   opt_state: Any
   early_stopping: Optional[dict]
   damaged: tuple
+  position: Optional[dict] = None
 
 
 def _reason(e: BaseException) -> str:
@@ -433,6 +445,7 @@ def _try(mgr, step_dir, step, target, args, checksums: bool):
       state = dict(mgr.restore(step, args=args(target)))
       custom = mgr.metadata(step).custom_metadata or {}
       state[_EARLY_STOPPING] = custom.get(_EARLY_STOPPING)
+      state[_POSITION] = custom.get(_POSITION)
   except Exception as e:  # orbax/tensorstore raise many kinds
     state, reason = None, _reason(e)
   if state is None:
@@ -540,7 +553,7 @@ def _newest_good(mgr, directory, params, opt_state, epoch, report):
     if state is not None:
       return Restored(int(state["epoch"]), state["params"],
                       state.get("opt_state"), state[_EARLY_STOPPING],
-                      tuple(damaged))
+                      tuple(damaged), state[_POSITION])
     damaged.append(Damaged(step, step_dir, reason))
     if i + 1 < len(steps):
       report(f"checkpoint {step_dir} is damaged ({reason}); falling back "

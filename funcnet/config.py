@@ -53,6 +53,7 @@ DEFAULTS: dict = {
         "dtype": "float32",
         "compute_dtype": "same",
         "accumulate": 1,
+        "chunk_steps": 0,
         "compare_grads": False,
     },
     "optimizer": {
@@ -79,6 +80,7 @@ DEFAULTS: dict = {
     },
     "run": {
         "checkpoint_every": 10,
+        "checkpoint_every_steps": 0,
         "keep_checkpoints": 3,
         "plots": True,
         "progress": "auto",
@@ -121,6 +123,7 @@ DOCS: dict = {
     "train.dtype": "parameter and input dtype: float32 | float64 (float64 needs JAX_ENABLE_X64=1)",
     "train.compute_dtype": "forward/backward dtype: same (as train.dtype) | bfloat16 (params, optimizer state and gradients stay train.dtype; logits cast back before the loss) | float32",
     "train.accumulate": "micro-batches per step: the step's gradient is their mean (same as the whole batch's, less memory); must divide train.batch_size",
+    "train.chunk_steps": "data streamed from shards (data.name = a folder of funcnet data convert): steps per compiled call, each chunk's batches read a chunk ahead (0: the epoch, up to 64 MB of batches); in-memory data runs one call per epoch",
     "train.compare_grads": "also train with the other gradient source from the same seed and record the parameter difference",
     "optimizer.name": "sgd | momentum | nesterov | adagrad | rmsprop | adam | adamw",
     "optimizer.impl": "funcnet (the update rules written out here) | optax (the production library)",
@@ -141,6 +144,7 @@ DOCS: dict = {
     "schedule.step_size": "step: multiply by decay_rate every this many steps",
     "schedule.alpha": "cosine: the final rate as a fraction of the peak",
     "run.checkpoint_every": "save a checkpoint every this many epochs (and at the end)",
+    "run.checkpoint_every_steps": "data streamed from shards: also save every this many steps inside an epoch (at the next chunk's end; 0: only at epoch ends); a resume continues from that step",
     "run.keep_checkpoints": "how many of the latest checkpoints to keep",
     "run.plots": "write loss/accuracy and gradient-norm plots as PNG",
     "run.progress": "auto (a bar on a terminal) | always | never",
@@ -180,7 +184,9 @@ SEED_RANGE = (0, 2**32 - 1)
 RANGES = [
     ("train.epochs", 1, None, True), ("train.batch_size", 1, None, True),
     ("train.patience", 0, None, True), ("train.eval_every", 1, None, True),
-    ("run.checkpoint_every", 1, None, True), ("run.keep_checkpoints", 1, None, True),
+    ("run.checkpoint_every", 1, None, True),
+    ("run.checkpoint_every_steps", 0, None, True),
+    ("train.chunk_steps", 0, None, True), ("run.keep_checkpoints", 1, None, True),
     ("train.accumulate", 1, None, True),
     ("data.train_per_class", 0, None, True),
     ("finetune.body_lr_scale", 0.0, None, True),

@@ -35,6 +35,7 @@ from funcnet import losses, parallel, precision, preemption, preflight, runs
 from funcnet import timings
 from funcnet import resume as resume_lib, train
 from funcnet.errors import CheckpointError, ConfigError, DivergenceError, Preempted
+from funcnet.data import streamed
 from funcnet.models import registry
 from funcnet.progress import Progress
 
@@ -48,6 +49,14 @@ def build_dataset(cfg, stats=None) -> data.Dataset:
   (``data.train_per_class``), then standardised when asked (not ratings),
   with the training split's statistics or the given ``(mean, std)``."""
   d = cfg["data"]
+  if streamed.is_shards(d["name"]):  # on disk, read by rows as it trains
+    for key in ("classes", "train_per_class"):
+      if d[key]:
+        raise ConfigError(
+            f"config key 'data.{key}' selects examples, which a dataset "
+            f"streamed from shards ({d['name']!r}) cannot; expected it "
+            "applied before funcnet data convert")
+    return streamed.load(d["name"], d["standardize"], stats)
   kwargs = {}
   if d["name"] not in data.DATASETS:
     kwargs = {"label": d["label"], "task": d["task"]}
@@ -204,7 +213,8 @@ class Setup:
         self.model, self.loss, self.optimizer, self.ds, epochs=t["epochs"],
         batch_size=t["batch_size"], key=self.key, grads=grads or t["grads"],
         dtype=self.dtype, start=start, evaluation=self.evaluation,
-        mixed=self.mixed, plan=self.plan, lr_schedule=self.schedule, **kwargs)
+        mixed=self.mixed, plan=self.plan, lr_schedule=self.schedule,
+        chunk_steps=t["chunk_steps"], **kwargs)
 
   def device(self) -> str:
     """``"cpu"``, or e.g. ``"8 x TPU v4 (mesh data=8 fsdp=1, 2 processes)"``."""
@@ -328,6 +338,12 @@ def train_and_evaluate(cfg, workdir, *, resume=False, progress="auto",
                   progress, log, is_main)
 
 
+def _crossed(step: int, saved: int, every: int) -> bool:
+  """Whether a multiple of ``every`` lies in ``(saved, step]``: a chunk
+  ending at ``step`` passed a save point since the last save at ``saved``."""
+  return step // every > saved // every
+
+
 def _import_in_background(modules) -> None:
   """Imports ``modules`` on a daemon thread while the main one compiles.
 
@@ -363,7 +379,12 @@ def _train(setup, workdir, ckpt_dir, has_ckpt, changed, watch, progress, log,
 
   with timings.phase("init"):
     params, opt_state = setup.init_state()
-  start, history, early_stopping, events = 0, [], None, []
+  start, history, early_stopping, position, events = 0, [], None, None, []
+  # A run streamed from shards numbers its checkpoints by optimizer step
+  # (it also saves inside epochs); others by epoch.
+  stream = streamed.is_streamed(ds)
+  ckpt_id = ((lambda e, s=0: e * steps_per_epoch + s) if stream
+             else (lambda e, s=0: e))
   if has_ckpt:
     with timings.phase("restore"):
       restored = checkpoints.restore_newest_good(
@@ -371,7 +392,7 @@ def _train(setup, workdir, ckpt_dir, has_ckpt, changed, watch, progress, log,
           on_damaged=lambda line: is_main and print(
               f"funcnet: warning: {line}", file=sys.stderr))
     start, params, opt_state = restored.epoch, restored.params, restored.opt_state
-    early_stopping = restored.early_stopping
+    early_stopping, position = restored.early_stopping, restored.position
     events += [{"event": "damaged_checkpoint", "resumed_from": start,
                 **d._asdict()} for d in restored.damaged]
     if is_main:
@@ -379,6 +400,8 @@ def _train(setup, workdir, ckpt_dir, has_ckpt, changed, watch, progress, log,
     if changed:
       events.append({"event": "resume", "epoch": start, "changed": changed})
     log(f"resuming {workdir} from epoch {start}"
+        + (f", step {position['step']} of epoch {start + 1}" if position
+           else "")
         + (f" (changed: {', '.join(changed)})" if changed else ""))
 
   board = None
@@ -415,16 +438,37 @@ def _train(setup, workdir, ckpt_dir, has_ckpt, changed, watch, progress, log,
     e = record["epoch"]
     if e % every == 0 and e < t["epochs"] and math.isfinite(record["train_loss"]):
       with timings.phase("save"):  # returns while orbax writes
-        saver.save(e, params, opt_state, record.get("early_stopping"))
+        saver.save(e, params, opt_state, record.get("early_stopping"),
+                   step=ckpt_id(e))
+      last_saved[0] = ckpt_id(e)
+    last_record[0] = record
     return watch.requested() is not None  # stop after this epoch: saved below
+
+  every_steps = cfg["run"]["checkpoint_every_steps"]
+  last_record = [history[-1] if history else None]
+
+  def on_chunk(e, step, params, opt_state, where):
+    """Inside an epoch of streamed data: save every run.checkpoint_every_steps
+    steps (at a chunk's end), and stop there on SIGTERM/SIGINT."""
+    stop = watch.requested() is not None
+    g = ckpt_id(e, step)
+    if stop or (every_steps and _crossed(g, last_saved[0], every_steps)):
+      es = (last_record[0] or {}).get("early_stopping", early_stopping)
+      with timings.phase("save"):
+        saver.save(e, params, opt_state, es, step=g, position=where)
+      last_saved[0] = g
+    return stop
+
+  last_saved = [ckpt_id(start, (position or {}).get("step", 0))]
 
   try:
     t0 = time.perf_counter()
     try:
       with timings.phase("train"):
         result = setup.fit(start=train.Start(params, opt_state, start,
-                                             early_stopping),
-                           callback=on_epoch)
+                                             early_stopping, position),
+                           callback=on_epoch,
+                           chunk_callback=on_chunk if stream else None)
     finally:
       bar.close()
       for f in (metrics, board):
@@ -434,10 +478,11 @@ def _train(setup, workdir, ckpt_dir, has_ckpt, changed, watch, progress, log,
     signal_name = watch.requested() if result.status == "stopped" else None
     history = history + result.history
     last_epoch = history[-1]["epoch"] if history else start
-    if not result.diverged:
+    if not result.diverged and result.position is None:  # (else saved)
       with timings.phase("save"):
         saver.save(last_epoch, result.params, result.opt_state,
-                   history[-1].get("early_stopping") if history else None)
+                   history[-1].get("early_stopping") if history else None,
+                   step=ckpt_id(last_epoch))
 
     # Steps per second after the first epoch of this process, which pays
     # for compilation (the whole run when there is only one epoch).
@@ -460,9 +505,11 @@ def _train(setup, workdir, ckpt_dir, has_ckpt, changed, watch, progress, log,
         "final": {k: v for k, v in final.items() if k != "grad_norms"},
         "best": best_evaluation(history, ds.task),
     }
+    where = (f"step {result.position['step']} of epoch {last_epoch + 1}"
+             if result.position else f"epoch {last_epoch}")
     if signal_name:
-      summary["stopped"] = (f"{signal_name} after epoch {last_epoch} of "
-                            f"{t['epochs']}; resume with --resume")
+      summary["stopped"] = (f"{signal_name} after {where} of {t['epochs']}; "
+                            "resume with --resume")
     for k in ("test_accuracy", "test_loss", "test_rmse", "test_mae"):
       last = [h[k] for h in history if k in h]
       if last:
@@ -489,7 +536,7 @@ def _train(setup, workdir, ckpt_dir, has_ckpt, changed, watch, progress, log,
                           "optimizer.learning_rate or optimizer.clip_norm")
   if signal_name:
     raise Preempted(
-        f"{signal_name}: stopped after epoch {last_epoch} of {t['epochs']}, "
+        f"{signal_name}: stopped after {where} of {t['epochs']}, "
         f"checkpoint saved in {ckpt_dir}; continue with: funcnet train --out "
         f"{workdir} --resume", preemption.EXIT_CODES[signal_name])
   return summary

@@ -252,6 +252,34 @@ class Plan(NamedTuple):
           self.epoch_sharding, a[mine], order.shape + a.shape[1:]))
     return tuple(out)
 
+  def read_batches(self, order, read, batch_size: int, steps: int):
+    """A chunk of ``(steps, b, ...)`` mini-batches read by rows: for a
+    training split streamed from shards (:mod:`funcnet.data.streamed`).
+
+    Args:
+      order: ``(k * b,)`` example indices of ``k <= steps`` steps, in step
+        order (the same in every process).
+      read: ``rows -> (x, y)``, the split's rows in that order.
+      batch_size: ``b``.
+      steps: the chunk's length; steps past ``k`` are zeros (padding the
+        chunk function never reads).
+
+    Returns:
+      ``(xb, yb)`` sharded by :attr:`epoch_sharding`. This process reads
+      only its own rows of every step (``read`` sees nothing else).
+    """
+    order = np.asarray(order).reshape(-1, batch_size)
+    mine = order[:, self.local_rows(batch_size)]  # (k, rows of this process)
+    out = []
+    for a in read(mine.ravel()):
+      a = a.reshape(mine.shape + a.shape[1:])
+      if steps > a.shape[0]:
+        a = np.concatenate([a, np.zeros((steps - a.shape[0],) + a.shape[1:],
+                                        a.dtype)])
+      out.append(jax.make_array_from_process_local_data(
+          self.epoch_sharding, a, (steps, batch_size) + a.shape[2:]))
+    return tuple(out)
+
   def check_batch(self, batch_size: int, accumulate: int = 1) -> None:
     """Raises ``ConfigError`` unless every device gets whole micro-batch rows."""
     unit = self.n_devices * accumulate

@@ -26,6 +26,8 @@ The estimate, per device, in the dtypes the run uses (``train.dtype``):
                ``jax.vjp`` of the batch-mean loss, read from the traced
                jaxpr (the params and inputs it keeps are not counted twice)
   batches      two epochs of mini-batches, ``2 x (n // b) x b`` rows of x
+               (streamed from shards: the chunks in flight instead,
+               ``train.CHUNKS_IN_FLIGHT x chunk x b`` rows)
                and y: ``fit`` ships epoch ``e + 1``'s while the device runs
                epoch ``e``
   test         the test split, on the device for the whole run
@@ -80,7 +82,8 @@ def _tree_bytes(tree, plan=None) -> int:
 def _input_dtype(a, dtype):
   """The dtype ``train`` gives the host array ``a``: floats in ``dtype``,
   labels and ids in their own (as JAX canonicalises them)."""
-  own = np.asarray(a).dtype  # the dataset's numpy arrays: no copy
+  # The dataset's numpy arrays (no copy), or a streamed split's Rows.
+  own = a.dtype if hasattr(a, "dtype") else np.asarray(a).dtype
   if np.issubdtype(own, np.floating):
     return jnp.dtype(dtype)
   return jax.dtypes.canonicalize_dtype(own)
@@ -149,6 +152,14 @@ def estimate(cfg, model, ds, optimizer, plan=None) -> dict:
       jax.ShapeDtypeStruct((rows, *y_in), y_dt), key, compute_dtype)
 
   steps = len(ds.y_train) // b
+  # In memory: two epochs of batches (fit ships the next one early);
+  # streamed from shards: the chunks in flight, however large the split.
+  from funcnet.data import streamed
+  batches = 2 * steps
+  if streamed.is_streamed(ds):
+    from funcnet import train
+    batches = train.CHUNKS_IN_FLIGHT * train.chunk_length(
+        x_in, x_dt, b, steps, t["chunk_steps"])
   per_row = _nbytes(x_in, x_dt) + _nbytes(y_in, y_dt)
   batch_rows = -(-b // n_dev)  # the device's share of each step's rows
   test = 0
@@ -160,7 +171,7 @@ def estimate(cfg, model, ds, optimizer, plan=None) -> dict:
          "gradients": p_bytes * (2 if k > 1 else 1),
          "opt_state": _tree_bytes(opt_state, plan),
          "activations": activations,
-         "batches": 2 * steps * batch_rows * per_row,
+         "batches": batches * batch_rows * per_row,
          "test": test}
   out["total"] = sum(out.values())
   return out

@@ -25,8 +25,9 @@ import os
 from funcnet.errors import ConfigError
 
 # Dotted keys, or a table's prefix ending in ".", that a resume may change.
-SAFE = ("name", "train.epochs", "train.compare_grads",
-        "run.checkpoint_every", "run.keep_checkpoints", "run.plots",
+SAFE = ("name", "train.epochs", "train.compare_grads", "train.chunk_steps",
+        "run.checkpoint_every", "run.checkpoint_every_steps",
+        "run.keep_checkpoints", "run.plots",
         "run.progress", "run.tensorboard", "run.compilation_cache",
         "parallel.")
 

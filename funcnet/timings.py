@@ -37,7 +37,7 @@ _TRACE = "/jax/core/compile/jaxpr_trace_duration"
 _LOWER = "/jax/core/compile/jaxpr_to_mlir_module_duration"
 _HIT = "/jax/compilation_cache/cache_hits"
 
-_state = {"start_unix": time.time(), "phases": {}, "programs": 0,
+_state = {"start_unix": time.time(), "phases": {}, "counts": {}, "programs": 0,
           "names": [], "cache_hits": 0, "compile_s": 0.0, "trace_s": 0.0,
           "lower_s": 0.0}
 _listening = False
@@ -57,6 +57,14 @@ def phase(name: str):
   finally:
     phases = _state["phases"]
     phases[name] = phases.get(name, 0.0) + time.perf_counter() - t0
+
+
+def count(name: str, n: int = 1) -> None:
+  """Adds ``n`` to counter ``name`` (e.g. ``rows_read``: the training rows
+  this process read from shards, which a multi-process test checks is its
+  share only)."""
+  counts = _state["counts"]
+  counts[name] = counts.get(name, 0) + int(n)
 
 
 def listen() -> None:
@@ -91,7 +99,8 @@ def listen() -> None:
 def snapshot(command: str = "") -> dict:
   """The record :func:`write` writes, as it stands now."""
   out = dict(_state, command=command, end_unix=time.time(),
-             phases=dict(_state["phases"]), names=list(_state["names"]))
+             phases=dict(_state["phases"]), counts=dict(_state["counts"]),
+             names=list(_state["names"]))
   out["compiled"] = out["programs"] - out["cache_hits"]
   return out
 

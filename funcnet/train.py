@@ -52,6 +52,7 @@ import numpy as np
 import optax
 
 from funcnet import autodiff, backprop, losses, precision
+from funcnet.data import streamed as streamed_data
 from funcnet.errors import ConfigError
 from funcnet.model import Model
 
@@ -88,12 +89,16 @@ class FitResult(NamedTuple):
       asked).
     reason: one line saying why training ended before ``epochs`` (None
       when ``status == "done"``).
+    position: when a ``chunk_callback`` stopped a streamed run inside an
+      epoch, where (as :attr:`Start.position`); ``params`` and
+      ``opt_state`` are then that step's.
   """
   params: Any
   opt_state: Any
   history: list
   status: str = "done"
   reason: Optional[str] = None
+  position: Optional[dict] = None  # stopped inside an epoch (see Start)
 
   @property
   def diverged(self) -> bool:
@@ -107,11 +112,16 @@ class Start(NamedTuple):
   ``early_stopping``: the early-stopping counters at ``epoch``, as the
   record of that epoch had them (``record["early_stopping"]``, see
   :meth:`Monitor.after`); None: none yet. A resumed run passes them back so
-  it stops where the uninterrupted run would."""
+  it stops where the uninterrupted run would.
+
+  ``position``: inside epoch ``epoch`` of a run streamed from shards,
+  ``{"step": s, "sums": [...]}``: its first ``s`` steps are done and their
+  metric sums are ``sums`` (see :func:`make_chunk`); None: at its start."""
   params: Any
   opt_state: Any = None
   epoch: int = 0
   early_stopping: Optional[dict] = None
+  position: Optional[dict] = None
 
 
 class Evaluation(NamedTuple):
@@ -355,6 +365,79 @@ def make_epoch(model: Model, loss, optimizer: optax.GradientTransformation,
   return jax.jit(epoch, donate_argnums=(0, 1)) if jit else epoch
 
 
+def make_chunk(model: Model, loss, optimizer: optax.GradientTransformation,
+               grads: str = "autodiff", *, data_sharding=None,
+               state_sharding=None, compute_dtype=None, accumulate: int = 1,
+               norms: bool = True):
+  """Some steps of an epoch in one jitted call: the epoch of data streamed
+  from shards, a chunk at a time (:func:`fit`).
+
+  Returns ``chunk(params, opt_state, key, xb, yb, offset, n_steps, bad_step,
+  sums) -> (params, opt_state, bad_step, sums)``: steps ``offset ..
+  offset + n_steps - 1`` of the epoch whose key is ``key``, on ``xb: (K, b,
+  *in_shape)``, ``yb: (K, b, ...)`` (``n_steps <= K``; rows past it are
+  padding, never read). ``bad_step`` and ``sums`` come in from the previous
+  chunk (``-1`` and :func:`metric_zeros` at the epoch's start) and go on, so
+  the epoch's sums add up in the order :func:`make_epoch`'s do, and step
+  ``s`` draws dropout from ``fold_in(split(key)[1], s)`` as there: the
+  params equal the in-memory epoch's bit for bit. One compilation serves
+  every chunk (``offset`` and ``n_steps`` are traced).
+
+  Divergence guard: as :func:`make_epoch`'s, within the chunk: a
+  non-finite loss at step ``s`` reruns the chunk's steps before ``s - 1``
+  and returns the params step ``s - 1`` started from, the last with a
+  finite loss; when ``s`` is the chunk's first step, those are the params
+  the chunk started with (the step before belongs to the previous call).
+  """
+  vg = precision.accumulate(gradient_fn(model, loss, grads, compute_dtype),
+                           accumulate, data_sharding)
+
+  def keep_layout(tree):
+    if state_sharding is None:
+      return tree
+    return jax.lax.with_sharding_constraint(tree, state_sharding)
+
+  def chunk(params, opt_state, key, xb, yb, offset, n_steps, bad_step, sums):
+    _, k_drop = jax.random.split(key)
+    params, opt_state = keep_layout((params, opt_state))
+
+    def step(i, carry):
+      params, opt_state, bad, sums = carry
+      xs, ys = xb[i], yb[i]
+      if data_sharding is not None:
+        xs = jax.lax.with_sharding_constraint(xs, data_sharding)
+        ys = jax.lax.with_sharding_constraint(ys, data_sharding)
+      s = offset + i
+      params, opt_state, m = train_step(
+          vg, optimizer, params, opt_state, xs, ys,
+          jax.random.fold_in(k_drop, s), norms)
+      bad = jnp.where((bad < 0) & ~jnp.isfinite(m[0]), s, bad)
+      sums = tuple(a + b.astype(a.dtype) for a, b in zip(sums, m))
+      return params, opt_state, bad, sums
+
+    def run_pass(carry):  # as make_epoch's, from this chunk's start
+      k, _, _, bad, out_sums = carry
+      first = k == 0
+      limit = jnp.where(first, n_steps,
+                        jnp.maximum(bad - offset - 1, 0))
+      p, o, b, m = jax.lax.fori_loop(0, limit, step,
+                                     (params, opt_state, bad_step, sums))
+      return (k + 1, p, o, jnp.where(first, b, bad),
+              tuple(jnp.where(first, a, c) for a, c in zip(m, out_sums)))
+
+    def another_pass(carry):
+      k, bad = carry[0], carry[3]
+      return (k == 0) | ((k == 1) & (bad >= offset))
+
+    _, params, opt_state, bad_step, sums = jax.lax.while_loop(
+        another_pass, run_pass,
+        (jnp.int32(0), params, opt_state, bad_step, sums))
+    params, opt_state = keep_layout((params, opt_state))
+    return params, opt_state, bad_step, sums
+
+  return jax.jit(chunk, donate_argnums=(0, 1))
+
+
 def make_evaluate(model: Model, loss, task: str):
   """``evaluate(params, x, y) -> dict`` of held-out metrics, jitted.
 
@@ -528,7 +611,8 @@ def fit(model: Model, loss, optimizer: optax.GradientTransformation, data, *,
         mixed: precision.Mixed = precision.Mixed(), plan=None,
         callback: Optional[Callable] = None,
         lr_schedule: Optional[Callable] = None, task: Optional[str] = None,
-        norms: bool = True) -> FitResult:
+        norms: bool = True, chunk_steps: int = 0,
+        chunk_callback: Optional[Callable] = None) -> FitResult:
   """Trains ``model`` on ``data``; returns params, optimizer state and history.
 
   Args:
@@ -563,6 +647,16 @@ def fit(model: Model, loss, optimizer: optax.GradientTransformation, data, *,
     norms: record per-layer gradient norms and the update norm (default);
       False leaves them out of ``history`` for a faster step (see
       :func:`make_epoch`).
+    chunk_steps: for a training split streamed from shards
+      (:mod:`funcnet.data.streamed`): steps per jitted call (0: the whole
+      epoch, or what fits :data:`CHUNK_BYTES`). Each chunk's batches are
+      read on the host, a chunk ahead, while the device runs the current
+      one. In-memory data ignores it (one call per epoch).
+    chunk_callback: streamed data only: ``chunk_callback(epoch, step,
+      params, opt_state, position)`` after each chunk that ends inside an
+      epoch (``step`` of its steps done; ``position`` as
+      :attr:`Start.position`); a truthy return stops there (status
+      ``"stopped"``, :attr:`FitResult.position` set).
 
   Returns:
     A :class:`FitResult`. ``history`` is a list of JSON-ready dicts, one per
@@ -595,15 +689,15 @@ def fit(model: Model, loss, optimizer: optax.GradientTransformation, data, *,
   # the current one (a shuffle inside the jitted epoch is XLA's sort, which
   # on a CPU costs more than a small MLP's steps). With a plan, each process
   # ships only its own rows.
-  x, y = _host_arrays(data.x_train, data.y_train, dtype)
+  streamed = isinstance(data.x_train, streamed_data.Rows)
+  if not streamed:
+    x, y = _host_arrays(data.x_train, data.y_train, dtype)
   has_test = getattr(data, "x_test", None) is not None
   if has_test:
     x_test, y_test = as_arrays(data.x_test, data.y_test, dtype)
     if plan is not None:
       x_test, y_test = plan.replicate((x_test, y_test))
-  epoch_fn = make_epoch(
-      model, loss, optimizer, batch_size, grads, compute_dtype=compute_dtype,
-      accumulate=accumulate, prebatched=True, norms=norms,
+  shardings = dict(
       data_sharding=None if plan is None else plan.batch_sharding,
       state_sharding=None if plan is None else plan.shardings((params, opt_state)))
   evaluate = make_evaluate(model, loss, task)
@@ -613,24 +707,44 @@ def fit(model: Model, loss, optimizer: optax.GradientTransformation, data, *,
                     start.early_stopping)
   order_key = _key_bits(k_train)  # read once: no epoch waits on the device
 
-  def batches(e):
-    order = batch_order(order_key, e, n, batch_size)
-    if plan is not None:
-      return plan.epoch_batches(order, x, y, batch_size)
-    rows = (steps_per_epoch, batch_size)
-    return (jax.device_put(x[order].reshape(rows + x.shape[1:])),
-            jax.device_put(y[order].reshape(rows + y.shape[1:])))
+  if streamed:
+    run_epoch = _streamed_epochs(
+        make_chunk(model, loss, optimizer, grads, compute_dtype=compute_dtype,
+                   accumulate=accumulate, norms=norms, **shardings),
+        data.x_train, batch_size, steps_per_epoch, dtype, plan, order_key,
+        chunk_steps, norms, start.position if start_epoch < epochs else None,
+        chunk_callback)
+  else:
+    epoch_fn = make_epoch(
+        model, loss, optimizer, batch_size, grads, compute_dtype=compute_dtype,
+        accumulate=accumulate, prebatched=True, norms=norms, **shardings)
 
-  upcoming = batches(start_epoch) if start_epoch < epochs else None
+    def batches(e):
+      order = batch_order(order_key, e, n, batch_size)
+      if plan is not None:
+        return plan.epoch_batches(order, x, y, batch_size)
+      rows = (steps_per_epoch, batch_size)
+      return (jax.device_put(x[order].reshape(rows + x.shape[1:])),
+              jax.device_put(y[order].reshape(rows + y.shape[1:])))
+
+    upcoming = [batches(start_epoch) if start_epoch < epochs else None]
+
+    def run_epoch(e, params, opt_state, key_e):
+      xb, yb = upcoming[0]
+      params, opt_state, m = epoch_fn(params, opt_state, key_e, xb, yb)
+      if e + 1 < epochs:
+        upcoming[0] = batches(e + 1)  # on the host while the device runs e
+      return params, opt_state, m, None
+
   t0 = time.perf_counter()
   for e in range(start_epoch, epochs):
     key_e = _run_keys(key, e)[2]
-    xb, yb = upcoming
-    params, opt_state, m = epoch_fn(
-        params, opt_state, key_e if plan is None else plan.replicate(key_e),
-        xb, yb)
-    if e + 1 < epochs:
-      upcoming = batches(e + 1)    # on the host while the device runs epoch e
+    params, opt_state, m, position = run_epoch(
+        e, params, opt_state, key_e if plan is None else plan.replicate(key_e))
+    if position is not None:  # a chunk_callback stopped inside the epoch
+      return FitResult(params, opt_state, monitor.history, "stopped",
+                       f"stopped by callback at step {position['step']} of "
+                       f"epoch {e + 1}", position)
     m = jax.device_get(m)
     metrics = (_to_host(jax.device_get(evaluate(params, x_test, y_test)))
                if monitor.wants_eval(e, m.bad_step) else None)
@@ -642,6 +756,94 @@ def fit(model: Model, loss, optimizer: optax.GradientTransformation, data, *,
       break
   return FitResult(params, opt_state, monitor.history, monitor.status,
                    monitor.reason)
+
+
+# A streamed chunk's batches on the host and the device, at most (0:
+# chunk_steps = 0 means the whole epoch up to this).
+CHUNK_BYTES = 64 << 20
+
+
+def chunk_length(in_shape, dtype, batch_size: int, steps_per_epoch: int,
+                 chunk_steps: int = 0) -> int:
+  """Steps per call of a streamed epoch: ``chunk_steps``, or (0) as many as
+  keep a chunk's inputs within :data:`CHUNK_BYTES`; at most the epoch."""
+  row = int(np.prod(in_shape)) * np.dtype(dtype).itemsize
+  k = chunk_steps or max(1, CHUNK_BYTES // max(row * batch_size, 1))
+  return max(1, min(k, steps_per_epoch))
+
+
+# Chunks held at once while streaming: the one the device runs, the one
+# being read and ``depth`` = 2 prefetched (funcnet.preflight counts them).
+CHUNKS_IN_FLIGHT = 4
+
+
+def _streamed_epochs(chunk_fn, rows, batch_size, steps_per_epoch, dtype, plan,
+                     order_key, chunk_steps, norms, position, chunk_callback):
+  """``run_epoch(e, params, opt_state, key_e) -> (params, opt_state,
+  EpochMetrics, position)`` for a training split streamed from shards:
+  the epoch's steps in chunks of :func:`make_chunk`, each chunk's rows read
+  (by a :class:`funcnet.data.stream.Prefetcher` thread, a chunk ahead) in
+  :func:`batch_order`, as the in-memory epoch takes them. ``position``
+  (a resumed run's, for its first epoch) skips the steps already done;
+  the returned position is not None when ``chunk_callback`` stopped the
+  epoch inside."""
+  from funcnet.data import stream
+  b = batch_size
+  k = chunk_length(rows.shape[1:], dtype, b, steps_per_epoch, chunk_steps)
+  finish = jax.jit(epoch_metrics, static_argnums=2)
+  resume = [position]
+
+  def read(order):
+    x, y = _host_arrays(*rows.read(order), dtype)
+    return x, y
+
+  def load(item):
+    c, order = item
+    steps = len(order) // b
+    if plan is not None:
+      xb, yb = plan.read_batches(order, read, b, k)
+    else:
+      x, y = read(order)
+      pad = lambda a: np.concatenate(
+          [a.reshape((steps, b) + a.shape[1:]),
+           np.zeros((k - steps, b) + a.shape[1:], a.dtype)])
+      xb, yb = jax.device_put(pad(x)), jax.device_put(pad(y))
+    return c, steps, xb, yb
+
+  def run_epoch(e, params, opt_state, key_e):
+    order = batch_order(order_key, e, len(rows), b)
+    first, sums = 0, metric_zeros(params, norms)
+    if resume[0] is not None:
+      first = int(resume[0]["step"])
+      sums = tuple(jnp.asarray(np.asarray(v, z.dtype))
+                   for v, z in zip(resume[0]["sums"], sums))
+      resume[0] = None
+    bad = jnp.int32(-1)
+    if plan is not None:  # inputs of a program over the mesh
+      sums, bad = plan.replicate((sums, bad))
+    chunks = [(c, order[c * b:min(c + k, steps_per_epoch) * b])
+              for c in range(first, steps_per_epoch, k)]
+    feed = stream.Prefetcher(load, chunks, depth=2)
+    try:
+      for c, steps, xb, yb in feed:
+        params, opt_state, bad, sums = chunk_fn(
+            params, opt_state, key_e, xb, yb, jnp.int32(c), jnp.int32(steps),
+            bad, sums)
+        done = c + steps
+        if done < steps_per_epoch and (
+            chunk_callback is not None or int(bad) >= 0):
+          if int(bad) >= 0:
+            break  # diverged: finish the epoch's metrics here
+          where = {"step": done,
+                   "sums": [np.asarray(jax.device_get(a)).tolist()
+                            for a in sums]}
+          if chunk_callback(e, done, params, opt_state, where):
+            return params, opt_state, None, where
+    finally:
+      feed.close()
+    return params, opt_state, finish(params, sums, steps_per_epoch, bad), None
+
+  return run_epoch
 
 
 def predict(model: Model, params, x):
