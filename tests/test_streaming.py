@@ -1,0 +1,219 @@
+"""Training from shards (issue 16): the same run as from memory, chunk by
+chunk, resumable inside an epoch, each process reading only its rows.
+
+The reference is always the in-memory path on the same data, standardised
+with the shards' statistics: params, optimizer state and every metrics line
+must be equal bit for bit (the chunked epoch carries the metric sums and
+the dropout step index across calls, see ``train.make_chunk``)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from funcnet import checkpoints, config, experiment, runs
+from funcnet.data import stream, streamed
+from funcnet.errors import ConfigError, DataError
+from helpers import read_jsonl
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
+for _k in ("JAX_ENABLE_X64", "XLA_FLAGS", "JAX_NUM_CPU_DEVICES"):
+  ENV.pop(_k, None)
+
+
+@pytest.fixture(scope="module")
+def digits_shards(tmp_path_factory):
+  dst = str(tmp_path_factory.mktemp("shards") / "digits")
+  stream.convert("digits", dst)
+  return dst
+
+
+def _both(shards, *sets):
+  """(in-memory, streamed) fits of the default config with ``sets``."""
+  sh = stream.Shards(shards)
+  out = []
+  for name in ("digits", shards):
+    cfg = config.load(None, [f"data.name={name!r}", *sets])
+    ds = experiment.build_dataset(cfg, stats=(sh.mean, sh.std))
+    assert streamed.is_streamed(ds) == (name == shards)
+    out.append(experiment.Setup(cfg, ds=ds).fit())
+  return out
+
+
+def _equal(a, b):
+  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def _no_time(records):
+  return [{k: v for k, v in r.items() if k != "time"} for r in records
+          if "event" not in r]
+
+
+@pytest.mark.parametrize("sets", [
+    ["train.chunk_steps=7", "model.mlp.dropout=0.2"],   # 44 = 6 x 7 + 2
+    ["train.chunk_steps=0", "train.accumulate=2", "model.mlp.dropout=0.2"],
+], ids=["chunks-of-7-dropout", "whole-epoch-accumulate"])
+def test_shards_train_exactly_as_memory(digits_shards, sets):
+  mem, sh = _both(digits_shards, "train.epochs=3", *sets)
+  assert sh.status == mem.status == "done"
+  _equal(mem.params, sh.params)
+  _equal(mem.opt_state, sh.opt_state)
+  assert _no_time(mem.history) == _no_time(sh.history)
+
+
+def test_the_streamed_training_split_is_never_read_whole(digits_shards):
+  ds = streamed.load(digits_shards)
+  assert len(ds.y_train) == 1437 and ds.x_train.shape == (1437, 64)
+  with pytest.raises(DataError, match="streamed from shards"):
+    np.asarray(ds.x_train)
+  x, y = ds.x_train.read([5, 0, 5])
+  raw = stream.Shards(digits_shards)
+  want = raw.read("train", np.array([5, 0, 5]))
+  np.testing.assert_array_equal(x, want[0])
+  np.testing.assert_array_equal(y, want[1])
+
+
+def test_selecting_examples_of_shards_is_one_line(digits_shards):
+  cfg = config.load(None, [f"data.name={digits_shards!r}",
+                           "data.classes=[0, 1]"])
+  with pytest.raises(ConfigError, match="data.classes.*before funcnet data "
+                     "convert"):
+    experiment.build_dataset(cfg)
+
+
+@pytest.mark.slow
+def test_mnist1d_mlp_from_shards_equals_memory(tmp_path):
+  """The issue's case: the MNIST-1D MLP config (3 x 1024, dropout 0.5,
+  adamw, cosine schedule), float32, the same seed."""
+  dst = str(tmp_path / "mnist1d")
+  stream.convert("mnist1d", dst)
+  sh = stream.Shards(dst)
+  res = []
+  for name in ("mnist1d", dst):
+    cfg = config.load(os.path.join(ROOT, "configs", "mnist1d_mlp.toml"),
+                      [f"data.name={name!r}", "train.epochs=2"])
+    ds = experiment.build_dataset(cfg, stats=(sh.mean, sh.std))
+    res.append(experiment.Setup(cfg, ds=ds).fit())
+  _equal(res[0].params, res[1].params)
+  assert _no_time(res[0].history) == _no_time(res[1].history)
+
+
+def _funcnet(*args, timeout=300):
+  return subprocess.run([sys.executable, "-m", "funcnet.cli", *args],
+                        cwd=ROOT, env=ENV, capture_output=True, text=True,
+                        timeout=timeout)
+
+
+def _lines(run):
+  path = os.path.join(run, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(l) for l in f if l.endswith("\n")]
+
+
+# 359 steps an epoch (batch 4), chunks of 20: a signal lands inside an epoch
+# almost surely, and the run is long enough (300 epochs) to be stopped.
+STREAM = ["--set", "train.epochs=300", "--set", "train.batch_size=4",
+          "--set", "train.chunk_steps=20", "--set", "model.mlp.dropout=0.1",
+          "--set", "run.plots=false", "--set", "run.progress=never"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_stopped_inside_an_epoch_then_resumed_equals_uninterrupted(
+    digits_shards, tmp_path, how):
+  sets = ["--set", f"data.name={digits_shards!r}", *STREAM,
+          "--set", "train.epochs=60", "--set", "run.checkpoint_every_steps=300"]
+  whole = str(tmp_path / "whole")
+  r = _funcnet("train", *sets, "--out", whole)
+  assert r.returncode == 0, r.stderr
+
+  cut = str(tmp_path / "cut")
+  proc = subprocess.Popen([sys.executable, "-m", "funcnet.cli", "train",
+                           *sets, "--out", cut], cwd=ROOT, env=ENV,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+  try:
+    deadline = time.time() + 200
+    ckpt = os.path.join(cut, "checkpoints")
+    # after a few epochs and at least one checkpoint inside an epoch
+    while time.time() < deadline and not (
+        len(_lines(cut)) >= 3 and os.path.isdir(ckpt) and any(
+            int(s) % 359 for s in os.listdir(ckpt) if s.isdigit())):
+      time.sleep(0.01)
+    proc.send_signal(getattr(signal, how))
+  finally:
+    out, err = proc.communicate(timeout=120)
+  if how == "SIGTERM":
+    assert proc.returncode == 75, err[-2000:]
+    assert "stopped after step" in err, err  # inside an epoch
+  else:
+    assert proc.returncode == -signal.SIGKILL
+  assert len(_lines(cut)) < 60
+
+  r = _funcnet("train", "--out", cut, "--resume")
+  assert r.returncode == 0, r.stderr
+  assert ", step " in r.stdout, r.stdout  # resumed inside an epoch
+  assert _no_time(_lines(cut)) == _no_time(_lines(whole))
+  a, b = runs.load_trained(whole), runs.load_trained(cut)
+  _equal(a.params, b.params)
+
+
+@pytest.mark.slow
+def test_two_processes_read_only_their_rows_and_train_like_one(
+    digits_shards, tmp_path):
+  import socket
+  sets = ["--set", f"data.name={digits_shards!r}", "--set", "train.epochs=2",
+          "--set", "train.batch_size=32", "--set", "train.chunk_steps=10",
+          "--set", "model.mlp.hidden=[16]", "--set", "optimizer.name=sgd",
+          "--set", "optimizer.learning_rate=0.1", "--set", "run.plots=false"]
+  one = str(tmp_path / "one")
+  r = subprocess.run([sys.executable, "-m", "funcnet.cli", "train", *sets,
+                      "--out", one], cwd=ROOT, env=ENV, capture_output=True,
+                     text=True, timeout=300)
+  assert r.returncode == 0, r.stderr
+
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  mp = str(tmp_path / "mp")
+  procs = [subprocess.Popen(
+      [sys.executable, "-m", "funcnet.cli", "train", *sets, "--out", mp,
+       "--cpu-devices", "2", "--coordinator", f"127.0.0.1:{port}",
+       "--num-processes", "2", "--process-id", str(i),
+       "--set", "parallel.heartbeat_timeout=10"],
+      cwd=ROOT, env={**ENV, "FUNCNET_TIMINGS": str(tmp_path / f"t{i}.json")},
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+      start_new_session=True) for i in range(2)]
+  outs = []
+  try:
+    for p in procs:
+      outs.append(p.communicate(timeout=400))
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.communicate()
+  assert [p.returncode for p in procs] == [0, 0], outs
+  steps = 1437 // 32
+  for i in range(2):
+    with open(tmp_path / f"t{i}.json") as f:
+      counts = json.load(f)["counts"]
+    # its half of each step's 32 rows, for 2 epochs: never the other half
+    assert counts["train_rows_read"] == 2 * steps * 16, counts
+  a = read_jsonl(os.path.join(one, "metrics.jsonl"))
+  b = read_jsonl(os.path.join(mp, "metrics.jsonl"))
+  np.testing.assert_allclose([l["train_loss"] for l in a],
+                             [l["train_loss"] for l in b], rtol=1e-5)
+  pa, pb = runs.load_trained(one).params, runs.load_trained(mp).params
+  for x, y in zip(jax.tree_util.tree_leaves(pa), jax.tree_util.tree_leaves(pb)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=2e-5)
