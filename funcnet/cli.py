@@ -10,8 +10,9 @@
                     [--sequential] | --search optuna --space KEY=DIST ...
   funcnet study     NAME [--out DIR] [--quick] [--set key=value ...] | --list
   funcnet compare   RUN RUN ... [--out DIR]
+  funcnet data      convert SRC DST [--shard-rows N] | generate DST --train N ...
   funcnet bench     [--sizes small,large] [--json FILE] [--sweep] [--plot FILE]
-                    [--models [CONFIG,...]] [--startup]
+                    [--models [CONFIG,...]] [--startup] [--data DIR]
 
 Exit status (the README's table):
   0   done
@@ -47,6 +48,7 @@ EPILOG = """examples:
   funcnet eval --run runs/try
   funcnet sweep --grid optimizer.learning_rate=0.01,0.001 --grid seed=0,1,2,3
   funcnet sweep --search optuna --space optimizer.learning_rate=loguniform:1e-4,1e-1
+  funcnet data convert mnist1d shards/mnist1d        # then --set data.name='shards/mnist1d'
   funcnet study --list
   funcnet bench --sizes small,large --json bench.json
 Every config key, its default and meaning: configs/README.md."""
