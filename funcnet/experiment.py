@@ -589,8 +589,9 @@ def gradcheck(cfg, batch=None):
   rng = np.random.default_rng(cfg["seed"])
   idx = np.sort(rng.choice(n, batch, replace=False))
   params, _ = setup.init_state()
-  report = gradcheck_lib.compare(setup.model, setup.loss, params,
-                                 ds.x_train[idx], ds.y_train[idx],
+  x, y = (ds.x_train.read(idx) if streamed.is_streamed(ds)
+          else (ds.x_train[idx], ds.y_train[idx]))
+  report = gradcheck_lib.compare(setup.model, setup.loss, params, x, y,
                                  key=jax.random.key(cfg["seed"]))
   heading = (f"gradient check of {cfg['name']}: {setup.model.kind}, loss "
              f"{setup.loss}, {batch} examples of {ds.name}, float64")
