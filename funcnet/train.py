@@ -277,6 +277,66 @@ def epoch_metrics(params, sums, n_batches, bad_step) -> EpochMetrics:
                       bad_step)
 
 
+def _keep_layout(tree, state_sharding):
+  if state_sharding is None:
+    return tree
+  return jax.lax.with_sharding_constraint(tree, state_sharding)
+
+
+def _step(vg, optimizer, xb, yb, k_drop, norms, data_sharding, offset=None):
+  """``step(i, (params, opt_state, bad_step, sums))``: step ``i`` of
+  ``xb, yb`` as ``fori_loop``'s body. Its index in the epoch is ``s = i``
+  (``offset + i`` in a chunk): dropout from ``fold_in(k_drop, s)``,
+  ``bad_step`` the first ``s`` with a non-finite loss, ``sums`` the running
+  metric sums (:func:`metric_zeros`)."""
+  def step(i, carry):
+    params, opt_state, bad_step, sums = carry
+    xs, ys = xb[i], yb[i]
+    if data_sharding is not None:
+      xs = jax.lax.with_sharding_constraint(xs, data_sharding)
+      ys = jax.lax.with_sharding_constraint(ys, data_sharding)
+    s = i if offset is None else offset + i
+    params, opt_state, m = train_step(
+        vg, optimizer, params, opt_state, xs, ys,
+        jax.random.fold_in(k_drop, s), norms)
+    bad_step = jnp.where((bad_step < 0) & ~jnp.isfinite(m[0]), s, bad_step)
+    sums = tuple(a + b.astype(a.dtype) for a, b in zip(sums, m))
+    return params, opt_state, bad_step, sums
+  return step
+
+
+def _guarded(step, params, opt_state, n_steps, bad_step, sums, offset=None):
+  """``n_steps`` of ``step`` from ``(params, opt_state, bad_step, sums)``,
+  with the divergence guard; returns the four after them.
+
+  The guard costs nothing per step: pass 0 runs the steps and notes the
+  first step whose loss is not finite; only then does pass 1 rerun the same
+  compiled steps from the start up to the step before it, whose params had
+  the last finite loss (the bad step's index is ``offset +`` its place, so
+  ``offset`` is subtracted). (Keeping the last good params in the carry
+  instead makes every step select and copy all the params: 7 MB of extra
+  memory traffic a step for the large MLP of docs/performance.md.) The sums
+  and ``bad_step`` are pass 0's."""
+  start = (params, opt_state, bad_step, sums)
+
+  def run_pass(carry):
+    k, _, _, bad, out_sums = carry
+    first = k == 0
+    rel = bad if offset is None else bad - offset
+    limit = jnp.where(first, n_steps, jnp.maximum(rel - 1, 0))
+    p, o, b, m = jax.lax.fori_loop(0, limit, step, start)
+    return (k + 1, p, o, jnp.where(first, b, bad),
+            tuple(jnp.where(first, a, c) for a, c in zip(m, out_sums)))
+
+  def another_pass(carry):
+    k, bad = carry[0], carry[3]
+    return (k == 0) | ((k == 1) & (bad >= (0 if offset is None else offset)))
+
+  _, params, opt_state, bad_step, sums = jax.lax.while_loop(
+      another_pass, run_pass, (jnp.int32(0), params, opt_state, bad_step, sums))
+  return params, opt_state, bad_step, sums
+
+
 def make_epoch(model: Model, loss, optimizer: optax.GradientTransformation,
                batch_size: int, grads: str = "autodiff", *, jit: bool = True,
                data_sharding=None, state_sharding=None, prebatched: bool = False,
@@ -301,17 +361,12 @@ def make_epoch(model: Model, loss, optimizer: optax.GradientTransformation,
   vg = precision.accumulate(gradient_fn(model, loss, grads, compute_dtype),
                            accumulate, data_sharding)
 
-  def keep_layout(tree):
-    if state_sharding is None:
-      return tree
-    return jax.lax.with_sharding_constraint(tree, state_sharding)
-
   def epoch(params, opt_state, key, x, y):
     _, k_drop = jax.random.split(key)
     if prebatched:
       xb, yb = x, y
       n_batches = x.shape[0]
-      params, opt_state = keep_layout((params, opt_state))
+      params, opt_state = _keep_layout((params, opt_state), state_sharding)
     else:
       n = x.shape[0]
       n_batches = n // batch_size
@@ -321,45 +376,11 @@ def make_epoch(model: Model, loss, optimizer: optax.GradientTransformation,
       perm = perm[: n_batches * batch_size]
       xb = x[perm].reshape((n_batches, batch_size) + x.shape[1:])
       yb = y[perm].reshape((n_batches, batch_size) + y.shape[1:])
-    zero = metric_zeros(params, norms)
-
-    def step(s, carry):
-      params, opt_state, bad_step, sums = carry
-      xs, ys = xb[s], yb[s]
-      if data_sharding is not None:
-        xs = jax.lax.with_sharding_constraint(xs, data_sharding)
-        ys = jax.lax.with_sharding_constraint(ys, data_sharding)
-      params, opt_state, m = train_step(
-          vg, optimizer, params, opt_state, xs, ys,
-          jax.random.fold_in(k_drop, s), norms)
-      bad_step = jnp.where((bad_step < 0) & ~jnp.isfinite(m[0]), s, bad_step)
-      sums = tuple(a + b.astype(a.dtype) for a, b in zip(sums, m))
-      return params, opt_state, bad_step, sums
-
-    # The divergence guard costs nothing per step: pass 0 runs the epoch and
-    # notes the first step whose loss is not finite; only then does pass 1
-    # rerun the same compiled steps from the epoch's start up to the step
-    # before it, whose params had the last finite loss. (Keeping the last
-    # good params in the carry instead makes every step select and copy all
-    # the params: 7 MB of extra memory traffic a step for the large MLP of
-    # docs/performance.md.)
-    def run_pass(carry):
-      k, _, _, bad_step, sums = carry
-      first = k == 0
-      limit = jnp.where(first, n_batches, jnp.maximum(bad_step - 1, 0))
-      p, o, b, m = jax.lax.fori_loop(
-          0, limit, step, (params, opt_state, jnp.int32(-1), zero))
-      return (k + 1, p, o, jnp.where(first, b, bad_step),
-              tuple(jnp.where(first, a, b) for a, b in zip(m, sums)))
-
-    def another_pass(carry):
-      k, bad_step = carry[0], carry[3]
-      return (k == 0) | ((k == 1) & (bad_step >= 0))
-
-    _, params, opt_state, bad_step, sums = jax.lax.while_loop(
-        another_pass, run_pass,
-        (jnp.int32(0), params, opt_state, jnp.int32(-1), zero))
-    params, opt_state = keep_layout((params, opt_state))
+    step = _step(vg, optimizer, xb, yb, k_drop, norms, data_sharding)
+    params, opt_state, bad_step, sums = _guarded(
+        step, params, opt_state, n_batches, jnp.int32(-1),
+        metric_zeros(params, norms))
+    params, opt_state = _keep_layout((params, opt_state), state_sharding)
     return params, opt_state, epoch_metrics(params, sums, n_batches, bad_step)
 
   return jax.jit(epoch, donate_argnums=(0, 1)) if jit else epoch
@@ -392,47 +413,13 @@ def make_chunk(model: Model, loss, optimizer: optax.GradientTransformation,
   vg = precision.accumulate(gradient_fn(model, loss, grads, compute_dtype),
                            accumulate, data_sharding)
 
-  def keep_layout(tree):
-    if state_sharding is None:
-      return tree
-    return jax.lax.with_sharding_constraint(tree, state_sharding)
-
   def chunk(params, opt_state, key, xb, yb, offset, n_steps, bad_step, sums):
     _, k_drop = jax.random.split(key)
-    params, opt_state = keep_layout((params, opt_state))
-
-    def step(i, carry):
-      params, opt_state, bad, sums = carry
-      xs, ys = xb[i], yb[i]
-      if data_sharding is not None:
-        xs = jax.lax.with_sharding_constraint(xs, data_sharding)
-        ys = jax.lax.with_sharding_constraint(ys, data_sharding)
-      s = offset + i
-      params, opt_state, m = train_step(
-          vg, optimizer, params, opt_state, xs, ys,
-          jax.random.fold_in(k_drop, s), norms)
-      bad = jnp.where((bad < 0) & ~jnp.isfinite(m[0]), s, bad)
-      sums = tuple(a + b.astype(a.dtype) for a, b in zip(sums, m))
-      return params, opt_state, bad, sums
-
-    def run_pass(carry):  # as make_epoch's, from this chunk's start
-      k, _, _, bad, out_sums = carry
-      first = k == 0
-      limit = jnp.where(first, n_steps,
-                        jnp.maximum(bad - offset - 1, 0))
-      p, o, b, m = jax.lax.fori_loop(0, limit, step,
-                                     (params, opt_state, bad_step, sums))
-      return (k + 1, p, o, jnp.where(first, b, bad),
-              tuple(jnp.where(first, a, c) for a, c in zip(m, out_sums)))
-
-    def another_pass(carry):
-      k, bad = carry[0], carry[3]
-      return (k == 0) | ((k == 1) & (bad >= offset))
-
-    _, params, opt_state, bad_step, sums = jax.lax.while_loop(
-        another_pass, run_pass,
-        (jnp.int32(0), params, opt_state, bad_step, sums))
-    params, opt_state = keep_layout((params, opt_state))
+    params, opt_state = _keep_layout((params, opt_state), state_sharding)
+    step = _step(vg, optimizer, xb, yb, k_drop, norms, data_sharding, offset)
+    params, opt_state, bad_step, sums = _guarded(
+        step, params, opt_state, n_steps, bad_step, sums, offset)
+    params, opt_state = _keep_layout((params, opt_state), state_sharding)
     return params, opt_state, bad_step, sums
 
   return jax.jit(chunk, donate_argnums=(0, 1))

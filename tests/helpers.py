@@ -82,3 +82,14 @@ def with_limits(argv, rss_file="", **limits):
   ``exec`` Linux keeps the larger of the old and new high-water marks)."""
   import sys
   return [sys.executable, "-c", _LIMITS, repr(limits), str(rss_file), *argv]
+
+
+def metrics_lines(run):
+  """The complete lines of ``run``'s metrics.jsonl so far (none if it is not
+  there yet): for polling a run that is still writing it."""
+  import os
+  path = os.path.join(run, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(l) for l in f if l.endswith("\n")]

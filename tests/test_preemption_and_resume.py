@@ -43,14 +43,6 @@ def start(*args):
                           stderr=subprocess.PIPE, text=True)
 
 
-def lines(run):
-  path = os.path.join(run, "metrics.jsonl")
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    return [json.loads(l) for l in f if l.endswith("\n")]
-
-
 def wait_for(pred, what, timeout=120):
   deadline = time.time() + timeout
   while time.time() < deadline:
@@ -124,7 +116,7 @@ def test_sigterm_saves_and_resume_equals_an_uninterrupted_run(tmp_path):
   cut = str(tmp_path / "cut")
   proc = start("train", *STOPPING, "--out", cut)
   try:
-    wait_for(lambda: len(lines(cut)) >= 4, "four epochs")
+    wait_for(lambda: len(metrics_lines(cut)) >= 4, "four epochs")
     proc.send_signal(signal.SIGTERM)
   finally:
     out, err = proc.communicate(timeout=120)
@@ -140,7 +132,7 @@ def test_sigterm_saves_and_resume_equals_an_uninterrupted_run(tmp_path):
   r = funcnet("train", "--out", cut, "--resume")
   assert r.returncode == 0, r.stderr
   assert f"from epoch {s['epochs']}" in r.stdout
-  assert epochs_only(lines(cut)) == epochs_only(lines(whole))
+  assert epochs_only(metrics_lines(cut)) == epochs_only(metrics_lines(whole))
   a, b = summary(whole), summary(cut)
   assert b["status"] == "finished" and b["fit_status"] == "early_stopped"
   assert _numbers(a) == _numbers(b)
@@ -152,7 +144,7 @@ def test_a_second_signal_stops_at_once_and_checkpoints_stay_readable(tmp_path):
   proc = start("train", *STOPPING, "--set", "run.checkpoint_every=1",
                "--set", "train.patience=0", "--out", run)
   try:
-    wait_for(lambda: len(lines(run)) >= 3, "three epochs")
+    wait_for(lambda: len(metrics_lines(run)) >= 3, "three epochs")
     proc.send_signal(signal.SIGTERM)
     proc.send_signal(signal.SIGTERM)
   finally:
@@ -200,7 +192,7 @@ def test_resume_may_lengthen_a_run_and_records_it(tmp_path):
   r = funcnet("train", "--out", run, "--resume", "--set", "train.epochs=3",
               "--set", "run.checkpoint_every=2")
   assert r.returncode == 0, r.stderr
-  recs = lines(run)
+  recs = metrics_lines(run)
   assert [x["epoch"] for x in recs if "event" not in x] == [1, 2, 3]
   events = [x for x in recs if "event" in x]
   assert events == [{"event": "resume", "epoch": 2, "changed": {
@@ -243,7 +235,7 @@ def test_a_second_training_into_the_same_folder_is_refused(tmp_path):
   first = start("train", *STOPPING, "--set", "train.patience=0",
                 "--set", "train.epochs=1000", "--out", run)  # SIGTERM ends it
   try:
-    wait_for(lambda: len(lines(run)) >= 1, "the first run's first epoch")
+    wait_for(lambda: len(metrics_lines(run)) >= 1, "the first run's first epoch")
     config_before = read(os.path.join(run, "config.json"))
     for again in (SMALL, ["--resume"]):
       err = one_line_error(funcnet("train", *again, "--out", run))
@@ -334,9 +326,9 @@ def test_a_damaged_newest_checkpoint_falls_back_on_resume(tmp_path, damage):
   assert "from epoch 2" in r.stdout
   assert any(n.startswith("3.damaged") for n in
              os.listdir(os.path.join(run, "checkpoints")))
-  events = [x for x in lines(run) if "event" in x]
+  events = [x for x in metrics_lines(run) if "event" in x]
   assert [e["event"] for e in events] == ["damaged_checkpoint", "resume"]
-  assert epochs_only(lines(run)) == epochs_only(lines(whole))
+  assert epochs_only(metrics_lines(run)) == epochs_only(metrics_lines(whole))
   ev = json.loads(funcnet("eval", "--run", run).stdout)
   assert ev["epoch"] == 4
   # (eval compiles its own program: equal up to float rounding)
@@ -352,7 +344,7 @@ def test_auto_resume_starts_a_new_run_then_continues_it(tmp_path):
               "--auto-resume")
   assert r.returncode == 0, r.stderr
   assert f"resuming {run} from epoch 2" in r.stdout
-  assert [x["epoch"] for x in lines(run) if "event" not in x] == [1, 2, 3]
+  assert [x["epoch"] for x in metrics_lines(run) if "event" not in x] == [1, 2, 3]
 
 
 @pytest.mark.slow

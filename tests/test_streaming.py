@@ -20,7 +20,7 @@ import pytest
 from funcnet import checkpoints, config, experiment, runs
 from funcnet.data import stream, streamed
 from funcnet.errors import ConfigError, DataError
-from helpers import read_jsonl
+from helpers import metrics_lines, read_jsonl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
@@ -112,14 +112,6 @@ def _funcnet(*args, timeout=300):
                         timeout=timeout)
 
 
-def _lines(run):
-  path = os.path.join(run, "metrics.jsonl")
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    return [json.loads(l) for l in f if l.endswith("\n")]
-
-
 # 359 steps an epoch (batch 4), chunks of 20: a signal lands inside an epoch
 # almost surely, and the run is long enough (300 epochs) to be stopped.
 STREAM = ["--set", "train.epochs=300", "--set", "train.batch_size=4",
@@ -147,7 +139,7 @@ def test_stopped_inside_an_epoch_then_resumed_equals_uninterrupted(
     ckpt = os.path.join(cut, "checkpoints")
     # after a few epochs and at least one checkpoint inside an epoch
     while time.time() < deadline and not (
-        len(_lines(cut)) >= 3 and os.path.isdir(ckpt) and any(
+        len(metrics_lines(cut)) >= 3 and os.path.isdir(ckpt) and any(
             int(s) % 359 for s in os.listdir(ckpt) if s.isdigit())):
       time.sleep(0.01)
     proc.send_signal(getattr(signal, how))
@@ -158,12 +150,12 @@ def test_stopped_inside_an_epoch_then_resumed_equals_uninterrupted(
     assert "stopped after step" in err, err  # inside an epoch
   else:
     assert proc.returncode == -signal.SIGKILL
-  assert len(_lines(cut)) < 60
+  assert len(metrics_lines(cut)) < 60
 
   r = _funcnet("train", "--out", cut, "--resume")
   assert r.returncode == 0, r.stderr
   assert ", step " in r.stdout, r.stdout  # resumed inside an epoch
-  assert _no_time(_lines(cut)) == _no_time(_lines(whole))
+  assert _no_time(metrics_lines(cut)) == _no_time(metrics_lines(whole))
   a, b = runs.load_trained(whole), runs.load_trained(cut)
   _equal(a.params, b.params)
 
