@@ -48,6 +48,20 @@ from funcnet.errors import CheckpointError
 # should be its own.
 logging.getLogger("absl").setLevel(logging.WARNING)
 
+
+class _SaveThreadErrors(logging.Filter):
+  """Drops orbax's ERROR records with a traceback (40 lines each, two or
+  three per failure) of an asynchronous save that failed on its threads:
+  orbax raises the failure again where training waits for the save
+  (``wait_until_finished``), and :class:`Saver` turns that into one line."""
+
+  def filter(self, record) -> bool:
+    return not (record.levelno >= logging.ERROR and record.exc_info
+                and f"{os.sep}orbax{os.sep}" in record.pathname)
+
+
+logging.getLogger("absl").addFilter(_SaveThreadErrors())
+
 MANIFEST = "funcnet_sha256.json"
 """The checksum manifest's name inside a step folder: ``{"sha256": {relative
 path: hex digest}}`` for every file of the step but itself."""
@@ -296,9 +310,30 @@ class Saver:
     self._async = jax.process_count() == 1
     self._unsealed = []  # saved steps still without a manifest
 
-  def save(self, epoch: int, params, opt_state,
-           early_stopping: Optional[dict] = None, *, step: Optional[int] = None,
-           position: Optional[dict] = None) -> None:
+  def save(self, *args, **kwargs) -> None:
+    """:meth:`_save`, with a failure to write (a full disk, a folder gone
+    read-only) as one line: :class:`CheckpointError`, exit 2."""
+    with self._writing():
+      self._save(*args, **kwargs)
+
+  @contextlib.contextmanager
+  def _writing(self):
+    try:
+      yield
+    except CheckpointError:
+      raise
+    except Exception as e:  # orbax/tensorstore raise many kinds
+      _drop_late_orbax_noise()  # the failed write's tasks, collected later
+      with _quiet():
+        gc.collect()
+      raise CheckpointError(
+          f"a checkpoint could not be written to {str(self.directory)!r} "
+          f"({_write_reason(e)}); expected a folder with space that this "
+          "process can write (the earlier checkpoints are intact)") from None
+
+  def _save(self, epoch: int, params, opt_state,
+            early_stopping: Optional[dict] = None, *, step: Optional[int] = None,
+            position: Optional[dict] = None) -> None:
     """Saves ``{params, opt_state, epoch}`` as checkpoint ``step`` (default
     ``epoch``). A run streamed from shards numbers its checkpoints by
     optimizer step, since it may also save inside an epoch; ``position``
@@ -338,10 +373,20 @@ class Saver:
         write_manifest(step_dir)
 
   def close(self) -> None:
-    if self._mgr is not None:
-      self._seal()
-      self._mgr.close()
+    """Returns once every save is on disk (with its manifest)."""
+    if self._mgr is None:
+      return
+    try:
+      with self._writing():
+        self._seal()
+    except CheckpointError:
+      with contextlib.suppress(Exception):  # it may repeat the error
+        self._mgr.close()
       self._mgr = None
+      raise
+    mgr, self._mgr = self._mgr, None
+    with self._writing():
+      mgr.close()
 
 
 # --- Restoring the newest good checkpoint -----------------------------------
@@ -402,6 +447,19 @@ def _reason(e: BaseException) -> str:
   if not line or (not isinstance(e, ValueError) and type(e) is not Exception):
     line = f"{type(e).__name__}: {line}" if line else type(e).__name__
   return line
+
+
+def _write_reason(e: BaseException) -> str:
+  """Why a write failed: the OS's words when tensorstore quotes an
+  ``os_error_code`` (``File too large``, ``No space left on device``),
+  else :func:`_reason`'s line."""
+  import re
+  while e.__cause__ is not None:
+    e = e.__cause__
+  if isinstance(e, OSError) and e.errno:
+    return os.strerror(e.errno)
+  code = re.search(r"os_error_code='?(\d+)", str(e))
+  return os.strerror(int(code.group(1))) if code else _reason(e)
 
 
 def _agreed(ok: bool, reason: Optional[str], decide_on_zero: bool):

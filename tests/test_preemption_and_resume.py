@@ -27,6 +27,8 @@ STOPPING = ["--set", "train.epochs=40", "--set", "train.batch_size=4",
             "train.patience=2", "--set", "train.eval_every=3",
             "--set", "run.checkpoint_every=5", "--set", "run.plots=false",
             "--set", "run.progress=never"]
+DEFAULT = ["--set", "train.epochs=2", "--set", "run.plots=false",
+           "--set", "run.progress=never"]  # the default model: 56 KB saves
 SMALL = ["--set", "train.epochs=2", "--set", "model.mlp.hidden=[8]",
          "--set", "run.plots=false", "--set", "run.progress=never"]
 
@@ -284,13 +286,16 @@ def test_filesystem_problems_are_one_line_and_exit_2(tmp_path, case):
 
 
 @pytest.mark.slow
-def test_a_full_disk_is_one_line_and_exit_2(tmp_path):
+@pytest.mark.parametrize("limit", [2000, 20000], ids=["config", "checkpoint"])
+def test_a_full_disk_is_one_line_and_exit_2(tmp_path, limit):
   """A file-size limit (RLIMIT_FSIZE) makes every write past it fail with
-  EFBIG, as a full disk fails with ENOSPC, without filling one."""
+  EFBIG, as a full disk fails with ENOSPC, without filling one: at 2000
+  bytes config.json is the first write to fail, at 20000 the checkpoint's
+  array file, written by orbax's threads while the next epoch runs."""
   from helpers import with_limits
   r = subprocess.run(with_limits([sys.executable, "-m", "funcnet.cli",
-                                  "train", *SMALL, "--out",
-                                  str(tmp_path / "run")], RLIMIT_FSIZE=2000),
+                                  "train", *DEFAULT, "--out",
+                                  str(tmp_path / "run")], RLIMIT_FSIZE=limit),
                      cwd=ROOT, env=ENV, capture_output=True, text=True,
                      timeout=300)
   err = one_line_error(r)
