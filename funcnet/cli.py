@@ -229,6 +229,17 @@ def _parser() -> argparse.ArgumentParser:
                  help="instead: examples/s of the shards loader alone on "
                  "DIR (funcnet data convert), batch 128, with and without "
                  "prefetch")
+  b.add_argument("--data-train", nargs="?", const="mnist1d_mlp",
+                 metavar="CONFIG", help="with --data: also train CONFIG "
+                 "(default mnist1d_mlp; DIR must hold its dataset's shards) "
+                 "from memory and from DIR, alternately (--repeats rounds), "
+                 "and compare steps/s and the final params")
+  b.add_argument("--data-epochs", type=int, default=8, metavar="N",
+                 help="with --data-train: epochs per run, >= 3 (default 8)")
+  b.add_argument("--data-memory", type=float, metavar="CAP_MB",
+                 help="instead: generate a set of 3 x CAP_MB MiB of shards "
+                 "(in $TMPDIR, removed after), train it for one epoch in a "
+                 "subprocess and report its peak RSS against the cap")
 
   da = sub.add_parser("data", help="write datasets as ArrayRecord shards for "
                       "streaming (the [data] extra)",
@@ -445,12 +456,33 @@ def _cmd_bench(args) -> int:
     print(bench_sweep.format_table(records))
     _write_json(args.json, records)
     return 0
+  if args.data_memory is not None:
+    if args.data_memory <= 0:
+      raise FuncnetError(f"--data-memory {args.data_memory:g}: expected a "
+                         "cap in MiB > 0")
+    from funcnet import bench_data
+    rec = bench_data.memory(
+        args.data_memory,
+        log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(bench_data.format_memory(rec))
+    _write_json(args.json, rec)
+    return 0
+  if args.data_train and not args.data:
+    raise FuncnetError("--data-train trains from the shards in --data DIR; "
+                       "expected --data DIR with it")
   if args.data:
     from funcnet import bench_data
-    records = bench_data.run(
-        args.data, batch_size=128, steps=300, rounds=args.repeats,
-        log=lambda line: print(line, file=sys.stderr, flush=True))
+    log = lambda line: print(line, file=sys.stderr, flush=True)
+    records = bench_data.run(args.data, batch_size=128, steps=300,
+                             rounds=args.repeats, log=log)
     print(bench_data.format_table(records))
+    if args.data_train:
+      rec = bench_data.train(args.data, args.data_train,
+                             epochs=args.data_epochs, rounds=args.repeats,
+                             log=log)
+      print()
+      print(bench_data.format_train(rec))
+      records = {"loader": records, "train": rec}
     _write_json(args.json, records)
     return 0
   if args.models:

@@ -700,7 +700,7 @@ def fit(model: Model, loss, optimizer: optax.GradientTransformation, data, *,
                    accumulate=accumulate, norms=norms, **shardings),
         data.x_train, batch_size, steps_per_epoch, dtype, plan, order_key,
         chunk_steps, norms, start.position if start_epoch < epochs else None,
-        chunk_callback)
+        chunk_callback, start_epoch, epochs)
   else:
     epoch_fn = make_epoch(
         model, loss, optimizer, batch_size, grads, compute_dtype=compute_dtype,
@@ -722,25 +722,29 @@ def fit(model: Model, loss, optimizer: optax.GradientTransformation, data, *,
       if e + 1 < epochs:
         upcoming[0] = batches(e + 1)  # on the host while the device runs e
       return params, opt_state, m, None
+    run_epoch.close = lambda: None
 
   t0 = time.perf_counter()
-  for e in range(start_epoch, epochs):
-    key_e = _run_keys(key, e)[2]
-    params, opt_state, m, position = run_epoch(
-        e, params, opt_state, key_e if plan is None else plan.replicate(key_e))
-    if position is not None:  # a chunk_callback stopped inside the epoch
-      return FitResult(params, opt_state, monitor.history, "stopped",
-                       f"stopped by callback at step {position['step']} of "
-                       f"epoch {e + 1}", position)
-    m = jax.device_get(m)
-    metrics = (_to_host(jax.device_get(evaluate(params, x_test, y_test)))
-               if monitor.wants_eval(e, m.bad_step) else None)
-    record = monitor.after(e, m, metrics, time.perf_counter() - t0)
-    if callback is not None and callback(record, params, opt_state) \
-        and monitor.status == "done":
-      monitor.stop(f"stopped by callback at epoch {e + 1}")
-    if monitor.status != "done":
-      break
+  try:
+    for e in range(start_epoch, epochs):
+      key_e = _run_keys(key, e)[2]
+      params, opt_state, m, position = run_epoch(
+          e, params, opt_state, key_e if plan is None else plan.replicate(key_e))
+      if position is not None:  # a chunk_callback stopped inside the epoch
+        return FitResult(params, opt_state, monitor.history, "stopped",
+                         f"stopped by callback at step {position['step']} of "
+                         f"epoch {e + 1}", position)
+      m = jax.device_get(m)
+      metrics = (_to_host(jax.device_get(evaluate(params, x_test, y_test)))
+                 if monitor.wants_eval(e, m.bad_step) else None)
+      record = monitor.after(e, m, metrics, time.perf_counter() - t0)
+      if callback is not None and callback(record, params, opt_state) \
+          and monitor.status == "done":
+        monitor.stop(f"stopped by callback at epoch {e + 1}")
+      if monitor.status != "done":
+        break
+  finally:
+    run_epoch.close()  # a streamed run's reader thread
   return FitResult(params, opt_state, monitor.history, monitor.status,
                    monitor.reason)
 
@@ -765,27 +769,44 @@ CHUNKS_IN_FLIGHT = 4
 
 
 def _streamed_epochs(chunk_fn, rows, batch_size, steps_per_epoch, dtype, plan,
-                     order_key, chunk_steps, norms, position, chunk_callback):
+                     order_key, chunk_steps, norms, position, chunk_callback,
+                     start_epoch, epochs):
   """``run_epoch(e, params, opt_state, key_e) -> (params, opt_state,
-  EpochMetrics, position)`` for a training split streamed from shards:
-  the epoch's steps in chunks of :func:`make_chunk`, each chunk's rows read
-  (by a :class:`funcnet.data.stream.Prefetcher` thread, a chunk ahead) in
-  :func:`batch_order`, as the in-memory epoch takes them. ``position``
-  (a resumed run's, for its first epoch) skips the steps already done;
-  the returned position is not None when ``chunk_callback`` stopped the
-  epoch inside."""
+  EpochMetrics, position)`` for a training split streamed from shards, and
+  ``run_epoch.close()``.
+
+  The epoch's steps run in chunks of :func:`make_chunk`; each chunk's rows
+  are read in :func:`batch_order`, as the in-memory epoch takes them, by one
+  :class:`funcnet.data.stream.Prefetcher` thread for the whole run, two
+  chunks ahead: across epoch ends too, so epoch ``e + 1``'s first chunk is
+  read while epoch ``e``'s last one runs (a prefetcher per epoch made each
+  epoch wait for its first read: 3-4% of an MNIST-1D MLP epoch).
+  ``position`` (a resumed run's, for ``start_epoch``) skips the steps
+  already done; the returned position is not None when ``chunk_callback``
+  stopped the epoch inside.
+
+  A call of the chunk program costs 11-17 ms before its first step here
+  (docs/performance.md): a small ``train.chunk_steps`` pays it every chunk.
+  """
   from funcnet.data import stream
   b = batch_size
   k = chunk_length(rows.shape[1:], dtype, b, steps_per_epoch, chunk_steps)
   finish = jax.jit(epoch_metrics, static_argnums=2)
-  resume = [position]
+  first = int(position["step"]) if position is not None else 0
 
   def read(order):
     x, y = _host_arrays(*rows.read(order), dtype)
     return x, y
 
+  def items():
+    """``(epoch, first step, rows)`` of every chunk left in the run."""
+    for e in range(start_epoch, epochs):
+      order = batch_order(order_key, e, len(rows), b)
+      for c in range(first if e == start_epoch else 0, steps_per_epoch, k):
+        yield e, c, order[c * b:min(c + k, steps_per_epoch) * b]
+
   def load(item):
-    c, order = item
+    e, c, order = item
     steps = len(order) // b
     if plan is not None:
       xb, yb = plan.read_batches(order, read, b, k)
@@ -795,41 +816,40 @@ def _streamed_epochs(chunk_fn, rows, batch_size, steps_per_epoch, dtype, plan,
           [a.reshape((steps, b) + a.shape[1:]),
            np.zeros((k - steps, b) + a.shape[1:], a.dtype)])
       xb, yb = jax.device_put(pad(x)), jax.device_put(pad(y))
-    return c, steps, xb, yb
+    return e, c, steps, xb, yb
+
+  feed = stream.Prefetcher(load, items(), depth=2)
+  resume = [position]
 
   def run_epoch(e, params, opt_state, key_e):
-    order = batch_order(order_key, e, len(rows), b)
-    first, sums = 0, metric_zeros(params, norms)
+    sums = metric_zeros(params, norms)
     if resume[0] is not None:
-      first = int(resume[0]["step"])
       sums = tuple(jnp.asarray(np.asarray(v, z.dtype))
                    for v, z in zip(resume[0]["sums"], sums))
       resume[0] = None
     bad = jnp.int32(-1)
     if plan is not None:  # inputs of a program over the mesh
       sums, bad = plan.replicate((sums, bad))
-    chunks = [(c, order[c * b:min(c + k, steps_per_epoch) * b])
-              for c in range(first, steps_per_epoch, k)]
-    feed = stream.Prefetcher(load, chunks, depth=2)
-    try:
-      for c, steps, xb, yb in feed:
-        params, opt_state, bad, sums = chunk_fn(
-            params, opt_state, key_e, xb, yb, jnp.int32(c), jnp.int32(steps),
-            bad, sums)
-        done = c + steps
-        if done < steps_per_epoch and (
-            chunk_callback is not None or int(bad) >= 0):
-          if int(bad) >= 0:
-            break  # diverged: finish the epoch's metrics here
-          where = {"step": done,
-                   "sums": [np.asarray(jax.device_get(a)).tolist()
-                            for a in sums]}
-          if chunk_callback(e, done, params, opt_state, where):
-            return params, opt_state, None, where
-    finally:
-      feed.close()
+    done = None
+    while done != steps_per_epoch:
+      e_read, c, steps, xb, yb = next(feed)
+      assert e_read == e, (e_read, e)  # the feed runs in step with the loop
+      params, opt_state, bad, sums = chunk_fn(
+          params, opt_state, key_e, xb, yb, jnp.int32(c), jnp.int32(steps),
+          bad, sums)
+      done = c + steps
+      if done < steps_per_epoch and (
+          chunk_callback is not None or int(bad) >= 0):
+        if int(bad) >= 0:
+          break  # diverged: finish the epoch's metrics here (fit stops)
+        where = {"step": done,
+                 "sums": [np.asarray(jax.device_get(a)).tolist()
+                          for a in sums]}
+        if chunk_callback(e, done, params, opt_state, where):
+          return params, opt_state, None, where
     return params, opt_state, finish(params, sums, steps_per_epoch, bad), None
 
+  run_epoch.close = feed.close
   return run_epoch
 
 

@@ -26,6 +26,7 @@ from funcnet.data.dataset import Dataset
 from funcnet.errors import DataError
 
 META = "meta.json"
+_BLOCK = 4096  # rows standardised at a time
 
 
 def is_shards(name) -> bool:
@@ -80,7 +81,13 @@ def load(path: str, standardize: bool = True, stats=None) -> Dataset:
     timings.count(f"{split}_rows_read", len(rows))
     x, y = sh.read(split, rows, standardize=False)
     if mean is not None:
-      x = ((x - mean) / std).astype(np.float32)
+      # Row blocks: the same bits as the whole at once, but the float64
+      # temporaries stay 4096 rows (a chunk's two float64 copies were most
+      # of a streamed run's memory above its runtime: docs/performance.md).
+      out = np.empty(x.shape, np.float32)
+      for i in range(0, len(x), _BLOCK):
+        out[i:i + _BLOCK] = (x[i:i + _BLOCK] - mean) / std
+      x = out
     return x, y
 
   x_dtype = np.float32 if mean is not None else sh.x_dtype
