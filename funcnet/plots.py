@@ -37,6 +37,12 @@ def _log_y(ax) -> None:
   ax.yaxis.set_minor_formatter(ticker.LogFormatter(labelOnlyBase=False))
 
 
+# A title at a fixed height above its axes: with the default (None), every
+# draw measures the axes' tight bounding box to place it, a quarter of the
+# drawing time of ``write`` (0.1 of 0.4 s).
+TITLE_Y = 1.01
+
+
 def write(history: list, workdir: str, title: str = "") -> list[str]:
   """Writes ``loss.png`` and ``grad_norms.png`` into ``workdir``; returns paths.
 
@@ -47,33 +53,35 @@ def write(history: list, workdir: str, title: str = "") -> list[str]:
   """
   epochs = [h["epoch"] for h in history]
   paths = []
+  # One epoch is one point: a line of one point draws nothing.
+  mark = {"marker": "o"} if len(epochs) == 1 else {}
 
   fig = Figure(figsize=(10, 4))
   axes = fig.subplots(1, 2)
   fig.subplots_adjust(left=0.08, right=0.98, bottom=0.12, top=0.91, wspace=0.25)
   ax = axes[0]
-  ax.plot(epochs, [h["train_loss"] for h in history], label="train")
+  ax.plot(epochs, [h["train_loss"] for h in history], label="train", **mark)
   test = [h for h in history if "test_loss" in h]
   if test:
     ax.plot([h["epoch"] for h in test], [h["test_loss"] for h in test],
-            label="test")
+            label="test", **mark)
   ax.set_xlabel("epoch")
   ax.set_ylabel("loss")
   if all(h["train_loss"] > 0 for h in history):
     _log_y(ax)
   ax.legend()
-  ax.set_title(f"{title} loss")
+  ax.set_title(f"{title} loss", y=TITLE_Y)
   ax = axes[1]
   metric = next((k for k in ("test_accuracy", "test_rmse") if test and k in test[0]),
                 None)
   if metric:
-    ax.plot([h["epoch"] for h in test], [h[metric] for h in test])
+    ax.plot([h["epoch"] for h in test], [h[metric] for h in test], **mark)
     ax.set_ylabel(metric.replace("test_", "test "))
   else:
     ax.plot(epochs, [h.get("lr", float("nan")) for h in history])
     ax.set_ylabel("learning rate")
   ax.set_xlabel("epoch")
-  ax.set_title(f"{title} {metric or 'learning rate'}")
+  ax.set_title(f"{title} {metric or 'learning rate'}", y=TITLE_Y)
   paths.append(os.path.join(workdir, "loss.png"))
   fig.savefig(paths[-1], dpi=100)
 
@@ -82,11 +90,12 @@ def write(history: list, workdir: str, title: str = "") -> list[str]:
   fig.subplots_adjust(left=0.14, right=0.97, bottom=0.12, top=0.91)
   layers = list(history[0]["grad_norms"])
   for layer in layers:
-    ax.plot(epochs, [h["grad_norms"][layer] for h in history], label=layer)
+    ax.plot(epochs, [h["grad_norms"][layer] for h in history], label=layer,
+            **mark)
   _log_y(ax)
   ax.set_xlabel("epoch")
   ax.set_ylabel("mean ||dC/dθ|| per step")
-  ax.set_title(f"{title} per-layer gradient norms")
+  ax.set_title(f"{title} per-layer gradient norms", y=TITLE_Y)
   ax.legend(fontsize="small")
   paths.append(os.path.join(workdir, "grad_norms.png"))
   fig.savefig(paths[-1], dpi=100)
