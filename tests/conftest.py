@@ -39,6 +39,91 @@ def pytest_configure(config):
       os.environ["XLA_FLAGS"] = (flags + " --xla_backend_optimization_level=0").strip()
 
 
+# Out of the fast loop (``-m "not slow"``, 3 minutes on 2 cores), into the
+# full suite that CI runs: 2.5-13 s each on 2 cores, each with a cheaper
+# fast test of the same feature (named after the ``#``). Parametrized cases
+# are listed by id, so the other cases of the same test stay fast.
+SLOW_IN_THE_FAST_LOOP = {
+    # test_train.py::test_resumed_fit_equals_an_uninterrupted_one
+    "test_train.py::test_resume_with_dropout_eval_every_and_patience_equals_uninterrupted[2]",
+    "test_train.py::test_each_micro_batch_draws_its_own_dropout_mask",
+    # test_train.py::test_manual_and_autodiff_training_agree_in_float64
+    "test_train.py::test_digits_mlp_reaches_97_percent_in_seconds",
+    # test_parallel.py::test_two_fake_devices_train_like_one_and_...
+    "test_parallel.py::test_fsdp_splits_params_and_adam_state_and_trains_like_one_device",
+    "test_parallel.py::test_accumulated_gradient_equals_the_whole_batch[manual-2]",
+    "test_parallel.py::test_accumulated_gradient_equals_the_whole_batch[cnn-6]",
+    "test_parallel.py::test_bfloat16_compute_keeps_float32_params_loss_and_gradients[manual]",
+    # test_applications.py::test_config_trains_one_epoch_..._gradcheck[xor_textbook]
+    "test_cli.py::test_textbook_xor_config_classifies_all_four_points",
+    # test_backward_attention.py::test_attention_backward_matches_vjp
+    "test_backward_attention.py::test_gradient_check_has_the_manual_column",
+    "test_backward_attention.py::test_attention_eagerly_differences_sharp_softmax",
+    # test_models.py::test_gradient_check[transformer_cls_dropout]
+    "test_backward_attention.py::test_manual_matches_autodiff_with_dropout[cls_sinusoidal_patch2]",
+    # test_sweep.py::test_four_vectorised_variants_equal_each_trained_alone
+    "test_sweep.py::test_a_diverging_variant_is_marked_and_the_others_finish",
+    # test_applications.py::test_config_trains_one_epoch_..._gradcheck[ratings_ncf]
+    "test_applications.py::test_ratings_csv_trains_evaluates_and_gradchecks",
+    "test_applications.py::test_recommender_beats_the_global_mean[ratings_mf-15]",
+    # test_applications.py::test_config_trains_one_epoch_..._gradcheck[digits_finetune]
+    "test_runs.py::test_gradcheck_passes_for_every_shipped_config[digits_finetune.toml]",
+    # test_streaming.py::test_shards_train_exactly_as_memory[chunks-of-7-dropout]
+    "test_streaming.py::test_shards_train_exactly_as_memory[whole-epoch-accumulate]",
+    # test_losses_more.py's other hinge tests
+    "test_losses_more.py::test_hinge_trains_on_digits",
+    # test_data.py's other MNIST-1D tests (the cached .npz)
+    "test_data.py::test_mnist1d_is_make_dataset_with_default_arguments",
+    # the diagonal's other cases: every activation appears in a fast one or
+    # in test_both_match_finite_differences_for_smooth_activations
+    "test_backprop.py::test_manual_equals_autodiff_every_activation_loss_and_depth[leaky_relu-mse-softmax]",
+    "test_backprop.py::test_manual_equals_autodiff_every_activation_loss_and_depth[gelu-mse-sigmoid]",
+    "test_backprop.py::test_manual_equals_autodiff_every_activation_loss_and_depth[softplus-cross_entropy-identity]",
+    "test_backprop.py::test_manual_equals_autodiff_every_activation_loss_and_depth[identity-mse-tanh]",
+    # test_cli.py::test_train_writes_every_file_of_the_run_folder (digits MLP)
+    "test_applications.py::test_config_trains_one_epoch_manually_and_passes_gradcheck[digits_mlp]",
+    # test_backward_attention.py::test_layer_norm_backward_matches_vjp
+    "test_backward_attention.py::test_layer_norm_eagerly_differences_and_cache",
+    # test_backward_cnn.py::test_gradient_check_has_the_manual_column[2d_digits_like]
+    "test_backward_cnn.py::test_gradient_check_has_the_manual_column[1d_mnist1d_like]",
+    # test_study_textbook_saddle.py::test_textbook_study_numpy_manual_and_autodiff_agree
+    "test_study_textbook_saddle.py::test_study_cli_rejects_an_unknown_parameter",
+    # test_stream.py::test_data_commands_in_process
+    "test_stream.py::test_data_convert_command_exits_0_then_2",
+    "test_stream.py::test_bench_data_command_prints_the_table",
+    # test_backward_rnn.py's gradient checks
+    "test_backward_rnn.py::test_hidden_grad_norms_vanish_with_small_recurrent_weights",
+    "test_backward_rnn.py::test_gradcheck_has_the_manual_column_and_passes[gru_T1_bidirectional_features3]",
+    # test_losses_more.py's other trainings
+    "test_losses_more.py::test_huber_trains_on_regression",
+    # test_finetune.py::test_fine_tuning_starts_from_the_run_with_a_new_head
+    "test_finetune.py::test_an_unfrozen_body_moves",
+    "test_applications.py::test_config_trains_one_epoch_manually_and_passes_gradcheck[digits_finetune]",
+    # test_train.py::test_fit_is_numpy_sgd_over_the_documented_batches[manual]
+    "test_train.py::test_fit_is_numpy_sgd_over_the_documented_batches[autodiff]",
+    # test_input_checks.py's other two command cases
+    "test_input_checks.py::test_command_refuses_a_huge_seed",
+    "test_input_checks.py::test_command_refuses_a_directory",
+    # test_backward_rnn.py::test_gradcheck_has_the_manual_column_and_passes
+    "test_backward_rnn.py::test_float32_path",
+    # test_startup.py's [normal] and [he]
+    "test_startup.py::test_initialisers_give_the_same_bits_op_by_op_and_jitted[xavier]",
+    # test_runs.py::test_eval_reads_checkpoints_where_run_checkpoint_dir_put_them
+    "test_cli.py::test_eval_reproduces_the_final_test_metrics",
+    # test_train.py::test_resumed_fit_equals_an_uninterrupted_one and
+    # test_preemption_and_resume.py::test_resume_with_a_changed_shape_...
+    "test_runs.py::test_resume_through_the_command_equals_an_uninterrupted_run",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(config, items):
+  del config
+  for item in items:
+    if item.nodeid.split("tests/")[-1] in SLOW_IN_THE_FAST_LOOP:
+      item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def x64():
   """64-bit JAX for the duration of one test, restored afterwards.
