@@ -17,6 +17,8 @@ import time
 
 import pytest
 
+from helpers import metrics_lines
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "PYTHONPATH": ROOT}
 
