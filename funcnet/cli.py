@@ -281,7 +281,47 @@ def _parser() -> argparse.ArgumentParser:
   return p
 
 
+def _plots_likely(args) -> bool:
+  """A cheap guess, before JAX, whether this run draws plots in this process.
+
+  A wrong guess costs time, never a result: a plotter not needed is closed,
+  and plots are drawn in-process when there is none. So only what is read
+  in microseconds is looked at: the ``--set run.plots=`` flags, the config
+  file's ``[run] plots``, and several processes (only process 0 draws; its
+  index is known after JAX starts).
+  """
+  import tomllib
+  if args.distributed or args.coordinator or args.num_processes is not None:
+    return False
+  wanted = True  # the default
+  if args.config:
+    try:
+      with open(args.config, "rb") as f:
+        wanted = tomllib.load(f).get("run", {}).get("plots", True) is not False
+    except (OSError, ValueError, AttributeError):
+      pass  # config.load reports it
+  for text in args.overrides:
+    key, _, value = text.partition("=")
+    if key.strip() == "run.plots":
+      wanted = value.strip() != "false"
+  return wanted
+
+
 def _cmd_train(args) -> int:
+  plotter = None
+  if _plots_likely(args):
+    # First: it imports matplotlib on the other core while this process
+    # imports JAX (funcnet.plot_process).
+    from funcnet import plot_process
+    plotter = plot_process.start()
+  try:
+    return _train_with(args, plotter)
+  finally:
+    if plotter is not None:
+      plotter.close()
+
+
+def _train_with(args, plotter) -> int:
   with timings.phase("imports"):
     import jax
     from funcnet import config as config_lib, experiment, runs
@@ -305,7 +345,8 @@ def _cmd_train(args) -> int:
                        "in every process")
   workdir = args.out or experiment.default_workdir(cfg)
   summary = experiment.train_and_evaluate(
-      cfg, workdir, resume=args.resume, progress=cfg["run"]["progress"])
+      cfg, workdir, resume=args.resume, progress=cfg["run"]["progress"],
+      plotter=plotter)
   if jax.process_index() != 0:
     return 0  # process 0 reports; the others wrote only checkpoint shards
   shown = {k: summary[k] for k in ("test_accuracy", "test_loss", "test_rmse",

@@ -268,7 +268,7 @@ def default_workdir(cfg) -> str:
 
 
 def train_and_evaluate(cfg, workdir, *, resume=False, progress="auto",
-                       log=print, is_main=None):
+                       log=print, is_main=None, plotter=None):
   """Trains the run ``cfg`` describes into ``workdir``; returns the summary.
 
   With several processes every process calls this with the same arguments:
@@ -284,6 +284,10 @@ def train_and_evaluate(cfg, workdir, *, resume=False, progress="auto",
   so the resumed run ends as the uninterrupted one. A damaged newest
   checkpoint is moved aside and the one before it used
   (:mod:`funcnet.checkpoints`); both are recorded in ``metrics.jsonl``.
+
+  ``plotter``: a :class:`funcnet.plot_process.Plotter` the command started
+  before importing JAX, which then draws the plots (None: drawn here). It
+  is waited for when it draws; the caller closes it in any case.
 
   One writer: the main process holds ``workdir``'s lock (:func:`runs.lock`)
   from before its first write to the end. SIGTERM and SIGINT stop the
@@ -335,7 +339,7 @@ def train_and_evaluate(cfg, workdir, *, resume=False, progress="auto",
                         if cfg["run"]["checkpoint_dir"] else "run folder")
     watch = stack.enter_context(preemption.Watch())
     return _train(setup, workdir, ckpt_dir, has_ckpt, changed, watch,
-                  progress, log, is_main)
+                  progress, log, is_main, plotter)
 
 
 def _crossed(step: int, saved: int, every: int) -> bool:
@@ -370,7 +374,7 @@ def _import_in_background(modules) -> None:
 
 
 def _train(setup, workdir, ckpt_dir, has_ckpt, changed, watch, progress, log,
-           is_main):
+           is_main, plotter=None):
   """:func:`train_and_evaluate` once every check has passed and the run
   folder is locked."""
   cfg, ds, model = setup.cfg, setup.ds, setup.model
@@ -462,6 +466,7 @@ def _train(setup, workdir, ckpt_dir, has_ckpt, changed, watch, progress, log,
 
   last_saved = [ckpt_id(start, (position or {}).get("step", 0))]
 
+  drawing = False  # by the plotter process
   try:
     t0 = time.perf_counter()
     try:
@@ -517,11 +522,14 @@ def _train(setup, workdir, ckpt_dir, has_ckpt, changed, watch, progress, log,
         summary[k] = last[-1]
     if t["compare_grads"] and status == "finished":
       summary["compare_grads"] = compare_training(setup, result.params, log)
-    # The plots are drawn while orbax writes the last checkpoint.
+    # The plots are drawn while orbax writes the last checkpoint (and the
+    # summary is written, when another process draws them).
     if is_main and cfg["run"]["plots"] and history:
       with timings.phase("plots"):
-        from funcnet import plots  # matplotlib only when plotting
-        plots.write(history, workdir, title=cfg["name"])
+        drawing = bool(plotter) and plotter.draw(history, workdir, cfg["name"])
+        if not drawing:
+          from funcnet import plots  # matplotlib only when plotting
+          plots.write(history, workdir, title=cfg["name"])
   finally:
     # Every checkpoint complete on disk before the summary says the run is
     # done, and before an error (or Ctrl-C) leaves the process.
@@ -529,6 +537,9 @@ def _train(setup, workdir, ckpt_dir, has_ckpt, changed, watch, progress, log,
       saver.close()
   if is_main:
     runs.write_summary(workdir, summary)
+  if drawing:
+    with timings.phase("plots"):
+      plotter.wait()
   if result.diverged:
     last = checkpoints.latest_epoch(ckpt_dir)
     where = (f"the last good checkpoint (epoch {last}) is in {ckpt_dir}"

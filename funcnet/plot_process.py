@@ -1,0 +1,134 @@
+"""A run's plots drawn by a second process, started before JAX.
+
+``funcnet train`` spends most of a one-epoch warm run outside training:
+importing JAX (0.75 s) and, at the end, drawing ``loss.png`` and
+``grad_norms.png`` (0.67 s: importing matplotlib 0.4 s, drawing 0.25 s).
+Started first thing, a plotting process imports matplotlib on the other
+core while the command imports JAX, then waits on its stdin; at the end the
+command sends it the history (one JSON object) and goes on closing the last
+checkpoint and writing the summary while it draws, and waits for it last.
+
+Why a process and not a thread: importing matplotlib is Python bytecode
+holding the GIL; on a thread it competed with the main thread to the end of
+a short run and made it slower (issue 15, second session). A process has
+its own interpreter, and needs no JAX: ``import funcnet`` imports nothing.
+
+It is an optimisation, never a requirement. :func:`start` returns None
+when there is one core to run on or the process cannot start; a plotter
+that died before the history reached it (it ignores SIGINT and SIGTERM, so
+a Ctrl-C of the terminal's process group leaves it running) makes
+:meth:`Plotter.draw` return False, and the caller draws in-process as
+before. The process exits when its stdin closes, so it never outlives the
+command: a command that fails or is killed closes that pipe.
+
+Protocol, on the plotter's stdin, closed after it:
+``{"history": [...], "workdir": DIR, "title": NAME}``; an empty stdin: exit
+without drawing. A drawing that fails exits 2 with one line on stderr (the
+exception's type and message), which :meth:`Plotter.wait` raises as a
+:class:`~funcnet.errors.FuncnetError`.
+"""
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from typing import Optional
+
+# The funcnet being run, importable by the child whatever its sys.path.
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_SERVE = ("import sys; sys.path.insert(0, sys.argv[1]); "
+          "from funcnet.plot_process import serve; sys.exit(serve())")
+
+
+def _cores() -> int:
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:  # macOS
+    return os.cpu_count() or 1
+
+
+class Plotter:
+  """A started plotting process; :meth:`draw` once, then :meth:`wait`."""
+
+  def __init__(self, proc: subprocess.Popen):
+    self._proc = proc
+
+  def draw(self, history: list, workdir: str, title: str) -> bool:
+    """Sends the history; False when the process is gone (draw here)."""
+    try:
+      # default=float: numpy and JAX scalars; NaN and inf travel as JSON's
+      # NaN and Infinity, which json.loads reads back.
+      request = json.dumps({"history": history, "workdir": os.fspath(workdir),
+                            "title": title}, default=float)
+      self._proc.stdin.write(request.encode())
+      self._proc.stdin.close()
+    except (OSError, TypeError, ValueError):  # BrokenPipeError: it is gone
+      self.close()
+      return False
+    return True
+
+  def wait(self) -> None:
+    """Returns once the plots are written.
+
+    Raises:
+      FuncnetError: the drawing failed (its one line).
+    """
+    from funcnet.errors import FuncnetError
+    # Not communicate(): it flushes stdin, which draw() closed.
+    err = self._proc.stderr.read()
+    self._proc.wait()
+    self._proc.stderr.close()
+    if self._proc.returncode != 0:
+      lines = err.decode(errors="replace").strip().splitlines() or [
+          f"the plotting process ended with status {self._proc.returncode}"]
+      raise FuncnetError(f"the plots could not be drawn: {lines[-1]}")
+
+  def close(self) -> None:
+    """Ends the process without drawing, if it is still there (idempotent)."""
+    proc = self._proc
+    if proc.returncode is None:
+      with contextlib.suppress(OSError):
+        proc.stdin.close()  # an empty request: it exits
+      try:
+        proc.wait(timeout=5)
+      except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    for f in (proc.stdin, proc.stderr):
+      with contextlib.suppress(OSError):
+        f.close()
+
+
+def start() -> Optional[Plotter]:
+  """A plotting process, or None (one core; it could not be started)."""
+  if _cores() < 2:  # it would compete with the command for the one core
+    return None
+  try:
+    proc = subprocess.Popen([sys.executable, "-c", _SERVE, _ROOT],
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+  except OSError:
+    return None
+  return Plotter(proc)
+
+
+def serve() -> int:
+  """The plotting process: import matplotlib, read one request, draw it."""
+  import signal
+  # The command decides when this ends (by closing stdin), not the
+  # terminal: a Ctrl-C reaches the whole process group, and the command
+  # still draws the plots of a run it stops (funcnet.preemption).
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+  signal.signal(signal.SIGTERM, signal.SIG_IGN)
+  from funcnet import plots  # what this process is for, before the request
+  request = sys.stdin.buffer.read()
+  if not request:
+    return 0
+  try:
+    r = json.loads(request)
+    plots.write(r["history"], r["workdir"], title=r["title"])
+  except Exception as e:  # pylint: disable=broad-except
+    print(f"{type(e).__name__}: {e}".replace("\n", " "), file=sys.stderr)
+    return 2
+  return 0

@@ -1,0 +1,129 @@
+"""The plotting process (funcnet.plot_process): the same PNGs as drawing
+in-process, its failures as one line, and a command that draws its plots
+there, or here when it is gone."""
+
+import argparse
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from funcnet import cli, experiment, config, plot_process, plots
+from funcnet.errors import FuncnetError
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _history(epochs=3):
+  return [{"epoch": e, "step": 10 * e, "train_loss": 1.0 / e,
+           "test_loss": 1.2 / e, "test_accuracy": 0.5 + 0.1 * e,
+           "lr": 0.01, "grad_norms": {"layer 1": 0.1 * e, "layer 2": 0.2}}
+          for e in range(1, epochs + 1)]
+
+
+def _started():
+  p = plot_process.start()
+  if p is None:
+    pytest.skip("one core: funcnet draws in-process")
+  return p
+
+
+def test_it_draws_the_same_pngs_as_drawing_in_process(tmp_path):
+  here, there = tmp_path / "here", tmp_path / "there"
+  here.mkdir(), there.mkdir()
+  history = _history()
+  history[1]["test_loss"] = float("nan")  # travels as JSON's NaN
+  plots.write(history, str(here), title="t")
+  p = _started()
+  assert p.draw(history, there, "t")
+  p.wait()
+  for name in ("loss.png", "grad_norms.png"):
+    a, b = (d / name for d in (here, there))
+    assert b.read_bytes()[:8] == PNG
+    assert a.read_bytes() == b.read_bytes(), name
+
+
+def test_a_failed_drawing_is_one_line(tmp_path):
+  p = _started()
+  assert p.draw(_history(), tmp_path / "missing", "t")
+  with pytest.raises(FuncnetError) as e:
+    p.wait()
+  msg = str(e.value)
+  assert "\n" not in msg and msg.startswith("the plots could not be drawn: ")
+  assert "FileNotFoundError" in msg and "missing" in msg
+
+
+def test_closed_unused_it_exits_without_drawing(tmp_path):
+  p = _started()
+  t0 = time.time()
+  p.close()
+  assert p._proc.returncode == 0 and time.time() - t0 < 5
+  p.close()  # twice is fine
+
+
+def test_it_ignores_a_ctrl_c_of_the_process_group(tmp_path):
+  p = _started()
+  time.sleep(0.5)  # past the handler's installation, on a loaded machine
+  os.kill(p._proc.pid, signal.SIGINT)
+  os.kill(p._proc.pid, signal.SIGTERM)
+  assert p.draw(_history(), tmp_path, "t")
+  p.wait()
+  assert (tmp_path / "loss.png").read_bytes()[:8] == PNG
+
+
+def test_a_plotter_that_is_gone_leaves_the_drawing_here(tmp_path):
+  p = _started()
+  p._proc.kill()
+  p._proc.wait()
+  assert not p.draw(_history(), tmp_path, "t")
+  cfg = config.load(None, ["train.epochs=1", "model.mlp.hidden=[8]",
+                           "run.progress=never"])
+  experiment.train_and_evaluate(cfg, str(tmp_path / "run"), log=lambda *a: 0,
+                                plotter=p)
+  assert (tmp_path / "run" / "grad_norms.png").read_bytes()[:8] == PNG
+
+
+def test_the_command_draws_in_the_plotting_process(tmp_path, monkeypatch,
+                                                    capsys):
+  def not_here(*a, **k):
+    raise AssertionError("drawn in the command's process")
+  monkeypatch.setattr(plots, "write", not_here)
+  if plot_process._cores() < 2:
+    pytest.skip("one core: funcnet draws in-process")
+  run = tmp_path / "run"
+  assert cli.main(["train", "--set", "train.epochs=2", "--set",
+                   "model.mlp.hidden=[8]", "--progress", "never",
+                   "--out", str(run)]) == 0
+  for name in ("loss.png", "grad_norms.png"):
+    assert (run / name).read_bytes()[:8] == PNG
+  assert json.loads((run / "summary.json").read_text())["status"] == "finished"
+
+
+def _args(config=None, overrides=(), **kw):
+  base = dict(config=config, overrides=list(overrides), distributed=False,
+              coordinator=None, num_processes=None)
+  return argparse.Namespace(**{**base, **kw})
+
+
+@pytest.mark.parametrize("toml, overrides, likely", [
+    (None, [], True),
+    (None, ["run.plots=false"], False),
+    (None, ["run.plots=false", "run.plots=true"], True),
+    ("[run]\nplots = false\n", [], False),
+    ("[run]\nplots = false\n", [" run.plots = true"], True),
+    ("not toml [", [], True),  # config.load reports it
+])
+def test_the_guess_before_jax_reads_flags_and_the_config_file(
+    tmp_path, toml, overrides, likely):
+  path = None
+  if toml is not None:
+    path = tmp_path / "c.toml"
+    path.write_text(toml)
+  assert cli._plots_likely(_args(path, overrides)) is likely
+
+
+def test_several_processes_draw_on_process_0_in_process():
+  assert not cli._plots_likely(_args(distributed=True))
+  assert not cli._plots_likely(_args(num_processes=2))
