@@ -53,6 +53,7 @@ class Plotter:
 
   def __init__(self, proc: subprocess.Popen):
     self._proc = proc
+    self._drawing = False  # the request is sent
 
   def draw(self, history: list, workdir: str, title: str) -> bool:
     """Sends the history; False when the process is gone (draw here)."""
@@ -63,6 +64,7 @@ class Plotter:
                             "title": title}, default=float)
       self._proc.stdin.write(request.encode())
       self._proc.stdin.close()
+      self._drawing = True
     except (OSError, TypeError, ValueError):  # BrokenPipeError: it is gone
       self.close()
       return False
@@ -85,16 +87,15 @@ class Plotter:
       raise FuncnetError(f"the plots could not be drawn: {lines[-1]}")
 
   def close(self) -> None:
-    """Ends the process without drawing, if it is still there (idempotent)."""
+    """Ends the process (idempotent): one that is drawing is waited for (a
+    killed one could leave half a PNG); any other is killed, not asked: it
+    may still be importing matplotlib (0.5 s) and has written nothing, and a
+    command that fails on a config mistake must not wait for it."""
     proc = self._proc
     if proc.returncode is None:
-      with contextlib.suppress(OSError):
-        proc.stdin.close()  # an empty request: it exits
-      try:
-        proc.wait(timeout=5)
-      except subprocess.TimeoutExpired:
+      if not self._drawing:
         proc.kill()
-        proc.wait()
+      proc.wait()
     for f in (proc.stdin, proc.stderr):
       with contextlib.suppress(OSError):
         f.close()
