@@ -22,7 +22,10 @@ def pytest_configure(config):
   ``cli.main`` called in-process would otherwise turn it on in the user's
   ``~/.cache/funcnet/xla`` for every later test of the worker, and the
   command's subprocesses inherit this too. ``tests/test_startup.py`` gives
-  its subprocesses a temporary cache of their own.
+  its subprocesses a temporary cache of their own. (A cache per xdist
+  worker for the subprocesses was tried: 5% less CPU on the
+  subprocess-heavy files, and JAX writes entries in place, so processes
+  started side by side could read half of one; docs/performance.md.)
 
   The fast loop (``-m "not slow"``) compiles at XLA's optimisation level
   0: most of this suite's time is XLA compiling small programs, and level 0
@@ -44,6 +47,10 @@ def pytest_configure(config):
 # fast test of the same feature (named after the ``#``). Parametrized cases
 # are listed by id, so the other cases of the same test stay fast.
 SLOW_IN_THE_FAST_LOOP = {
+    # test_train.py's divergence test (fit's status, in-process)
+    "test_cli.py::test_divergence_exits_3_and_keeps_the_last_good_checkpoint",
+    # test_plot_process.py::test_a_plotter_that_is_gone_cannot_draw
+    "test_plot_process.py::test_a_run_whose_plotter_is_gone_draws_in_process",
     # test_train.py::test_resumed_fit_equals_an_uninterrupted_one
     "test_train.py::test_resume_with_dropout_eval_every_and_patience_equals_uninterrupted[2]",
     "test_train.py::test_each_micro_batch_draws_its_own_dropout_mask",

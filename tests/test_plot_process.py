@@ -82,11 +82,20 @@ def test_it_ignores_a_ctrl_c_of_the_process_group(tmp_path):
   assert (tmp_path / "loss.png").read_bytes()[:8] == PNG
 
 
-def test_a_plotter_that_is_gone_leaves_the_drawing_here(tmp_path):
+def _gone():
   p = _started()
   p._proc.kill()
   p._proc.wait()
-  assert not p.draw(_history(), tmp_path, "t")
+  return p
+
+
+def test_a_plotter_that_is_gone_cannot_draw(tmp_path):
+  assert not _gone().draw(_history(), tmp_path, "t")
+  assert not os.listdir(tmp_path)
+
+
+def test_a_run_whose_plotter_is_gone_draws_in_process(tmp_path):
+  p = _gone()
   cfg = config.load(None, ["train.epochs=1", "model.mlp.hidden=[8]",
                            "run.progress=never"])
   experiment.train_and_evaluate(cfg, str(tmp_path / "run"), log=lambda *a: 0,
