@@ -145,3 +145,36 @@ def test_the_guess_before_jax_reads_flags_and_the_config_file(
 def test_several_processes_draw_on_process_0_in_process():
   assert not cli._plots_likely(_args(distributed=True))
   assert not cli._plots_likely(_args(num_processes=2))
+
+
+@pytest.mark.slow
+def test_a_ctrl_c_of_the_terminal_still_leaves_the_plots(tmp_path):
+  """SIGINT to the whole process group, as a terminal's Ctrl-C sends it:
+  the command stops after the epoch (exit 130) and its plotter, which
+  ignores the signal, draws the plots; no process is left behind."""
+  import subprocess
+  import sys
+  from helpers import metrics_lines
+  run = str(tmp_path / "run")
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "funcnet.cli", "train", "--set",
+       "train.epochs=100000", "--set", "model.mlp.hidden=[8]", "--progress",
+       "never", "--out", run], cwd=root, env={**os.environ, "PYTHONPATH": root},
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+      start_new_session=True)
+  try:
+    deadline = time.time() + 120
+    while not metrics_lines(run) and time.time() < deadline:
+      time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+  finally:
+    if proc.poll() is None:
+      os.killpg(proc.pid, signal.SIGKILL)
+  assert proc.returncode == 130, err
+  assert err.startswith("funcnet: stopped: SIGINT") and err.count("\n") == 1
+  for name in ("loss.png", "grad_norms.png"):
+    assert (tmp_path / "run" / name).read_bytes()[:8] == PNG
+  with pytest.raises(ProcessLookupError):  # the group is empty
+    os.killpg(proc.pid, 0)
