@@ -93,3 +93,48 @@ def metrics_lines(run):
     return []
   with open(path) as f:
     return [json.loads(l) for l in f if l.endswith("\n")]
+
+
+def free_port() -> int:
+  """A TCP port free on 127.0.0.1 now, for a JAX coordinator."""
+  import socket
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def start_processes(n, argv, *, cwd, env, cpu_devices=2, env_of=None):
+  """``n`` processes of ``funcnet ARGV`` on one loopback coordinator, each
+  with ``cpu_devices`` CPU devices and its ``--process-id`` (``env_of(i)``:
+  process i's environment, default ``env``), in sessions of their own so
+  that :func:`wait_all` can kill what they start."""
+  import subprocess
+  import sys
+  port = free_port()
+  return [subprocess.Popen(
+      [sys.executable, "-m", "funcnet.cli", *argv, "--cpu-devices",
+       str(cpu_devices), "--coordinator", f"127.0.0.1:{port}",
+       "--num-processes", str(n), "--process-id", str(i)],
+      cwd=cwd, env=env_of(i) if env_of else env, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True, start_new_session=True)
+      for i in range(n)]
+
+
+def wait_all(procs, timeout):
+  """Each process's ``(stdout, stderr)``, within ``timeout`` s for all;
+  leftovers (a hang) are killed with their process group, never left
+  running."""
+  import os
+  import signal
+  import time
+  deadline = time.time() + timeout
+  outs = []
+  try:
+    for p in procs:
+      outs.append(p.communicate(timeout=max(1.0, deadline - time.time())))
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.communicate()
+  return outs

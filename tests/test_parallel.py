@@ -17,7 +17,6 @@ import json
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ import pytest
 from funcnet import autodiff, backprop, checkpoints, config, mlp, parallel, precision
 from funcnet.errors import ConfigError
 from funcnet.models import cnn
-from helpers import read_json, read_jsonl
+from helpers import read_json, read_jsonl, start_processes, wait_all
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
@@ -54,12 +53,6 @@ def _run(args, timeout):
     out, err = proc.communicate()
     pytest.fail(f"{args[:4]} did not finish in {timeout} s:\n{err[-2000:]}")
   return subprocess.CompletedProcess(args, proc.returncode, out, err)
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
 
 
 # --- one process, several fake devices --------------------------------------
@@ -418,29 +411,11 @@ def _train(*args):
 
 
 def _processes(n, args, cpu_devices=2, heartbeat=10):
-  port = _free_port()
-  return [subprocess.Popen(
-      _train("--cpu-devices", str(cpu_devices), *args,
-             "--set", f"parallel.heartbeat_timeout={heartbeat}",
-             "--set", "parallel.shutdown_timeout=30",
-             "--coordinator", f"127.0.0.1:{port}", "--num-processes", str(n),
-             "--process-id", str(i)),
-      cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-      text=True, start_new_session=True) for i in range(n)]
-
-
-def _wait_all(procs, timeout):
-  deadline = time.time() + timeout
-  outs = []
-  try:
-    for p in procs:
-      outs.append(p.communicate(timeout=max(1.0, deadline - time.time())))
-  finally:
-    for p in procs:  # leftovers (a hang) are killed, never left running
-      if p.poll() is None:
-        os.killpg(p.pid, signal.SIGKILL)
-        p.communicate()
-  return outs
+  return start_processes(
+      n, ["train", *SMALL, *args, "--set",
+          f"parallel.heartbeat_timeout={heartbeat}", "--set",
+          "parallel.shutdown_timeout=30"],
+      cwd=ROOT, env=ENV, cpu_devices=cpu_devices)
 
 
 def _ckpt_params(run):
@@ -461,7 +436,7 @@ def test_two_processes_of_two_devices_match_one_process(tmp_path):
 
   run = str(tmp_path / "mp")
   procs = _processes(2, ["--set", "train.epochs=2", "--out", run])
-  (out0, err0), (out1, err1) = _wait_all(procs, timeout=400)
+  (out0, err0), (out1, err1) = wait_all(procs, timeout=400)
   assert [p.returncode for p in procs] == [0, 0], err0[-2000:] + err1[-2000:]
   assert "device 4 x cpu (mesh data=4 fsdp=1, 2 processes)" in out0
   assert "result test_accuracy" in out0
@@ -470,7 +445,7 @@ def test_two_processes_of_two_devices_match_one_process(tmp_path):
 
   # Resumed by both processes from their collective checkpoint.
   procs = _processes(2, ["--set", "train.epochs=4", "--out", run, "--resume"])
-  (out0, err0), (out1, err1) = _wait_all(procs, timeout=400)
+  (out0, err0), (out1, err1) = wait_all(procs, timeout=400)
   assert [p.returncode for p in procs] == [0, 0], err0[-2000:] + err1[-2000:]
   assert f"resuming {run} from epoch 2" in out0
 
@@ -515,7 +490,7 @@ def test_a_process_that_dies_stops_the_other_within_the_heartbeat(tmp_path,
     _, err = other.communicate(timeout=heartbeat + 60)  # bounded, not a hang
     waited = time.time() - t0
   finally:
-    _wait_all(procs, timeout=5)
+    wait_all(procs, timeout=5)
   assert other.returncode != 0
   # Either JAX's coordination service aborts it (the peer's heartbeats
   # stopped, or the coordinator's socket closed), or a collective in flight
@@ -587,7 +562,7 @@ def test_bfloat16_digits_accuracy_within_a_point_of_float32(tmp_path):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True)
   procs = [train("f32"), train("bf16", "--set", "train.compute_dtype=bfloat16")]
-  outs = _wait_all(procs, timeout=600)
+  outs = wait_all(procs, timeout=600)
   assert [p.returncode for p in procs] == [0, 0], outs
   acc = {}
   for name in ("f32", "bf16"):

@@ -17,10 +17,10 @@ import jax
 import numpy as np
 import pytest
 
-from funcnet import checkpoints, config, experiment, runs
+from funcnet import config, experiment, runs
 from funcnet.data import stream, streamed
 from funcnet.errors import ConfigError, DataError
-from helpers import metrics_lines, read_jsonl
+from helpers import metrics_lines, read_jsonl, start_processes, wait_all
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
@@ -163,7 +163,6 @@ def test_stopped_inside_an_epoch_then_resumed_equals_uninterrupted(
 @pytest.mark.slow
 def test_two_processes_read_only_their_rows_and_train_like_one(
     digits_shards, tmp_path):
-  import socket
   sets = ["--set", f"data.name={digits_shards!r}", "--set", "train.epochs=2",
           "--set", "train.batch_size=32", "--set", "train.chunk_steps=10",
           "--set", "model.mlp.hidden=[16]", "--set", "optimizer.name=sgd",
@@ -174,27 +173,12 @@ def test_two_processes_read_only_their_rows_and_train_like_one(
                      text=True, timeout=300)
   assert r.returncode == 0, r.stderr
 
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
   mp = str(tmp_path / "mp")
-  procs = [subprocess.Popen(
-      [sys.executable, "-m", "funcnet.cli", "train", *sets, "--out", mp,
-       "--cpu-devices", "2", "--coordinator", f"127.0.0.1:{port}",
-       "--num-processes", "2", "--process-id", str(i),
-       "--set", "parallel.heartbeat_timeout=10"],
-      cwd=ROOT, env={**ENV, "FUNCNET_TIMINGS": str(tmp_path / f"t{i}.json")},
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-      start_new_session=True) for i in range(2)]
-  outs = []
-  try:
-    for p in procs:
-      outs.append(p.communicate(timeout=400))
-  finally:
-    for p in procs:
-      if p.poll() is None:
-        os.killpg(p.pid, signal.SIGKILL)
-        p.communicate()
+  procs = start_processes(
+      2, ["train", *sets, "--out", mp, "--set", "parallel.heartbeat_timeout=10"],
+      cwd=ROOT, env=ENV,
+      env_of=lambda i: {**ENV, "FUNCNET_TIMINGS": str(tmp_path / f"t{i}.json")})
+  outs = wait_all(procs, timeout=400)
   assert [p.returncode for p in procs] == [0, 0], outs
   steps = 1437 // 32
   for i in range(2):

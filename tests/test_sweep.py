@@ -13,14 +13,13 @@ import os
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 
 from funcnet import config, experiment, runs, sweep
 from funcnet.errors import ConfigError
 from funcnet.sweep import grid as grid_lib
-from helpers import read_json, read_jsonl, tree_rel
+from helpers import read_json, read_jsonl, start_processes, tree_rel, wait_all
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
@@ -296,32 +295,16 @@ def test_two_processes_of_two_devices_sweep_like_one_process(tmp_path):
   """The variant axis split over 2 processes x 2 CPU devices (loopback):
   every variant's curve and final metrics equal the one-process sweep's,
   and only process 0 writes the folder."""
-  import signal
-  import socket
   common = ["--set", "train.epochs=2", "--set", "model.mlp.hidden=[16]",
             "--grid", "optimizer.learning_rate=0.01,0.003", "--grid", "seed=0,1"]
   ref = str(tmp_path / "ref")
   r = funcnet("sweep", *common, "--out", ref)
   assert r.returncode == 0, r.stderr[-2000:]
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
   run = str(tmp_path / "mp")
-  procs = [subprocess.Popen(
-      [sys.executable, "-m", "funcnet.cli", "sweep", *common, "--out", run,
-       "--cpu-devices", "2", "--coordinator", f"127.0.0.1:{port}",
-       "--num-processes", "2", "--process-id", str(i),
-       "--set", "parallel.heartbeat_timeout=10",
-       "--set", "parallel.shutdown_timeout=30"],
-      cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-      text=True, start_new_session=True) for i in range(2)]
-  try:
-    outs = [p.communicate(timeout=400) for p in procs]
-  finally:
-    for p in procs:
-      if p.poll() is None:
-        os.killpg(p.pid, signal.SIGKILL)
-        p.communicate()
+  procs = start_processes(
+      2, ["sweep", *common, "--out", run, "--set", "parallel.heartbeat_timeout=10",
+          "--set", "parallel.shutdown_timeout=30"], cwd=ROOT, env=ENV)
+  outs = wait_all(procs, timeout=400)
   assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
   assert "on 4 devices" in outs[0][0]
   # Process 0 writes and reports (XLA's Gloo collectives print a line of
