@@ -357,6 +357,12 @@ class Saver:
     except CheckpointError:
       raise
     except Exception as e:  # orbax/tensorstore raise many kinds
+      if _from_jax(e):
+        # A collective failed, not the disk: with several processes,
+        # orbax's save waits for every one, and a peer that died meanwhile
+        # surfaces here ("Gloo AllGather failed: Connection reset by
+        # peer"); cli's multi-process path names it and leaves at once.
+        raise
       _drop_late_orbax_noise()  # the failed write's tasks, collected later
       _silence_stderr_at_exit()
       with _quiet():
@@ -483,6 +489,17 @@ def _reason(e: BaseException) -> str:
   if not line or (not isinstance(e, ValueError) and type(e) is not Exception):
     line = f"{type(e).__name__}: {line}" if line else type(e).__name__
   return line
+
+
+def _from_jax(e: BaseException) -> bool:
+  """Whether ``e`` is, or was raised from, a JAX runtime error."""
+  seen = set()
+  while e is not None and id(e) not in seen:
+    if isinstance(e, jax.errors.JaxRuntimeError):
+      return True
+    seen.add(id(e))
+    e = e.__cause__ or e.__context__
+  return False
 
 
 def _write_reason(e: BaseException) -> str:

@@ -336,3 +336,31 @@ def test_no_noise_on_stderr_from_a_damaged_checkpoint(pristine, tmp_path):
   for line, pattern in zip(got, patterns):
     assert re.fullmatch(pattern, line), line
     assert "pybind11" not in line and "tensorstore_spec" not in line
+
+
+@pytest.mark.parametrize("how", ["itself", "wrapped"])
+def test_a_failed_collective_during_a_save_is_not_called_a_disk_error(
+    tmp_path, how, monkeypatch):
+  """With several processes orbax's save waits for every one; a peer that
+  died meanwhile fails a collective, which must reach cli's multi-process
+  path (naming the failed process) as it is, not become "a checkpoint
+  could not be written ... expected a folder with space" (seen in the
+  2-process test where one process is killed)."""
+  collective = jax.errors.JaxRuntimeError(
+      "UNKNOWN: Gloo AllGather failed: Connection reset by peer")
+  # (the pytest worker's own stderr stays open at its exit)
+  monkeypatch.setattr(checkpoints, "_silence_stderr_at_exit", lambda: None)
+  saver = checkpoints.Saver(str(tmp_path / "ck"), keep=2)
+  with pytest.raises(Exception) as e:
+    with saver._writing():
+      if how == "itself":
+        raise collective
+      try:
+        raise collective
+      except Exception as inner:
+        raise ValueError("orbax's wrapper") from inner
+  assert not isinstance(e.value, CheckpointError)
+  # while a disk error still is one line
+  with pytest.raises(CheckpointError, match="could not be written.*No space"):
+    with saver._writing():
+      raise OSError(28, "No space left on device")
