@@ -95,6 +95,8 @@ class Plotter:
     if proc.returncode is None:
       if not self._drawing:
         proc.kill()
+      else:
+        proc.stderr.read()  # drained, so that it cannot block writing it
       proc.wait()
     for f in (proc.stdin, proc.stderr):
       with contextlib.suppress(OSError):
