@@ -138,12 +138,29 @@ def json_safe(obj):
   return obj
 
 
+@contextlib.contextmanager
+def _writing(path: str, tmp: Optional[str] = None):
+  """A failed write names ``path``: the OS's error for a failed ``write``
+  carries no file name ("File too large" alone), and the command prints
+  the error's file name (``cli._os_error``). ``tmp``, half written, goes."""
+  try:
+    yield
+  except OSError as e:
+    if tmp is not None:
+      with contextlib.suppress(OSError):
+        os.remove(tmp)
+    if e.filename is None:
+      raise OSError(e.errno, e.strerror or str(e), path) from None
+    raise
+
+
 def _write_json(path: str, obj) -> None:
   tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(json_safe(obj), f, indent=2, sort_keys=True, allow_nan=False)
-    f.write("\n")
-  os.replace(tmp, path)
+  with _writing(path, tmp):
+    with open(tmp, "w") as f:
+      json.dump(json_safe(obj), f, indent=2, sort_keys=True, allow_nan=False)
+      f.write("\n")
+    os.replace(tmp, path)
 
 
 def _require(run: str, name: str, what: str) -> str:
@@ -208,8 +225,9 @@ def write_stats(run: str, stats: Optional[tuple]) -> None:
       os.remove(path)
     return
   tmp = path + ".tmp.npz"
-  np.savez(tmp, mean=np.asarray(stats[0]), std=np.asarray(stats[1]))
-  os.replace(tmp, path)
+  with _writing(path, tmp):
+    np.savez(tmp, mean=np.asarray(stats[0]), std=np.asarray(stats[1]))
+    os.replace(tmp, path)
 
 
 def read_stats(run: str) -> Optional[tuple]:
@@ -251,21 +269,24 @@ def reset_metrics(run: str, records=()) -> None:
   the checkpoint; on a fresh start: none)."""
   path = os.path.join(run, METRICS)
   tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.writelines(json.dumps(json_safe(r)) + "\n" for r in records)
-  os.replace(tmp, path)
+  with _writing(path, tmp):
+    with open(tmp, "w") as f:
+      f.writelines(json.dumps(json_safe(r)) + "\n" for r in records)
+    os.replace(tmp, path)
 
 
 class MetricsWriter:
   """Appends one line per epoch to ``metrics.jsonl``, flushed each time."""
 
   def __init__(self, run: str):
-    self._f = open(os.path.join(run, METRICS), "a")
+    self._path = os.path.join(run, METRICS)
+    self._f = open(self._path, "a")
 
   def write(self, record: dict) -> None:
     """One epoch's record, or an event (``{"event": ..., "epoch": ...}``)."""
-    self._f.write(json.dumps(json_safe(record)) + "\n")
-    self._f.flush()
+    with _writing(self._path):
+      self._f.write(json.dumps(json_safe(record)) + "\n")
+      self._f.flush()
 
   def close(self) -> None:
     self._f.close()
