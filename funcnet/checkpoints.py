@@ -363,7 +363,7 @@ class Saver:
         # surfaces here ("Gloo AllGather failed: Connection reset by
         # peer"); cli's multi-process path names it and leaves at once.
         raise
-      _drop_late_orbax_noise()  # the failed write's tasks, collected later
+      # (_LateOrbaxNoise is in since the manager was made, in _save)
       _silence_stderr_at_exit()
       with _quiet():
         gc.collect()
@@ -381,7 +381,9 @@ class Saver:
     (a JSON-able dict: the step inside ``epoch`` and the epoch's partial
     metric sums) then says where, beside ``early_stopping``."""
     if self._mgr is None:
-      _drop_late_orbax_noise()  # a write failing on orbax's threads
+      # Before anything is written: a write failing on orbax's threads
+      # leaves tasks that complain later, when they are collected.
+      _drop_late_orbax_noise()
       self._mgr = _manager(self.directory, self._keep, create=True,
                            asynchronous=self._async)
     step = epoch if step is None else step

@@ -70,6 +70,15 @@ class Plotter:
       return False
     return True
 
+  def _finish(self) -> bytes:
+    """Waits for the process that is drawing; returns its stderr, read to
+    the end first (one blocked writing a full pipe would never exit). Not
+    ``communicate()``: it flushes stdin, which :meth:`draw` closed."""
+    err = self._proc.stderr.read()
+    self._proc.stderr.close()
+    self._proc.wait()
+    return err
+
   def wait(self) -> None:
     """Returns once the plots are written.
 
@@ -77,10 +86,7 @@ class Plotter:
       FuncnetError: the drawing failed (its one line).
     """
     from funcnet.errors import FuncnetError
-    # Not communicate(): it flushes stdin, which draw() closed.
-    err = self._proc.stderr.read()
-    self._proc.wait()
-    self._proc.stderr.close()
+    err = self._finish()
     if self._proc.returncode != 0:
       lines = err.decode(errors="replace").strip().splitlines() or [
           f"the plotting process ended with status {self._proc.returncode}"]
@@ -93,11 +99,11 @@ class Plotter:
     command that fails on a config mistake must not wait for it."""
     proc = self._proc
     if proc.returncode is None:
-      if not self._drawing:
-        proc.kill()
+      if self._drawing:
+        self._finish()
       else:
-        proc.stderr.read()  # drained, so that it cannot block writing it
-      proc.wait()
+        proc.kill()
+        proc.wait()
     for f in (proc.stdin, proc.stderr):
       with contextlib.suppress(OSError):
         f.close()
