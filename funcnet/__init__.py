@@ -10,7 +10,7 @@ The public surface, one list (each name lives in a small module of its own):
   funcnet.optimizers.sgd / momentum / ... / adamw, funcnet.schedules.*
   funcnet.data.load(name), funcnet.train.fit(model, loss, opt, data, ...)
   funcnet.config.load(path), funcnet.experiment.train_and_evaluate(cfg, dir)
-  funcnet.parallel (meshes, multi-process), funcnet.bench (benchmarks)
+  funcnet.parallel (meshes, multi-process), funcnet.bench.step_time (benchmarks)
 
 Every name is imported on first use (PEP 562 module ``__getattr__``):
 ``import funcnet`` itself imports neither JAX nor any submodule, so the

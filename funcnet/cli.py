@@ -50,7 +50,7 @@ EPILOG = """examples:
   funcnet sweep --search optuna --space optimizer.learning_rate=loguniform:1e-4,1e-1
   funcnet data convert mnist1d shards/mnist1d        # then --set data.name='shards/mnist1d'
   funcnet study --list
-  funcnet bench --sizes small,large --json bench.json
+  funcnet bench --sizes small,large --json step_time.json
 Every config key, its default and meaning: configs/README.md."""
 
 
@@ -311,8 +311,8 @@ def _cmd_train(args) -> int:
   plotter = None
   if _plots_likely(args):
     # First: it imports matplotlib on the other core while this process
-    # imports JAX (funcnet.plot_process).
-    from funcnet import plot_process
+    # imports JAX (funcnet.run.plot_process).
+    from funcnet.run import plot_process
     plotter = plot_process.start()
   try:
     return _train_with(args, plotter)
@@ -324,17 +324,18 @@ def _cmd_train(args) -> int:
 def _train_with(args, plotter) -> int:
   with timings.phase("imports"):
     import jax
-    from funcnet import config as config_lib, experiment, runs
+    from funcnet import config as config_lib, experiment
+    from funcnet.run import rundir
   with timings.phase("config"):
     if (args.resume or args.auto_resume) and not args.out:
       raise FuncnetError(f"{'--resume' if args.resume else '--auto-resume'} "
                          "needs --out DIR naming the run to continue")
     if args.auto_resume:  # a retry loop's flag: resume if there is anything
-      args.resume = runs.resumable(args.out)
+      args.resume = rundir.resumable(args.out)
     if args.resume and not args.config:
       # The run's own config, plus any --set; train_and_evaluate compares
-      # the result with it (funcnet.resume) before touching the folder.
-      cfg = runs.read_config(args.out, args.overrides, "--resume: run folder")
+      # the result with it (funcnet.run.resume) before touching the folder.
+      cfg = rundir.read_config(args.out, args.overrides, "--resume: run folder")
     else:
       cfg = config_lib.load(args.config, args.overrides)
   if args.progress:
@@ -360,9 +361,9 @@ def _train_with(args, plotter) -> int:
 
 def _start_jax(cfg, args=None) -> None:
   """What must precede JAX's first compilation: the persistent compilation
-  cache (:mod:`funcnet.compile_cache`, ``run.compilation_cache``), the
+  cache (:mod:`funcnet.run.compile_cache`, ``run.compilation_cache``), the
   ``FUNCNET_TIMINGS`` counters and, with ``args``, the devices."""
-  from funcnet import compile_cache
+  from funcnet.run import compile_cache
   timings.listen()
   compile_cache.enable(cfg["run"]["compilation_cache"])
   if args is not None:
@@ -394,8 +395,9 @@ def _cmd_gradcheck(args) -> int:
 
 
 def _cmd_eval(args) -> int:
-  from funcnet import experiment, runs
-  _start_jax(runs.read_config(args.run, what="--run"))
+  from funcnet import experiment
+  from funcnet.run import rundir
+  _start_jax(rundir.read_config(args.run, what="--run"))
   print(json.dumps(experiment.evaluate(args.run), indent=2))
   return 0
 
@@ -450,7 +452,7 @@ def _cmd_study(args) -> int:
 
 
 def _cmd_compare(args) -> int:
-  from funcnet import compare
+  from funcnet.run import compare
   result = compare.compare(args.runs, args.out or compare.default_out())
   print(result["table"])
   print(f"compare: {', '.join(result['files'])}")
@@ -466,7 +468,7 @@ def _write_json(path, records) -> None:
 
 
 def _cmd_bench(args) -> int:
-  from funcnet import bench
+  from funcnet.bench import step_time
 
   def names(text):
     return [t.strip() for t in text.split(",") if t.strip()] if text else None
@@ -481,59 +483,59 @@ def _cmd_bench(args) -> int:
   if args.repeats < 1 or args.min_time <= 0:
     raise FuncnetError("--repeats must be >= 1 and --min-time > 0")
   if args.startup:
-    from funcnet import bench_startup
-    result = bench_startup.run(
+    from funcnet.bench import startup
+    result = startup.run(
         args.repeats, log=lambda line: print(line, file=sys.stderr, flush=True))
-    print(bench_startup.format_table(result))
+    print(startup.format_table(result))
     _write_json(args.json, result)
     return 0
   if args.sweeps:
-    from funcnet import bench_sweep
-    cases = (bench_sweep.CASES if args.sweeps == "default"
+    from funcnet.bench import sweep_speed
+    cases = (sweep_speed.CASES if args.sweeps == "default"
              else names(args.sweeps))
-    records = bench_sweep.run(
+    records = sweep_speed.run(
         cases, epochs=args.epochs,
         log=lambda line: print(line, file=sys.stderr, flush=True))
-    print(bench_sweep.format_table(records))
+    print(sweep_speed.format_table(records))
     _write_json(args.json, records)
     return 0
   if args.data_memory is not None:
     if args.data_memory <= 0:
       raise FuncnetError(f"--data-memory {args.data_memory:g}: expected a "
                          "cap in MiB > 0")
-    from funcnet import bench_data
-    rec = bench_data.memory(
+    from funcnet.bench import data_io
+    rec = data_io.memory(
         args.data_memory,
         log=lambda line: print(line, file=sys.stderr, flush=True))
-    print(bench_data.format_memory(rec))
+    print(data_io.format_memory(rec))
     _write_json(args.json, rec)
     return 0
   if args.data_train and not args.data:
     raise FuncnetError("--data-train trains from the shards in --data DIR; "
                        "expected --data DIR with it")
   if args.data:
-    from funcnet import bench_data
+    from funcnet.bench import data_io
     log = lambda line: print(line, file=sys.stderr, flush=True)
-    records = bench_data.run(args.data, batch_size=128, steps=300,
+    records = data_io.run(args.data, batch_size=128, steps=300,
                              rounds=args.repeats, log=log)
-    print(bench_data.format_table(records))
+    print(data_io.format_table(records))
     if args.data_train:
-      rec = bench_data.train(args.data, args.data_train,
+      rec = data_io.train(args.data, args.data_train,
                              epochs=args.data_epochs, rounds=args.repeats,
                              log=log)
       print()
-      print(bench_data.format_train(rec))
+      print(data_io.format_train(rec))
       records = {"loader": records, "train": rec}
     _write_json(args.json, records)
     return 0
   if args.models:
-    from funcnet import bench_models
-    configs = (bench_models.CONFIGS if args.models == "default"
+    from funcnet.bench import model_steps
+    configs = (model_steps.CONFIGS if args.models == "default"
                else names(args.models))
-    records = bench_models.run(
+    records = model_steps.run(
         configs, repeats=args.repeats, min_time=args.min_time,
         log=lambda line: print(line, file=sys.stderr, flush=True))
-    print(bench_models.format_table(records))
+    print(model_steps.format_table(records))
     _write_json(args.json, records)
     return 0
   if args.plot and not args.sweep:
@@ -543,17 +545,17 @@ def _cmd_bench(args) -> int:
     sweep["sweep_widths"] = ints(args.sweep_widths, "--sweep-widths")
   if args.sweep_batches:
     sweep["sweep_batches"] = ints(args.sweep_batches, "--sweep-batches")
-  result = bench.run(
+  result = step_time.run(
       names(args.sizes), names(args.grads), names(args.modes),
       names(args.dtypes), repeats=args.repeats, min_time=args.min_time,
       peak_size=args.peak_size, sweep=args.sweep,
       log=lambda line: print(line, file=sys.stderr, flush=True), **sweep)
-  print(bench.format_table(result))
+  print(step_time.format_table(result))
   if args.json:
-    _write_json(args.json, bench.records_json(result))
+    _write_json(args.json, step_time.records_json(result))
     print(f"records written to {args.json}")
   if args.plot:
-    print(f"sweep plot written to {bench.plot_sweep(result, args.plot)}")
+    print(f"sweep plot written to {step_time.plot_sweep(result, args.plot)}")
   return 0
 
 

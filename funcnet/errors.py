@@ -41,7 +41,7 @@ class DivergenceError(FuncnetError):
 
 class Preempted(FuncnetError):
   """Training stopped by SIGTERM or SIGINT after saving a checkpoint and the
-  summary (:mod:`funcnet.preemption`): not a mistake, so the command prints
+  summary (:mod:`funcnet.run.preemption`): not a mistake, so the command prints
   it without "error:". ``exit_code`` is the signal's (75 or 130)."""
 
   label = "stopped"

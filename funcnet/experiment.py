@@ -2,7 +2,7 @@
 
 This is the library behind ``funcnet train``, ``gradcheck`` and ``eval``;
 the command line only parses flags (see :mod:`funcnet.cli`), and the run
-folder is :mod:`funcnet.runs`'s.
+folder is :mod:`funcnet.run.rundir`'s.
 
   Setup(cfg)                          data, model, schedule, optimizer, checked
   train_and_evaluate(cfg, workdir)    trains into a run folder; the summary
@@ -10,7 +10,7 @@ folder is :mod:`funcnet.runs`'s.
   gradcheck(cfg, batch)               manual vs autodiff vs finite differences
 
 Resuming compares the requested config with ``config.json``
-(:mod:`funcnet.resume`), reads the newest good checkpoint (params, optimizer
+(:mod:`funcnet.run.resume`), reads the newest good checkpoint (params, optimizer
 state, epoch, early-stopping counters), drops the metrics lines written
 after it, and continues; since epoch ``e`` draws its order and keys from
 ``(key, e)`` and evaluates on the absolute epoch, the resumed run ends with
@@ -30,14 +30,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from funcnet import backprop, checkpoints, config as config_lib, data, finetune
-from funcnet import losses, parallel, precision, preemption, preflight, runs
-from funcnet import timings
-from funcnet import resume as resume_lib, train
-from funcnet.errors import CheckpointError, ConfigError, DivergenceError, Preempted
+from funcnet import backprop, config as config_lib, data, finetune, losses
+from funcnet import parallel, precision, timings, train
+from funcnet.run import checkpoints, preemption, preflight
+from funcnet.run import resume as resume_lib, rundir
+from funcnet.errors import CheckpointError, ConfigError, DivergenceError
+from funcnet.errors import Preempted
 from funcnet.data import streamed
 from funcnet.models import registry
-from funcnet.progress import Progress
+from funcnet.run.progress import Progress
 
 TASK_LOSSES = {"classification": ("cross_entropy", "bce", "hinge"),
                "regression": ("mse", "mae", "huber"),
@@ -131,7 +132,7 @@ class Setup:
     ft, t = cfg["finetune"], cfg["train"]
     # Fine-tuning: the trained run first, since its input statistics scale
     # this data (see funcnet.finetune).
-    self.pretrained = (runs.load_trained(ft["from_run"], "config key "
+    self.pretrained = (rundir.load_trained(ft["from_run"], "config key "
                                          "'finetune.from_run' =")
                        if ft["from_run"] else None)
     self.ds = ds if ds is not None else build_dataset(
@@ -274,24 +275,24 @@ def train_and_evaluate(cfg, workdir, *, resume=False, progress="auto",
   With several processes every process calls this with the same arguments:
   all of them train and write checkpoints (collectively, each its own
   shards); only the main process (``is_main``, default: process 0) writes
-  the run folder's other files (:mod:`funcnet.runs`), and logs.
+  the run folder's other files (:mod:`funcnet.run.rundir`), and logs.
 
   ``resume``: continue ``workdir`` from its newest good checkpoint. ``cfg``
-  is first compared with the run's ``config.json`` (:mod:`funcnet.resume`):
+  is first compared with the run's ``config.json`` (:mod:`funcnet.run.resume`):
   only safe keys may differ. The checkpoint holds everything that decides
   what happens next (params, optimizer state, epoch, early-stopping
   counters; the data order and dropout keys follow from ``(seed, epoch)``),
   so the resumed run ends as the uninterrupted one. A damaged newest
   checkpoint is moved aside and the one before it used
-  (:mod:`funcnet.checkpoints`); both are recorded in ``metrics.jsonl``.
+  (:mod:`funcnet.run.checkpoints`); both are recorded in ``metrics.jsonl``.
 
-  ``plotter``: a :class:`funcnet.plot_process.Plotter` the command started
+  ``plotter``: a :class:`funcnet.run.plot_process.Plotter` the command started
   before importing JAX, which then draws the plots (None: drawn here). It
   is waited for when it draws; the caller closes it in any case.
 
-  One writer: the main process holds ``workdir``'s lock (:func:`runs.lock`)
+  One writer: the main process holds ``workdir``'s lock (:func:`rundir.lock`)
   from before its first write to the end. SIGTERM and SIGINT stop the
-  training after the current epoch, which is saved (:mod:`funcnet.preemption`).
+  training after the current epoch, which is saved (:mod:`funcnet.run.preemption`).
 
   Raises:
     ConfigError: a config that does not fit its data; a workdir that already
@@ -314,13 +315,13 @@ def train_and_evaluate(cfg, workdir, *, resume=False, progress="auto",
   # the data or the folder is one line before anything is compiled or
   # written. (orbax is imported only when the checkpoint folder exists.)
   if is_main:
-    runs.check_unlocked(workdir)
+    rundir.check_unlocked(workdir)
   changed = {}
   if resume:
-    saved = runs.read_config(workdir, what="--resume: run folder")
+    saved = rundir.read_config(workdir, what="--resume: run folder")
     changed = resume_lib.check(workdir, saved, cfg)
   cfg = resume_lib.resolve_checkpoint_dir(cfg)
-  ckpt_dir = runs.checkpoint_dir(workdir, cfg)
+  ckpt_dir = rundir.checkpoint_dir(workdir, cfg)
   has_ckpt = checkpoints.latest_epoch(ckpt_dir) is not None
   if resume and not has_ckpt:
     raise CheckpointError(
@@ -334,8 +335,8 @@ def train_and_evaluate(cfg, workdir, *, resume=False, progress="auto",
     setup = Setup(cfg)
   with contextlib.ExitStack() as stack:
     if is_main:
-      stack.enter_context(runs.lock(workdir))
-    runs.check_writable(ckpt_dir, "config key 'run.checkpoint_dir' ="
+      stack.enter_context(rundir.lock(workdir))
+    rundir.check_writable(ckpt_dir, "config key 'run.checkpoint_dir' ="
                         if cfg["run"]["checkpoint_dir"] else "run folder")
     watch = stack.enter_context(preemption.Watch())
     return _train(setup, workdir, ckpt_dir, has_ckpt, changed, watch,
@@ -401,7 +402,7 @@ def _train(setup, workdir, ckpt_dir, has_ckpt, changed, watch, progress, log,
     events += [{"event": "damaged_checkpoint", "resumed_from": start,
                 **d._asdict()} for d in restored.damaged]
     if is_main:
-      history = runs.read_metrics(workdir, start, events=True)
+      history = rundir.read_metrics(workdir, start, events=True)
     if changed:
       events.append({"event": "resume", "epoch": start, "changed": changed})
     log(f"resuming {workdir} from epoch {start}"
@@ -411,12 +412,12 @@ def _train(setup, workdir, ckpt_dir, has_ckpt, changed, watch, progress, log,
 
   board = None
   if is_main:
-    runs.write_config(workdir, cfg)
-    runs.write_model(workdir, model)
-    runs.write_stats(workdir, setup.stats)
-    runs.reset_metrics(workdir, history + events)
+    rundir.write_config(workdir, cfg)
+    rundir.write_model(workdir, model)
+    rundir.write_stats(workdir, setup.stats)
+    rundir.reset_metrics(workdir, history + events)
     if cfg["run"]["tensorboard"]:
-      from funcnet import tensorboard  # tensorboardX only when asked for
+      from funcnet.run import tensorboard  # tensorboardX only when asked for
       board = tensorboard.open_writer(
           workdir, purge_step=start * steps_per_epoch + 1 if start else None)
   history = [h for h in history if "event" not in h]
@@ -432,7 +433,7 @@ def _train(setup, workdir, ckpt_dir, has_ckpt, changed, watch, progress, log,
   bar = Progress(t["epochs"], start, mode=progress)
   saver = checkpoints.Saver(ckpt_dir, cfg["run"]["keep_checkpoints"])
   every = cfg["run"]["checkpoint_every"]
-  metrics = runs.MetricsWriter(workdir) if is_main else None
+  metrics = rundir.MetricsWriter(workdir) if is_main else None
 
   def on_epoch(record, params, opt_state):
     if metrics:
@@ -528,7 +529,7 @@ def _train(setup, workdir, ckpt_dir, has_ckpt, changed, watch, progress, log,
       with timings.phase("plots"):
         drawing = bool(plotter) and plotter.draw(history, workdir, cfg["name"])
         if not drawing:
-          from funcnet import plots  # matplotlib only when plotting
+          from funcnet.run import plots  # matplotlib only when plotting
           plots.write(history, workdir, title=cfg["name"])
   finally:
     # Every checkpoint complete on disk before the summary says the run is
@@ -536,7 +537,7 @@ def _train(setup, workdir, ckpt_dir, has_ckpt, changed, watch, progress, log,
     with timings.phase("save"):
       saver.close()
   if is_main:
-    runs.write_summary(workdir, summary)
+    rundir.write_summary(workdir, summary)
   if drawing:
     with timings.phase("plots"):
       plotter.wait()
@@ -565,7 +566,7 @@ def evaluate(run) -> dict:
     ``{"run", "epoch", "test_<metric>": ...}`` (the metrics of
     :func:`funcnet.train.make_evaluate`).
   """
-  trained = runs.load_trained(run, "--run")
+  trained = rundir.load_trained(run, "--run")
   ds = build_dataset(trained.cfg, trained.stats)
   if ds.x_test is None:
     raise ConfigError(f"--run {run!r}: its data {ds.name!r} has no test split; "

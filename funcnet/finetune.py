@@ -26,7 +26,7 @@ Where the head lives is each model kind's to say (``Model.head``, read by
   cnn                     params["dense"][-1]    (d = last dense width or features)
   rnn, gru, transformer   params["head"]
 
-The trained run is read by :func:`funcnet.runs.load_trained`: its model
+The trained run is read by :func:`funcnet.run.rundir.load_trained`: its model
 from ``model.json``, its params from its latest checkpoint and its input
 statistics from ``stats.npz``, without rebuilding its data or optimizer.
 

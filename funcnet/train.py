@@ -764,7 +764,7 @@ def chunk_length(in_shape, dtype, batch_size: int, steps_per_epoch: int,
 
 
 # Chunks held at once while streaming: the one the device runs, the one
-# being read and ``depth`` = 2 prefetched (funcnet.preflight counts them).
+# being read and ``depth`` = 2 prefetched (funcnet.run.preflight counts them).
 CHUNKS_IN_FLIGHT = 4
 
 

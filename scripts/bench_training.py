@@ -1,6 +1,6 @@
 """Steps per second of the scanned epoch against a Python loop of jitted steps.
 
-A thin wrapper over :mod:`funcnet.bench` (the library behind ``funcnet
+A thin wrapper over :mod:`funcnet.bench.step_time` (the library behind ``funcnet
 bench``): times one SGD step of a small ([64, 32, 10], batch 32) and a large
 ([784, 1024, 1024, 10], batch 512) sigmoid MLP, with the hand-written and
 the ``jax.grad`` gradient, as a Python loop of jitted steps and as

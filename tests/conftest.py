@@ -18,7 +18,7 @@ import pytest
 
 
 def pytest_configure(config):
-  """No persistent compilation cache in the suite (``funcnet.compile_cache``):
+  """No persistent compilation cache in the suite (``funcnet.run.compile_cache``):
   ``cli.main`` called in-process would otherwise turn it on in the user's
   ``~/.cache/funcnet/xla`` for every later test of the worker, and the
   command's subprocesses inherit this too. ``tests/test_startup.py`` gives

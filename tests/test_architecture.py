@@ -77,8 +77,42 @@ def test_no_import_cycle_in_the_package():
   graph = {m: _imports(p) - {m} for m, p in MODULES.items()}
   # the graph is real: the CLI reaches the experiment lazily, which reaches runs
   assert "funcnet.experiment" in graph["funcnet.cli"]
-  assert "funcnet.runs" in graph["funcnet.experiment"]
+  assert "funcnet.run.rundir" in graph["funcnet.experiment"]
   assert _cycle(graph) is None, " -> ".join(_cycle(graph))
+
+
+# The layers, bottom to top: a package may import those below it, never
+# one above. run/ is one run's infrastructure around the training loop;
+# bench/ and cli/ sit on everything.
+ABOVE_RUN = ("funcnet.run", "funcnet.bench", "funcnet.cli", "funcnet.experiment",
+             "funcnet.sweep", "funcnet.studies", "funcnet.finetune")
+
+
+def _in(name: str, packages) -> bool:
+  return any(name == p or name.startswith(p + ".") for p in packages)
+
+
+def test_the_layers_import_only_downwards():
+  graph = {m: _imports(p) - {m} for m, p in MODULES.items()}
+  wrong = []
+  for m, deps in sorted(graph.items()):
+    if not _in(m, ABOVE_RUN) and m != "funcnet":
+      wrong += [f"{m} imports {d}" for d in sorted(deps)
+                if _in(d, ("funcnet.run", "funcnet.bench", "funcnet.cli"))]
+    if _in(m, ("funcnet.run",)):
+      wrong += [f"{m} imports {d}" for d in sorted(deps)
+                if _in(d, ("funcnet.bench", "funcnet.cli"))]
+  assert not wrong, wrong
+
+
+def test_the_top_level_holds_the_library_not_the_infrastructure():
+  top = sorted(p.stem for p in ROOT.glob("*.py"))
+  assert len(top) <= 20, top
+  # what moved into run/ and bench/ stays there
+  for gone in ("runs", "checkpoints", "resume", "preemption", "preflight",
+               "progress", "tensorboard", "plots", "plot_process",
+               "compile_cache", "compare", "bench", "bench_data"):
+    assert gone not in top, gone
 
 
 def _kind_literals(node) -> list:

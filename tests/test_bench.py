@@ -11,7 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from funcnet import autodiff, bench, cli
+from funcnet import autodiff, cli
+from funcnet.bench import step_time
 from funcnet.models import mlp
 
 TINY = ["bench", "--sizes", "tiny", "--repeats", "2", "--min-time", "0.01",
@@ -24,7 +25,7 @@ KEYS = {"size", "grads", "mode", "steps_per_s", "gflops", "peak_gflops",
 # test_bench_models_times_and_sizes_both_gradient_sources.
 @pytest.mark.slow
 def test_bench_prints_the_table_and_writes_the_records(tmp_path, capsys):
-  path = tmp_path / "bench.json"
+  path = tmp_path / "step_time.json"
   assert cli.main(TINY + ["--json", str(path)]) == 0
   out = capsys.readouterr().out
   assert "size   dtype     grads    mode" in out
@@ -73,9 +74,9 @@ def test_bad_options_are_one_line_errors(args, words, capsys):
 
 
 def test_step_flops_is_the_usual_six_m_sum_of_weights():
-  assert bench.step_flops([784, 1024, 1024, 10], 512) == \
+  assert step_time.step_flops([784, 1024, 1024, 10], 512) == \
       6 * 512 * (784 * 1024 + 1024 * 1024 + 1024 * 10)
-  assert bench.step_flops([64, 32, 10], 32) == 6 * 32 * (64 * 32 + 32 * 10)
+  assert step_time.step_flops([64, 32, 10], 32) == 6 * 32 * (64 * 32 + 32 * 10)
 
 
 def test_xla_counts_the_flops_the_docstring_says():
@@ -90,7 +91,7 @@ def test_xla_counts_the_flops_the_docstring_says():
   cost = jax.jit(autodiff.value_and_grad(model, "mse")).lower(
       params, x, y).compile().cost_analysis()
   cost = cost[0] if isinstance(cost, list) else cost
-  want = bench.step_flops(sizes, m) - 2 * m * sizes[0] * sizes[1]
+  want = step_time.step_flops(sizes, m) - 2 * m * sizes[0] * sizes[1]
   assert cost["flops"] == pytest.approx(want, rel=0.03)
 
 
@@ -99,14 +100,14 @@ UNIT = 2.0 ** -9
 
 
 def _fake_measure(monkeypatch, slow=None):
-  """``bench.measure`` on a fake clock that advances only inside ``run``.
+  """``step_time.measure`` on a fake clock that advances only inside ``run``.
 
   Each call ``run(k)`` takes exactly ``k * UNIT`` (times ``slow[i]`` for
   call ``i``), so calibration and timing are deterministic: no stall of the
   machine can change what is asserted.
   """
   clock = types.SimpleNamespace(now=0.0)
-  monkeypatch.setattr(bench, "time",
+  monkeypatch.setattr(step_time, "time",
                       types.SimpleNamespace(perf_counter=lambda: clock.now))
   calls = []
 
@@ -114,7 +115,7 @@ def _fake_measure(monkeypatch, slow=None):
     clock.now += k * UNIT * (slow or {}).get(len(calls), 1)
     calls.append(k)
 
-  return bench.measure(run, repeats=3, min_time=0.02), calls
+  return step_time.measure(run, repeats=3, min_time=0.02), calls
 
 
 def test_measure_times_whole_repeats_after_warm_up(monkeypatch):
@@ -149,7 +150,7 @@ def test_measure_reads_the_wall_clock():
     while time.perf_counter() < end:
       pass
 
-  t = bench.measure(run, repeats=3, min_time=0.02)
+  t = step_time.measure(run, repeats=3, min_time=0.02)
   assert calls[0] == 1 and calls[-3:] == [t.units] * 3
   assert 0.002 <= t.low <= t.median <= t.high
   # Seconds, not milliseconds: fails only if every repeat stalls for 0.5 s

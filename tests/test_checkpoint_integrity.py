@@ -21,7 +21,7 @@ import numpy as np
 import optax
 import pytest
 
-from funcnet import checkpoints
+from funcnet.run import checkpoints
 from funcnet.errors import CheckpointError
 
 EPOCHS = (1, 2, 3)
@@ -285,7 +285,7 @@ SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     import jax.numpy as jnp
     from test_checkpoint_integrity import _templates
-    from funcnet import checkpoints
+    from funcnet.run import checkpoints
     from funcnet.errors import CheckpointError
     print("epoch", checkpoints.restore({one!r}, *_templates())[0])
     params, opt_state = _templates()

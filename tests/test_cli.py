@@ -12,7 +12,8 @@ import jax
 import numpy as np
 import pytest
 
-from funcnet import checkpoints, config
+from funcnet import config
+from funcnet.run import checkpoints
 from helpers import read_json, read_jsonl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -15,10 +15,10 @@ import numpy as np
 import optax
 import pytest
 
-from funcnet import checkpoints, cli, config, data, experiment, finetune
+from funcnet import cli, config, data, experiment, finetune
+from funcnet.run import checkpoints
 from funcnet.errors import ConfigError
-from funcnet.models import mlp
-from funcnet.models import MODELS
+from funcnet.models import mlp, MODELS
 
 # --- the filters, against numpy -----------------------------------------------
 

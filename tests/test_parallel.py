@@ -26,7 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from funcnet import autodiff, backprop, checkpoints, config, mlp, parallel, precision
+from funcnet import autodiff, backprop, config, mlp, parallel, precision
+from funcnet.run import checkpoints
 from funcnet.errors import ConfigError
 from funcnet.models import cnn
 from helpers import read_json, read_jsonl, start_processes, wait_all

@@ -1,4 +1,4 @@
-"""The plotting process (funcnet.plot_process): the same PNGs as drawing
+"""The plotting process (funcnet.run.plot_process): the same PNGs as drawing
 in-process, its failures as one line, and a command that draws its plots
 there, or here when it is gone."""
 
@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from funcnet import cli, experiment, config, plot_process, plots
+from funcnet import cli, config, experiment
+from funcnet.run import plot_process, plots
 from funcnet.errors import FuncnetError
 
 PNG = b"\x89PNG\r\n\x1a\n"

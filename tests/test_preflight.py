@@ -1,4 +1,4 @@
-"""The pre-flight memory check (funcnet/preflight.py): a model too large for
+"""The pre-flight memory check (funcnet/run/preflight.py): a model too large for
 the machine is refused in seconds without allocating; the estimate's exact
 parts equal an independent count; no shipped config is refused."""
 
@@ -14,7 +14,8 @@ import jax
 import numpy as np
 import pytest
 
-from funcnet import config, data, experiment, preflight
+from funcnet import config, data, experiment
+from funcnet.run import preflight
 from funcnet.data import bundled
 from funcnet.errors import ConfigError
 from helpers import with_limits
@@ -178,7 +179,8 @@ def test_a_data_parallel_plan_splits_the_batch_and_fsdp_the_params():
   script = """
 import json, jax
 jax.config.update("jax_num_cpu_devices", 4)
-from funcnet import config, experiment, parallel, preflight
+from funcnet import config, experiment, parallel
+from funcnet.run import preflight
 cfg = config.load(None, ["model.mlp.hidden=[1024]", "parallel.fsdp=2",
                          "train.batch_size=64"])
 ds = experiment.build_dataset(cfg)

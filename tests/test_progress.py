@@ -2,7 +2,7 @@
 
 import io
 
-from funcnet.progress import Progress
+from funcnet.run.progress import Progress
 
 
 class _Tty(io.StringIO):

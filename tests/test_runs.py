@@ -1,4 +1,4 @@
-"""The run folder (funcnet.runs) through the command, in-process: eval and
+"""The run folder (funcnet.run.rundir) through the command, in-process: eval and
 fine-tuning read a run only through it, resume continues it, gradcheck runs
 every shipped config, and TensorBoard events mirror metrics.jsonl.
 
@@ -16,7 +16,8 @@ import jax
 import numpy as np
 import pytest
 
-from funcnet import cli, data, runs
+from funcnet import cli, data
+from funcnet.run import rundir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--set", "model.mlp.hidden=[8]", "--set", "run.plots=false",
@@ -42,7 +43,7 @@ def test_eval_reads_checkpoints_where_run_checkpoint_dir_put_them(tmp_path, caps
   capsys.readouterr()
   assert cli.main(["eval", "--run", run]) == 0
   out = json.loads(capsys.readouterr().out)
-  summary = runs.read_summary(run)
+  summary = rundir.read_summary(run)
   assert out["epoch"] == 2
   assert out["test_accuracy"] == pytest.approx(summary["test_accuracy"], abs=1e-7)
   assert out["test_loss"] == pytest.approx(summary["test_loss"], rel=1e-6)
@@ -60,7 +61,7 @@ def test_fine_tuning_reads_the_saved_statistics_not_the_old_data(tmp_path,
   run = _train(tmp_path / "pre", "data.classes=[0, 1, 2, 3, 4]")
   # the statistics are those of the pre-training split, in numpy
   ds = data.select_classes(data.load("digits"), [0, 1, 2, 3, 4])
-  mean, std = runs.read_stats(run)
+  mean, std = rundir.read_stats(run)
   np.testing.assert_allclose(mean, ds.x_train.mean(0), rtol=1e-6, atol=1e-6)
   assert std.shape == mean.shape == ds.x_train.shape[1:]
 
@@ -77,7 +78,7 @@ def test_fine_tuning_reads_the_saved_statistics_not_the_old_data(tmp_path,
   np.testing.assert_allclose(setup.ds.x_train, (new.x_train - mean) / std,
                              rtol=1e-5, atol=1e-5)
   # and its body is the old run's last checkpoint
-  trained = runs.load_trained(run)
+  trained = rundir.load_trained(run)
   params, _ = setup.init_state()
   for a, b in zip(_leaves(params[:-1]), _leaves(trained.params[:-1])):
     np.testing.assert_array_equal(a, b)
@@ -88,12 +89,12 @@ def test_resume_through_the_command_equals_an_uninterrupted_run(tmp_path):
   part = _train(tmp_path / "part", "run.checkpoint_every=1", epochs=2)
   assert cli.main(["train", "--out", part, "--resume",
                    "--set", "train.epochs=4"]) == 0
-  a, b = runs.load_trained(whole), runs.load_trained(part)
+  a, b = rundir.load_trained(whole), rundir.load_trained(part)
   assert a.epoch == b.epoch == 4
   for x, y in zip(_leaves(a.params), _leaves(b.params)):
     np.testing.assert_array_equal(x, y)
   strip = lambda rs: [{k: v for k, v in r.items() if k != "time"} for r in rs]
-  assert strip(runs.read_metrics(whole)) == strip(runs.read_metrics(part))
+  assert strip(rundir.read_metrics(whole)) == strip(rundir.read_metrics(part))
 
 
 def test_resume_of_a_folder_that_is_no_run_is_one_line(tmp_path, capsys):
@@ -141,7 +142,7 @@ def test_tensorboard_events_mirror_the_metrics(tmp_path):
   got = {(v.tag, e.step): v.simple_value
          for e in _read_events(pathlib.Path(run, events[0]))
          for v in e.summary.value}
-  records = runs.read_metrics(run)
+  records = rundir.read_metrics(run)
   assert len(records) == 3
   for r in records:
     assert got[("loss/train", r["step"])] == pytest.approx(r["train_loss"], rel=1e-6)

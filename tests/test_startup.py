@@ -19,8 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from funcnet import bench_startup, checkpoints, compile_cache, config, data
-from funcnet import experiment, initializers, timings
+from funcnet import config, data, experiment, initializers, timings
+from funcnet.bench import startup
+from funcnet.run import checkpoints, compile_cache
 from helpers import read_jsonl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -127,12 +128,13 @@ import sys
 import funcnet
 assert "jax" not in sys.modules and "funcnet.train" not in sys.modules
 assert set(funcnet.__all__) <= set(dir(funcnet))
-from funcnet import cli, experiment, runs
+from funcnet import cli, experiment
+from funcnet.run import rundir
 funcnet.data.load("digits")
 print(sorted(m for m in ("sklearn", "orbax.checkpoint", "matplotlib")
              if m in sys.modules))
 model = funcnet.mlp([3, 4, 2])
-from funcnet import train, losses
+from funcnet import losses, train
 assert funcnet.train is train and train.fit and funcnet.FuncnetError
 assert funcnet.Model is type(model) and funcnet.experiment.Setup
 try:
@@ -277,11 +279,11 @@ def test_the_startup_table_sets_medians_against_the_floor():
   rec = lambda wall, compiled: {  # noqa: E731
       "wall_s": wall, "programs": 7, "compiled": compiled,
       "cache_hits": 7 - compiled, "compile_s": 1.0, "trace_s": 0.1,
-      "lower_s": 0.2, "breakdown": dict.fromkeys(bench_startup.PHASES, 0.1)}
+      "lower_s": 0.2, "breakdown": dict.fromkeys(startup.PHASES, 0.1)}
   result = {"floor": [1.0, 2.0, 1.5], "cold": [rec(7, 7), rec(8, 7), rec(6, 7)],
             "warm": [rec(3, 0), rec(4, 0), rec(3.5, 0)],
             "load": ((0.5, 0, 0), (1.0, 0, 0))}
-  table = bench_startup.format_table(result)
+  table = startup.format_table(result)
   assert "floor (import jax, one op): 1.50 s [1.00, 2.00]" in table
   cold, warm = (next(line.split() for line in table.splitlines()
                      if line.startswith(m)) for m in ("cold", "warm"))

@@ -370,14 +370,14 @@ def test_data_commands_in_process(tmp_path, capsys):
 
 
 def test_bench_data_times_every_mode(tmp_path, capsys):
-  from funcnet import bench_data
+  from funcnet.bench import data_io
   stream.convert("xor", str(tmp_path / "xor"))
-  records = bench_data.run(tmp_path / "xor", batch_size=2, steps=5, rounds=1,
+  records = data_io.run(tmp_path / "xor", batch_size=2, steps=5, rounds=1,
                            threads=(1, 2), log=lambda line: None)
   assert [r["mode"] for r in records] == ["memory", "read", "prefetch 1",
                                           "prefetch 2"]
   assert all(r["examples_per_s"] > 0 for r in records)
-  assert "| prefetch 2 | 2 | 2 | 2 |" in bench_data.format_table(records)
+  assert "| prefetch 2 | 2 | 2 | 2 |" in data_io.format_table(records)
 
 
 def test_bench_data_command_prints_the_table(digits_shards, capsys):

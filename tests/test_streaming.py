@@ -17,7 +17,8 @@ import jax
 import numpy as np
 import pytest
 
-from funcnet import config, experiment, runs
+from funcnet import config, experiment
+from funcnet.run import rundir
 from funcnet.data import stream, streamed
 from funcnet.errors import ConfigError, DataError
 from helpers import metrics_lines, read_jsonl, start_processes, wait_all
@@ -156,7 +157,7 @@ def test_stopped_inside_an_epoch_then_resumed_equals_uninterrupted(
   assert r.returncode == 0, r.stderr
   assert ", step " in r.stdout, r.stdout  # resumed inside an epoch
   assert _no_time(metrics_lines(cut)) == _no_time(metrics_lines(whole))
-  a, b = runs.load_trained(whole), runs.load_trained(cut)
+  a, b = rundir.load_trained(whole), rundir.load_trained(cut)
   _equal(a.params, b.params)
 
 
@@ -190,6 +191,6 @@ def test_two_processes_read_only_their_rows_and_train_like_one(
   b = read_jsonl(os.path.join(mp, "metrics.jsonl"))
   np.testing.assert_allclose([l["train_loss"] for l in a],
                              [l["train_loss"] for l in b], rtol=1e-5)
-  pa, pb = runs.load_trained(one).params, runs.load_trained(mp).params
+  pa, pb = rundir.load_trained(one).params, rundir.load_trained(mp).params
   for x, y in zip(jax.tree_util.tree_leaves(pa), jax.tree_util.tree_leaves(pb)):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=2e-5)

@@ -12,7 +12,8 @@ import sys
 
 import pytest
 
-from funcnet import compare, config, studies, sweep
+from funcnet import config, studies, sweep
+from funcnet.run import compare
 from funcnet.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

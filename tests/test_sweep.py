@@ -16,7 +16,8 @@ import sys
 import numpy as np
 import pytest
 
-from funcnet import config, experiment, runs, sweep
+from funcnet import config, experiment, sweep
+from funcnet.run import rundir
 from funcnet.errors import ConfigError
 from funcnet.sweep import grid as grid_lib
 from helpers import read_json, read_jsonl, start_processes, tree_rel, wait_all
@@ -38,7 +39,7 @@ def _alone(cfg, tmp_path, name):
   cfg = json.loads(json.dumps(cfg))
   cfg["run"]["plots"] = False
   experiment.train_and_evaluate(cfg, run, progress="never", log=lambda *a: None)
-  return runs.load_trained(run).params, read_jsonl(os.path.join(run, "metrics.jsonl"))
+  return rundir.load_trained(run).params, read_jsonl(os.path.join(run, "metrics.jsonl"))
 
 
 def test_four_vectorised_variants_equal_each_trained_alone(tmp_path):

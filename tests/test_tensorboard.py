@@ -10,7 +10,7 @@ from tensorboardX.proto import event_pb2  # in the test extra
 
 import funcnet
 from funcnet.errors import ConfigError
-from funcnet.tensorboard import open_writer
+from funcnet.run.tensorboard import open_writer
 
 NAN, INF = float("nan"), float("inf")
 
@@ -29,7 +29,7 @@ RECORDS = [
      "time": 3.6, "test_loss": 0.7, "test_rmse": 0.3, "test_mae": 0.2},
 ]
 
-# Written out by hand from RECORDS, not computed by funcnet.tensorboard.
+# Written out by hand from RECORDS, not computed by funcnet.run.tensorboard.
 EXPECTED = {
     ("epoch", 45): 1, ("loss/train", 45): 0.9,
     ("grad_norm/layer_1", 45): 0.2, ("grad_norm/layer_2", 45): 0.1,
@@ -96,9 +96,9 @@ def test_missing_extra_is_a_one_line_config_error(tmp_path, monkeypatch):
   # module is imported afresh meanwhile, which also checks that importing it
   # does not need tensorboardX.
   monkeypatch.setitem(sys.modules, "tensorboardX", None)
-  monkeypatch.delitem(sys.modules, "funcnet.tensorboard")
+  monkeypatch.delitem(sys.modules, "funcnet.run.tensorboard")
   monkeypatch.delattr(funcnet, "tensorboard", raising=False)
-  fresh = importlib.import_module("funcnet.tensorboard")
+  fresh = importlib.import_module("funcnet.run.tensorboard")
   with pytest.raises(ConfigError) as info:
     fresh.open_writer(tmp_path)
   message = str(info.value)

@@ -38,7 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from funcnet import config as config_lib, experiment, precision, runs, train
+from funcnet import config as config_lib, experiment, precision, train
+from funcnet.run import rundir
 from funcnet.sweep import grid as grid_lib
 
 AXIS = "variants"
@@ -229,7 +230,7 @@ def init_states(setups, hp: dict) -> list:
   subgroups = {}
   for i, s in enumerate(setups):
     spec = {k: v for k, v in s.model.spec.items() if k != "dropout"}
-    subgroups.setdefault(json.dumps(runs.json_safe(spec), sort_keys=True),
+    subgroups.setdefault(json.dumps(rundir.json_safe(spec), sort_keys=True),
                          []).append(i)
   out = [None] * len(setups)
   for members in subgroups.values():

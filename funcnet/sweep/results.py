@@ -25,7 +25,7 @@ import os
 
 import numpy as np
 
-from funcnet import runs
+from funcnet.run import rundir
 
 
 def _fmt(v) -> str:
@@ -87,7 +87,7 @@ def config_toml(cfg: dict, comment: str) -> str:
         node = node.setdefault(p, {})
       node[parts[-1]] = value
   lines = "".join(f"# {line}\n" for line in comment.splitlines())
-  return lines + tomli_w.dumps(runs.json_safe(tree))
+  return lines + tomli_w.dumps(rundir.json_safe(tree))
 
 
 def write_best(result, path: str) -> None:
@@ -109,7 +109,7 @@ def write_json(result, grid: dict, path: str) -> None:
                        "group": v.group, "group_wall_s": v.group_wall_s,
                        "history": v.history} for v in result.variants]}
   with open(path, "w") as f:
-    json.dump(runs.json_safe(doc), f, indent=1)
+    json.dump(rundir.json_safe(doc), f, indent=1)
     f.write("\n")
 
 
@@ -119,11 +119,11 @@ def write_variants(variants, folder: str) -> None:
   for v in variants:
     run = os.path.join(folder, f"{v.index:03d}")
     os.makedirs(run, exist_ok=True)
-    runs.write_config(run, v.cfg)
-    runs.write_model(run, v.model)
-    runs.write_stats(run, v.stats)
-    runs.reset_metrics(run, v.history)
-    runs.write_summary(run, {"name": v.cfg["name"], "status": v.status,
+    rundir.write_config(run, v.cfg)
+    rundir.write_model(run, v.model)
+    rundir.write_stats(run, v.stats)
+    rundir.reset_metrics(run, v.history)
+    rundir.write_summary(run, {"name": v.cfg["name"], "status": v.status,
                              "fit_status": v.status, "stopped": v.reason,
                              "sweep_variant": v.index,
                              "assignment": v.assignment,
@@ -134,7 +134,7 @@ def write_variants(variants, folder: str) -> None:
 def _summary_plot(result, path: str) -> bool:
   """``heatmap.png`` over two swept keys, or a line over one (seeds
   averaged, their spread shown). False when no key but seed is swept."""
-  from funcnet import plots
+  from funcnet.run import plots
   plt = plots.plt
   keys = [k for k in result.keys if k != "seed"
           and len({json.dumps(v.assignment[k]) for v in result.variants}) > 1]
@@ -198,7 +198,7 @@ def _sort_key(text: str):
 
 
 def _curves(result, path: str) -> None:
-  from funcnet import plots
+  from funcnet.run import plots
   plt = plots.plt
   fig, axes = plt.subplots(1, 2, figsize=(11, 4))
   many = len(result.variants) > 12

@@ -166,7 +166,7 @@ def _check_same_space(study, space, out) -> None:
 def write(study, cfg, space, out, metric, log=print) -> None:
   """``results.csv`` / ``results.md`` (one row per finished trial, the
   table sorted best first), ``best.toml`` and ``search.png``."""
-  from funcnet import plots
+  from funcnet.run import plots
   from funcnet.sweep import results as results_lib
   done = [t for t in study.get_trials(deepcopy=False)
           if STATUS in t.user_attrs]

@@ -202,8 +202,9 @@ def train(path, config: str = TRAIN_CONFIG, *, epochs: int = 8,
     "chunk_put_s"`` (the host's cost of one chunk, :func:`_chunk_cost`),
     ``"device"}``.
   """
-  from funcnet import bench, config as config_lib, experiment, train as tr
-  from funcnet.bench_models import _config_path
+  from funcnet import config as config_lib, experiment, train as tr
+  from funcnet.bench import step_time
+  from funcnet.bench.model_steps import _config_path
   from funcnet.errors import ConfigError
   if epochs < 3:
     raise ConfigError(f"epochs={epochs}; expected >= 3 (the first compiles, "
@@ -268,7 +269,7 @@ def train(path, config: str = TRAIN_CONFIG, *, epochs: int = 8,
          "best_ratio": best["shards"] / best["memory"],
          "identical": identical,
          "chunk_read_s": cost["read_s"], "chunk_put_s": cost["put_s"],
-         "device": bench.device_description()}
+         "device": step_time.device_description()}
   sh.close()
   return rec
 
@@ -371,8 +372,9 @@ def memory(cap_mb: float = 1024, *, factor: float = 3.0,
     "examples_per_s", "steps", "chunk_steps", "preflight_bytes",
     "test_accuracy", "device"}``.
   """
-  from funcnet import bench, config as config_lib, experiment, preflight
-  from funcnet import train as tr
+  from funcnet import config as config_lib, experiment, train as tr
+  from funcnet.bench import step_time
+  from funcnet.run import preflight
   cap = int(cap_mb * 2**20)
   record = 4 * features + 4
   n_train = -(-math.ceil(factor * cap / record) // batch_size) * batch_size
@@ -417,7 +419,7 @@ def memory(cap_mb: float = 1024, *, factor: float = 3.0,
            "steps": steps, "chunk_steps": k, "preflight_bytes": est,
            "test_accuracy": epoch.get("test_accuracy"),
            "shards_bytes_meta": meta["bytes"],
-           "device": bench.device_description()}
+           "device": step_time.device_description()}
     log(json.dumps(rec))
     return rec
   finally:

@@ -16,7 +16,7 @@ config is compared with ``R/config.json`` before anything in R is touched:
   (``{"event": "resume", "epoch": E, "changed": {key: [old, new]}}``).
 
 A different device layout (``parallel.*``) is safe in this sense: the
-checkpoint restores onto any mesh (see :mod:`funcnet.checkpoints`), and the
+checkpoint restores onto any mesh (see :mod:`funcnet.run.checkpoints`), and the
 run continues with the same numbers up to the order of float sums.
 """
 

@@ -32,7 +32,8 @@ from typing import Any, NamedTuple, Optional
 
 import numpy as np
 
-from funcnet import checkpoints, config as config_lib
+from funcnet import config as config_lib
+from funcnet.run import checkpoints
 from funcnet.errors import ConfigError
 
 CONFIG, MODEL, STATS = "config.json", "model.json", "stats.npz"

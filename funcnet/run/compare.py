@@ -3,9 +3,9 @@ one table.
 
   funcnet compare RUN RUN ... [--out DIR]
 
-A run is any folder :mod:`funcnet.runs` reads: what ``funcnet train``
+A run is any folder :mod:`funcnet.run.rundir` reads: what ``funcnet train``
 writes, or one variant of a sweep (``SWEEP/variants/NNN``). Each is read
-through :mod:`funcnet.runs` only (``metrics.jsonl``, and ``summary.json``
+through :mod:`funcnet.run.rundir` only (``metrics.jsonl``, and ``summary.json``
 when there is one), and :func:`compare` writes into ``out``:
 
   compare.png   per epoch, one colour per run: the training loss (the
@@ -23,7 +23,7 @@ import math
 import os
 from typing import NamedTuple, Optional
 
-from funcnet import runs as runs_lib
+from funcnet.run import rundir as runs_lib
 from funcnet.errors import ConfigError
 
 
@@ -127,7 +127,7 @@ def _finite(xs, ys, positive: bool = False):
 def plot(runs: list, path: str) -> None:
   """``compare.png``: training loss, test metric, per-layer gradient norms."""
   from matplotlib.ticker import MaxNLocator
-  from funcnet import plots
+  from funcnet.run import plots
   plt = plots.plt
   metric = next((m for m in ("test_accuracy", "test_loss")
                  if any(m in h for r in runs for h in r.history)), None)

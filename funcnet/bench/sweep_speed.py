@@ -14,7 +14,8 @@ compiling, training and evaluating; the dataset is loaded once beforehand.
 import time
 from typing import Sequence
 
-from funcnet import bench_models, config as config_lib, experiment, sweep
+from funcnet import config as config_lib, experiment, sweep
+from funcnet.bench import model_steps
 
 CASES = ("digits_mlp:16", "mnist1d_cnn:16", "digits_mlp:64", "mnist1d_cnn:64")
 
@@ -36,7 +37,7 @@ def run(cases: Sequence[str] = CASES, epochs: int = 5, sequential: bool = True,
   quiet = lambda *a, **k: None  # noqa: E731
   for case in cases:
     name, _, n = case.partition(":")
-    cfg = config_lib.load(bench_models._config_path(name),
+    cfg = config_lib.load(model_steps._config_path(name),
                           [f"train.epochs={epochs}", "run.plots=false"])
     grid = _grid(cfg, int(n))
     # Warm-up outside the timings: the data's first load (and its imports)

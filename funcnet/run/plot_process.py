@@ -38,7 +38,7 @@ from typing import Optional
 # The funcnet being run, importable by the child whatever its sys.path.
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _SERVE = ("import sys; sys.path.insert(0, sys.argv[1]); "
-          "from funcnet.plot_process import serve; sys.exit(serve())")
+          "from funcnet.run.plot_process import serve; sys.exit(serve())")
 
 
 def _cores() -> int:
@@ -127,10 +127,10 @@ def serve() -> int:
   import signal
   # The command decides when this ends (by closing stdin), not the
   # terminal: a Ctrl-C reaches the whole process group, and the command
-  # still draws the plots of a run it stops (funcnet.preemption).
+  # still draws the plots of a run it stops (funcnet.run.preemption).
   signal.signal(signal.SIGINT, signal.SIG_IGN)
   signal.signal(signal.SIGTERM, signal.SIG_IGN)
-  from funcnet import plots  # what this process is for, before the request
+  from funcnet.run import plots  # what this process is for, before the request
   request = sys.stdin.buffer.read()
   if not request:
     return 0

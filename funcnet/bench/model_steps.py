@@ -2,11 +2,11 @@
 hand-written gradients against ``jax.grad``.
 
 For each config (the MNIST-1D CNN, GRU and Transformer by default) the step
-is :func:`funcnet.bench.make_step` with the config's model, loss and
+is :func:`funcnet.bench.step_time.make_step` with the config's model, loss and
 optimizer, on mini-batches of the config's data:
 
   time     seconds per step of a Python loop of jitted steps
-           (:func:`funcnet.bench.measure`), manual and autodiff measured
+           (:func:`funcnet.bench.step_time.measure`), manual and autodiff measured
            alternately, ``rounds`` times each, so that both meet the same
            load; the ratio is of the medians
   memory   XLA's temporary allocation of the compiled step
@@ -26,7 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from funcnet import bench, config as config_lib, experiment
+from funcnet import config as config_lib, experiment
+from funcnet.bench import step_time
 
 CONFIGS = ("mnist1d_cnn", "mnist1d_gru", "mnist1d_transformer")
 
@@ -41,7 +42,7 @@ def _config_path(name: str) -> str:
 def _step_and_batches(setup, grads: str):
   """The jitted step and a few mini-batches of the config's training data."""
   t = setup.cfg["train"]
-  step = bench.make_step(setup.model, setup.loss, setup.optimizer, grads)
+  step = step_time.make_step(setup.model, setup.loss, setup.optimizer, grads)
   b = t["batch_size"]
   x, y = setup.ds.x_train, setup.ds.y_train
   n = min(len(y) // b, 8)
@@ -58,7 +59,7 @@ def temp_bytes(setup, grads: str) -> int:
   return int(stats.temp_size_in_bytes) if stats is not None else -1
 
 
-def time_step(setup, grads: str, *, repeats: int, min_time: float) -> bench.Timing:
+def time_step(setup, grads: str, *, repeats: int, min_time: float) -> step_time.Timing:
   step, batches = _step_and_batches(setup, grads)
   state = list(setup.init_state())
 
@@ -70,7 +71,7 @@ def time_step(setup, grads: str, *, repeats: int, min_time: float) -> bench.Timi
     jax.block_until_ready((params, opt_state, c))
     state[:] = params, opt_state
 
-  return bench.measure(run, repeats=repeats, min_time=min_time)
+  return step_time.measure(run, repeats=repeats, min_time=min_time)
 
 
 def run(configs: Sequence[str] = CONFIGS, *, rounds: int = 3, repeats: int = 3,
@@ -95,7 +96,7 @@ def run(configs: Sequence[str] = CONFIGS, *, rounds: int = 3, repeats: int = 3,
            "manual_temp_bytes": mem["manual"],
            "autodiff_temp_bytes": mem["autodiff"],
            "memory_ratio": mem["manual"] / max(mem["autodiff"], 1),
-           "device": bench.device_description()}
+           "device": step_time.device_description()}
     log(json.dumps(rec))
     records.append(rec)
   return records
