@@ -21,7 +21,7 @@ import numpy as np
 import optax
 import pytest
 
-from funcnet.run import checkpoints
+from funcnet.run import checkpoints, manifest, orbax_quiet
 from funcnet.errors import CheckpointError
 
 EPOCHS = (1, 2, 3)
@@ -207,7 +207,7 @@ def test_an_intact_checkpoint_of_another_model_is_not_called_damaged(ck):
 def test_without_its_manifest_a_flipped_byte_goes_unnoticed(ck):
   # What the checksum is for: orbax alone restores the damaged arrays.
   where, saved = ck
-  os.remove(os.path.join(where, "3", checkpoints.MANIFEST))
+  os.remove(os.path.join(where, "3", manifest.MANIFEST))
   _flip(os.path.join(where, "3"))
   lines = []
   epoch, params, opt_state = checkpoints.restore(where, *_templates(),
@@ -221,7 +221,7 @@ def test_without_its_manifest_a_flipped_byte_goes_unnoticed(ck):
 def test_without_manifests_orbax_errors_still_fall_back(ck):
   where, saved = ck
   for epoch in EPOCHS:
-    os.remove(os.path.join(where, str(epoch), checkpoints.MANIFEST))
+    os.remove(os.path.join(where, str(epoch), manifest.MANIFEST))
   DAMAGES["truncated"](os.path.join(where, "3"))
   lines = []
   epoch, params, opt_state = checkpoints.restore(where, *_templates(),
@@ -236,22 +236,22 @@ def test_manifests_follow_the_async_saves_and_orbax_ignores_them(tmp_path):
   where = str(tmp_path / "ck")
   saver = checkpoints.Saver(where, keep=2)
 
-  def manifest(step):
-    return os.path.join(where, str(step), checkpoints.MANIFEST)
+  def manifest_of(step):
+    return os.path.join(where, str(step), manifest.MANIFEST)
 
   for epoch in (1, 2, 3, 4):
     saver.save(epoch, *_state(epoch))
     if epoch > 1:  # the previous save is done once the next one starts
-      assert os.path.exists(manifest(epoch - 1))
+      assert os.path.exists(manifest_of(epoch - 1))
   saver.close()
   # max_to_keep deletes folders holding our extra file, and counts right.
   assert sorted(os.listdir(where)) == ["3", "4"]
   for s in (3, 4):
-    assert checkpoints.check_manifest(os.path.dirname(manifest(s))) is None
+    assert manifest.check(os.path.dirname(manifest_of(s))) is None
   assert checkpoints.latest_epoch(where) == 4
   checkpoints.restore(where, *_templates())
   # Restoring reads only: the manifest still matches afterwards.
-  assert checkpoints.check_manifest(os.path.join(where, "4")) is None
+  assert manifest.check(os.path.join(where, "4")) is None
 
 
 def test_a_step_set_aside_is_ignored_and_can_be_written_again(ck):
@@ -310,7 +310,7 @@ def test_no_noise_on_stderr_from_a_damaged_checkpoint(pristine, tmp_path):
     shutil.copytree(where, copy)
   for copy in (one, every):
     for epoch in EPOCHS:
-      os.remove(os.path.join(copy, str(epoch), checkpoints.MANIFEST))
+      os.remove(os.path.join(copy, str(epoch), manifest.MANIFEST))
   DAMAGES["truncated"](os.path.join(one, "3"))
   for epoch in EPOCHS:
     os.remove(os.path.join(every, str(epoch), "default", "manifest.ocdbt"))
@@ -349,7 +349,7 @@ def test_a_failed_collective_during_a_save_is_not_called_a_disk_error(
   collective = jax.errors.JaxRuntimeError(
       "UNKNOWN: Gloo AllGather failed: Connection reset by peer")
   # (the pytest worker's own stderr stays open at its exit)
-  monkeypatch.setattr(checkpoints, "_silence_stderr_at_exit", lambda: None)
+  monkeypatch.setattr(orbax_quiet, "silence_stderr_at_exit", lambda: None)
   saver = checkpoints.Saver(str(tmp_path / "ck"), keep=2)
   with pytest.raises(Exception) as e:
     with saver._writing():
