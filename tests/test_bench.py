@@ -2,6 +2,7 @@
 plot, and the FLOP count against XLA's own. Speed targets are read from the
 benchmark (docs/performance.md), never asserted here."""
 
+import os
 import json
 import time
 import types
@@ -156,3 +157,16 @@ def test_measure_reads_the_wall_clock():
   # Seconds, not milliseconds: fails only if every repeat stalls for 0.5 s
   # per unit.
   assert t.low < 0.5
+
+
+def test_the_models_benchmark_finds_the_shipped_configs():
+  # funcnet bench models reads configs/<name>.toml beside the package; a
+  # path counted from the wrong folder found nothing once the module moved.
+  from funcnet.bench import model_steps
+  from funcnet.run import plot_process
+  import funcnet
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(funcnet.__file__)))
+  assert model_steps._config_path("mnist1d_cnn") == os.path.join(
+      repo, "configs", "mnist1d_cnn.toml")
+  assert os.path.isfile(model_steps._config_path("mnist1d_cnn"))
+  assert plot_process._ROOT == repo

@@ -35,7 +35,8 @@ CONFIGS = ("mnist1d_cnn", "mnist1d_gru", "mnist1d_transformer")
 def _config_path(name: str) -> str:
   if os.path.exists(name):
     return name
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  # the repository's configs/, beside the funcnet package (funcnet/bench/..)
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   return os.path.join(root, "configs", f"{name}.toml")
 
 

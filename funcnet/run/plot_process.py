@@ -36,7 +36,7 @@ import sys
 from typing import Optional
 
 # The funcnet being run, importable by the child whatever its sys.path.
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _SERVE = ("import sys; sys.path.insert(0, sys.argv[1]); "
           "from funcnet.run.plot_process import serve; sys.exit(serve())")
 
