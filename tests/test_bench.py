@@ -2,8 +2,8 @@
 plot, and the FLOP count against XLA's own. Speed targets are read from the
 benchmark (docs/performance.md), never asserted here."""
 
-import os
 import json
+import os
 import time
 import types
 
