@@ -1,4 +1,4 @@
-"""``funcnet bench --models``: one training step of the application models,
+"""``funcnet bench models``: one training step of the application models,
 hand-written gradients against ``jax.grad``.
 
 For each config (the MNIST-1D CNN, GRU and Transformer by default) the step
