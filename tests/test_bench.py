@@ -3,6 +3,7 @@ plot, and the FLOP count against XLA's own. Speed targets are read from the
 benchmark (docs/performance.md), never asserted here."""
 
 import json
+import os
 import time
 import types
 
@@ -229,3 +230,11 @@ def test_the_old_flags_are_gone_and_a_typo_is_answered(capsys):
     cli.main(["bench", "stpes"])
   assert e.value.code == 2
   assert "did you mean 'steps'?" in capsys.readouterr().err
+
+
+def test_a_config_name_is_found_in_the_shipped_configs():
+  # bench models, bench sweep and bench data shards --train take names
+  from funcnet.bench import model_steps
+  for name in ("mnist1d_cnn", "digits_mlp", "mnist1d_mlp"):
+    path = model_steps._config_path(name)
+    assert os.path.isfile(path) and path.endswith(f"configs/{name}.toml")

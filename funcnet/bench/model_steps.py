@@ -35,7 +35,9 @@ CONFIGS = ("mnist1d_cnn", "mnist1d_gru", "mnist1d_transformer")
 def _config_path(name: str) -> str:
   if os.path.exists(name):
     return name
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  # funcnet/bench/model_steps.py -> the repository, which holds configs/
+  root = os.path.dirname(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))))
   return os.path.join(root, "configs", f"{name}.toml")
 
 

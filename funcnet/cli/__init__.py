@@ -20,7 +20,7 @@ One module per command in this package, each with ``NAME``, ``HELP``,
 ``DESCRIPTION``, ``add_arguments(parser)`` and ``run(args) -> int``; a new
 command is a new module added to :data:`COMMANDS`. A command with actions
 (``data``, ``bench``) gives each action's parser its own ``run`` with
-``set_defaults(run=...)``. Nothing here imports JAX before a command runs:
+``set_defaults(handler=...)``. Nothing here imports JAX before a command runs:
 ``funcnet --help`` stays fast (tests/test_startup.py).
 
 The exit statuses are :data:`funcnet.cli.parser.EXIT_STATUS` (the README's
@@ -90,7 +90,7 @@ def _main(argv) -> int:
     parser.print_help()
     return 2
   try:
-    return args.run(args)
+    return args.handler(args)
   except FuncnetError as e:
     print(f"funcnet: {e.label}: {e}", file=sys.stderr)
     return e.exit_code

@@ -84,7 +84,7 @@ def _check_repeats(args) -> None:
 # --- steps -------------------------------------------------------------------
 
 def _steps_arguments(p) -> None:
-  p.set_defaults(run=steps)
+  p.set_defaults(handler=steps)
   p.add_argument("--sizes", default="small,large", metavar="A,B",
                  help="comma-separated: tiny, small, medium, large "
                  "(default small,large)")
@@ -140,7 +140,7 @@ def steps(args) -> int:
 # --- models ------------------------------------------------------------------
 
 def _models_arguments(p) -> None:
-  p.set_defaults(run=models)
+  p.set_defaults(handler=models)
   p.add_argument("configs", nargs="*", metavar="CONFIG",
                  help="config names or TOML files (default the MNIST-1D cnn, "
                  "gru, transformer)")
@@ -164,13 +164,13 @@ def models(args) -> int:
 # --- data --------------------------------------------------------------------
 
 def _data_arguments(p) -> None:
-  p.set_defaults(run=_data_needs_a_mode)
+  p.set_defaults(handler=_data_needs_a_mode)
   sub = p.add_subparsers(dest="data_mode", metavar="MODE")
   s = sub.add_parser(
       "shards", help="examples/s of the shards loader alone on DIR, batch "
       "128, with and without prefetch; with --train, training from memory "
       "against training from DIR")
-  s.set_defaults(run=data_shards)
+  s.set_defaults(handler=data_shards)
   s.add_argument("dir", metavar="DIR", help="a shards folder (funcnet data "
                  "convert)")
   s.add_argument("--train", nargs="?", const="mnist1d_mlp", metavar="CONFIG",
@@ -186,7 +186,7 @@ def _data_arguments(p) -> None:
       "memory-cap", help="generate a set of 3 x CAP_MB MiB of shards (in "
       "$TMPDIR, removed after), train it for one epoch in a subprocess and "
       "report its peak RSS against the cap")
-  m.set_defaults(run=data_memory_cap)
+  m.set_defaults(handler=data_memory_cap)
   m.add_argument("cap_mb", type=float, metavar="CAP_MB",
                  help="the memory cap in MiB")
   _json_flag(m)
@@ -227,7 +227,7 @@ def data_memory_cap(args) -> int:
 # --- sweep, startup ----------------------------------------------------------
 
 def _sweep_arguments(p) -> None:
-  p.set_defaults(run=sweep)
+  p.set_defaults(handler=sweep)
   p.add_argument("cases", nargs="*", metavar="CONFIG:N",
                  help="a config and its variants (default digits_mlp:16, "
                  "mnist1d_cnn:16, digits_mlp:64, mnist1d_cnn:64)")
@@ -246,7 +246,7 @@ def sweep(args) -> int:
 
 
 def _startup_arguments(p) -> None:
-  p.set_defaults(run=startup)
+  p.set_defaults(handler=startup)
   _repeats_flag(p, 5, "rounds, each a cold and a warm run")
   _json_flag(p)
 

@@ -14,7 +14,7 @@ def add_arguments(p) -> None:
   sub = p.add_subparsers(dest="data_command", metavar="ACTION")
   c = sub.add_parser("convert", help="any dataset funcnet loads (a name, "
                      ".npz or .csv) into shards")
-  c.set_defaults(run=convert)
+  c.set_defaults(handler=convert)
   c.add_argument("src", metavar="SRC", help="a dataset name (digits, "
                  "mnist1d, ...) or an .npz / .csv file")
   c.add_argument("dst", metavar="DST", help="the shards folder to create "
@@ -27,7 +27,7 @@ def add_arguments(p) -> None:
   g = sub.add_parser("generate", help="a synthetic classification set "
                      "(x ~ N(0, 1), y = argmax(x @ W)), written chunk by "
                      "chunk, never whole in memory")
-  g.set_defaults(run=generate)
+  g.set_defaults(handler=generate)
   g.add_argument("dst", metavar="DST", help="the shards folder to create")
   g.add_argument("--train", type=int, required=True, metavar="N",
                  help="training examples")

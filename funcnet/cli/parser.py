@@ -60,7 +60,8 @@ class Parser(argparse.ArgumentParser):
 def build_parser(commands) -> argparse.ArgumentParser:
   """``funcnet``'s parser: one subparser per module of ``commands`` (each
   with ``NAME``, ``HELP``, ``DESCRIPTION``, ``add_arguments`` and ``run``),
-  ``args.run`` the command's (or its action's) ``run``."""
+  ``args.handler`` the command's (or its action's) ``run`` (not
+  ``args.run``: that is ``funcnet eval --run``)."""
   p = Parser(
       prog="funcnet", description="Train neural networks written as pure JAX "
       "functions; compare hand-written backprop with jax.grad.",
@@ -71,6 +72,6 @@ def build_parser(commands) -> argparse.ArgumentParser:
   for command in commands:
     q = sub.add_parser(command.NAME, help=command.HELP,
                        description=command.DESCRIPTION)
-    q.set_defaults(run=command.run)
+    q.set_defaults(handler=command.run)
     command.add_arguments(q)
   return p
