@@ -31,7 +31,7 @@ EXIT_STATUS = """exit status:
          that is not one, in use, or would be changed by a resume, no intact
          checkpoint, a model too large for memory, a filesystem problem (a
          folder that cannot be written, a full disk, a file where a folder
-         should be); also a wrong flag or command (argparse)
+         should be); also a wrong flag (argparse)
   3      the loss became NaN/inf; the last good checkpoint stays
   70     an internal error: a bug in funcnet, with its traceback; please
          report it

@@ -166,6 +166,9 @@ def _write_json(path: str, obj) -> None:
 
 def _require(run: str, name: str, what: str) -> str:
   path = os.path.join(run, name)
+  if not os.path.isdir(run):
+    raise ConfigError(f"{what} {run!r}: no such run folder; expected a run "
+                      "folder written by funcnet train")
   if not os.path.isfile(path):
     raise ConfigError(f"{what} {run!r} has no {name}; expected a run folder "
                       "written by funcnet train")
