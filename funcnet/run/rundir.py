@@ -143,7 +143,7 @@ def json_safe(obj):
 def _writing(path: str, tmp: Optional[str] = None):
   """A failed write names ``path``: the OS's error for a failed ``write``
   carries no file name ("File too large" alone), and the command prints
-  the error's file name (``cli._os_error``). ``tmp``, half written, goes."""
+  the error's file name (``funcnet.cli._os_error``). ``tmp``, half written, goes."""
   try:
     yield
   except OSError as e:
