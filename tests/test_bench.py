@@ -215,6 +215,8 @@ def test_each_subcommand_runs_its_benchmark(monkeypatch, tmp_path, capsys):
     (["bench", "data"], ["shards DIR", "memory-cap"]),
     (["bench", "data", "memory-cap", "0"], ["memory-cap 0", "> 0"]),
     (["bench", "models", "--repeats", "0"], ["--repeats"]),
+    (["bench", "sweep", "digits_mlp:2"], ["'digits_mlp:2'", "multiple of 4"]),
+    (["bench", "sweep", "digits_mlp"], ["'digits_mlp'", "CONFIG:N"]),
 ])
 def test_a_subcommand_without_its_part_is_a_one_line_error(argv, words, capsys):
   assert cli.main(argv) == 2

@@ -236,8 +236,18 @@ def _sweep_arguments(p) -> None:
   _json_flag(p)
 
 
+def _check_cases(cases) -> None:
+  """``CONFIG:N``, N a positive multiple of 4 (4 learning rates x N/4 seeds)."""
+  for case in cases:
+    name, _, n = case.partition(":")
+    if not name or not n.isdigit() or int(n) < 4 or int(n) % 4:
+      raise FuncnetError(f"bench sweep {case!r}: expected CONFIG:N with N a "
+                         "multiple of 4, e.g. digits_mlp:16")
+
+
 def sweep(args) -> int:
   from funcnet.bench import sweep_speed
+  _check_cases(args.cases)
   records = sweep_speed.run(args.cases or sweep_speed.CASES,
                             epochs=args.epochs, log=common.log)
   print(sweep_speed.format_table(records))
