@@ -95,8 +95,7 @@ def _config(args):
 def _train_with(args, plotter) -> int:
   with timings.phase("imports"):
     import jax
-    from funcnet import config as _, experiment  # noqa: F401 (timed here)
-    from funcnet.run import rundir as _  # noqa: F401,F811
+    from funcnet import experiment  # config and rundir come with it
   with timings.phase("config"):
     cfg = _config(args)
   common.start_jax(cfg, args)
