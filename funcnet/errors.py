@@ -51,6 +51,18 @@ class Preempted(FuncnetError):
     self.exit_code = exit_code
 
 
+def needs_extra(what: str, extra: str, packages: str) -> ConfigError:
+  """The error for ``what`` run without the optional ``extra`` (pyproject's
+  ``[project.optional-dependencies]``) that installs ``packages``.
+
+  funcnet is installed from its checkout, not from a package index, so the
+  command to give is the editable install with the extra.
+  """
+  return ConfigError(f"{what} needs the [{extra}] extra ({packages}); "
+                     f'expected pip install -e ".[{extra}]" in the funcnet '
+                     "checkout")
+
+
 def unknown(kind: str, name, known) -> UnknownNameError:
   """The error for an unknown ``name`` of ``kind``, listing the known ones."""
   return UnknownNameError(

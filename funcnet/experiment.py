@@ -20,7 +20,6 @@ the same params and history as one never interrupted.
 import contextlib
 import functools
 import hashlib
-import json
 import math
 import os
 import sys
@@ -132,8 +131,7 @@ class Setup:
     ft, t = cfg["finetune"], cfg["train"]
     # Fine-tuning: the trained run first, since its input statistics scale
     # this data (see funcnet.finetune).
-    self.pretrained = (rundir.load_trained(ft["from_run"], "config key "
-                                         "'finetune.from_run' =")
+    self.pretrained = (finetune.load_pretrained(ft["from_run"])
                        if ft["from_run"] else None)
     self.ds = ds if ds is not None else build_dataset(
         cfg, self.pretrained and self.pretrained.stats)
@@ -423,7 +421,7 @@ def _train(setup, workdir, ckpt_dir, has_ckpt, changed, watch, progress, log,
   history = [h for h in history if "event" not in h]
 
   log(f"data   {data.summary(ds)}")
-  log(f"model  {model.kind} {json.dumps({k: v for k, v in model.spec.items() if k != 'kind'})}")
+  log(f"model  {registry.describe(model.spec)}")
   compute = setup.mixed.compute_dtype
   log(f"train  {t['epochs']} epochs x {steps_per_epoch} steps, "
       f"{cfg['optimizer']['name']} ({cfg['optimizer']['impl']}), "

@@ -26,7 +26,9 @@ Where the head lives is each model kind's to say (``Model.head``, read by
   cnn                     params["dense"][-1]    (d = last dense width or features)
   rnn, gru, transformer   params["head"]
 
-The trained run is read by :func:`funcnet.run.rundir.load_trained`: its model
+The trained run is read by :func:`load_pretrained` (which says which config
+trains it when the folder is missing) with
+:func:`funcnet.run.rundir.load_trained`: its model
 from ``model.json``, its params from its latest checkpoint and its input
 statistics from ``stats.npz``, without rebuilding its data or optimizer.
 
@@ -36,12 +38,45 @@ the run's own training statistics (``stats.npz``), since the body learned
 on inputs scaled that way (see :func:`funcnet.experiment.build_dataset`).
 """
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 from funcnet.errors import ConfigError
+
+# The shipped configs (configs/*.toml beside the package), where the
+# pre-training config of a shipped fine-tuning config lives.
+_CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))), "configs")
+
+
+def load_pretrained(run: str):
+  """``finetune.from_run``'s trained run (:func:`funcnet.run.rundir.load_trained`).
+
+  A folder that does not exist yet is the usual first mistake (the
+  pre-training run was not trained): when a shipped config bears its name
+  (``runs/digits_pretrain_0to4`` and ``configs/digits_pretrain_0to4.toml``),
+  the error names the command that trains it.
+
+  Raises:
+    ConfigError: ``run`` is no run folder.
+    CheckpointError: it has no readable checkpoint.
+  """
+  from funcnet.run import rundir
+  what = "config key 'finetune.from_run' ="
+  if not os.path.isdir(run):
+    name = os.path.basename(os.path.normpath(run))
+    config = os.path.join(_CONFIGS, f"{name}.toml")
+    if os.path.isfile(config):
+      rel = os.path.relpath(config)
+      shown = config if rel.startswith("..") else rel
+      raise ConfigError(
+          f"{what} {run!r}: no such run folder; train the pre-training run "
+          f"first: funcnet train --config {shown} --out {run}")
+  return rundir.load_trained(run, what)
 
 
 def head_path(model) -> tuple:

@@ -16,7 +16,7 @@ to FILE as it ends (:func:`write`):
                          loading), inside the phases
   trace_s, lower_s       seconds tracing to jaxprs and lowering to MLIR
 
-``funcnet bench --startup`` (:mod:`funcnet.bench.startup`) and
+``funcnet bench startup`` (:mod:`funcnet.bench.startup`) and
 ``tests/test_startup.py`` read it. The counts come from JAX's public
 ``jax.monitoring`` events: every program goes through one
 ``/jax/core/compile/backend_compile_duration`` event, and a program loaded

@@ -10,7 +10,7 @@ device. A benchmark, not a test: it asserts nothing.
   python scripts/bench_training.py                 # small and large
   python scripts/bench_training.py --sizes small --repeats 3 --json out.json
 
-Every ``funcnet bench`` flag works; see ``funcnet bench --help`` and
+Every ``funcnet bench steps`` flag works; see ``funcnet bench steps --help`` and
 docs/performance.md.
 """
 
@@ -19,4 +19,4 @@ import sys
 from funcnet import cli
 
 if __name__ == "__main__":
-  sys.exit(cli.main(["bench", *sys.argv[1:]]))
+  sys.exit(cli.main(["bench", "steps", *sys.argv[1:]]))

@@ -16,7 +16,7 @@ from funcnet import autodiff, cli
 from funcnet.bench import step_time
 from funcnet.models import mlp
 
-TINY = ["bench", "--sizes", "tiny", "--repeats", "2", "--min-time", "0.01",
+TINY = ["bench", "steps", "--sizes", "tiny", "--repeats", "2", "--min-time", "0.01",
         "--peak-size", "64"]
 KEYS = {"size", "grads", "mode", "steps_per_s", "gflops", "peak_gflops",
         "fraction_of_peak"}
@@ -69,7 +69,7 @@ def test_sweep_table_and_plot(tmp_path, capsys):
     (["--repeats", "0"], ["--repeats"]),
 ])
 def test_bad_options_are_one_line_errors(args, words, capsys):
-  assert cli.main(["bench", *args]) == 2
+  assert cli.main(["bench", "steps", *args]) == 2
   err = capsys.readouterr().err
   assert err.count("\n") == 1 and all(w in err for w in words)
 
@@ -170,3 +170,86 @@ def test_the_models_benchmark_finds_the_shipped_configs():
       repo, "configs", "mnist1d_cnn.toml")
   assert os.path.isfile(model_steps._config_path("mnist1d_cnn"))
   assert plot_process._ROOT == repo
+
+
+# --- the subcommands: each reaches its benchmark with the flags it was given -
+
+def _record_calls(monkeypatch, module, **fakes):
+  """Replaces ``module``'s functions by fakes that record their arguments."""
+  calls = []
+  for name, result in fakes.items():
+    def fake(*a, _name=name, _result=result, **kw):
+      calls.append((_name, a, {k: v for k, v in kw.items() if k != "log"}))
+      return _result
+    monkeypatch.setattr(module, name, fake)
+  return calls
+
+
+def test_each_subcommand_runs_its_benchmark(monkeypatch, tmp_path, capsys):
+  from funcnet.bench import data_io, model_steps, startup, sweep_speed
+  models = _record_calls(monkeypatch, model_steps, run=[{"m": 1}],
+                         format_table="models table")
+  assert cli.main(["bench", "models", "--repeats", "2", "--min-time", "0.5"]) == 0
+  assert cli.main(["bench", "models", "digits_mlp", "mnist1d_cnn",
+                   "--json", str(tmp_path / "m.json")]) == 0
+  assert models[0] == ("run", (("mnist1d_cnn", "mnist1d_gru",
+                                "mnist1d_transformer"),),
+                       {"repeats": 2, "min_time": 0.5})
+  assert models[2][1] == (["digits_mlp", "mnist1d_cnn"],)
+  assert json.loads((tmp_path / "m.json").read_text()) == [{"m": 1}]
+
+  sweeps = _record_calls(monkeypatch, sweep_speed, run=[], format_table="")
+  assert cli.main(["bench", "sweep", "digits_mlp:4", "--epochs", "2"]) == 0
+  assert cli.main(["bench", "sweep"]) == 0
+  assert sweeps[0] == ("run", (["digits_mlp:4"],), {"epochs": 2})
+  assert sweeps[2][1] == (("digits_mlp:16", "mnist1d_cnn:16", "digits_mlp:64",
+                           "mnist1d_cnn:64"),)
+
+  data = _record_calls(monkeypatch, data_io, run=[], format_table="",
+                       train={}, format_train="", memory={},
+                       format_memory="memory table")
+  assert cli.main(["bench", "data", "shards", "d", "--repeats", "1"]) == 0
+  assert [c[0] for c in data] == ["run", "format_table"]
+  assert cli.main(["bench", "data", "shards", "d", "--train",
+                   "--epochs", "4"]) == 0
+  assert data[-2] == ("train", ("d", "mnist1d_mlp"), {"epochs": 4,
+                                                     "rounds": 5})
+  assert cli.main(["bench", "data", "memory-cap", "64"]) == 0
+  assert data[-2] == ("memory", (64.0,), {})
+
+  starts = _record_calls(monkeypatch, startup, run={}, format_table="")
+  assert cli.main(["bench", "startup", "--repeats", "3"]) == 0
+  assert starts[0] == ("run", (3,), {})
+  assert "memory table" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["bench"], ["needs a benchmark", "steps, models, data, sweep"]),
+    (["bench", "data"], ["shards DIR", "memory-cap"]),
+    (["bench", "data", "memory-cap", "0"], ["memory-cap 0", "> 0"]),
+    (["bench", "models", "--repeats", "0"], ["--repeats"]),
+    (["bench", "sweep", "digits_mlp:2"], ["'digits_mlp:2'", "multiple of 4"]),
+    (["bench", "sweep", "digits_mlp"], ["'digits_mlp'", "CONFIG:N"]),
+])
+def test_a_subcommand_without_its_part_is_a_one_line_error(argv, words, capsys):
+  assert cli.main(argv) == 2
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and all(w in err for w in words)
+
+
+def test_the_old_flags_are_gone_and_a_typo_is_answered(capsys):
+  with pytest.raises(SystemExit) as e:
+    cli.main(["bench", "--startup"])
+  assert e.value.code == 2
+  with pytest.raises(SystemExit) as e:
+    cli.main(["bench", "stpes"])
+  assert e.value.code == 2
+  assert "did you mean 'steps'?" in capsys.readouterr().err
+
+
+def test_a_config_name_is_found_in_the_shipped_configs():
+  # bench models, bench sweep and bench data shards --train take names
+  from funcnet.bench import model_steps
+  for name in ("mnist1d_cnn", "digits_mlp", "mnist1d_mlp"):
+    path = model_steps._config_path(name)
+    assert os.path.isfile(path) and path.endswith(f"configs/{name}.toml")

@@ -185,3 +185,17 @@ def test_help_lists_the_commands():
     assert cmd in r.stdout
   r = funcnet("train", "--help")
   assert "--resume" in r.stdout and "--set" in r.stdout
+
+
+def test_every_command_module_is_in_the_table_once():
+  # a new command is one module in funcnet/cli/ plus its entry in COMMANDS
+  from funcnet import cli
+  folder = os.path.dirname(cli.__file__)
+  modules = {f[:-3] for f in os.listdir(folder) if f.endswith(".py")}
+  modules -= {"__init__", "__main__", "common", "parser"}
+  assert {c.__name__.rsplit(".", 1)[1] for c in cli.COMMANDS} == modules
+  names = [c.NAME for c in cli.COMMANDS]
+  assert len(set(names)) == len(names)
+  for c in cli.COMMANDS:
+    assert c.HELP and c.DESCRIPTION and callable(c.add_arguments) \
+        and callable(c.run)

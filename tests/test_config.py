@@ -70,7 +70,7 @@ BAD = [
     (["data.name=missing.npz"], "missing.npz"),
     (["train.grads=symbolic"], "expected one of manual, autodiff"),
     (["model.mlp.dropout=1.0"], r"config \[model.mlp\]: dropout 1.0 must be in \[0, 1\)"),
-    (["model.mlp.hidden=[0]"], r"config \[model.mlp\]: sizes entry 0 must be a positive integer"),
+    (["model.mlp.hidden=[0]"], r"config key 'model.mlp.hidden' entry 0 must be a positive integer"),
     (["train.loss=mse"], "does not suit the classification data"),
     (["schedule.name=cosine"], "expected one of"),
     (["model.kind=resnet"], "'model.kind' = 'resnet'"),

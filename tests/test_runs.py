@@ -157,4 +157,4 @@ def test_tensorboard_without_the_extra_is_one_line(tmp_path, monkeypatch, capsys
   assert cli.main(["train", "--out", str(tmp_path / "run"), *TINY,
                    "--set", "run.tensorboard=true"]) == 2
   err = capsys.readouterr().err
-  assert err.count("\n") == 1 and "funcnet[tensorboard]" in err
+  assert err.count("\n") == 1 and 'pip install -e ".[tensorboard]"' in err

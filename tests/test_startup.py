@@ -306,7 +306,7 @@ def test_timings_count_phases_and_write_nothing_unasked(monkeypatch, tmp_path):
 
 @pytest.mark.slow
 def test_bench_startup_runs_end_to_end():
-  r = _python("-m", "funcnet.cli", "bench", "--startup", "--repeats", "1",
+  r = _python("-m", "funcnet.cli", "bench", "startup", "--repeats", "1",
               timeout=600)
   assert r.returncode == 0, r.stderr
   assert "floor (import jax, one op)" in r.stdout

@@ -382,7 +382,7 @@ def test_bench_data_times_every_mode(tmp_path, capsys):
 
 def test_bench_data_command_prints_the_table(digits_shards, capsys):
   sh, _ = digits_shards
-  assert cli.main(["bench", "--data", sh.path, "--repeats", "1"]) == 0
+  assert cli.main(["bench", "data", "shards", sh.path, "--repeats", "1"]) == 0
   out = capsys.readouterr().out
   assert "| loader | threads | depth | batch | examples/s |" in out
   assert "| prefetch 4 | 4 | 4 | 128 |" in out

@@ -102,6 +102,6 @@ def test_missing_extra_is_a_one_line_config_error(tmp_path, monkeypatch):
   with pytest.raises(ConfigError) as info:
     fresh.open_writer(tmp_path)
   message = str(info.value)
-  assert "funcnet[tensorboard]" in message and "\n" not in message
+  assert 'pip install -e ".[tensorboard]"' in message and "\n" not in message
   assert info.value.exit_code == 2
   assert list(tmp_path.iterdir()) == []

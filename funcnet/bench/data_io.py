@@ -1,4 +1,4 @@
-"""``funcnet bench --data DIR``: examples/s of the shards loader alone.
+"""``funcnet bench data shards DIR``: examples/s of the shards loader alone.
 
 Random mini-batches of the training split, in the order training takes
 them (:func:`funcnet.train.batch_order`, epoch after epoch), read and
@@ -24,14 +24,14 @@ machine with few cores, thread contention).
 Two more measurements of issue 16 (docs/performance.md, "Data from
 shards"):
 
-  train(DIR)    ``funcnet bench --data DIR --data-train [CONFIG]``: the
+  train(DIR)    ``funcnet bench data shards DIR --train [CONFIG]``: the
                 config (default ``mnist1d_mlp``) trained from memory and from
                 the shards in DIR, alternately, ``rounds`` times each; the
                 steps/s of each from the second epoch to the one before the
                 last (the first compiles, the last evaluates), their ratio,
                 the host's cost of one chunk, and whether every run ends
                 with the same params, bit for bit
-  memory(CAP)   ``funcnet bench --data-memory CAP_MB``: a generated set of
+  memory(CAP)   ``funcnet bench data memory-cap CAP_MB``: a generated set of
                 at least ``factor`` (3) times CAP on disk, trained for one
                 epoch by ``funcnet train`` in a subprocess whose own peak
                 RSS is measured, against CAP

@@ -1,4 +1,4 @@
-"""``funcnet bench --models``: one training step of the application models,
+"""``funcnet bench models``: one training step of the application models,
 hand-written gradients against ``jax.grad``.
 
 For each config (the MNIST-1D CNN, GRU and Transformer by default) the step
@@ -35,8 +35,9 @@ CONFIGS = ("mnist1d_cnn", "mnist1d_gru", "mnist1d_transformer")
 def _config_path(name: str) -> str:
   if os.path.exists(name):
     return name
-  # the repository's configs/, beside the funcnet package (funcnet/bench/..)
-  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  # funcnet/bench/model_steps.py -> the repository, which holds configs/
+  root = os.path.dirname(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))))
   return os.path.join(root, "configs", f"{name}.toml")
 
 

@@ -1,4 +1,4 @@
-"""``funcnet bench --startup``: time to first result against starting JAX.
+"""``funcnet bench startup``: time to first result against starting JAX.
 
 Each measurement is a fresh process, as a user's is:
 

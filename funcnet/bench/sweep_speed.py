@@ -1,4 +1,4 @@
-"""``funcnet bench --sweeps``: a vectorised sweep against the same variants
+"""``funcnet bench sweep``: a vectorised sweep against the same variants
 trained one at a time, measured in one run.
 
 For each case (a config and a number of variants ``V``) the grid is 4

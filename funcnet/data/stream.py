@@ -50,7 +50,7 @@ from typing import Callable, Iterable, Optional
 
 import numpy as np
 
-from funcnet.errors import ConfigError, DataError
+from funcnet.errors import ConfigError, DataError, needs_extra
 
 FORMAT = "funcnet-shards-1"
 
@@ -62,8 +62,7 @@ SHARD_BYTES = 128 * 2**20
 # The writer's options: see the module docstring for why.
 WRITER_OPTIONS = "group_size:1,uncompressed"
 
-NEEDS_EXTRA = ("funcnet data needs the [data] extra; expected pip install "
-               "'funcnet[data]'")
+NEEDS_EXTRA = str(needs_extra("funcnet data", "data", "grain, array_record"))
 
 SPLITS = ("train", "test")
 

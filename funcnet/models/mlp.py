@@ -94,10 +94,22 @@ def _from_config(table, ds, n_out):
   if len(data.in_shape(ds)) != 1:
     raise ConfigError(f"model.kind = 'mlp' needs flat inputs; dataset "
                       f"{ds.name!r} has examples of shape {data.in_shape(ds)}")
-  return {"sizes": [data.n_features(ds), *table["hidden"], n_out],
+  # Checked here, not as the builder's "sizes": the error names the key the
+  # user wrote.
+  hidden = layers.require_sizes("config key 'model.mlp.hidden'",
+                                table["hidden"], empty_ok=True)
+  return {"sizes": [data.n_features(ds), *hidden, n_out],
           "activation": table["activation"],
           "output_activation": table["output_activation"],
           "init": table["init"], "dropout": table["dropout"]}
+
+
+def _shown(spec: dict) -> dict:
+  """Without a hidden layer (``sizes = [n_in, n_out]``, logistic or linear
+  regression) the hidden activation and dropout act on nothing."""
+  if len(spec["sizes"]) > 2:
+    return spec
+  return {k: v for k, v in spec.items() if k not in ("activation", "dropout")}
 
 
 KIND = registry.register(registry.Kind(
@@ -108,4 +120,5 @@ KIND = registry.register(registry.Kind(
           "activation": "hidden activation: identity, sigmoid, tanh, relu, leaky_relu, elu, softplus, gelu, silu",
           "output_activation": "output activation: identity, sigmoid, softmax, ... (must suit the loss)",
           "init": "weight initialiser: normal | xavier | he (biases start at 0)",
-          "dropout": "probability of dropping a hidden unit in training, in [0, 1)"}))
+          "dropout": "probability of dropping a hidden unit in training, in [0, 1)"},
+    shown=_shown))

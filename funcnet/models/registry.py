@@ -13,6 +13,7 @@ What a built model carries for the rest of the library (where its head is,
 its hand-written backward) is on the :class:`funcnet.model.Model` itself.
 """
 
+import json
 from typing import Callable, NamedTuple, Optional
 
 from funcnet.errors import ConfigError, FuncnetError
@@ -28,13 +29,17 @@ class Kind(NamedTuple):
     from_config: ``(table, ds, n_out) -> kwargs`` for ``build``: the
       ``[model.<name>]`` table, sized to the dataset ``ds`` (a
       :class:`funcnet.data.Dataset`) with ``n_out`` outputs. Raises
-      :class:`ConfigError` when the data does not suit the kind.
+      :class:`ConfigError`, naming the config key, when the data does not
+      suit the kind or a key it reshapes is wrong.
     defaults: the config table's keys and default values.
     docs: one line per key of ``defaults``. (No ranges: the builder checks
       its arguments, the one place each is checked, and
       :func:`from_config` names the table in its error.)
     task: the data task the kind needs (``"classification"``,
       ``"ratings"``); None: any.
+    shown: ``spec -> spec`` less what does not apply to that model (an MLP
+      without a hidden layer has no hidden activation), for
+      :func:`describe`; None: all of it.
   """
   name: str
   build: Callable
@@ -42,6 +47,7 @@ class Kind(NamedTuple):
   defaults: dict
   docs: dict
   task: Optional[str] = None
+  shown: Optional[Callable] = None
 
 
 KINDS: dict = {}
@@ -67,6 +73,15 @@ def get(name: str) -> Kind:
   return KINDS[name]
 
 
+def describe(spec: dict) -> str:
+  """One line saying what a model is, as a run's first lines show it:
+  ``mlp {"sizes": [40, 10], ...}``, without the arguments that do not apply
+  to it (:attr:`Kind.shown`)."""
+  kind = get(spec["kind"])
+  shown = {k: v for k, v in spec.items() if k != "kind"}
+  return f"{kind.name} {json.dumps(kind.shown(shown) if kind.shown else shown)}"
+
+
 def rebuild(spec: dict):
   """The model a ``spec`` (``model.spec``, e.g. saved in a run) describes."""
   kwargs = {k: v for k, v in spec.items() if k not in ("kind", "kinked")}
@@ -79,7 +94,8 @@ def from_config(name: str, table: dict, ds, n_out: int):
   if kind.task is not None and ds.task != kind.task:
     raise ConfigError(f"model.kind = {name!r} needs {kind.task} data; "
                       f"{ds.name!r} is {ds.task} data")
+  kwargs = kind.from_config(table, ds, n_out)  # its errors name their keys
   try:
-    return kind.build(**kind.from_config(table, ds, n_out))
+    return kind.build(**kwargs)
   except FuncnetError as e:  # the builder checks its arguments: name the table
     raise ConfigError(f"config [model.{name}]: {e}") from None

@@ -143,7 +143,7 @@ def json_safe(obj):
 def _writing(path: str, tmp: Optional[str] = None):
   """A failed write names ``path``: the OS's error for a failed ``write``
   carries no file name ("File too large" alone), and the command prints
-  the error's file name (``cli._os_error``). ``tmp``, half written, goes."""
+  the error's file name (``funcnet.cli._os_error``). ``tmp``, half written, goes."""
   try:
     yield
   except OSError as e:
@@ -166,6 +166,9 @@ def _write_json(path: str, obj) -> None:
 
 def _require(run: str, name: str, what: str) -> str:
   path = os.path.join(run, name)
+  if not os.path.isdir(run):
+    raise ConfigError(f"{what} {run!r}: no such run folder; expected a run "
+                      "folder written by funcnet train")
   if not os.path.isfile(path):
     raise ConfigError(f"{what} {run!r} has no {name}; expected a run folder "
                       "written by funcnet train")

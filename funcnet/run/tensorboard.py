@@ -12,7 +12,7 @@ live. Tags are grouped so TensorBoard puts related curves side by side:
 ``time`` (wall clock, not a metric) and ``step`` (the x axis) are not written,
 nor are NaN or infinite values: a diverged epoch leaves a gap, not a spike.
 
-tensorboardX is an optional extra (``pip install "funcnet[tensorboard]"``),
+tensorboardX is an optional extra (``pip install -e ".[tensorboard]"``),
 imported only by :func:`open_writer`.
 """
 
@@ -20,7 +20,7 @@ import math
 import numbers
 import os
 
-from funcnet.errors import ConfigError
+from funcnet.errors import needs_extra
 
 _SKIP = ("step", "time")
 
@@ -79,8 +79,7 @@ def open_writer(logdir: str | os.PathLike, purge_step=None) -> Writer:
   try:
     import tensorboardX
   except ImportError as err:
-    raise ConfigError(
-        "run.tensorboard = true needs the tensorboardX package; expected "
-        'pip install "funcnet[tensorboard]"') from err
+    raise needs_extra("run.tensorboard = true", "tensorboard",
+                      "tensorboardX") from err
   return Writer(tensorboardX.SummaryWriter(logdir=os.fspath(logdir),
                                             purge_step=purge_step))

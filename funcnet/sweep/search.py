@@ -13,7 +13,7 @@ The study lives in Optuna's own SQLite storage, ``DIR/optuna.db``, so a
 search that was killed resumes where it stopped when run again with the
 same ``--out``: trials left running are marked failed and asked again with
 the same values (``enqueue_trial``). Optuna is an optional extra,
-``pip install 'funcnet[sweep]'``.
+``pip install -e ".[sweep]"``.
 
 Space syntax, ``KEY=KIND:ARGS``:
 
@@ -27,7 +27,7 @@ import json
 import os
 from typing import Optional
 
-from funcnet.errors import ConfigError
+from funcnet.errors import ConfigError, needs_extra
 from funcnet.sweep import grid as grid_lib
 
 KINDS = ("loguniform", "uniform", "int", "logint", "choice")
@@ -38,8 +38,7 @@ def _optuna():
   try:
     import optuna
   except ImportError:
-    raise ConfigError("--search optuna needs Optuna; expected it installed "
-                      "with: pip install 'funcnet[sweep]'") from None
+    raise needs_extra("--search optuna", "sweep", "optuna") from None
   optuna.logging.set_verbosity(optuna.logging.WARNING)  # funcnet logs its own
   return optuna
 
