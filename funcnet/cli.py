@@ -350,8 +350,9 @@ def _train_with(args, plotter) -> int:
       plotter=plotter)
   if jax.process_index() != 0:
     return 0  # process 0 reports; the others wrote only checkpoint shards
-  shown = {k: summary[k] for k in ("test_accuracy", "test_loss", "test_rmse",
-                                   "steps_per_s") if summary.get(k) is not None}
+  from funcnet import tasks
+  shown = {k: summary[k] for k in tasks.evaluated_keys(summary["task"])
+           + ("steps_per_s",) if summary.get(k) is not None}
   print("result " + ", ".join(f"{k} {v:.4g}" for k, v in shown.items()))
   files = sorted(f for f in os.listdir(workdir)
                  if not f.endswith(".tmp") and not f.startswith("."))
@@ -570,7 +571,8 @@ def _cmd_data(args) -> int:
                        "integer")
   if args.data_command == "convert":
     from funcnet import config as config_lib
-    opts = {"seed": 0, "label": "label", "task": "classification"}
+    opts = {"seed": 0, "label": "label",
+            "task": config_lib.DEFAULTS["data"]["task"]}
     for text in args.overrides:
       key, value = config_lib.parse_override(text)
       if not key.startswith("data.") or key[5:] not in opts:
