@@ -245,12 +245,6 @@ def _compiled(fn, *args):
   return _PROGRAMS[key]
 
 
-def best_evaluation(history, task) -> dict:
-  """The history's best evaluation, ``{"epoch", "test_<metric>": ...}``, by
-  the task's headline (:func:`funcnet.tasks.best`)."""
-  return tasks.best(history, task)
-
-
 def default_workdir(cfg) -> str:
   return os.path.join("runs", f"{cfg['name']}-{time.strftime('%Y%m%d-%H%M%S')}")
 
@@ -497,7 +491,7 @@ def _train(setup, workdir, ckpt_dir, has_ckpt, changed, watch, progress, log,
         "devices_used": setup.plan.n_devices if setup.plan is not None else 1,
         "process_count": jax.process_count(), "device": setup.device(),
         "final": {k: v for k, v in final.items() if k != "grad_norms"},
-        "best": best_evaluation(history, ds.task),
+        "best": tasks.best(history, ds.task),
     }
     where = (f"step {result.position['step']} of epoch {last_epoch + 1}"
              if result.position else f"epoch {last_epoch}")

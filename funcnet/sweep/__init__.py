@@ -79,7 +79,7 @@ class VariantResult(NamedTuple):
   @property
   def best_epoch(self) -> dict:
     """The best evaluation: ``epoch`` and its ``test_*`` metrics."""
-    return experiment.best_evaluation(self.history, self.task)
+    return tasks.best(self.history, self.task)
 
 
 class SweepResult(NamedTuple):
