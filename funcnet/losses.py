@@ -246,7 +246,8 @@ def prepare_targets(loss, y, shape, dtype):
     y = y[..., None]
   if y.shape != shape:
     raise ShapeError(
-        f"targets have shape {tuple(y.shape)}; expected {shape} to match the model's {n_out} outputs")
+        f"targets have shape {tuple(y.shape)}; expected {shape} to match "
+        f"the model's {n_out} outputs")
   return y.astype(dtype)
 
 

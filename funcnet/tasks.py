@@ -14,7 +14,7 @@ one :func:`register` call: nothing outside this module names a task.
   regression      (k,) float targets              (k,)       loss, lower
   ratings         a float rating, scalar          (1,)       loss, lower
 
-Labels may carry leading axes beyond the example's: a per-position task
+Labels may carry position axes after the example's: a per-position task
 (one label per position of a sequence, ``y (m, T)``, logits ``(m, T, V)``)
 is a task whose metrics read the class axis only; the losses average over
 every loss term (:func:`funcnet.losses.mean`). This module imports no JAX
@@ -163,7 +163,7 @@ def loss_doc() -> str:
   return " | ".join(f"{' | '.join(ls)} ({ts})" for ts, ls in groups.items())
 
 
-# --- the tasks ------------------------------------------------------------------
+# --- the tasks ---------------------------------------------------------------
 
 def _accuracy(z, a, y, yt):
   """The share of labels equal to the predicted class: the argmax over the
@@ -210,7 +210,8 @@ REGRESSION = register(Task(
 RATINGS = register(Task(
     "ratings", ("mse", "mae", "huber"), lambda n_classes, label_shape, loss: 1,
     _rmse_mae, ("rmse", "mae"), "loss", False, standardize=False,
-    inputs="pairs", label_doc="(m,) float32 ratings of (user, item) index pairs",
+    inputs="pairs",
+    label_doc="(m,) float32 ratings of (user, item) index pairs",
     describe=lambda n_classes, n_out, info: (f"{info.get('n_users')} users x "
                                              f"{info.get('n_items')} items")))
 

@@ -54,8 +54,9 @@ def select_classes(ds: Dataset, classes) -> Dataset:
   order is kept. ``info["classes"]`` records the original labels.
 
   Raises:
-    ConfigError: not a set of classes (:attr:`funcnet.tasks.Task.classes`), or ``classes`` empty, of one
-      class, with repeats, or naming a label outside ``[0, n_classes)``.
+    ConfigError: data without classes (:attr:`funcnet.tasks.Task.classes`),
+      or ``classes`` empty, of one class, with repeats, or naming a label
+      outside ``[0, n_classes)``.
   """
   classes = list(classes)
   if not tasks.get(ds.task).classes:
