@@ -51,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from funcnet import autodiff, backprop, losses, precision, tasks
+from funcnet import activations, autodiff, backprop, losses, precision, tasks
 from funcnet.data import streamed as streamed_data
 from funcnet.errors import ConfigError
 from funcnet.model import Model
@@ -431,13 +431,14 @@ def make_evaluate(model: Model, loss, task: str):
   e.g. ``accuracy`` for classification).
   """
   metrics = tasks.get(task).metrics
+  f_out = activations.get(model.output_activation).f
 
   @jax.jit
   def evaluate(params, x, y):
     z = model.logits(params, x)
     yt = losses.prepare_targets(loss, y, z.shape, z.dtype)
     out = {"loss": losses.mean(loss, model.output_activation, z, yt)}
-    out.update(metrics(z, model.apply(params, x), y, yt))
+    out.update(metrics(z, f_out(z), y, yt))  # a = f(z), as model.apply
     return out
   return evaluate
 
