@@ -21,7 +21,7 @@ def loss_fn(model: Model, loss):
 
   def fn(params, x, y, key=None):
     z = model.logits(params, x, key)
-    y = losses.prepare_targets(loss, y, model.n_out, z.shape[0], z.dtype)
+    y = losses.prepare_targets(loss, y, z.shape, z.dtype)
     return losses.mean(loss, model.output_activation, z, y)
   return fn
 

@@ -114,16 +114,18 @@ def loss_and_delta(model: Model, loss, z, y):
   """``(C, dC/dz)`` for any model: the loss of the batch and the delta of
   its output layer, where every model's hand-written backward starts.
 
-  ``C = (1/m) sum_i C_i``, so ``dC/dz = delta_L / m`` with ``delta_L`` of
-  BP1 (:func:`output_delta`); ``z: (m, n_out)``, ``y`` raw or prepared
-  targets. The ``1/m`` is taken here, once, so the layers' backward passes
+  ``C = (1/n) sum_t C_t`` over the ``n`` loss terms of ``z (m, *T, n_out)``
+  (``n = m`` for ``z (m, n_out)``; ``m * prod(T)`` with positions), so
+  ``dC/dz = delta_L / n`` with ``delta_L`` of BP1 (:func:`output_delta`);
+  ``y`` raw or prepared targets (:func:`funcnet.losses.prepare_targets`).
+  The ``1/n`` is taken here, once, so the layers' backward passes
   (``funcnet.layers``) pass plain ``dC/d(output)`` and sum over the batch.
   """
-  m = z.shape[0]
-  y = losses.prepare_targets(loss, y, model.n_out, m, z.dtype)
+  n_terms = z.size // z.shape[-1]
+  y = losses.prepare_targets(loss, y, z.shape, z.dtype)
   a = activations.get(model.output_activation).f(z)
   c = losses.mean(loss, model.output_activation, z, y)
-  return c, output_delta(model, loss, z, a, y) / m
+  return c, output_delta(model, loss, z, a, y) / n_terms
 
 
 def backward(model: Model, loss, params, trace: Trace, y) -> Backward:
@@ -132,8 +134,8 @@ def backward(model: Model, loss, params, trace: Trace, y) -> Backward:
   act = activations.get(model.spec["activation"])
   x = trace.activations[0]
   m = x.shape[0]
-  y = losses.prepare_targets(loss, y, model.n_out, m, x.dtype)
   zs, acts = trace.zs, trace.activations
+  y = losses.prepare_targets(loss, y, zs[-1].shape, x.dtype)
   n_layers = len(params)
 
   delta = output_delta(model, loss, zs[-1], acts[-1], y)          # BP1

@@ -20,7 +20,7 @@ import os
 import tomllib
 from typing import Any
 
-from funcnet import optimizers, schedules
+from funcnet import optimizers, schedules, tasks
 from funcnet.errors import ConfigError, FuncnetError
 from funcnet.tracing import is_off
 from funcnet.models import registry
@@ -37,7 +37,7 @@ DEFAULTS: dict = {
         "name": "digits",
         "seed": 0,
         "label": "label",
-        "task": "classification",
+        "task": tasks.DEFAULT,
         "standardize": True,
         "classes": [],
         "train_per_class": 0,
@@ -109,12 +109,12 @@ DOCS: dict = {
     "data.name": "a built-in dataset (xor, spirals, moons, regression, digits, mnist1d, ratings) or a path to a .npz/.csv file",
     "data.seed": "seed of generated data and of splits (kept apart from `seed`, so the digits split stays fixed); 0 <= seed < 2**32",
     "data.label": "for .csv files: the label column's name (every other column is a feature)",
-    "data.task": "for files: classification | regression | ratings (built-in sets know theirs)",
+    "data.task": f"for files: {' | '.join(tasks.names())} (built-in sets know theirs)",
     "data.standardize": "standardise inputs with the training split's mean and std",
     "data.classes": "classification: keep only these labels, relabelled 0..k-1 in this order, in both splits ([]: all)",
     "data.train_per_class": "few labels: keep N training examples per class, the first in a data.seed shuffle (0: all; test split untouched)",
     "model.kind": "which model: mlp | cnn | rnn | gru | transformer | mf | ncf (each has its [model.<kind>] table)",
-    "train.loss": "mse | bce | cross_entropy (classification) | hinge (classification, identity output) | mae | huber (regression, ratings)",
+    "train.loss": f"{tasks.loss_doc()}; hinge needs an identity output",
     "train.epochs": "passes over the training data",
     "train.batch_size": "examples per gradient step (= n_train for full-batch gradient descent)",
     "train.grads": "manual (the hand-written backward of every layer, funcnet/layers) | autodiff (jax.grad)",
@@ -163,7 +163,7 @@ DOCS: dict = {
 }
 
 CHOICES = {
-    "data.task": ("classification", "regression", "ratings"),
+    "data.task": tasks.names(),
     "train.grads": ("manual", "autodiff"),
     "train.dtype": ("float32", "float64"),
     "train.compute_dtype": ("same", "float32", "bfloat16"),

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcnet import backprop, config as config_lib, data, finetune, losses
-from funcnet import parallel, precision, timings, train
+from funcnet import parallel, precision, tasks, timings, train
 from funcnet.run import checkpoints, preemption, preflight
 from funcnet.run import resume as resume_lib, rundir
 from funcnet.errors import CheckpointError, ConfigError, DivergenceError
@@ -39,14 +39,10 @@ from funcnet.data import streamed
 from funcnet.models import registry
 from funcnet.run.progress import Progress
 
-TASK_LOSSES = {"classification": ("cross_entropy", "bce", "hinge"),
-               "regression": ("mse", "mae", "huber"),
-               "ratings": ("mse", "mae", "huber")}
-
-
 def build_dataset(cfg, stats=None) -> data.Dataset:
   """The dataset the config names: its classes (``data.classes``), few labels
-  (``data.train_per_class``), then standardised when asked (not ratings),
+  (``data.train_per_class``), then standardised when asked (and the task
+  standardises: not ratings, whose inputs are indices),
   with the training split's statistics or the given ``(mean, std)``."""
   d = cfg["data"]
   if streamed.is_shards(d["name"]):  # on disk, read by rows as it trains
@@ -65,17 +61,15 @@ def build_dataset(cfg, stats=None) -> data.Dataset:
     ds = data.select_classes(ds, d["classes"])
   if d["train_per_class"]:
     ds = data.few_per_class(ds, d["train_per_class"], d["seed"])
-  if d["standardize"] and ds.task != "ratings":
+  if d["standardize"] and tasks.get(ds.task).standardize:
     ds = data.standardize(ds, stats)
   return ds
 
 
 def n_outputs(cfg, ds) -> int:
-  """Output width: one unit for two classes under bce, else the data's width."""
-  if cfg["train"]["loss"] == "bce" and ds.task == "classification" \
-      and ds.n_classes == 2:
-    return 1
-  return data.n_outputs(ds)
+  """Output width, the task's (:attr:`funcnet.tasks.Task.n_outputs`): e.g.
+  one unit for two classes under bce, else the data's width."""
+  return data.n_outputs(ds, cfg["train"]["loss"])
 
 
 def build_model(cfg, ds):
@@ -91,7 +85,7 @@ def check(cfg, ds, model) -> None:
   and the device plan are built.)"""
   t = cfg["train"]
   losses.get(t["loss"])  # an unknown name lists the known ones
-  allowed = TASK_LOSSES[ds.task]
+  allowed = tasks.get(ds.task).losses
   if t["loss"] not in allowed:
     raise ConfigError(f"config key 'train.loss' = {t['loss']!r} does not suit "
                       f"the {ds.task} data {ds.name!r}; expected one of "
@@ -247,19 +241,6 @@ def _compiled(fn, *args):
       del _PROGRAMS[next(iter(_PROGRAMS))]
     _PROGRAMS[key] = lowered.compile()
   return _PROGRAMS[key]
-
-
-def best_evaluation(history, task) -> dict:
-  """The history's best evaluation, ``{"epoch", "test_<metric>": ...}``: the
-  highest accuracy for classification, else the lowest held-out loss."""
-  tests = [h for h in history if "test_loss" in h]
-  if not tests:
-    return {}
-  if task == "classification":
-    b = max(tests, key=lambda h: h["test_accuracy"])
-  else:
-    b = min(tests, key=lambda h: h["test_loss"])
-  return {k: v for k, v in b.items() if k.startswith("test_") or k == "epoch"}
 
 
 def default_workdir(cfg) -> str:
@@ -428,7 +409,7 @@ def _train(setup, workdir, ckpt_dir, has_ckpt, changed, watch, progress, log,
       f"grads {t['grads']}, device {setup.device()}"
       + (f", compute {compute.name}" if compute is not None else "")
       + (f", {t['accumulate']} micro-batches" if t["accumulate"] > 1 else ""))
-  bar = Progress(t["epochs"], start, mode=progress)
+  bar = Progress(t["epochs"], start, mode=progress, task=ds.task)
   saver = checkpoints.Saver(ckpt_dir, cfg["run"]["keep_checkpoints"])
   every = cfg["run"]["checkpoint_every"]
   metrics = rundir.MetricsWriter(workdir) if is_main else None
@@ -508,14 +489,14 @@ def _train(setup, workdir, ckpt_dir, has_ckpt, changed, watch, progress, log,
         "devices_used": setup.plan.n_devices if setup.plan is not None else 1,
         "process_count": jax.process_count(), "device": setup.device(),
         "final": {k: v for k, v in final.items() if k != "grad_norms"},
-        "best": best_evaluation(history, ds.task),
+        "best": tasks.best(history, ds.task),
     }
     where = (f"step {result.position['step']} of epoch {last_epoch + 1}"
              if result.position else f"epoch {last_epoch}")
     if signal_name:
       summary["stopped"] = (f"{signal_name} after {where} of {t['epochs']}; "
                             "resume with --resume")
-    for k in ("test_accuracy", "test_loss", "test_rmse", "test_mae"):
+    for k in tasks.evaluated_keys(ds.task):
       last = [h[k] for h in history if k in h]
       if last:
         summary[k] = last[-1]

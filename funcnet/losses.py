@@ -14,10 +14,12 @@ Every loss is a per-example sum over outputs, averaged over the batch:
                        dC_i/da_j = 1[1 + a_j - a_c > 0]  (j != c),
                        dC_i/da_c = -(the number of such j)
 
-Shapes: ``a``, ``z`` and the prepared target ``y`` are ``(m, n_out)``.
-Targets may also be given as integer class labels ``(m,)`` for
-``cross_entropy`` and ``hinge`` (turned into one-hot rows) or as ``(m,)``
-when ``n_out == 1``.
+Shapes: ``a``, ``z`` and the prepared target ``y`` are ``(m, n_out)``, or
+``(m, *T, n_out)`` for outputs with positions, one loss term per row of
+``n_out`` (``C`` is then the mean over all ``m * prod(T)`` terms). Targets
+may also be given one axis short of the logits (:func:`prepare_targets`):
+integer class labels ``(m, *T)`` for ``cross_entropy`` and ``hinge``
+(turned into one-hot rows), or ``(m, *T)`` values when ``n_out == 1``.
 
 mse, bce and cross-entropy each have a *canonical* output activation
 (identity, sigmoid and softmax). With it, the output error reduces to
@@ -193,32 +195,45 @@ def _concrete(x) -> bool:
   return not isinstance(x, jax.core.Tracer)
 
 
-def prepare_targets(loss, y, n_out: int, batch: int, dtype):
-  """Targets as ``(m, n_out)`` rows of ``dtype``, checked against the output.
+def prepare_targets(loss, y, shape, dtype):
+  """Targets shaped like the logits, of ``dtype``, checked against them.
+
+  Which of labels or rows ``y`` holds is read off its rank relative to the
+  logits, never off its sizes: with logits of shape ``(m, *T, n_out)``,
+
+  * ``y (m, *T)`` (one axis short) holds one label per loss term: integer
+    class indices for cross-entropy and hinge (turned into one-hot rows),
+    or, when ``n_out == 1``, the one target of each term;
+  * ``y (m, *T, n_out)`` (the logits' rank) holds target rows (one-hot
+    rows, or regression targets) and is only cast.
+
+  So ``(m, T)`` labels of logits ``(m, T, V)`` are labels even when
+  ``T == V``; with logits ``(m, n_out)``, a ``(m, n_out)`` array is rows.
 
   Args:
     loss: a loss name or :class:`Loss`.
-    y: ``(m,)`` integer labels (cross-entropy and hinge, or any loss when
-      ``n_out == 1``) or ``(m, n_out)`` target rows.
-    n_out: the model's output width.
-    batch: ``m``, the number of inputs.
+    y: labels or target rows, as above.
+    shape: the logits' shape ``(m, *T, n_out)`` (``*T`` often empty).
     dtype: the dtype of the returned rows.
 
   Raises:
-    ShapeError: mismatched batch sizes, wrong target width, or labels out of
-      ``[0, n_out)`` (checked when ``y`` is concrete, i.e. outside ``jit``).
+    ShapeError: mismatched batch sizes, a shape that is neither, non-integer
+      labels, or labels out of ``[0, n_out)`` (checked when ``y`` is
+      concrete, i.e. outside ``jit``).
   """
   loss = get(loss)
   y = jnp.asarray(y)
+  shape = tuple(shape)
+  batch, n_out = shape[0], shape[-1]
   if y.ndim == 0 or y.shape[0] != batch:
     raise ShapeError(
         f"x has {batch} examples but y has "
         f"{y.shape[0] if y.ndim else 'a scalar'}; expected the same batch size")
-  if y.ndim == 1 and loss.labels:
+  if y.ndim == len(shape) - 1 and y.shape == shape[:-1] and loss.labels:
     if not jnp.issubdtype(y.dtype, jnp.integer):
       raise ShapeError(
           f"{loss.name} labels of shape {y.shape} must be integers "
-          f"(class indices) or one-hot rows of shape ({batch}, {n_out})")
+          f"(class indices) or one-hot rows of shape {shape}")
     if _concrete(y) and y.size:
       yn = np.asarray(y)
       lo, hi = int(yn.min()), int(yn.max())
@@ -227,17 +242,18 @@ def prepare_targets(loss, y, n_out: int, batch: int, dtype):
             f"labels range over [{lo}, {hi}] but the model has {n_out} "
             f"outputs; expected labels in [0, {n_out - 1}]")
     return jax.nn.one_hot(y, n_out, dtype=dtype)
-  if y.ndim == 1 and n_out == 1:
-    y = y[:, None]
-  if y.ndim != 2 or y.shape[1] != n_out:
+  if y.ndim == len(shape) - 1 and n_out == 1:
+    y = y[..., None]
+  if y.shape != shape:
     raise ShapeError(
-        f"targets have shape {tuple(y.shape)}; expected ({batch}, {n_out}) "
-        f"to match the model's {n_out} outputs")
+        f"targets have shape {tuple(y.shape)}; expected {shape} to match "
+        f"the model's {n_out} outputs")
   return y.astype(dtype)
 
 
 def per_example(loss, output_activation: str, z, y):
-  """Per-example loss ``(m,)`` from the output pre-activation ``z (m, n)``.
+  """Per-term loss ``(m, *T)`` from the output pre-activation ``z (m, *T, n)``
+  (``(m,)`` per example for the usual ``z (m, n)``).
 
   Uses the stable from-logits form when ``output_activation`` is the loss's
   canonical one, else the loss of ``a = f(z)``. ``y`` is prepared.
@@ -249,5 +265,7 @@ def per_example(loss, output_activation: str, z, y):
 
 
 def mean(loss, output_activation: str, z, y):
-  """The batch-mean loss ``C`` (a scalar) from ``z (m, n)`` and prepared ``y``."""
+  """The mean loss ``C`` (a scalar) over every loss term of ``z (m, *T, n)``
+  and the prepared ``y``: the batch mean for ``z (m, n)``, the mean over
+  examples and positions for per-position outputs."""
   return jnp.mean(per_example(loss, output_activation, z, y))

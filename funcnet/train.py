@@ -51,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from funcnet import autodiff, backprop, losses, precision
+from funcnet import activations, autodiff, backprop, losses, precision, tasks
 from funcnet.data import streamed as streamed_data
 from funcnet.errors import ConfigError
 from funcnet.model import Model
@@ -426,27 +426,19 @@ def make_chunk(model: Model, loss, optimizer: optax.GradientTransformation,
 
 
 def make_evaluate(model: Model, loss, task: str):
-  """``evaluate(params, x, y) -> dict`` of held-out metrics, jitted.
-
-  classification: ``loss`` and ``accuracy`` (argmax of ``z``, or ``z > 0`` for
-  one sigmoid output); regression: ``loss`` and ``rmse``; ratings: ``loss``,
-  ``rmse`` and ``mae`` of the predicted ratings.
+  """``evaluate(params, x, y) -> dict`` of held-out metrics, jitted: the
+  ``loss`` and the task's own metrics (:attr:`funcnet.tasks.Task.metrics`,
+  e.g. ``accuracy`` for classification).
   """
+  metrics = tasks.get(task).metrics
+  f_out = activations.get(model.output_activation).f
+
   @jax.jit
   def evaluate(params, x, y):
     z = model.logits(params, x)
-    yt = losses.prepare_targets(loss, y, model.n_out, z.shape[0], z.dtype)
+    yt = losses.prepare_targets(loss, y, z.shape, z.dtype)
     out = {"loss": losses.mean(loss, model.output_activation, z, yt)}
-    if task == "classification":
-      pred = (z[:, 0] > 0).astype(jnp.int32) if model.n_out == 1 else jnp.argmax(z, -1)
-      labels = y if y.ndim == 1 else jnp.argmax(y, -1)
-      out["accuracy"] = jnp.mean(pred == labels)
-    else:
-      a = model.apply(params, x)
-      err = a - yt
-      out["rmse"] = jnp.sqrt(jnp.mean(err ** 2))
-      if task == "ratings":
-        out["mae"] = jnp.mean(jnp.abs(err))
+    out.update(metrics(z, f_out(z), y, yt))  # a = f(z), as model.apply
     return out
   return evaluate
 
@@ -630,7 +622,8 @@ def fit(model: Model, loss, optimizer: optax.GradientTransformation, data, *,
     callback: ``callback(record, params, opt_state)`` after each epoch; a
       truthy return stops training (status ``"stopped"``).
     lr_schedule: ``count -> lr``, only to record the learning rate.
-    task: "classification", "regression" or "ratings" (default: ``data.task``).
+    task: a :mod:`funcnet.tasks` name (default: ``data.task``, else
+      :data:`funcnet.tasks.DEFAULT`).
     norms: record per-layer gradient norms and the update norm (default);
       False leaves them out of ``history`` for a faster step (see
       :func:`make_epoch`).
@@ -651,7 +644,7 @@ def fit(model: Model, loss, optimizer: optax.GradientTransformation, data, *,
     lr, time`` (``grad_norms`` and ``update_norm`` only with ``norms``) and,
     on evaluation epochs, ``test_<metric>``.
   """
-  task = task or getattr(data, "task", "classification")
+  task = task or getattr(data, "task", tasks.DEFAULT)
   n = int(np.shape(data.x_train)[0])
   check_batch(batch_size, n, mixed.accumulate)
   losses.check_pair(loss, model.output_activation)

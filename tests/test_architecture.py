@@ -9,7 +9,7 @@ import pathlib
 
 import pytest
 
-from funcnet import config
+from funcnet import config, tasks
 from funcnet.models import MODELS, registry
 
 ROOT = pathlib.Path(__file__).resolve().parents[1] / "funcnet"
@@ -204,3 +204,28 @@ def test_the_hand_written_path_calls_no_autodiff():
   assert len(paths) >= 10
   found = {str(p.relative_to(ROOT)): _autodiff_uses(p.read_text()) for p in paths}
   assert not {k: v for k, v in found.items() if v}, found
+
+
+def _task_literals(node) -> list:
+  """String constants naming a registered task inside ``node``."""
+  items = node.elts if isinstance(node, (ast.Tuple, ast.List, ast.Set)) else [node]
+  return [n.value for n in items if isinstance(n, ast.Constant)
+          and isinstance(n.value, str) and n.value in tasks.TASKS]
+
+
+def test_no_module_outside_the_task_registry_dispatches_on_a_task_name():
+  # "regression" is also a dataset's name: a comparison or subscript with
+  # it is a dispatch on one or the other, and the data registry owns that.
+  found = []
+  for name, path in MODULES.items():
+    if name == "funcnet.tasks":
+      continue
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+      if isinstance(node, ast.Compare):
+        hits = sum((_task_literals(n) for n in [node.left, *node.comparators]), [])
+      elif isinstance(node, ast.Subscript):
+        hits = _task_literals(node.slice)
+      else:
+        continue
+      found += [f"{name}:{node.lineno} {h!r}" for h in hits]
+  assert not found, found

@@ -61,7 +61,7 @@ def test_from_logits_is_finite_where_the_naive_form_is_not():
 
 def test_integer_labels_equal_one_hot_rows(x64):
   y = jnp.array([2, 0, 1])
-  rows = losses.prepare_targets("cross_entropy", y, 3, 3, jnp.float64)
+  rows = losses.prepare_targets("cross_entropy", y, (3, 3), jnp.float64)
   np.testing.assert_array_equal(rows, np.eye(3)[[2, 0, 1]])
 
 
@@ -74,7 +74,7 @@ def test_integer_labels_equal_one_hot_rows(x64):
 ])
 def test_bad_targets_raise_one_line(y, msg):
   with pytest.raises(ShapeError, match=msg) as err:
-    losses.prepare_targets("cross_entropy", y, 3, 3, jnp.float64)
+    losses.prepare_targets("cross_entropy", y, (3, 3), jnp.float64)
   assert "\n" not in str(err.value)
 
 

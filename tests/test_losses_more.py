@@ -79,7 +79,7 @@ def test_values_match_numpy(x64):
                              np.mean(np.abs(np.tanh(a) - y).sum(-1)),
                              rtol=1e-14)
   s, labels = _hinge_data(rng)
-  yt = losses.prepare_targets("hinge", labels, 4, len(labels), jnp.float64)
+  yt = losses.prepare_targets("hinge", labels, (len(labels), 4), jnp.float64)
   np.testing.assert_array_equal(yt, np.eye(4)[labels])
   np.testing.assert_allclose(losses.mean("hinge", "identity", s, yt),
                              _svm_naive(s, labels)[0], rtol=1e-14)
@@ -159,11 +159,11 @@ def test_pairs_targets_and_names():
                      r"\['identity'\]"):
     losses.check_pair("hinge", "softmax")
   with pytest.raises(ShapeError, match=r"hinge labels .* must be integers"):
-    losses.prepare_targets("hinge", jnp.array([0.0, 1.0]), 3, 2, jnp.float32)
+    losses.prepare_targets("hinge", jnp.array([0.0, 1.0]), (2, 3), jnp.float32)
   with pytest.raises(ShapeError, match=r"labels range over \[0, 3\]"):
-    losses.prepare_targets("hinge", jnp.array([0, 3]), 3, 2, jnp.float32)
+    losses.prepare_targets("hinge", jnp.array([0, 3]), (2, 3), jnp.float32)
   # mae and huber take (m,) targets for one output, as mse does.
-  assert losses.prepare_targets("huber", jnp.array([1.0, 2.0]), 1, 2,
+  assert losses.prepare_targets("huber", jnp.array([1.0, 2.0]), (2, 1),
                                 jnp.float32).shape == (2, 1)
 
 

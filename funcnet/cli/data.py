@@ -66,7 +66,8 @@ def convert(args) -> int:
   from funcnet import config as config_lib
   from funcnet.data import stream
   _check_shard_rows(args)
-  opts = {"seed": 0, "label": "label", "task": "classification"}
+  opts = {"seed": 0, "label": "label",
+          "task": config_lib.DEFAULTS["data"]["task"]}
   for text in args.overrides:
     key, value = config_lib.parse_override(text)
     if not key.startswith("data.") or key[5:] not in opts:

@@ -41,7 +41,7 @@ line naming the file and the problem.
 Where each part lives (every public name is re-exported here, so
 ``funcnet.data.X`` is the way to reach it):
 
-  ``dataset.py``     :class:`Dataset`, ``TASKS``, ``in_shape``,
+  ``dataset.py``     :class:`Dataset`, ``in_shape``,
                      ``n_features``, ``n_outputs``, ``summary``,
                      ``split_indices``
   ``generated.py``   ``xor``, ``spirals``, ``moons``, ``regression``,
@@ -57,7 +57,7 @@ import inspect
 import os
 
 from funcnet.data.bundled import default_cache_dir, digits, mnist1d
-from funcnet.data.dataset import (TASKS, Dataset, in_shape, n_features,
+from funcnet.data.dataset import (Dataset, in_shape, n_features,
                                   n_outputs, split_indices, summary)
 from funcnet.data.files import from_file
 from funcnet.data.generated import moons, ratings, regression, spirals, xor
@@ -123,7 +123,7 @@ def load(name_or_path, *, seed: int = 0, standardize: bool = False,
 
 
 __all__ = [
-    "DATASETS", "Dataset", "TASKS", "default_cache_dir", "digits",
+    "DATASETS", "Dataset", "default_cache_dir", "digits",
     "few_per_class", "from_file", "in_shape", "load", "mnist1d", "moons",
     "n_features", "n_outputs", "names", "ratings", "regression",
     "select_classes", "spirals", "split_indices", "standardize", "summary",

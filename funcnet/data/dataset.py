@@ -10,9 +10,8 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
+from funcnet import tasks
 from funcnet.errors import ConfigError
-
-TASKS = ("classification", "regression", "ratings")
 
 
 class Dataset(NamedTuple):
@@ -22,8 +21,8 @@ class Dataset(NamedTuple):
   Attributes:
     x_train, y_train: the training split.
     x_test, y_test: the test split.
-    task: one of :data:`TASKS`.
-    n_classes: the number of classes for classification, else ``None``.
+    task: a :mod:`funcnet.tasks` name.
+    n_classes: the number of classes of a task with classes, else ``None``.
     name: the registered name, or the file name for :func:`from_file`.
     info: further facts as a dict (read-only when empty).
   """
@@ -50,21 +49,16 @@ def n_features(ds: Dataset) -> int:
   return math.prod(in_shape(ds))
 
 
-def n_outputs(ds: Dataset) -> int:
-  """The model output width the task needs: classes, target columns, or 1."""
-  if ds.task == "classification":
-    return ds.n_classes
-  if ds.task == "regression":
-    return ds.y_train.shape[1]
-  return 1
+def n_outputs(ds: Dataset, loss=None) -> int:
+  """The model output width the task needs (trained with the loss named
+  ``loss``): classes, target columns, or 1 (:mod:`funcnet.tasks`)."""
+  return tasks.get(ds.task).n_outputs(ds.n_classes, tuple(ds.y_train.shape[1:]),
+                                      loss)
 
 
 def summary(ds: Dataset) -> str:
   """One line describing ``ds``, for logs."""
-  what = {"classification": f"{ds.n_classes} classes",
-          "regression": f"{n_outputs(ds)} targets",
-          "ratings": (f"{ds.info.get('n_users')} users x "
-                      f"{ds.info.get('n_items')} items")}[ds.task]
+  what = tasks.get(ds.task).describe(ds.n_classes, n_outputs(ds), ds.info)
   return (f"{ds.name}: {ds.task}, {len(ds.y_train)} train / "
           f"{len(ds.y_test)} test, inputs {in_shape(ds)}, {what}")
 
@@ -105,7 +99,7 @@ def split_indices(m: int, test_fraction: float, rng, labels=None):
 def _split(name, x, y, task, n_classes, info, test_fraction, rng):
   _check_fraction(name, "test_fraction", test_fraction)
   train, test = split_indices(
-      len(y), test_fraction, rng, y if task == "classification" else None)
+      len(y), test_fraction, rng, y if tasks.get(task).classes else None)
   return Dataset(x[train], y[train], x[test], y[test], task, n_classes, name,
                  info)
 

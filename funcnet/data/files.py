@@ -13,8 +13,9 @@ from typing import Optional
 
 import numpy as np
 
-from funcnet.data.dataset import TASKS, Dataset, _check_fraction, _split
-from funcnet.errors import DataError, unknown
+from funcnet import tasks
+from funcnet.data.dataset import Dataset, _check_fraction, _split
+from funcnet.errors import DataError
 
 # The largest input magnitude accepted: sqrt of float32's largest value
 # (~1.8e19), the largest number whose square is still finite in float32.
@@ -91,7 +92,7 @@ def _parse_csv(path, label, task):
   body = lines[1:]
   if not body:
     raise _fail(path, "has a header but no data rows")
-  if task == "ratings":
+  if tasks.get(task).inputs == "pairs":
     want = ["user", "item", "rating"]
     if any(c not in header for c in want):
       raise _fail(path, f"ratings need columns user, item, rating; columns "
@@ -146,7 +147,7 @@ def _as_inputs(path, x, task, where):
                       f"{_expected_instead(x.dtype)}")
   if x.ndim == 0 or x.shape[0] == 0:
     raise _fail(path, "has no examples")
-  if task == "ratings":
+  if tasks.get(task).inputs == "pairs":
     if x.ndim != 2 or x.shape[1] != 2:
       raise _fail(path, f"ratings inputs have shape {x.shape}; expected "
                         f"(m, 2) user and item indices")
@@ -237,7 +238,7 @@ def _as_targets(path, y, m, task, where):
     raise _fail(path, f"x has {m} examples but y has "
                       f"{y.shape[0] if y.ndim else 'a scalar'}; expected the "
                       f"same number")
-  if task == "classification":
+  if tasks.get(task).classes:
     if y.ndim == 2 and y.shape[1] == 1:
       y = y[:, 0]
     if y.ndim != 1:
@@ -246,9 +247,9 @@ def _as_targets(path, y, m, task, where):
     # Every check on float64, before the int32 cast that would wrap 2**40.
     _integers(path, y.astype(np.float64), "classification labels", where)
     return y.astype(np.int32)
-  if task == "ratings":
+  if tasks.get(task).label_rank == 0:
     if y.ndim != 1:
-      raise _fail(path, f"ratings have shape {y.shape}; expected ({m},)")
+      raise _fail(path, f"{task} have shape {y.shape}; expected ({m},)")
   elif y.ndim == 1:
     y = y[:, None]
   y32 = y.astype(np.float32)
@@ -259,7 +260,7 @@ def _as_targets(path, y, m, task, where):
   return y32
 
 
-def from_file(path, label: Optional[str] = None, task: str = "classification",
+def from_file(path, label: Optional[str] = None, task: str = tasks.DEFAULT,
               *, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
   """A user's own data from an ``.npz`` or ``.csv`` file.
 
@@ -283,8 +284,7 @@ def from_file(path, label: Optional[str] = None, task: str = "classification",
     DataError: one line naming the file and what is wrong with it.
     UnknownNameError: an unknown ``task``.
   """
-  if task not in TASKS:
-    raise unknown("task", task, TASKS)
+  tasks.get(task)  # an unknown name lists the known ones
   name = os.path.basename(os.fspath(path))
   if os.path.isdir(path):
     raise _fail(path, "is a directory; expected a .npz or .csv file")
@@ -316,7 +316,8 @@ def from_file(path, label: Optional[str] = None, task: str = "classification",
   if len(xs) == 2 and xs[1].shape[1:] != xs[0].shape[1:]:
     raise _fail(path, f"x_test examples have shape {xs[1].shape[1:]} but x "
                       f"examples have {xs[0].shape[1:]}; expected the same")
-  if len(ys) == 2 and task == "regression" and ys[1].shape[1] != ys[0].shape[1]:
+  if len(ys) == 2 and tasks.get(task).label_rank == 1 \
+      and ys[1].shape[1] != ys[0].shape[1]:
     raise _fail(path, f"y_test has {ys[1].shape[1]} target columns but y has "
                       f"{ys[0].shape[1]}; expected the same")
 
@@ -331,9 +332,9 @@ def from_file(path, label: Optional[str] = None, task: str = "classification",
 
   info = {"path": os.fspath(path)}
   n_classes = None
-  if task == "classification":
+  if tasks.get(task).classes:
     n_classes = _check_classes(path, ys)
-  if task == "ratings":
+  if tasks.get(task).inputs == "pairs":
     info["n_users"] = int(max(x[:, 0].max() for x in xs)) + 1
     info["n_items"] = int(max(x[:, 1].max() for x in xs)) + 1
   if len(xs) == 2:
@@ -341,6 +342,6 @@ def from_file(path, label: Optional[str] = None, task: str = "classification",
   else:
     ds = _split(name, xs[0], ys[0], task, n_classes, info, test_fraction,
                 np.random.default_rng(seed))
-  if task == "classification":
+  if tasks.get(task).classes:
     _check_train_classes(path, ds.y_train)
   return ds

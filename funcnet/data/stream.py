@@ -50,6 +50,7 @@ from typing import Callable, Iterable, Optional
 
 import numpy as np
 
+from funcnet import tasks
 from funcnet.errors import ConfigError, DataError, needs_extra
 
 FORMAT = "funcnet-shards-1"
@@ -245,8 +246,9 @@ def write(dst, splits: dict, *, name: str, task: str,
     shard_rows: records per shard file (default: about ``SHARD_BYTES``).
     stats_from: ``"train"``: the per-feature ``mean`` and ``std`` of the
       training inputs, accumulated in float64 while writing (:class:`_Moments`)
-      and stored in ``stats.npz``; ``None`` (and always for ``task ==
-      "ratings"``, whose inputs are indices): none.
+      and stored in ``stats.npz``; ``None`` (and always for a task that does
+      not standardise, :attr:`funcnet.tasks.Task.standardize`: ratings,
+      whose inputs are indices): none.
     info: further JSON facts kept in ``meta.json`` (``n_users``...).
 
   Returns:
@@ -276,7 +278,8 @@ def write(dst, splits: dict, *, name: str, task: str,
   os.makedirs(tmp)
   try:
     meta = _write_into(tmp, splits, name, task, n_classes, shard_rows,
-                       stats_from if task != "ratings" else None, info or {})
+                       stats_from if tasks.get(task).standardize else None,
+                       info or {})
     for f in os.listdir(tmp):
       _fsync(os.path.join(tmp, f))
     _check_dst(dst)              # in case another process made it meanwhile
@@ -649,9 +652,8 @@ class Shards:
   def dataset_info(self) -> dict:
     """What :func:`funcnet.data.summary` and the experiment read off a
     :class:`funcnet.data.Dataset`, without its arrays."""
-    n_outputs = {"classification": self.n_classes,
-                 "regression": math.prod(self.y_shape) or 1,
-                 "ratings": 1}.get(self.task)
+    n_outputs = tasks.get(self.task).n_outputs(self.n_classes,
+                                               tuple(self.y_shape), None)
     return {"name": self.name, "task": self.task, "n_classes": self.n_classes,
             "n_train": self.n_train, "n_test": self.n_test,
             "in_shape": self.x_shape, "n_outputs": n_outputs,
@@ -661,10 +663,8 @@ class Shards:
 
   def summary(self) -> str:
     """One line as :func:`funcnet.data.summary` writes it, plus the folder."""
-    what = {"classification": f"{self.n_classes} classes",
-            "regression": f"{self.dataset_info()['n_outputs']} targets",
-            "ratings": (f"{self.info.get('n_users')} users x "
-                        f"{self.info.get('n_items')} items")}.get(self.task)
+    what = tasks.get(self.task).describe(
+        self.n_classes, self.dataset_info()["n_outputs"], self.info)
     return (f"{self.name} (shards {self.path}): {self.task}, {self.n_train} "
             f"train / {self.n_test} test, inputs {self.x_shape}, {what}")
 

@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from funcnet import timings
+from funcnet import tasks, timings
 from funcnet.data.dataset import Dataset
 from funcnet.errors import DataError
 
@@ -73,7 +73,7 @@ def load(path: str, standardize: bool = True, stats=None) -> Dataset:
   from funcnet.data import stream
   sh = stream.Shards(path)
   mean = std = None
-  if standardize and sh.task != "ratings":
+  if standardize and tasks.get(sh.task).standardize:
     mean, std = ((np.asarray(a, np.float64) for a in stats) if stats is not None
                  else (sh.mean, sh.std))
 

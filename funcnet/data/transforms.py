@@ -5,6 +5,7 @@ the training split's statistics, and the subsets of fine-tuning studies
 
 import numpy as np
 
+from funcnet import tasks
 from funcnet.data.dataset import Dataset
 from funcnet.errors import ConfigError
 
@@ -24,10 +25,11 @@ def standardize(ds: Dataset, stats=None) -> Dataset:
   model must see its inputs scaled as the pre-trained one did, not by a
   few labelled examples' own statistics).
 
-  Ratings (whose inputs are indices) and an already standardised dataset are
-  returned unchanged.
+  A dataset whose task does not standardise (ratings, whose inputs are
+  indices: :attr:`funcnet.tasks.Task.standardize`) and an already
+  standardised one are returned unchanged.
   """
-  if ds.task == "ratings" or "mean" in ds.info:
+  if not tasks.get(ds.task).standardize or "mean" in ds.info:
     return ds
   if stats is not None:
     mean, std = (np.asarray(a, np.float64) for a in stats)
@@ -52,11 +54,12 @@ def select_classes(ds: Dataset, classes) -> Dataset:
   order is kept. ``info["classes"]`` records the original labels.
 
   Raises:
-    ConfigError: not a classification set, or ``classes`` empty, of one
-      class, with repeats, or naming a label outside ``[0, n_classes)``.
+    ConfigError: data without classes (:attr:`funcnet.tasks.Task.classes`),
+      or ``classes`` empty, of one class, with repeats, or naming a label
+      outside ``[0, n_classes)``.
   """
   classes = list(classes)
-  if ds.task != "classification":
+  if not tasks.get(ds.task).classes:
     raise ConfigError(f"config key 'data.classes' selects classes; dataset "
                       f"{ds.name!r} is {ds.task}; expected [] for it")
   if not classes or len(set(classes)) != len(classes) or not all(
@@ -87,7 +90,7 @@ def few_per_class(ds: Dataset, n: int, seed: int = 0) -> Dataset:
   is ``c`` (all of them when it has fewer). The kept examples stay in their
   original relative order.
   """
-  if ds.task != "classification":
+  if not tasks.get(ds.task).classes:
     raise ConfigError(f"config key 'data.train_per_class' needs "
                       f"classification data; {ds.name!r} is {ds.task}")
   order = np.random.default_rng(seed).permutation(len(ds.y_train))

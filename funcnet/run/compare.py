@@ -9,8 +9,9 @@ through :mod:`funcnet.run.rundir` only (``metrics.jsonl``, and ``summary.json``
 when there is one), and :func:`compare` writes into ``out``:
 
   compare.png   per epoch, one colour per run: the training loss (the
-                epoch's mean over its steps), the test metric (accuracy for
-                classification, else the test loss) and the gradient norm of
+                epoch's mean over its steps), the test metric (the headline of
+                the first run's task, :func:`funcnet.tasks.headline`: accuracy
+                for classification, else the test loss) and the gradient norm of
                 every layer (one line style per layer)
   compare.md    one row per run: its name, path, status, epochs, final
                 training loss and final test metrics (the last evaluation's)
@@ -23,6 +24,7 @@ import math
 import os
 from typing import NamedTuple, Optional
 
+from funcnet import tasks
 from funcnet.run import rundir as runs_lib
 from funcnet.errors import ConfigError
 
@@ -60,6 +62,17 @@ class Run(NamedTuple):
         return tests
     return {}
 
+  @property
+  def task(self) -> Optional[str]:
+    """The task whose metrics its evaluations hold (None: not evaluated)."""
+    return tasks.of_keys(self.final_test)
+
+
+def _headlines(runs) -> list:
+  """The runs' tasks' headline keys, in run order, each once."""
+  found = [tasks.headline(r.task)[0] for r in runs if r.task is not None]
+  return list(dict.fromkeys(found))
+
 
 def read(path: str) -> Run:
   """The run folder ``path``.
@@ -91,8 +104,10 @@ def read(path: str) -> Run:
   return Run(path, name, summary.get("status", "no summary"), history)
 
 
-def _metric_order(names) -> list:
-  first = [m for m in ("test_accuracy", "test_loss") if m in names]
+def _metric_order(names, runs) -> list:
+  """The headlines first, then the loss, then the rest by name."""
+  first = [m for m in dict.fromkeys(_headlines(runs) + ["test_loss"])
+           if m in names]
   return first + sorted(set(names) - set(first))
 
 
@@ -107,7 +122,7 @@ def _cell(x) -> str:
 def table(runs: list) -> str:
   """``compare.md``'s table: one row per run, numbers to 6 significant
   digits."""
-  metrics = _metric_order({k for r in runs for k in r.final_test})
+  metrics = _metric_order({k for r in runs for k in r.final_test}, runs)
   header = (["run", "path", "status", "epochs", "final train loss"]
             + [f"final {m}" for m in metrics])
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -129,7 +144,7 @@ def plot(runs: list, path: str) -> None:
   from matplotlib.ticker import MaxNLocator
   from funcnet.run import plots
   plt = plots.plt
-  metric = next((m for m in ("test_accuracy", "test_loss")
+  metric = next((m for m in _headlines(runs) + ["test_loss"]
                  if any(m in h for r in runs for h in r.history)), None)
   fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
   styles = ["-", "--", ":", "-."]

@@ -9,6 +9,8 @@ import os
 
 import matplotlib
 
+from funcnet import tasks
+
 matplotlib.use("Agg")  # no display on servers and CI
 from matplotlib import ticker  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
@@ -43,6 +45,17 @@ def _log_y(ax) -> None:
 TITLE_Y = 1.01
 
 
+def _metric(test: list):
+  """The right panel's metric: the task's headline (read off the
+  evaluation's keys, :func:`funcnet.tasks.of_keys`), or, when that is the
+  loss of the left panel, the task's next metric; None without one."""
+  task = tasks.of_keys(test[0]) if test else None
+  if task is None:
+    return None
+  shown = [k for k in tasks.evaluated_keys(task) if k != "test_loss"]
+  return shown[0] if shown else None
+
+
 def write(history: list, workdir: str, title: str = "") -> list[str]:
   """Writes ``loss.png`` and ``grad_norms.png`` into ``workdir``; returns paths.
 
@@ -72,8 +85,7 @@ def write(history: list, workdir: str, title: str = "") -> list[str]:
   ax.legend()
   ax.set_title(f"{title} loss", y=TITLE_Y)
   ax = axes[1]
-  metric = next((k for k in ("test_accuracy", "test_rmse") if test and k in test[0]),
-                None)
+  metric = _metric(test)
   if metric:
     ax.plot([h["epoch"] for h in test], [h[metric] for h in test], **mark)
     ax.set_ylabel(metric.replace("test_", "test "))

@@ -26,7 +26,7 @@ import os
 import jax
 import numpy as np
 
-from funcnet import config as config_lib, sweep
+from funcnet import config as config_lib, sweep, tasks
 from funcnet.errors import ConfigError
 from funcnet.studies import report
 from funcnet.studies.learning_rate_batch import seconds_per_step
@@ -109,7 +109,7 @@ def _check(p: dict) -> None:
 def _run(out: str, p: dict) -> dict:
   _check(p)
   result = _sweep(out, p)
-  if result.variants[0].task != "classification":
+  if "accuracy" not in tasks.get(result.variants[0].task).metric_names:
     raise ConfigError(f"study parameter 'data' = {p['data']!r}; expected a "
                       "classification set (the study reads test accuracy)")
   m = _measure(result, p)

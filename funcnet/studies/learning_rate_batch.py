@@ -40,7 +40,7 @@ import os
 
 import numpy as np
 
-from funcnet import config as config_lib, sweep
+from funcnet import config as config_lib, sweep, tasks
 from funcnet.errors import ConfigError
 from funcnet.studies import report
 from funcnet.studies.registry import Study, register
@@ -203,7 +203,7 @@ def _check(p: dict) -> None:
 def _run(out: str, p: dict) -> dict:
   _check(p)
   result = _sweep(out, p)
-  if result.variants[0].task != "classification":
+  if "accuracy" not in tasks.get(result.variants[0].task).metric_names:
     raise ConfigError(f"study parameter 'data' = {p['data']!r}; expected a "
                       "classification set (the study reads test accuracy)")
   m = _measure(result, p)

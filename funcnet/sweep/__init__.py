@@ -32,7 +32,7 @@ from typing import NamedTuple, Optional
 
 import jax
 
-from funcnet import experiment
+from funcnet import experiment, tasks
 from funcnet.errors import ConfigError
 from funcnet.sweep import engine, grid as grid_lib
 from funcnet.sweep.grid import parse_grid
@@ -52,7 +52,7 @@ class VariantResult(NamedTuple):
     group: the index of the compiled program that trained it.
     group_wall_s: the wall time of that program's training (for
       ``--sequential``, of the variant alone, compilation included).
-    task: its data's task (``"classification"``, ``"regression"``, ...).
+    task: its data's task (a :mod:`funcnet.tasks` name).
     model: its :class:`funcnet.model.Model`.
     stats: ``(mean, std)`` its inputs were standardised with, or None.
   """
@@ -79,13 +79,7 @@ class VariantResult(NamedTuple):
   @property
   def best_epoch(self) -> dict:
     """The best evaluation: ``epoch`` and its ``test_*`` metrics."""
-    return experiment.best_evaluation(self.history, self.task)
-
-
-def main_metric(task: str) -> tuple:
-  """``(name, higher_is_better)`` of the metric a sweep ranks by."""
-  return ("test_accuracy", True) if task == "classification" \
-      else ("test_loss", False)
+    return tasks.best(self.history, self.task)
 
 
 class SweepResult(NamedTuple):
@@ -187,7 +181,7 @@ def run(cfg: dict, grid: dict, out: Optional[str] = None, *,
   vs = grid_lib.variants(cfg, grid_lib.expand(grid))
   t0 = time.perf_counter()
   variants = train_variants(vs, sequential=sequential, log=log)
-  metric, higher = main_metric(variants[0].task)
+  metric, higher = tasks.headline(variants[0].task)  # what ranks them
   result = SweepResult(variants, list(grid), metric, higher,
                        len({v.group for v in variants}),
                        time.perf_counter() - t0, out)

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from funcnet import config as config_lib, experiment, precision, train
+from funcnet import config as config_lib, experiment, precision, tasks, train
 from funcnet.run import rundir
 from funcnet.sweep import grid as grid_lib
 
@@ -368,7 +368,7 @@ def train_group(variants, setups, placement: Placement, *, norms: bool = True,
         metrics = ({k: float(a[i]) for k, a in ev.items()} if want[i] else None)
         monitors[i].after(e, mi, metrics, elapsed)
     if log and ((e + 1) % max(1, max(epochs) // 5) == 0 or e == 0):
-      log(_progress(e, max(epochs), monitors, active, elapsed))
+      log(_progress(e, max(epochs), monitors, active, elapsed, ds.task))
   params = _to_host(params)
   wall = time.perf_counter() - t0
   return [{"status": mon.status, "reason": mon.reason, "history": mon.history,
@@ -377,18 +377,17 @@ def train_group(variants, setups, placement: Placement, *, norms: bool = True,
           for i, mon in enumerate(monitors)]
 
 
-def _progress(e: int, epochs: int, monitors, active, elapsed: float) -> str:
+def _progress(e: int, epochs: int, monitors, active, elapsed: float,
+              task: str) -> str:
   """One line after epoch ``e``: variants still training, the best of the
-  last evaluations, the time so far."""
+  last evaluations by the task's headline, the time so far."""
   last = [m.history[-1] for m in monitors if m.history]
-  metric = next((k for k in ("test_accuracy", "test_loss") if last and k in last[0]),
-                None)
+  metric, higher = tasks.headline(task)
   best = ""
-  if metric:
-    values = [h[metric] for h in last if metric in h and h[metric] == h[metric]]
-    if values:
-      pick = max if metric == "test_accuracy" else min
-      best = f", best {metric.replace('test_', 'test ')} {pick(values):.4g}"
+  values = [h[metric] for h in last if metric in h and h[metric] == h[metric]]
+  if values:
+    pick = max if higher else min
+    best = f", best {metric.replace('test_', 'test ')} {pick(values):.4g}"
   return (f"  epoch {e + 1}/{epochs}: {int(active.sum())} of {len(monitors)} "
           f"training{best}, {elapsed:.0f} s")
 

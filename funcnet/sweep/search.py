@@ -27,6 +27,7 @@ import json
 import os
 from typing import Optional
 
+from funcnet import tasks
 from funcnet.errors import ConfigError, needs_extra
 from funcnet.sweep import grid as grid_lib
 
@@ -107,7 +108,7 @@ def run(cfg: dict, space: dict, *, trials: int, parallel: int, out: str,
   if trials < 1 or parallel < 1:
     raise ConfigError(f"--trials {trials} --parallel {parallel}: expected both >= 1")
   os.makedirs(out, exist_ok=True)
-  metric, higher = sweep.main_metric(_task(cfg))
+  metric, higher = tasks.headline(_task(cfg))
   study = optuna.create_study(
       study_name="funcnet", storage=f"sqlite:///{os.path.abspath(out)}/optuna.db",
       load_if_exists=True, direction="maximize" if higher else "minimize",
