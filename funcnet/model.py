@@ -49,6 +49,9 @@ class Model(NamedTuple):
       before a kinked activation (relu), so the gradient check can skip a
       finite difference whose two sides straddle one; None when there are
       none or the kind does not expose them (see :mod:`funcnet.gradcheck`).
+    trace: ``(params, x, key=None) -> funcnet.backprop.Trace``, the forward
+      pass with every ``z_l`` and ``a_l`` kept (an MLP's, which
+      :func:`funcnet.backprop.forward` returns); None for other kinds.
   """
   init: Callable
   logits: Callable
@@ -59,6 +62,7 @@ class Model(NamedTuple):
   head: Optional[tuple] = None
   backward: Optional[Callable] = None
   kinks: Optional[Callable] = None
+  trace: Optional[Callable] = None
 
   def apply(self, params, x, key=None):
     """``a = f(z)``: the model's output, ``(m, n_out)``."""

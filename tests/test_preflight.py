@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from funcnet import config, data, experiment
+from funcnet import config, data, experiment, paths
 from funcnet.run import preflight
 from funcnet.data import bundled
 from funcnet.errors import ConfigError
@@ -258,7 +258,7 @@ CONFIGS = [None] + sorted(glob.glob(os.path.join(ROOT, "configs", "*.toml")))
 def test_no_shipped_config_is_refused(path):
   cfg = config.load(path, [])
   if cfg["data"]["name"] == "mnist1d" and not os.path.exists(
-      bundled._mnist1d_path(data.default_cache_dir())):
+      bundled._mnist1d_path(paths.cache_root())):
     pytest.skip("MNIST-1D is not cached here; making it takes seconds")
   ds, model, optimizer = _pieces(cfg)
   free, where = preflight.available()

@@ -46,8 +46,8 @@ Where each part lives (every public name is re-exported here, so
                      ``split_indices``
   ``generated.py``   ``xor``, ``spirals``, ``moons``, ``regression``,
                      ``ratings``
-  ``bundled.py``     ``digits``, ``mnist1d`` and its cache,
-                     ``default_cache_dir``
+  ``bundled.py``     ``digits``, ``mnist1d`` and its cache (in
+                     :func:`funcnet.paths.cache_root`)
   ``files.py``       ``from_file``
   ``transforms.py``  ``standardize``, ``select_classes``, ``few_per_class``
   this file          ``DATASETS``, ``names``, ``load``
@@ -56,7 +56,7 @@ Where each part lives (every public name is re-exported here, so
 import inspect
 import os
 
-from funcnet.data.bundled import default_cache_dir, digits, mnist1d
+from funcnet.data.bundled import digits, mnist1d
 from funcnet.data.dataset import (TASKS, Dataset, in_shape, n_features,
                                   n_outputs, split_indices, summary)
 from funcnet.data.files import from_file
@@ -123,7 +123,7 @@ def load(name_or_path, *, seed: int = 0, standardize: bool = False,
 
 
 __all__ = [
-    "DATASETS", "Dataset", "TASKS", "default_cache_dir", "digits",
+    "DATASETS", "Dataset", "TASKS", "digits",
     "few_per_class", "from_file", "in_shape", "load", "mnist1d", "moons",
     "n_features", "n_outputs", "names", "ratings", "regression",
     "select_classes", "spirals", "split_indices", "standardize", "summary",
