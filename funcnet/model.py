@@ -73,6 +73,35 @@ class Model(NamedTuple):
     return self.spec.get("kind", "model")
 
 
+class DataSpec(NamedTuple):
+  """What a model builder reads of its data: a few facts, not the arrays.
+
+  A builder sized from a config (``registry.from_config``) gets one of these
+  (:func:`funcnet.data.spec` makes it from a dataset), so model kinds need
+  nothing from :mod:`funcnet.data`.
+
+  Attributes:
+    name: the dataset's name, for messages.
+    task: the data's task (``"classification"``, ...).
+    in_shape: the shape of one input example, e.g. ``(64,)``.
+    x_dtype: the inputs' dtype name: ``"float32"`` for features, an integer
+      dtype for ids (ratings' ``(user, item)`` pairs).
+    n_out: the width of the model's output, ``z: (m, n_out)``.
+    n_users, n_items: the id ranges of ``(user, item)`` inputs; None for
+      other data.
+    target_mean: the training split's mean target (where a recommender's
+      ``r = mu + ...`` starts); None when the split is not in memory.
+  """
+  name: str
+  task: str
+  in_shape: tuple
+  x_dtype: str
+  n_out: int
+  n_users: Optional[int] = None
+  n_items: Optional[int] = None
+  target_mean: Optional[float] = None
+
+
 def check_input(x, in_shape: tuple, what: str = "model") -> None:
   """Raises a one-line ``ShapeError`` unless ``x`` is ``(m, *in_shape)``."""
   shape = tuple(jnp.shape(x))

@@ -105,6 +105,15 @@ def test_the_layers_import_only_downwards():
   assert not wrong, wrong
 
 
+def test_models_import_nothing_from_data():
+  # A builder is sized by a DataSpec (funcnet.model), not by a Dataset.
+  graph = {m: _imports(p) - {m} for m, p in MODULES.items()}
+  wrong = [f"{m} imports {d}" for m, deps in sorted(graph.items())
+           if _in(m, ("funcnet.models",))
+           for d in sorted(deps) if _in(d, ("funcnet.data",))]
+  assert not wrong, wrong
+
+
 def test_the_top_level_holds_the_library_not_the_infrastructure():
   top = sorted(p.stem for p in ROOT.glob("*.py"))
   assert len(top) <= 20, top

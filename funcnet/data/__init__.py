@@ -42,8 +42,8 @@ Where each part lives (every public name is re-exported here, so
 ``funcnet.data.X`` is the way to reach it):
 
   ``dataset.py``     :class:`Dataset`, ``TASKS``, ``in_shape``,
-                     ``n_features``, ``n_outputs``, ``summary``,
-                     ``split_indices``
+                     ``n_features``, ``n_outputs``, ``spec`` (what model
+                     builders read), ``summary``, ``split_indices``
   ``generated.py``   ``xor``, ``spirals``, ``moons``, ``regression``,
                      ``ratings``
   ``bundled.py``     ``digits``, ``mnist1d`` and its cache (in
@@ -58,7 +58,7 @@ import os
 
 from funcnet.data.bundled import digits, mnist1d
 from funcnet.data.dataset import (TASKS, Dataset, in_shape, n_features,
-                                  n_outputs, split_indices, summary)
+                                  n_outputs, spec, split_indices, summary)
 from funcnet.data.files import from_file
 from funcnet.data.generated import moons, ratings, regression, spirals, xor
 from funcnet.data.transforms import few_per_class, select_classes, standardize
@@ -123,9 +123,8 @@ def load(name_or_path, *, seed: int = 0, standardize: bool = False,
 
 
 __all__ = [
-    "DATASETS", "Dataset", "TASKS", "digits",
-    "few_per_class", "from_file", "in_shape", "load", "mnist1d", "moons",
-    "n_features", "n_outputs", "names", "ratings", "regression",
-    "select_classes", "spirals", "split_indices", "standardize", "summary",
-    "xor",
+    "DATASETS", "Dataset", "TASKS", "digits", "few_per_class", "from_file",
+    "in_shape", "load", "mnist1d", "moons", "n_features", "n_outputs",
+    "names", "ratings", "regression", "select_classes", "spec", "spirals",
+    "split_indices", "standardize", "summary", "xor",
 ]

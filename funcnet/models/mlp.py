@@ -18,7 +18,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-from funcnet import activations, backprop, data, initializers, layers
+from funcnet import activations, backprop, initializers, layers
 from funcnet.errors import ConfigError
 from funcnet.model import Model, check_input
 from funcnet.models import registry
@@ -97,11 +97,11 @@ def mlp(sizes: Sequence[int], activation: str = "sigmoid",
                trace=trace_fn)
 
 
-def _from_config(table, ds, n_out):
-  if len(data.in_shape(ds)) != 1:
+def _from_config(table, spec):
+  if len(spec.in_shape) != 1:
     raise ConfigError(f"model.kind = 'mlp' needs flat inputs; dataset "
-                      f"{ds.name!r} has examples of shape {data.in_shape(ds)}")
-  return {"sizes": [data.n_features(ds), *table["hidden"], n_out],
+                      f"{spec.name!r} has examples of shape {spec.in_shape}")
+  return {"sizes": [spec.in_shape[0], *table["hidden"], spec.n_out],
           "activation": table["activation"],
           "output_activation": table["output_activation"],
           "init": table["init"], "dropout": table["dropout"]}

@@ -56,7 +56,7 @@ import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 
-from funcnet import autodiff, config as config_lib, precision
+from funcnet import autodiff, config as config_lib, data as data_lib, precision
 from funcnet.errors import ConfigError
 from funcnet.models import registry
 
@@ -291,11 +291,10 @@ def _model_keys(cfg, model, ds, need_if_fits) -> list:
     items = v if isinstance(v, list) else [v]
     return all(isinstance(i, int) and not isinstance(i, bool) for i in items)
   changed = [k for k, v in table.items() if sizing(v) and v != defaults.get(k)]
-  fit = {}
+  fit, spec = {}, data_lib.spec(ds, model.n_out)
   for k in changed:
     try:
-      smaller = registry.from_config(kind, {**table, k: defaults[k]}, ds,
-                                     model.n_out)
+      smaller = registry.from_config(kind, {**table, k: defaults[k]}, spec)
       fit[k] = need_if_fits(smaller)
     except Exception:  # a default that does not suit this data or model: the
       continue         # message names fewer keys rather than failing
