@@ -245,7 +245,7 @@ def _parser() -> argparse.ArgumentParser:
                       "streaming (the [data] extra)",
                       description="Writes a shards folder (meta.json, "
                       "stats.npz, train-*.array_record, test-*.array_record) "
-                      "that training reads by row; see funcnet.data.stream.")
+                      "that training reads by row; see funcnet.data.shards.")
   dsub = da.add_subparsers(dest="data_command", metavar="ACTION")
   dc = dsub.add_parser("convert", help="any dataset funcnet loads (a name, "
                        ".npz or .csv) into shards")
@@ -561,7 +561,7 @@ def _cmd_bench(args) -> int:
 
 def _cmd_data(args) -> int:
   """``funcnet data convert|generate``: one line saying what was written."""
-  from funcnet.data import stream
+  from funcnet.data import shard_writer
   if args.data_command is None:
     raise FuncnetError("funcnet data needs an action; expected convert or "
                        "generate")
@@ -577,8 +577,8 @@ def _cmd_data(args) -> int:
         raise FuncnetError(f"--set {text!r}: funcnet data convert takes "
                            f"{', '.join('data.' + k for k in opts)}")
       opts[key[5:]] = value
-    meta = stream.convert(args.src, args.dst, shard_rows=args.shard_rows,
-                          **opts)
+    meta = shard_writer.convert(args.src, args.dst,
+                                shard_rows=args.shard_rows, **opts)
   else:
     try:
       shape = tuple(int(d) for d in args.shape.split(","))
@@ -591,9 +591,9 @@ def _cmd_data(args) -> int:
         or args.chunk_rows < 1:
       raise FuncnetError("funcnet data generate needs --train >= 1, --test "
                          ">= 0, --classes >= 2 and --chunk-rows >= 1")
-    meta = stream.generate(args.dst, args.train, args.test, shape,
-                           args.classes, args.seed, args.chunk_rows,
-                           shard_rows=args.shard_rows)
+    meta = shard_writer.generate(args.dst, args.train, args.test, shape,
+                                 args.classes, args.seed, args.chunk_rows,
+                                 shard_rows=args.shard_rows)
   sp = meta["splits"]
   shards = len(sp["train"]["shards"]) + len(sp["test"]["shards"])
   print(f"wrote {args.dst}: {meta['name']}, {sp['train']['n']} train + "

@@ -1,4 +1,4 @@
-"""ArrayRecord shards (funcnet.data.stream): what is written reads back
+"""ArrayRecord shards (funcnet.data.shards, shard_writer, prefetch): what is written reads back
 exactly, in any order, standardised bit for bit as the in-memory path; the
 streamed statistics against numpy's float64 ones; refusals in one line.
 
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from funcnet import cli, data
-from funcnet.data import stream
+from funcnet.data import prefetch, shard_writer, shards
 from funcnet.errors import ConfigError, DataError
 
 pytest.importorskip("grain")
@@ -27,8 +27,8 @@ def digits_shards(tmp_path_factory):
   """``(shards, raw digits)``: digits converted with small shards, so reads
   cross shard boundaries."""
   dst = tmp_path_factory.mktemp("stream") / "digits"
-  stream.convert("digits", str(dst), shard_rows=500)
-  return stream.Shards(dst), data.load("digits")
+  shard_writer.convert("digits", str(dst), shard_rows=500)
+  return shards.Shards(dst), data.load("digits")
 
 
 def _folder_bytes(path):
@@ -43,7 +43,7 @@ def test_convert_writes_the_sizes_shapes_and_shards(digits_shards):
       (64,), np.float32, (), np.int32)
   with open(os.path.join(sh.path, "meta.json")) as f:
     meta = json.load(f)
-  assert meta["format"] == stream.FORMAT
+  assert meta["format"] == shards.FORMAT
   assert meta["splits"]["train"]["shards"] == [
       f"train-0000{i}-of-00003.array_record" for i in range(3)]
   assert meta["splits"]["train"]["shard_rows"] == [500, 500, 437]
@@ -123,15 +123,15 @@ def test_uneven_chunks_equal_one_chunk(tmp_path):
   xt, yt = x[:20], y[:20]
   cuts = [0, 1, 1, 50, 173, 299, 300]    # an empty chunk too
   uneven = [(x[a:b], y[a:b]) for a, b in zip(cuts[:-1], cuts[1:])]
-  m1 = stream.write(tmp_path / "one", {"train": [(x, y)], "test": [(xt, yt)]},
+  m1 = shard_writer.write(tmp_path / "one", {"train": [(x, y)], "test": [(xt, yt)]},
                     name="toy", task="classification", n_classes=4,
                     shard_rows=64)
-  m2 = stream.write(tmp_path / "many", {"train": iter(uneven),
+  m2 = shard_writer.write(tmp_path / "many", {"train": iter(uneven),
                                         "test": [(xt, yt)]},
                     name="toy", task="classification", n_classes=4,
                     shard_rows=64)
   assert m1 == m2
-  a, b = stream.Shards(tmp_path / "one"), stream.Shards(tmp_path / "many")
+  a, b = shards.Shards(tmp_path / "one"), shards.Shards(tmp_path / "many")
   rows = rng.permutation(300)
   for std in (False, True):
     xa, ya = a.read("train", rows, std)
@@ -149,7 +149,7 @@ def test_chunks_of_another_shape_are_refused(tmp_path):
   x = np.zeros((4, 3), np.float32)
   y = np.zeros(4, np.int32)
   with pytest.raises(DataError, match=r"chunk 1: examples x \(2,\)") as e:
-    stream.write(tmp_path / "bad", {"train": [(x, y), (x[:, :2], y)],
+    shard_writer.write(tmp_path / "bad", {"train": [(x, y), (x[:, :2], y)],
                                     "test": []},
                  name="toy", task="classification", n_classes=2)
   assert "\n" not in str(e.value)
@@ -171,8 +171,8 @@ def test_npz_and_csv_sources_read_back_exactly(tmp_path, kind):
         f"{r[0]},{r[1]},{c},{r[2]},{r[3]}" for r, c in zip(x, y)]
     src.write_text("\n".join(lines) + "\n")
   raw = data.load(str(src), seed=5, label="label")
-  stream.convert(str(src), str(tmp_path / "sh"), seed=5)
-  sh = stream.Shards(tmp_path / "sh")
+  shard_writer.convert(str(src), str(tmp_path / "sh"), seed=5)
+  sh = shards.Shards(tmp_path / "sh")
   assert (sh.n_train, sh.n_test) == (len(raw.y_train), len(raw.y_test))
   assert sh.x_shape == raw.x_train.shape[1:]
   for split, xs, ys in (("train", raw.x_train, raw.y_train),
@@ -194,7 +194,7 @@ def test_prefetcher_keeps_order_and_bounds_what_runs_ahead():
   def items():
     yield from range(50)
 
-  p = stream.Prefetcher(fn, items(), depth=3, threads=2)
+  p = prefetch.Prefetcher(fn, items(), depth=3, threads=2)
   got = []
   for v in p:
     got.append(v)
@@ -202,7 +202,7 @@ def test_prefetcher_keeps_order_and_bounds_what_runs_ahead():
       # the consumer holds item 4; at most 3 more were handed out
       assert max(started) <= 4 + 3
   assert got == [i * i for i in range(50)]
-  assert list(stream.Prefetcher(fn, [])) == []
+  assert list(prefetch.Prefetcher(fn, [])) == []
 
 
 def test_prefetcher_raises_the_same_exception_and_stops():
@@ -213,7 +213,7 @@ def test_prefetcher_raises_the_same_exception_and_stops():
       raise err
     return i
 
-  p = stream.Prefetcher(fn, range(100), depth=2, threads=2)
+  p = prefetch.Prefetcher(fn, range(100), depth=2, threads=2)
   got = []
   with pytest.raises(KeyError) as e:
     for v in p:
@@ -222,13 +222,13 @@ def test_prefetcher_raises_the_same_exception_and_stops():
   assert got == list(range(7))
   assert list(p) == []          # closed: nothing more
   with pytest.raises(ConfigError):
-    stream.Prefetcher(fn, [], depth=0)
+    prefetch.Prefetcher(fn, [], depth=0)
 
 
 def test_prefetched_shard_reads_equal_direct_reads(digits_shards):
   sh, _ = digits_shards
   batches = list(np.random.default_rng(6).permutation(1408).reshape(11, 128))
-  with stream.Prefetcher(lambda r: sh.read("train", r), batches, depth=4,
+  with prefetch.Prefetcher(lambda r: sh.read("train", r), batches, depth=4,
                          threads=4) as p:
     for (x, y), rows in zip(p, batches):
       xd, yd = sh.read("train", rows)
@@ -241,17 +241,17 @@ def test_convert_refuses_an_existing_destination_untouched(tmp_path):
   (dst / "keep.txt").write_text("mine")
   before = _folder_bytes(dst)
   with pytest.raises(DataError, match="already exists") as e:
-    stream.convert("digits", str(dst))
+    shard_writer.convert("digits", str(dst))
   assert "\n" not in str(e.value)
   assert _folder_bytes(dst) == before
   assert sorted(os.listdir(tmp_path)) == ["dst"]   # no temporary left
   (tmp_path / "file").write_text("x")
   with pytest.raises(DataError, match="already exists"):
-    stream.convert("digits", str(tmp_path / "file"))
+    shard_writer.convert("digits", str(tmp_path / "file"))
   empty = tmp_path / "empty"
   empty.mkdir()                 # an empty folder is taken
-  stream.convert("xor", str(empty))
-  assert stream.Shards(empty).n_train == 4
+  shard_writer.convert("xor", str(empty))
+  assert shards.Shards(empty).n_train == 4
 
 
 @pytest.mark.parametrize("make", ["missing", "empty", "file", "bad_json",
@@ -270,15 +270,15 @@ def test_a_folder_that_is_not_shards_is_one_line(tmp_path, make):
     path.mkdir()
     (path / "meta.json").write_text('{"format": "something-else"}')
   elif make == "missing_shard":
-    stream.convert("xor", str(path))
+    shard_writer.convert("xor", str(path))
     os.remove(path / "test-00000-of-00001.array_record")
   elif make == "cut_shard":     # a copy cut short
-    stream.convert("xor", str(path))
+    shard_writer.convert("xor", str(path))
     shard = path / "train-00000-of-00001.array_record"
     shard.write_bytes(shard.read_bytes()[:-100])
   with pytest.raises(DataError, match="expected a folder written by funcnet "
                      "data convert") as e:
-    stream.Shards(path)
+    shards.Shards(path)
   assert "\n" not in str(e.value)
 
 
@@ -300,17 +300,17 @@ def test_missing_extra_is_one_line(monkeypatch, tmp_path):
   monkeypatch.setitem(sys.modules, "array_record", None)
   monkeypatch.setitem(sys.modules, "grain", None)
   with pytest.raises(ConfigError) as e:
-    stream.convert("xor", str(tmp_path / "x"))
-  assert str(e.value) == stream.NEEDS_EXTRA
+    shard_writer.convert("xor", str(tmp_path / "x"))
+  assert str(e.value) == shards.NEEDS_EXTRA
   assert os.listdir(tmp_path) == []
 
 
 def test_generate_reads_back_labels_of_its_teacher(tmp_path):
-  meta = stream.generate(tmp_path / "g", n_train=300, n_test=40,
+  meta = shard_writer.generate(tmp_path / "g", n_train=300, n_test=40,
                          x_shape=(3, 4), n_classes=5, seed=7, chunk_rows=64,
                          shard_rows=128)
   assert meta["splits"]["train"]["shard_rows"] == [128, 128, 44]
-  sh = stream.Shards(tmp_path / "g")
+  sh = shards.Shards(tmp_path / "g")
   assert (sh.n_train, sh.n_test, sh.x_shape, sh.n_classes) == (
       300, 40, (3, 4), 5)
   # The teacher as the docstring documents it, recomputed here.
@@ -325,8 +325,8 @@ def test_generate_reads_back_labels_of_its_teacher(tmp_path):
   np.testing.assert_array_equal(
       yt, np.argmax(xt.reshape(40, 12).astype(np.float64) @ w, 1))
   # The chunking does not change the data.
-  stream.generate(tmp_path / "g2", 300, 40, (3, 4), 5, seed=7, chunk_rows=300)
-  x2, y2 = stream.Shards(tmp_path / "g2").read("train", np.arange(300), False)
+  shard_writer.generate(tmp_path / "g2", 300, 40, (3, 4), 5, seed=7, chunk_rows=300)
+  x2, y2 = shards.Shards(tmp_path / "g2").read("train", np.arange(300), False)
   assert x2.tobytes() == x.tobytes() and (y2 == y).all()
 
 
@@ -357,13 +357,13 @@ def test_data_commands_in_process(tmp_path, capsys):
   assert cli.main(["data", "convert", "spirals", str(tmp_path / "s"),
                    "--set", "data.seed=3", "--shard-rows", "100"]) == 0
   assert "in 10 shards" in capsys.readouterr().out
-  sh, raw = stream.Shards(tmp_path / "s"), data.load("spirals", seed=3)
+  sh, raw = shards.Shards(tmp_path / "s"), data.load("spirals", seed=3)
   np.testing.assert_array_equal(sh.read("train", [0, 5], False)[0],
                                 raw.x_train[[0, 5]])
   assert cli.main(["data", "generate", str(tmp_path / "g"), "--train", "100",
                    "--test", "10", "--shape", "2,3", "--classes", "3"]) == 0
   assert "100 train + 10 test" in capsys.readouterr().out
-  assert stream.Shards(tmp_path / "g").x_shape == (2, 3)
+  assert shards.Shards(tmp_path / "g").x_shape == (2, 3)
   assert cli.main(["data", "generate", str(tmp_path / "h"), "--train", "100",
                    "--test", "10", "--shape", "2,x", "--classes", "3"]) == 2
   assert "--shape" in capsys.readouterr().err
@@ -371,7 +371,7 @@ def test_data_commands_in_process(tmp_path, capsys):
 
 def test_bench_data_times_every_mode(tmp_path, capsys):
   from funcnet.bench import data_io
-  stream.convert("xor", str(tmp_path / "xor"))
+  shard_writer.convert("xor", str(tmp_path / "xor"))
   records = data_io.run(tmp_path / "xor", batch_size=2, steps=5, rounds=1,
                            threads=(1, 2), log=lambda line: None)
   assert [r["mode"] for r in records] == ["memory", "read", "prefetch 1",
@@ -389,7 +389,7 @@ def test_bench_data_command_prints_the_table(digits_shards, capsys):
 
 
 def test_importing_the_module_imports_neither_grain_nor_array_record():
-  code = ("import sys, funcnet.data, funcnet.data.stream; "
+  code = ("import sys, funcnet.data, funcnet.data.shards, funcnet.data.shard_writer, funcnet.data.prefetch; "
           "print(sorted({m.split('.')[0] for m in sys.modules} & "
           "{'grain', 'array_record'}))")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True,
