@@ -7,16 +7,18 @@ Everything runs on the bundled digits or small arrays made here (~5 s).
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
 
-from funcnet import cli, data
+from funcnet import cli, data, paths
 from funcnet.data import prefetch, shard_writer, shards
-from funcnet.errors import ConfigError, DataError
+from funcnet.errors import ConfigError, DataError, Preempted
 
 pytest.importorskip("grain")
 pytest.importorskip("array_record")
@@ -389,9 +391,115 @@ def test_bench_data_command_prints_the_table(digits_shards, capsys):
 
 
 def test_importing_the_module_imports_neither_grain_nor_array_record():
-  code = ("import sys, funcnet.data, funcnet.data.shards, funcnet.data.shard_writer, funcnet.data.prefetch; "
+  code = ("import sys, funcnet.data, funcnet.data.shards, "
+          "funcnet.data.shard_writer, funcnet.data.prefetch; "
           "print(sorted({m.split('.')[0] for m in sys.modules} & "
           "{'grain', 'array_record'}))")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True,
                        text=True, timeout=60, check=True).stdout
   assert out.strip() == "[]"
+
+
+# --- writing stopped: a full disk, a set too large, a signal (issue 22) ------
+
+@pytest.mark.parametrize("argv", [
+    ["generate", "g", "--train", "2000", "--test", "10", "--shape", "64",
+     "--classes", "3"],
+    ["convert", "digits", "g"]], ids=["generate", "convert"])
+def test_a_full_disk_is_one_line_naming_the_file_and_leaves_nothing(
+    tmp_path, argv):
+  # RLIMIT_FSIZE: a write past 20,000 bytes fails with EFBIG, as a full
+  # disk's with ENOSPC; the first shard (2000 x 260 bytes) cannot fit.
+  from helpers import with_limits
+  r = subprocess.run(with_limits([sys.executable, "-m", "funcnet.cli", "data",
+                                  *argv], RLIMIT_FSIZE=20000),
+                     cwd=tmp_path, capture_output=True, text=True, timeout=120)
+  assert r.returncode == 2, r.stderr
+  lines = r.stderr.strip().splitlines()
+  assert len(lines) == 1, r.stderr
+  assert lines[0].startswith("funcnet: error: filesystem: 'g.tmp-")
+  assert "/train-00000.partial' File too large" in lines[0]
+  assert os.listdir(tmp_path) == []      # neither g nor its temporary folder
+
+
+def test_the_generate_sizes_are_counted_from_the_shapes(tmp_path):
+  # disk: 12 examples x (6 float32 + 1 int32 + ArrayRecord's 48-byte
+  # header); memory: 40 bytes per number of a 4-row chunk, and the float64
+  # 6 x 3 teacher
+  assert shard_writer.need(10, 2, 6, 3, chunk_rows=4) == {
+      "disk": 12 * (28 + 48), "memory": 40 * 4 * 6 + 8 * 6 * 3}
+  assert shard_writer.need(3, 2, 6, 3, chunk_rows=4)["memory"] \
+      == 40 * 3 * 6 + 8 * 6 * 3      # a chunk is never more than the split
+  # a lower bound of what is written, and not far below it
+  meta = shard_writer.generate(tmp_path / "g", 20000, 40, (16,), 4)
+  disk = shard_writer.need(20000, 40, 16, 4, 8192)["disk"]
+  assert disk <= meta["bytes"] < 1.25 * disk
+
+
+def test_generate_refuses_what_does_not_fit_before_writing(tmp_path, capsys,
+                                                           monkeypatch):
+  # 1e12 x 100,000 float32 is 400 PB: once this ran for 75 s and took
+  # 15.6 GB of memory before anything stopped it.
+  start = time.monotonic()
+  assert cli.main(["data", "generate", str(tmp_path / "g"), "--train",
+                   str(10**12), "--test", "10", "--shape", "100000",
+                   "--classes", "10"]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and "need at least 400 PB on disk" in err[0]
+  assert "expected fewer examples (--train, --test)" in err[0]
+  assert time.monotonic() - start < 5 and os.listdir(tmp_path) == []
+  # memory: the disk has room, a chunk does not fit
+  monkeypatch.setattr(paths, "host_memory", lambda: (10**6, "the host"))
+  assert cli.main(["data", "generate", str(tmp_path / "g"), "--train",
+                   "100", "--test", "10", "--shape", "1000",
+                   "--classes", "10"]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and "need about 4.08 MB of memory" in err[0]
+  assert "the host has 1 MB available" in err[0]
+  assert "expected a smaller --chunk-rows or --shape" in err[0]
+  assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 75),
+                                      (signal.SIGINT, 130)])
+def test_a_signal_while_writing_removes_the_temporary_folder(tmp_path, sig,
+                                                             code):
+  if threading.current_thread() is not threading.main_thread():
+    pytest.skip("signal handlers are the main thread's")
+  before = signal.getsignal(sig)
+  x, y = np.zeros((10, 3), np.float32), np.zeros(10, np.int32)
+
+  def chunks():
+    yield x, y
+    assert any(".tmp-" in f for f in os.listdir(tmp_path))  # being written
+    os.kill(os.getpid(), sig)
+    yield x, y
+
+  with pytest.raises(Preempted) as e:
+    shard_writer.write(tmp_path / "s", {"train": chunks(), "test": [(x, y)]},
+                       name="t", task="classification", n_classes=2)
+  assert e.value.exit_code == code
+  assert str(e.value).startswith(f"{signal.Signals(sig).name}: ")
+  assert os.listdir(tmp_path) == []
+  assert signal.getsignal(sig) is before
+
+
+def test_sigterm_stops_data_generate_with_75_and_no_folder_left(tmp_path):
+  # 3,000,000 x 16 float32: a few seconds of writing, stopped as the first
+  # shard appears
+  p = subprocess.Popen([sys.executable, "-m", "funcnet.cli", "data",
+                        "generate", "g", "--train", "3000000", "--test", "10",
+                        "--shape", "16", "--classes", "3"],
+                       cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+  deadline = time.monotonic() + 60
+  while not any(f.endswith(".partial") for d in os.listdir(tmp_path)
+                for f in os.listdir(tmp_path / d)) and p.poll() is None:
+    assert time.monotonic() < deadline
+    time.sleep(0.02)
+  p.send_signal(signal.SIGTERM)
+  _, err = p.communicate(timeout=60)
+  assert p.returncode == 75, err
+  assert err.strip().splitlines() == [
+      "funcnet: stopped: SIGTERM: g was not written (its partial folder is "
+      "removed)"]
+  assert os.listdir(tmp_path) == []

@@ -13,18 +13,25 @@ does, so a standardised read equals the in-memory path given the same
 statistics, bit for bit.
 """
 
+import contextlib
+import errno
 import json
 import math
 import os
+import re
 import shutil
+import signal
+import threading
 from typing import Optional
 
 import numpy as np
 
+from funcnet import paths
 from funcnet.data.shards import (FORMAT, SPLITS, WRITER_OPTIONS,
                                  array_record, record_dtype,
                                  shard_name)
-from funcnet.errors import ConfigError, DataError
+from funcnet.errors import SIGNAL_EXIT_CODES, ConfigError, DataError
+from funcnet.errors import Preempted
 
 # A shard's size when shard_rows is not given: large enough that a dataset
 # of a few hundred GB is a few thousand files, small enough that copying one
@@ -76,6 +83,64 @@ class _Moments:
 
 # --- writing -----------------------------------------------------------------
 
+# The OS's words for each errno ("File too large": EFBIG), to read them back
+# out of ArrayRecord's messages.
+_ERRNO = {os.strerror(n): n for n in errno.errorcode}
+
+
+@contextlib.contextmanager
+def _writing(path: str):
+  """A failed write becomes an ``OSError`` naming ``path``, which the
+  command prints as one line (``cli._os_error``, exit 2).
+
+  The OS's error for a failed ``write()`` carries no file name, and
+  ArrayRecord's C++ writer reports one as ``RuntimeError("write() failed:
+  File too large; writing PATH; at byte N; ...")``: the reason is read back
+  out of that (its errno too, when the words are the OS's).
+  """
+  try:
+    yield
+  except OSError as e:
+    if e.filename is None:
+      raise OSError(e.errno, e.strerror or str(e), path) from None
+    raise
+  except RuntimeError as e:
+    found = re.search(r"failed: ([^;]+)", str(e))
+    reason = found.group(1).strip() if found else str(e)
+    raise OSError(_ERRNO.get(reason), reason, path) from None
+
+
+@contextlib.contextmanager
+def _stop_on_signals(dst: str):
+  """While inside, SIGTERM and SIGINT raise :class:`Preempted` (exit 75 or
+  130, as ``funcnet train``'s) where the writing is, so :func:`write`'s
+  cleanup removes the temporary folder before the command exits; without
+  this SIGTERM would end the process and leave it behind.
+
+  The first signal puts the default actions back, so a second one ends the
+  process at once (as in :mod:`funcnet.run.preemption`). Only the main
+  thread can install handlers; elsewhere this is inert.
+  """
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  signals = (signal.SIGTERM, signal.SIGINT)
+
+  def stop(signum, frame):
+    del frame
+    for s in signals:
+      signal.signal(s, signal.SIG_DFL)
+    name = signal.Signals(signum).name
+    raise Preempted(f"{name}: {dst} was not written (its partial folder is "
+                    "removed)", SIGNAL_EXIT_CODES[name])
+
+  before = {s: signal.signal(s, stop) for s in signals}
+  try:
+    yield
+  finally:
+    for s, handler in before.items():
+      signal.signal(s, handler)
+
 def _check_dst(dst: str) -> None:
   if os.path.lexists(dst) and not (os.path.isdir(dst) and not os.listdir(dst)):
     raise DataError(f"shards destination {dst} already exists; expected a new "
@@ -105,11 +170,14 @@ class _SplitWriter:
     self.counts = []           # records per shard
     self.writer = None
 
+  def _path(self, i: int) -> str:
+    return os.path.join(self.folder, f"{self.split}-{i:05d}.partial")
+
   def _open_next(self):
     ar = array_record()
-    path = os.path.join(self.folder,
-                        f"{self.split}-{len(self.counts):05d}.partial")
-    self.writer = ar.ArrayRecordWriter(path, WRITER_OPTIONS)
+    path = self._path(len(self.counts))
+    with _writing(path):
+      self.writer = ar.ArrayRecordWriter(path, WRITER_OPTIONS)
     self.counts.append(0)
 
   def add(self, x: np.ndarray, y: np.ndarray) -> None:
@@ -122,14 +190,25 @@ class _SplitWriter:
       if self.writer is None or self.counts[-1] == self.shard_rows:
         self.close_shard()
         self._open_next()
-      self.writer.write(buf[i * size:(i + 1) * size])
+      with _writing(self._path(len(self.counts) - 1)):
+        self.writer.write(buf[i * size:(i + 1) * size])
       self.counts[-1] += 1
     self.n += len(x)
 
   def close_shard(self):
     if self.writer is not None:
-      self.writer.close()
-      self.writer = None
+      writer, self.writer = self.writer, None
+      with _writing(self._path(len(self.counts) - 1)):
+        writer.close()       # flushes: a full disk may show only here
+
+  def abandon(self):
+    """Closes the open shard, whatever it says: the folder is about to be
+    removed, and a second error (the same full disk) would only hide the
+    first."""
+    if self.writer is not None:
+      writer, self.writer = self.writer, None
+      with contextlib.suppress(Exception):
+        writer.close()
 
   def finish(self) -> list:
     """Closes the last shard and gives each its final name; returns them."""
@@ -189,11 +268,16 @@ def write(dst, splits: dict, *, name: str, task: str,
     The ``meta.json`` dict.
 
   Everything is written into ``dst + ".tmp-<pid>"``, which is renamed to
-  ``dst`` only when complete, so ``dst`` is either absent or whole.
+  ``dst`` only when complete, so ``dst`` is either absent or whole. The
+  temporary folder is removed when anything stops the writing: an error,
+  a full disk (an ``OSError`` naming the file), SIGTERM or SIGINT
+  (:class:`funcnet.errors.Preempted`, exit 75 or 130).
 
   Raises:
     DataError: ``dst`` exists and is not an empty folder; chunks of
       mismatched shapes or dtypes, or no training examples.
+    OSError: a write failed (a full disk); its ``filename`` is the file.
+    Preempted: SIGTERM or SIGINT arrived while writing (main thread only).
   """
   dst = os.path.normpath(os.fspath(dst))
   _check_dst(dst)
@@ -209,22 +293,23 @@ def write(dst, splits: dict, *, name: str, task: str,
   tmp = f"{dst}.tmp-{os.getpid()}"
   if os.path.lexists(tmp):
     shutil.rmtree(tmp)           # left by an earlier process of the same pid
-  os.makedirs(tmp)
-  try:
-    meta = _write_into(tmp, splits, name, task, n_classes, shard_rows,
-                       stats_from if task != "ratings" else None, info or {})
-    for f in os.listdir(tmp):
-      _fsync(os.path.join(tmp, f))
-    _check_dst(dst)              # in case another process made it meanwhile
+  with _stop_on_signals(dst):
+    os.makedirs(tmp)
     try:
-      os.replace(tmp, dst)
-    except OSError as e:         # made non-empty between the check and here
-      raise DataError(f"shards destination {dst} could not be replaced "
-                      f"({e.strerror}); expected a new folder") from None
-    _fsync(os.path.dirname(os.path.abspath(dst)))
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
+      meta = _write_into(tmp, splits, name, task, n_classes, shard_rows,
+                         stats_from if task != "ratings" else None, info or {})
+      for f in os.listdir(tmp):
+        _fsync(os.path.join(tmp, f))
+      _check_dst(dst)            # in case another process made it meanwhile
+      try:
+        os.replace(tmp, dst)
+      except OSError as e:       # made non-empty between the check and here
+        raise DataError(f"shards destination {dst} could not be replaced "
+                        f"({e.strerror}); expected a new folder") from None
+    except BaseException:        # a full disk, a signal, a bad chunk
+      shutil.rmtree(tmp, ignore_errors=True)
+      raise
+  _fsync(os.path.dirname(os.path.abspath(dst)))
   return meta
 
 
@@ -247,7 +332,7 @@ def _write_into(folder, splits, name, task, n_classes, shard_rows, stats_from,
         writer.add(x, y)
     except BaseException:
       if writer is not None:
-        writer.close_shard()     # before the caller removes the folder
+        writer.abandon()         # before the caller removes the folder
       raise
     if writer is None:
       out[split] = {"n": 0, "shards": [], "shard_rows": [],
@@ -265,7 +350,8 @@ def _write_into(folder, splits, name, task, n_classes, shard_rows, stats_from,
   stats = None
   if moments is not None:
     mean, std = moments.mean_std()
-    with open(os.path.join(folder, "stats.npz"), "wb") as f:
+    path = os.path.join(folder, "stats.npz")
+    with _writing(path), open(path, "wb") as f:
       np.savez(f, mean=mean, std=std)
     stats = {"file": "stats.npz", "from": "train"}
   rec = record_dtype(*want)
@@ -278,7 +364,8 @@ def _write_into(folder, splits, name, task, n_classes, shard_rows, stats_from,
       "splits": out, "stats": stats, "info": info,
   }
   meta["bytes"] = sum(sum(out[s]["shard_bytes"]) for s in SPLITS)
-  with open(os.path.join(folder, "meta.json"), "w") as f:
+  path = os.path.join(folder, "meta.json")
+  with _writing(path), open(path, "w") as f:
     json.dump(meta, f, indent=1)
     f.write("\n")
   return meta
@@ -336,6 +423,60 @@ def convert(src, dst, *, seed: int = 0, label: str = "label",
                shard_rows=shard_rows, info=_json_info(ds.info))
 
 
+# ArrayRecord's bytes per record beyond its own with group_size:1 (each
+# record its own chunk, with a header): 54-80 measured here on records of
+# 8 to 16,388 bytes. 48 keeps the disk estimate a lower bound.
+_RECORD_OVERHEAD = 48
+
+# Bytes of memory per number of a chunk of generate(): the float32 draw, its
+# float64 copies for the product and the statistics, the packed records
+# (generate's docstring has the measurement).
+_CHUNK_BYTES_PER_NUMBER = 40
+
+
+def need(n_train: int, n_test: int, n_features: int, n_classes: int,
+         chunk_rows: int) -> dict:
+  """What :func:`generate` needs, from the sizes alone: ``{"disk": bytes,
+  "memory": bytes}``.
+
+  disk    ``(n_train + n_test) x (4 n_features + 4 + 48)``: each
+          example's float32 inputs and int32 label, packed, and
+          ArrayRecord's header (54-80 bytes measured, and each file padded:
+          a lower bound)
+  memory  a chunk, ``40 x min(chunk_rows, n) x n_features`` bytes, and the
+          float64 teacher ``W``, ``8 x n_features x n_classes``
+  """
+  rows = min(chunk_rows, max(n_train, n_test))
+  return {"disk": (n_train + n_test) * (4 * n_features + 4 + _RECORD_OVERHEAD),
+          "memory": (_CHUNK_BYTES_PER_NUMBER * rows * n_features
+                     + 8 * n_features * n_classes)}
+
+
+def _check_room(dst, n_train, n_test, n_features, n_classes, chunk_rows):
+  """Refuses, in one line and before anything is allocated or written, a
+  set that cannot fit on the disk under ``dst`` or a chunk that cannot fit
+  in memory (1e12 examples of 100,000 numbers once ran for 75 s and took
+  15.6 GB before anything stopped it)."""
+  want = need(n_train, n_test, n_features, n_classes, chunk_rows)
+  size = f"{n_train + n_test:,} examples of {n_features:,} float32 numbers"
+  free = paths.free_disk(os.path.dirname(os.path.abspath(os.fspath(dst))))
+  if free is not None and want["disk"] > free:
+    raise ConfigError(
+        f"{size} need at least "
+        f"{paths.human(want['disk'])} on disk; the filesystem of {dst} has "
+        f"{paths.human(free)} free; expected fewer examples (--train, "
+        "--test) or a smaller --shape")
+  memory, where = paths.host_memory()
+  if memory is not None and want["memory"] > memory:
+    rows = min(chunk_rows, max(n_train, n_test))
+    raise ConfigError(
+        f"generating chunks of {rows:,} examples of "
+        f"{n_features:,} numbers and the {n_features:,} x {n_classes} teacher "
+        f"need about {paths.human(want['memory'])} of memory; {where} has "
+        f"{paths.human(memory)} available; expected a smaller --chunk-rows "
+        "or --shape")
+
+
 def teacher(seed: int, n_features: int, n_classes: int) -> np.ndarray:
   """``W (n_features, n_classes)`` float64 of :func:`generate`:
   ``np.random.default_rng([seed, 0]).standard_normal((D, K))``."""
@@ -366,6 +507,7 @@ def generate(dst, n_train: int, n_test: int, x_shape, n_classes: int,
   """
   x_shape = tuple(int(d) for d in x_shape)
   d = math.prod(x_shape)
+  _check_room(dst, n_train, n_test, d, n_classes, chunk_rows)
   w = teacher(seed, d, n_classes)
 
   def chunks(n, stream):
