@@ -18,6 +18,7 @@ from typing import Optional
 import numpy as np
 
 from funcnet import paths
+from funcnet.data import registry
 from funcnet.data.dataset import Dataset, _split
 
 
@@ -136,8 +137,8 @@ def mnist1d(cache_dir: Optional[str] = None) -> Dataset:
   grid. Generating takes about 1.2 s here (plus 0.9 s to import mnist1d), so
   the arrays are cached as ``mnist1d-<version>.npz`` in ``cache_dir``
   (default :func:`funcnet.paths.cache_root`), written atomically; a cache
-  file that cannot be read is rebuilt. The package's ``get_dataset`` is never called:
-  it downloads a pickle.
+  file that cannot be read is rebuilt. The package's ``get_dataset`` is
+  never called: it downloads a pickle.
   """
   folder = cache_dir if cache_dir is not None else paths.cache_root()
   path = _mnist1d_path(folder)
@@ -149,3 +150,11 @@ def mnist1d(cache_dir: Optional[str] = None) -> Dataset:
                  raw["x_test"].astype(np.float32),
                  raw["y_test"].astype(np.int32), "classification", 10,
                  "mnist1d", {"t": raw["t"], "cache": path})
+
+
+registry.register(registry.Source(
+    "digits", digits, "classification",
+    "scikit-learn's bundled 8x8 digits, 1,437 train / 360 test"))
+registry.register(registry.Source(
+    "mnist1d", mnist1d, "classification",
+    "MNIST-1D with its default arguments, 4,000 / 1,000, cached as .npz"))
