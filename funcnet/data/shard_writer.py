@@ -5,6 +5,15 @@ pass, atomic.
         n_classes=...) -> meta      one streaming pass, atomic
   convert(src, dst)                 anything funcnet.data.load loads -> write()
   generate(dst, ...)                a synthetic set, any size -> write()
+  need(n_train, n_test, ...)        generate's disk and memory, from sizes
+
+Nothing half-written stays: everything goes into ``DST.tmp-<pid>``,
+renamed to ``DST`` when whole, and an error, a full disk (an ``OSError``
+naming the file: ``funcnet data`` prints one line and exits 2), SIGTERM or
+SIGINT (``errors.Preempted``, exit 75 or 130, as ``funcnet train``)
+removes it. ``generate`` refuses, in one line and before allocating or
+writing anything, a set larger than the free disk or a chunk larger than
+the free memory.
 
 The inputs are stored raw, in the dtype they were loaded in; the training
 statistics are computed while writing, in float64 (:class:`_Moments`), and
@@ -28,15 +37,15 @@ import numpy as np
 
 from funcnet import paths
 from funcnet.data.shards import (FORMAT, SPLITS, WRITER_OPTIONS,
-                                 array_record, record_dtype,
-                                 shard_name)
-from funcnet.errors import SIGNAL_EXIT_CODES, ConfigError, DataError
-from funcnet.errors import Preempted
+                                 array_record, record_dtype, shard_name)
+from funcnet.errors import (SIGNAL_EXIT_CODES, ConfigError, DataError,
+                            Preempted)
 
 # A shard's size when shard_rows is not given: large enough that a dataset
 # of a few hundred GB is a few thousand files, small enough that copying one
 # to a host (or a bucket) is quick. TFDS aims at 100-200 MB too.
 SHARD_BYTES = 128 * 2**20
+
 
 # --- statistics: Chan's parallel merge of per-chunk moments ------------------
 
