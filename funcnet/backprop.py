@@ -32,9 +32,9 @@ from typing import NamedTuple, Optional
 
 import jax.numpy as jnp
 
-from funcnet import activations, layers, losses
+from funcnet import activations, losses
 from funcnet.errors import ConfigError
-from funcnet.model import Model, check_input
+from funcnet.model import Model
 
 
 class Trace(NamedTuple):
@@ -74,27 +74,11 @@ def _check_mlp(model: Model) -> None:
 
 
 def forward(model: Model, params, x, key=None) -> Trace:
-  """Runs the MLP forward, keeping every ``z_l`` and ``a_l``."""
+  """Runs the MLP forward, keeping every ``z_l`` and ``a_l``: the model's
+  own forward (``model.trace``, :mod:`funcnet.models.mlp`), the one its
+  logits come from, so the trace and the logits cannot drift apart."""
   _check_mlp(model)
-  check_input(x, model.in_shape, "mlp")
-  spec = model.spec
-  f_hidden = activations.get(spec["activation"]).f
-  f_out = activations.get(model.output_activation).f
-  masks = layers.dropout_masks(key, spec["dropout"],
-                        [(x.shape[0], n) for n in spec["sizes"][1:-1]], x.dtype)
-  zs, acts = [], [x]
-  n_layers = len(params)
-  for l, layer in enumerate(params):
-    z = acts[-1] @ layer["W"] + layer["b"]
-    if l < n_layers - 1:
-      a = f_hidden(z)
-      if masks is not None:
-        a = a * masks[l]
-    else:
-      a = f_out(z)
-    zs.append(z)
-    acts.append(a)
-  return Trace(zs, acts, masks)
+  return model.trace(params, x, key)
 
 
 def output_delta(model: Model, loss, z_L, a_L, y):

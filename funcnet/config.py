@@ -20,7 +20,7 @@ import os
 import tomllib
 from typing import Any
 
-from funcnet import optimizers, schedules, tasks
+from funcnet import data, optimizers, schedules, tasks
 from funcnet.errors import ConfigError, FuncnetError
 from funcnet.tracing import is_off
 from funcnet.models import registry
@@ -106,14 +106,12 @@ DEFAULTS: dict = {
 DOCS: dict = {
     "name": "run name; default: the config file's stem (run folders are runs/<name>-<time>)",
     "seed": "the one integer all randomness derives from (init, shuffling, dropout); 0 <= seed < 2**32",
-    "data.name": "a built-in dataset (xor, spirals, moons, regression, digits, mnist1d, ratings) or a path to a .npz/.csv file",
     "data.seed": "seed of generated data and of splits (kept apart from `seed`, so the digits split stays fixed); 0 <= seed < 2**32",
     "data.label": "for .csv files: the label column's name (every other column is a feature)",
     "data.task": f"for files: {' | '.join(tasks.names())} (built-in sets know theirs)",
     "data.standardize": "standardise inputs with the training split's mean and std",
     "data.classes": "classification: keep only these labels, relabelled 0..k-1 in this order, in both splits ([]: all)",
     "data.train_per_class": "few labels: keep N training examples per class, the first in a data.seed shuffle (0: all; test split untouched)",
-    "model.kind": "which model: mlp | cnn | rnn | gru | transformer | mf | ncf (each has its [model.<kind>] table)",
     "train.loss": f"{tasks.loss_doc()}; hinge needs an identity output",
     "train.epochs": "passes over the training data",
     "train.batch_size": "examples per gradient step (= n_train for full-batch gradient descent)",
@@ -125,24 +123,23 @@ DOCS: dict = {
     "train.accumulate": "micro-batches per step: the step's gradient is their mean (same as the whole batch's, less memory); must divide train.batch_size",
     "train.chunk_steps": "data streamed from shards (data.name = a folder of funcnet data convert): steps per compiled call, each chunk's batches read a chunk ahead (0: the epoch, up to 64 MB of batches); in-memory data runs one call per epoch",
     "train.compare_grads": "also train with the other gradient source from the same seed and record the parameter difference",
-    "optimizer.name": "sgd | momentum | nesterov | adagrad | rmsprop | adam | adamw",
     "optimizer.impl": "funcnet (the update rules written out here) | optax (the production library)",
     "optimizer.learning_rate": "eta in w := w - eta dC/dw (the peak rate under a schedule)",
-    "optimizer.beta": "momentum / nesterov: the velocity decay",
-    "optimizer.b1": "adam / adamw: first-moment decay",
-    "optimizer.b2": "adam / adamw: second-moment decay",
-    "optimizer.eps": "adagrad / rmsprop / adam / adamw: the epsilon in the denominator",
-    "optimizer.decay": "rmsprop: the squared-gradient decay",
-    "optimizer.initial_accumulator_value": "adagrad: the accumulator's starting value",
-    "optimizer.weight_decay": "adamw: decoupled weight decay",
+    # the keys of one optimizer or schedule: _add_users() puts its name first
+    "optimizer.beta": "the velocity decay",
+    "optimizer.b1": "first-moment decay",
+    "optimizer.b2": "second-moment decay",
+    "optimizer.eps": "the epsilon in the denominator",
+    "optimizer.decay": "the squared-gradient decay",
+    "optimizer.initial_accumulator_value": "the accumulator's starting value",
+    "optimizer.weight_decay": "decoupled weight decay",
     "optimizer.l2": "L2 weight decay added to the gradient (g + l2 w) before any optimizer",
     "optimizer.clip_norm": "clip gradients to this global norm before the update (0: off)",
-    "schedule.name": "constant | step_decay | exponential_decay | inverse_time_decay | cosine_decay",
     "schedule.warmup_steps": "linear warm-up from 0 over this many steps before the schedule (0: none)",
-    "schedule.decay_rate": "step / exponential / inverse_time: the decay rate",
-    "schedule.decay_steps": "exponential / inverse_time / cosine: the decay horizon in steps",
-    "schedule.step_size": "step: multiply by decay_rate every this many steps",
-    "schedule.alpha": "cosine: the final rate as a fraction of the peak",
+    "schedule.decay_rate": "the decay rate",
+    "schedule.decay_steps": "the decay horizon in steps",
+    "schedule.step_size": "multiply by decay_rate every this many steps",
+    "schedule.alpha": "the final rate as a fraction of the peak",
     "run.checkpoint_every": "save a checkpoint every this many epochs (and at the end)",
     "run.checkpoint_every_steps": "data streamed from shards: also save every this many steps inside an epoch (at the next chunk's end; 0: only at epoch ends); a resume continues from that step",
     "run.keep_checkpoints": "how many of the latest checkpoints to keep",
@@ -208,7 +205,21 @@ def _add_model_tables() -> None:
     DOCS.update({f"model.{name}.{k}": v for k, v in kind.docs.items()})
 
 
+def _add_names() -> None:
+  """The doc lines that list names, from the registries that hold them:
+  the datasets (:mod:`funcnet.data.registry`), the model kinds, the
+  optimizers and the schedules. A new one is listed with no edit here."""
+  DOCS["data.name"] = (f"a built-in dataset ({', '.join(data.DATASETS)}) or "
+                       "a path to a .npz/.csv file")
+  DOCS["model.kind"] = (f"which model: {' | '.join(registry.KINDS)} (each "
+                        "has its [model.<kind>] table)")
+  DOCS["optimizer.name"] = " | ".join(optimizers.OPTIMIZERS)
+  DOCS["schedule.name"] = " | ".join(n for n in schedules.SCHEDULES
+                                     if n != "warmup")
+
+
 _add_model_tables()
+_add_names()
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
@@ -351,6 +362,22 @@ def uses(section: str, name: str) -> set:
   fn = table.get(name)
   own = set(inspect.signature(fn).parameters) if fn is not None else set()
   return _COMMON[section] | (own - {"lr"})  # a schedule's lr: the optimizer's
+
+
+def _add_users() -> None:
+  """Each key of one optimizer or schedule is documented with the names of
+  those that read it, as their functions' signatures say (:func:`uses`):
+  ``adam / adamw: first-moment decay``."""
+  for section, table in (("optimizer", optimizers.OPTIMIZERS),
+                         ("schedule", schedules.SCHEDULES)):
+    for key in DEFAULTS[section]:
+      if key not in _COMMON[section]:
+        users = [n.removesuffix("_decay") for n in table
+                 if n != "warmup" and key in uses(section, n)]
+        DOCS[f"{section}.{key}"] = f"{' / '.join(users)}: {DOCS[f'{section}.{key}']}"
+
+
+_add_users()
 
 
 def _check_applies(cfg: dict, explicit) -> None:

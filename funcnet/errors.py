@@ -39,10 +39,19 @@ class DivergenceError(FuncnetError):
   exit_code = 3
 
 
+# Exit status of a command stopped by each signal (README, "Exit status").
+# 75 is sysexits.h's EX_TEMPFAIL: a temporary failure, the caller is
+# invited to retry -- which is what a retry loop around a preemptible
+# machine should do.
+SIGNAL_EXIT_CODES = {"SIGTERM": 75, "SIGINT": 130}
+
+
 class Preempted(FuncnetError):
-  """Training stopped by SIGTERM or SIGINT after saving a checkpoint and the
-  summary (:mod:`funcnet.run.preemption`): not a mistake, so the command prints
-  it without "error:". ``exit_code`` is the signal's (75 or 130)."""
+  """A command stopped by SIGTERM or SIGINT, having cleaned up: training
+  after saving a checkpoint and the summary (:mod:`funcnet.run.preemption`),
+  ``funcnet data`` after removing its partial folder. Not a mistake, so the
+  command prints it without "error:". ``exit_code`` is the signal's
+  (:data:`SIGNAL_EXIT_CODES`: 75 or 130)."""
 
   label = "stopped"
 

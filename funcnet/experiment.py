@@ -75,7 +75,8 @@ def n_outputs(cfg, ds) -> int:
 def build_model(cfg, ds):
   """The model ``cfg["model"]`` describes, sized to the dataset."""
   kind = cfg["model"]["kind"]
-  return registry.from_config(kind, cfg["model"][kind], ds, n_outputs(cfg, ds))
+  return registry.from_config(kind, cfg["model"][kind],
+                              data.spec(ds, n_outputs(cfg, ds)))
 
 
 def check(cfg, ds, model) -> None:

@@ -49,6 +49,9 @@ class Model(NamedTuple):
       before a kinked activation (relu), so the gradient check can skip a
       finite difference whose two sides straddle one; None when there are
       none or the kind does not expose them (see :mod:`funcnet.gradcheck`).
+    trace: ``(params, x, key=None) -> funcnet.backprop.Trace``, the forward
+      pass with every ``z_l`` and ``a_l`` kept (an MLP's, which
+      :func:`funcnet.backprop.forward` returns); None for other kinds.
   """
   init: Callable
   logits: Callable
@@ -59,6 +62,7 @@ class Model(NamedTuple):
   head: Optional[tuple] = None
   backward: Optional[Callable] = None
   kinks: Optional[Callable] = None
+  trace: Optional[Callable] = None
 
   def apply(self, params, x, key=None):
     """``a = f(z)``: the model's output, ``(m, n_out)``."""
@@ -67,6 +71,35 @@ class Model(NamedTuple):
   @property
   def kind(self) -> str:
     return self.spec.get("kind", "model")
+
+
+class DataSpec(NamedTuple):
+  """What a model builder reads of its data: a few facts, not the arrays.
+
+  A builder sized from a config (``registry.from_config``) gets one of these
+  (:func:`funcnet.data.spec` makes it from a dataset), so model kinds need
+  nothing from :mod:`funcnet.data`.
+
+  Attributes:
+    name: the dataset's name, for messages.
+    task: the data's task (``"classification"``, ...).
+    in_shape: the shape of one input example, e.g. ``(64,)``.
+    x_dtype: the inputs' dtype name: ``"float32"`` for features, an integer
+      dtype for ids (ratings' ``(user, item)`` pairs).
+    n_out: the width of the model's output, ``z: (m, n_out)``.
+    n_users, n_items: the id ranges of ``(user, item)`` inputs; None for
+      other data.
+    target_mean: the training split's mean target (where a recommender's
+      ``r = mu + ...`` starts); None when the split is not in memory.
+  """
+  name: str
+  task: str
+  in_shape: tuple
+  x_dtype: str
+  n_out: int
+  n_users: Optional[int] = None
+  n_items: Optional[int] = None
+  target_mean: Optional[float] = None
 
 
 def check_input(x, in_shape: tuple, what: str = "model") -> None:

@@ -770,7 +770,7 @@ def _streamed_epochs(chunk_fn, rows, batch_size, steps_per_epoch, dtype, plan,
 
   The epoch's steps run in chunks of :func:`make_chunk`; each chunk's rows
   are read in :func:`batch_order`, as the in-memory epoch takes them, by one
-  :class:`funcnet.data.stream.Prefetcher` thread for the whole run, two
+  :class:`funcnet.data.prefetch.Prefetcher` thread for the whole run, two
   chunks ahead: across epoch ends too, so epoch ``e + 1``'s first chunk is
   read while epoch ``e``'s last one runs (a prefetcher per epoch made each
   epoch wait for its first read: 3-4% of an MNIST-1D MLP epoch).
@@ -781,7 +781,7 @@ def _streamed_epochs(chunk_fn, rows, batch_size, steps_per_epoch, dtype, plan,
   A call of the chunk program costs 11-17 ms before its first step here
   (docs/performance.md): a small ``train.chunk_steps`` pays it every chunk.
   """
-  from funcnet.data import stream
+  from funcnet.data.prefetch import Prefetcher
   b = batch_size
   k = chunk_length(rows.shape[1:], dtype, b, steps_per_epoch, chunk_steps)
   finish = jax.jit(epoch_metrics, static_argnums=2)
@@ -811,7 +811,7 @@ def _streamed_epochs(chunk_fn, rows, batch_size, steps_per_epoch, dtype, plan,
       xb, yb = jax.device_put(pad(x)), jax.device_put(pad(y))
     return e, c, steps, xb, yb
 
-  feed = stream.Prefetcher(load, items(), depth=2)
+  feed = Prefetcher(load, items(), depth=2)
   resume = [position]
 
   def run_epoch(e, params, opt_state, key_e):

@@ -10,6 +10,7 @@ import pathlib
 import pytest
 
 from funcnet import config, tasks
+from funcnet.data import registry as data_registry
 from funcnet.models import MODELS, registry
 
 ROOT = pathlib.Path(__file__).resolve().parents[1] / "funcnet"
@@ -105,6 +106,15 @@ def test_the_layers_import_only_downwards():
   assert not wrong, wrong
 
 
+def test_models_import_nothing_from_data():
+  # A builder is sized by a DataSpec (funcnet.model), not by a Dataset.
+  graph = {m: _imports(p) - {m} for m, p in MODULES.items()}
+  wrong = [f"{m} imports {d}" for m, deps in sorted(graph.items())
+           if _in(m, ("funcnet.models",))
+           for d in sorted(deps) if _in(d, ("funcnet.data",))]
+  assert not wrong, wrong
+
+
 def test_the_top_level_holds_the_library_not_the_infrastructure():
   top = sorted(p.stem for p in ROOT.glob("*.py"))
   assert len(top) <= 20, top
@@ -137,6 +147,59 @@ def test_no_module_outside_models_dispatches_on_a_kind_name():
         continue
       found += [f"{path.name}:{node.lineno} {h!r}" for h in hits]
   assert not found, found
+
+
+def _dataset_literals(node) -> list:
+  """String constants naming a built-in dataset inside ``node``. A name
+  that is also a task's ("regression", "ratings") is left to the task
+  registry's test: compared with ``ds.task`` it names the task."""
+  tasks = {s.task for s in data_registry.DATASETS.values()}
+  items = node.elts if isinstance(node, (ast.Tuple, ast.List, ast.Set)) else [node]
+  return [n.value for n in items if isinstance(n, ast.Constant)
+          and isinstance(n.value, str) and n.value in data_registry.DATASETS
+          and n.value not in tasks]
+
+
+def test_no_module_outside_data_dispatches_on_a_dataset_name():
+  found = []
+  for name, path in MODULES.items():
+    if name.startswith("funcnet.data"):
+      continue
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+      if isinstance(node, ast.Compare):
+        hits = sum((_dataset_literals(n)
+                    for n in [node.left, *node.comparators]), [])
+      elif isinstance(node, ast.Subscript):
+        hits = _dataset_literals(node.slice)
+      else:
+        continue
+      found += [f"{path.name}:{node.lineno} {h!r}" for h in hits]
+  assert not found, found
+  # the finder finds one
+  tree = ast.parse("if d['name'] == 'digits' or x['mnist1d']: pass")
+  assert sorted(sum((_dataset_literals(n) for n in ast.walk(tree)), [])) \
+      == ["digits", "mnist1d"]
+
+
+def test_every_dataset_is_registered_once_and_the_config_lists_the_registries():
+  from funcnet import data, optimizers, schedules
+  assert sorted(data_registry.DATASETS) == ["digits", "mnist1d", "moons",
+                                            "ratings", "regression",
+                                            "spirals", "xor"]
+  assert data.DATASETS is data_registry.DATASETS
+  for name, source in data_registry.DATASETS.items():
+    assert source.doc and name in config.DOCS["data.name"]
+  for name in ("xor", "regression", "digits", "ratings"):  # mnist1d: slow
+    assert data.load(name).task == data_registry.DATASETS[name].task
+  for kind in registry.KINDS:
+    assert kind in config.DOCS["model.kind"]
+  assert config.DOCS["optimizer.name"].split(" | ") == list(optimizers.OPTIMIZERS)
+  assert "warmup" not in config.DOCS["schedule.name"]
+  assert set(config.DOCS["schedule.name"].split(" | ")) \
+      == set(schedules.SCHEDULES) - {"warmup"}
+  assert config.DOCS["optimizer.b1"] == "adam / adamw: first-moment decay"
+  with pytest.raises(ValueError, match="registered twice"):
+    data_registry.register(data_registry.DATASETS["xor"]._replace(doc="x"))
 
 
 def test_every_kind_is_registered_once_with_a_documented_config_table():

@@ -11,7 +11,7 @@ import mnist1d.data
 import numpy as np
 import pytest
 
-from funcnet import data
+from funcnet import data, paths
 from funcnet.errors import ConfigError, DataError, UnknownNameError
 
 
@@ -257,15 +257,15 @@ def test_mnist1d_second_load_reads_the_cache(mnist1d_cache, monkeypatch):
   np.testing.assert_array_equal(again.y_test, ds.y_test)
 
 
-def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+def test_the_cache_root_follows_the_environment(monkeypatch, tmp_path):
   monkeypatch.setenv("FUNCNET_CACHE", str(tmp_path / "a"))
   monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "b"))
-  assert data.default_cache_dir() == str(tmp_path / "a")
+  assert paths.cache_root() == str(tmp_path / "a")
   monkeypatch.delenv("FUNCNET_CACHE")
-  assert data.default_cache_dir() == str(tmp_path / "b" / "funcnet")
+  assert paths.cache_root() == str(tmp_path / "b" / "funcnet")
   monkeypatch.delenv("XDG_CACHE_HOME")
   monkeypatch.setenv("HOME", str(tmp_path / "c"))
-  assert data.default_cache_dir() == str(tmp_path / "c" / ".cache" / "funcnet")
+  assert paths.cache_root() == str(tmp_path / "c" / ".cache" / "funcnet")
 
 
 def _fake_make_dataset(ds, calls):

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from funcnet import config, data, experiment
+from funcnet import config, data, experiment, paths
 from funcnet.run import preflight
 from funcnet.data import bundled
 from funcnet.errors import ConfigError
@@ -221,10 +221,10 @@ def test_a_container_limit_below_the_host_is_the_one_that_counts(tmp_path,
   (tmp_path / "max").write_text("8000000000\n")
   (tmp_path / "current").write_text("5000000000\n")
   (tmp_path / "stat").write_text("anon 1\ninactive_file 1000000000\n")
-  monkeypatch.setattr(preflight, "_CGROUPS", ((
+  monkeypatch.setattr(paths, "_CGROUPS", ((
       str(tmp_path / "max"), str(tmp_path / "current"), str(tmp_path / "stat"),
       "inactive_file"),))
-  monkeypatch.setattr(preflight, "_meminfo_available", lambda: 20 * 10**9)
+  monkeypatch.setattr(paths, "_meminfo_available", lambda: 20 * 10**9)
   cpu = jax.devices("cpu")[0]
   # limit - (usage - reclaimable page cache)
   assert preflight.available(cpu) == (4 * 10**9, "the container")
@@ -243,7 +243,7 @@ def test_an_accelerator_reports_its_limit_less_what_is_in_use():
 
 
 def test_human_sizes():
-  assert [preflight.human(n) for n in (0, 999, 1000, 12_345_678_901,
+  assert [paths.human(n) for n in (0, 999, 1000, 12_345_678_901,
                                        4 * 10**14, 1.6 * 10**15)] == [
       "0 B", "999 B", "1 kB", "12.3 GB", "400 TB", "1.6 PB"]
 
@@ -258,7 +258,7 @@ CONFIGS = [None] + sorted(glob.glob(os.path.join(ROOT, "configs", "*.toml")))
 def test_no_shipped_config_is_refused(path):
   cfg = config.load(path, [])
   if cfg["data"]["name"] == "mnist1d" and not os.path.exists(
-      bundled._mnist1d_path(data.default_cache_dir())):
+      bundled._mnist1d_path(paths.cache_root())):
     pytest.skip("MNIST-1D is not cached here; making it takes seconds")
   ds, model, optimizer = _pieces(cfg)
   free, where = preflight.available()

@@ -19,7 +19,8 @@ import pytest
 
 from funcnet import config, experiment
 from funcnet.run import rundir
-from funcnet.data import stream, streamed
+from funcnet.data import shard_writer, streamed
+from funcnet.data.shards import Shards
 from funcnet.errors import ConfigError, DataError
 from helpers import metrics_lines, read_jsonl, start_processes, wait_all
 
@@ -32,13 +33,13 @@ for _k in ("JAX_ENABLE_X64", "XLA_FLAGS", "JAX_NUM_CPU_DEVICES"):
 @pytest.fixture(scope="module")
 def digits_shards(tmp_path_factory):
   dst = str(tmp_path_factory.mktemp("shards") / "digits")
-  stream.convert("digits", dst)
+  shard_writer.convert("digits", dst)
   return dst
 
 
 def _both(shards, *sets):
   """(in-memory, streamed) fits of the default config with ``sets``."""
-  sh = stream.Shards(shards)
+  sh = Shards(shards)
   out = []
   for name in ("digits", shards):
     cfg = config.load(None, [f"data.name={name!r}", *sets])
@@ -76,7 +77,7 @@ def test_the_streamed_training_split_is_never_read_whole(digits_shards):
   with pytest.raises(DataError, match="streamed from shards"):
     np.asarray(ds.x_train)
   x, y = ds.x_train.read([5, 0, 5])
-  raw = stream.Shards(digits_shards)
+  raw = Shards(digits_shards)
   want = raw.read("train", np.array([5, 0, 5]))
   np.testing.assert_array_equal(x, want[0])
   np.testing.assert_array_equal(y, want[1])
@@ -95,8 +96,8 @@ def test_mnist1d_mlp_from_shards_equals_memory(tmp_path):
   """The issue's case: the MNIST-1D MLP config (3 x 1024, dropout 0.5,
   adamw, cosine schedule), float32, the same seed."""
   dst = str(tmp_path / "mnist1d")
-  stream.convert("mnist1d", dst)
-  sh = stream.Shards(dst)
+  shard_writer.convert("mnist1d", dst)
+  sh = Shards(dst)
   res = []
   for name in ("mnist1d", dst):
     cfg = config.load(os.path.join(ROOT, "configs", "mnist1d_mlp.toml"),

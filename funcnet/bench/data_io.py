@@ -2,13 +2,13 @@
 
 Random mini-batches of the training split, in the order training takes
 them (:func:`funcnet.train.batch_order`, epoch after epoch), read and
-standardised with :meth:`funcnet.data.stream.Shards.read`; the consumer
+standardised with :meth:`funcnet.data.shards.Shards.read`; the consumer
 does nothing with them, so this is the most the loader can feed a step:
 
   memory      numpy's gather from the split held in memory (read once,
               standardised): the in-memory path's cost, for scale
   read        ``Shards.read`` in the consumer's thread
-  prefetch T  the same through :class:`funcnet.data.stream.Prefetcher`
+  prefetch T  the same through :class:`funcnet.data.prefetch.Prefetcher`
               on T threads, ``depth = max(2, T)`` batches ahead (so every
               thread has a batch to work on)
 
@@ -49,7 +49,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from funcnet.data import stream
+from funcnet.data import shard_writer
+from funcnet.data.prefetch import Prefetcher
+from funcnet.data.shards import Shards
 
 THREADS = (1, 2, 3, 4)
 
@@ -81,7 +83,7 @@ def run(path, batch_size: int = 128, steps: int = 300, *, rounds: int = 3,
   """One record per mode: ``{"mode", "threads", "depth", "batch_size",
   "steps", "consumer_s", "examples_per_s", "batches_per_s"}`` (medians of
   ``rounds``)."""
-  sh = stream.Shards(path)
+  sh = Shards(path)
   if sh.n_train < batch_size:
     from funcnet.errors import ConfigError
     raise ConfigError(f"batch size {batch_size} exceeds the {sh.n_train} "
@@ -97,7 +99,7 @@ def run(path, batch_size: int = 128, steps: int = 300, *, rounds: int = 3,
   modes = {"read": lambda: drain(map(read, batches))}
   for t in threads:
     def prefetch(t=t):
-      with stream.Prefetcher(read, batches, depth=max(2, t), threads=t) as p:
+      with Prefetcher(read, batches, depth=max(2, t), threads=t) as p:
         drain(p)
     modes[f"prefetch {t}"] = prefetch
   # The in-memory reference only when the split is small enough to hold.
@@ -209,7 +211,7 @@ def train(path, config: str = TRAIN_CONFIG, *, epochs: int = 8,
   if epochs < 3:
     raise ConfigError(f"epochs={epochs}; expected >= 3 (the first compiles, "
                       "the last evaluates)")
-  sh = stream.Shards(path)
+  sh = Shards(path)
   sets = [f"train.epochs={epochs}", f"train.eval_every={epochs}",
           *overrides]
   cfg_file = _config_path(config)
@@ -351,7 +353,7 @@ def memory(cap_mb: float = 1024, *, factor: float = 3.0,
   """One epoch of ``funcnet train`` on a generated set of at least
   ``factor x cap_mb`` MiB of shards; its peak RSS against the cap.
 
-  The set is :func:`funcnet.data.stream.generate`'s linear teacher:
+  The set is :func:`funcnet.data.shard_writer.generate`'s linear teacher:
   ``n_train`` rows of ``features`` float32 (a record is ``4 * features +
   4`` bytes with its int32 label), ``n_train`` the least multiple of
   ``batch_size`` that makes ``factor x cap`` of records, and ``n_test``
@@ -382,7 +384,7 @@ def memory(cap_mb: float = 1024, *, factor: float = 3.0,
   data_dir, run_dir = os.path.join(root, "shards"), os.path.join(root, "run")
   try:
     t0 = time.perf_counter()
-    meta = stream.generate(data_dir, n_train, n_test, (features,), classes)
+    meta = shard_writer.generate(data_dir, n_train, n_test, (features,), classes)
     generate_s = time.perf_counter() - t0
     size = _folder_bytes(data_dir)
     log(json.dumps({"generated": data_dir, "bytes": size,

@@ -1,5 +1,5 @@
 """``funcnet data convert|generate``: datasets written as ArrayRecord shards
-for streaming (:mod:`funcnet.data.stream`)."""
+for streaming (:mod:`funcnet.data.shard_writer`)."""
 
 from funcnet.errors import FuncnetError
 
@@ -7,7 +7,7 @@ NAME = "data"
 HELP = "write datasets as ArrayRecord shards for streaming (the [data] extra)"
 DESCRIPTION = ("Writes a shards folder (meta.json, stats.npz, "
                "train-*.array_record, test-*.array_record) that training "
-               "reads by row; see funcnet.data.stream.")
+               "reads by row; see funcnet.data.shards.")
 
 
 def add_arguments(p) -> None:
@@ -64,7 +64,7 @@ def _check_shard_rows(args) -> None:
 
 def convert(args) -> int:
   from funcnet import config as config_lib
-  from funcnet.data import stream
+  from funcnet.data import shard_writer
   _check_shard_rows(args)
   opts = {"seed": 0, "label": "label",
           "task": config_lib.DEFAULTS["data"]["task"]}
@@ -74,12 +74,12 @@ def convert(args) -> int:
       raise FuncnetError(f"--set {text!r}: funcnet data convert takes "
                          f"{', '.join('data.' + k for k in opts)}")
     opts[key[5:]] = value
-  return _report(args.dst, stream.convert(args.src, args.dst,
-                                          shard_rows=args.shard_rows, **opts))
+  return _report(args.dst, shard_writer.convert(
+      args.src, args.dst, shard_rows=args.shard_rows, **opts))
 
 
 def generate(args) -> int:
-  from funcnet.data import stream
+  from funcnet.data import shard_writer
   _check_shard_rows(args)
   try:
     shape = tuple(int(d) for d in args.shape.split(","))
@@ -92,7 +92,7 @@ def generate(args) -> int:
       or args.chunk_rows < 1:
     raise FuncnetError("funcnet data generate needs --train >= 1, --test "
                        ">= 0, --classes >= 2 and --chunk-rows >= 1")
-  return _report(args.dst, stream.generate(
+  return _report(args.dst, shard_writer.generate(
       args.dst, args.train, args.test, shape, args.classes, args.seed,
       args.chunk_rows, shard_rows=args.shard_rows))
 

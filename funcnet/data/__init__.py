@@ -17,17 +17,10 @@ train and test splits.
 
 Every loader is deterministic: the ones that draw anything take an explicit
 integer ``seed`` and use ``np.random.default_rng(seed)`` only, never numpy's
-global state. None of them downloads anything:
-
-  ``xor()``         the 4 XOR points, train = test
-  ``spirals()``     two interleaved spirals, 2 classes
-  ``moons()``       two interleaving half circles, 2 classes
-  ``regression()``  y = sin(x . w) + noise, targets ``(m, 1)``
-  ``digits()``      scikit-learn's bundled 8x8 digits, 1,437 train / 360 test
-  ``mnist1d()``     MNIST-1D with its default arguments, 4,000 / 1,000,
-                    generated once and cached as ``.npz``
-  ``ratings()``     low-rank ratings plus Gaussian noise, for recommenders
-  ``from_file()``   a user's own ``.npz`` or ``.csv``
+global state. None of them downloads anything. The built-in sets register
+themselves (:mod:`funcnet.data.registry`: name, loader, task, one line
+each; ``DATASETS`` here is that registry); ``from_file()`` reads a user's
+own ``.npz`` or ``.csv``.
 
 Subsets for fine-tuning studies: ``select_classes(ds, classes)`` keeps some
 classes (relabelled ``0..k-1``), ``few_per_class(ds, n, seed)`` keeps ``n``
@@ -41,45 +34,43 @@ line naming the file and the problem.
 Where each part lives (every public name is re-exported here, so
 ``funcnet.data.X`` is the way to reach it):
 
+  ``registry.py``    :class:`~funcnet.data.registry.Source`, ``DATASETS``,
+                     ``names``: the built-in sets
   ``dataset.py``     :class:`Dataset`, ``in_shape``,
-                     ``n_features``, ``n_outputs``, ``summary``,
-                     ``split_indices``
+                     ``n_features``, ``n_outputs``, ``spec`` (what model
+                     builders read), ``summary``, ``split_indices``
   ``generated.py``   ``xor``, ``spirals``, ``moons``, ``regression``,
                      ``ratings``
-  ``bundled.py``     ``digits``, ``mnist1d`` and its cache,
-                     ``default_cache_dir``
+  ``bundled.py``     ``digits``, ``mnist1d`` and its cache (in
+                     :func:`funcnet.paths.cache_root`)
   ``files.py``       ``from_file``
   ``transforms.py``  ``standardize``, ``select_classes``, ``few_per_class``
-  this file          ``DATASETS``, ``names``, ``load``
+  ``shards.py``, ``shard_writer.py``, ``prefetch.py``, ``streamed.py``:
+                     datasets larger than memory, on disk
+  this file          ``load``
 """
 
+import importlib
 import inspect
 import os
+import pkgutil
 
-from funcnet.data.bundled import default_cache_dir, digits, mnist1d
-from funcnet.data.dataset import (Dataset, in_shape, n_features,
-                                  n_outputs, split_indices, summary)
-from funcnet.data.files import from_file
+# In this order, the order of the sets in config.py's doc line; then any
+# other module in the folder (a new one registers its sets when imported).
+from funcnet.data.registry import DATASETS, names
 from funcnet.data.generated import moons, ratings, regression, spirals, xor
+from funcnet.data.bundled import digits, mnist1d
+from funcnet.data.dataset import (Dataset, in_shape, n_features,
+                                  n_outputs, spec, split_indices, summary)
+from funcnet.data.files import from_file
 from funcnet.data.transforms import few_per_class, select_classes, standardize
 from funcnet.errors import ConfigError, unknown
 
+for _module in pkgutil.iter_modules(__path__):
+  importlib.import_module(f"{__name__}.{_module.name}")
+
 # load() takes a flag named standardize, which hides the function there.
 _standardize = standardize
-
-DATASETS = {
-    "xor": xor,
-    "spirals": spirals,
-    "moons": moons,
-    "regression": regression,
-    "digits": digits,
-    "mnist1d": mnist1d,
-    "ratings": ratings,
-}
-
-
-def names() -> list[str]:
-  return sorted(DATASETS)
 
 
 def _looks_like_path(name) -> bool:
@@ -102,7 +93,7 @@ def load(name_or_path, *, seed: int = 0, standardize: bool = False,
     DataError: a file that cannot be used.
   """
   if isinstance(name_or_path, str) and name_or_path in DATASETS:
-    loader, what = DATASETS[name_or_path], repr(name_or_path)
+    loader, what = DATASETS[name_or_path].load, repr(name_or_path)
   elif isinstance(name_or_path, os.PathLike) or (
       isinstance(name_or_path, str) and _looks_like_path(name_or_path)):
     loader, what = from_file, "from a file"
@@ -123,9 +114,8 @@ def load(name_or_path, *, seed: int = 0, standardize: bool = False,
 
 
 __all__ = [
-    "DATASETS", "Dataset", "default_cache_dir", "digits",
-    "few_per_class", "from_file", "in_shape", "load", "mnist1d", "moons",
-    "n_features", "n_outputs", "names", "ratings", "regression",
-    "select_classes", "spirals", "split_indices", "standardize", "summary",
-    "xor",
+    "DATASETS", "Dataset", "digits", "few_per_class", "from_file",
+    "in_shape", "load", "mnist1d", "moons", "n_features", "n_outputs",
+    "names", "ratings", "regression", "select_classes", "spec", "spirals",
+    "split_indices", "standardize", "summary", "xor",
 ]

@@ -1,6 +1,6 @@
 """Datasets that come with installed packages, so nothing is downloaded:
 scikit-learn's bundled 8x8 digits, and MNIST-1D made by the ``mnist1d``
-package and cached as ``.npz`` in :func:`default_cache_dir`.
+package and cached as ``.npz`` in :func:`funcnet.paths.cache_root`.
 
 Neither package is imported for a run: the digits are read from the CSV
 file scikit-learn ships, and MNIST-1D from its cache once made.
@@ -17,6 +17,8 @@ from typing import Optional
 
 import numpy as np
 
+from funcnet import paths
+from funcnet.data import registry
 from funcnet.data.dataset import Dataset, _split
 
 
@@ -67,19 +69,6 @@ def digits(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
 # --- MNIST-1D, generated once and cached --------------------------------------
 
 _MNIST1D_ARRAYS = ("x", "y", "x_test", "y_test", "t")
-
-
-def default_cache_dir() -> str:
-  """funcnet's cache folder (not created here).
-
-  ``$FUNCNET_CACHE`` if set, else ``$XDG_CACHE_HOME/funcnet``, else
-  ``~/.cache/funcnet``.
-  """
-  if os.environ.get("FUNCNET_CACHE"):
-    return os.environ["FUNCNET_CACHE"]
-  if os.environ.get("XDG_CACHE_HOME"):
-    return os.path.join(os.environ["XDG_CACHE_HOME"], "funcnet")
-  return os.path.join(os.path.expanduser("~"), ".cache", "funcnet")
 
 
 def _mnist1d_path(folder):
@@ -147,11 +136,11 @@ def mnist1d(cache_dir: Optional[str] = None) -> Dataset:
   mean 0, std 1), y ``(m,)`` int32; ``info["t"]`` is the ``(40,)`` sample
   grid. Generating takes about 1.2 s here (plus 0.9 s to import mnist1d), so
   the arrays are cached as ``mnist1d-<version>.npz`` in ``cache_dir``
-  (default :func:`default_cache_dir`), written atomically; a cache file that
-  cannot be read is rebuilt. The package's ``get_dataset`` is never called:
-  it downloads a pickle.
+  (default :func:`funcnet.paths.cache_root`), written atomically; a cache
+  file that cannot be read is rebuilt. The package's ``get_dataset`` is
+  never called: it downloads a pickle.
   """
-  folder = cache_dir if cache_dir is not None else default_cache_dir()
+  folder = cache_dir if cache_dir is not None else paths.cache_root()
   path = _mnist1d_path(folder)
   raw = _read_mnist1d(path)
   if raw is None:
@@ -161,3 +150,11 @@ def mnist1d(cache_dir: Optional[str] = None) -> Dataset:
                  raw["x_test"].astype(np.float32),
                  raw["y_test"].astype(np.int32), "classification", 10,
                  "mnist1d", {"t": raw["t"], "cache": path})
+
+
+registry.register(registry.Source(
+    "digits", digits, "classification",
+    "scikit-learn's bundled 8x8 digits, 1,437 train / 360 test"))
+registry.register(registry.Source(
+    "mnist1d", mnist1d, "classification",
+    "MNIST-1D with its default arguments, 4,000 / 1,000, cached as .npz"))

@@ -56,6 +56,20 @@ def n_outputs(ds: Dataset, loss=None) -> int:
                                       loss)
 
 
+def spec(ds: Dataset, n_out: Optional[int] = None):
+  """The :class:`funcnet.model.DataSpec` model builders read: ``ds``'s input
+  shape and dtype, ``n_out`` outputs (default :func:`n_outputs`), its id
+  ranges and mean target where it has them."""
+  from funcnet.model import DataSpec  # JAX only for a caller that builds
+  in_memory = isinstance(ds.y_train, np.ndarray)
+  return DataSpec(
+      name=ds.name, task=ds.task, in_shape=in_shape(ds),
+      x_dtype=np.dtype(ds.x_train.dtype).name,
+      n_out=n_outputs(ds) if n_out is None else n_out,
+      n_users=ds.info.get("n_users"), n_items=ds.info.get("n_items"),
+      target_mean=float(np.mean(ds.y_train)) if in_memory else None)
+
+
 def summary(ds: Dataset) -> str:
   """One line describing ``ds``, for logs."""
   what = tasks.get(ds.task).describe(ds.n_classes, n_outputs(ds), ds.info)

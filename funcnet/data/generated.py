@@ -5,6 +5,7 @@ low-rank ratings. Each is drawn from ``np.random.default_rng(seed)`` only
 
 import numpy as np
 
+from funcnet.data import registry
 from funcnet.data.dataset import Dataset, _split
 from funcnet.errors import ConfigError
 
@@ -146,3 +147,18 @@ def ratings(n_users: int = 500, n_items: int = 300, rank: int = 5,
           "noise_std": noise_std, "true": true}
   return _split("ratings", x, r.astype(np.float32), "ratings", None, info,
                 test_fraction, rng)
+
+
+registry.register(registry.Source(
+    "xor", xor, "classification", "the 4 XOR points, train = test"))
+registry.register(registry.Source(
+    "spirals", spirals, "classification", "two interleaved spirals, 2 classes"))
+registry.register(registry.Source(
+    "moons", moons, "classification",
+    "two interleaving half circles, 2 classes"))
+registry.register(registry.Source(
+    "regression", regression, "regression",
+    "y = sin(x . w) + noise, targets (m, 1)"))
+registry.register(registry.Source(
+    "ratings", ratings, "ratings",
+    "low-rank ratings plus Gaussian noise, for recommenders"))

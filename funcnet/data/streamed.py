@@ -1,7 +1,7 @@
 """A :class:`Dataset` whose training split stays on disk, in shards.
 
 ``data.name = DIR`` names a folder written by ``funcnet data convert`` or
-``funcnet data generate`` (:mod:`funcnet.data.stream`). :func:`load` gives
+``funcnet data generate`` (:mod:`funcnet.data.shards`). :func:`load` gives
 a :class:`funcnet.data.Dataset` like any other, except that ``x_train``
 and ``y_train`` are :class:`Rows`: their shape and dtype, no values. What
 reads them is ``train.fit``, a chunk of steps at a time, each process only
@@ -70,8 +70,8 @@ def load(path: str, standardize: bool = True, stats=None) -> Dataset:
   Raises:
     DataError: not a folder of shards, or a read that fails.
   """
-  from funcnet.data import stream
-  sh = stream.Shards(path)
+  from funcnet.data.shards import Shards
+  sh = Shards(path)
   mean = std = None
   if standardize and tasks.get(sh.task).standardize:
     mean, std = ((np.asarray(a, np.float64) for a in stats) if stats is not None

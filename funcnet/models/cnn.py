@@ -51,7 +51,7 @@ from typing import NamedTuple, Optional, Sequence
 import jax
 import jax.numpy as jnp
 
-from funcnet import activations, backprop, data, initializers, layers, losses
+from funcnet import activations, backprop, initializers, layers, losses
 from funcnet.errors import ShapeError
 from funcnet.model import Model, check_input
 from funcnet.models import registry
@@ -278,8 +278,8 @@ def _backward(model: Model, loss):
   return fn
 
 
-def _from_config(table, ds, n_out):
-  return {**table, "in_shape": data.in_shape(ds), "n_classes": n_out,
+def _from_config(table, spec):
+  return {**table, "in_shape": spec.in_shape, "n_classes": spec.n_out,
           "image_shape": tuple(table["image_shape"]) or None,
           "conv_dims": table["conv_dims"] or None}
 

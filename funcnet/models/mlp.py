@@ -18,7 +18,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-from funcnet import activations, backprop, data, initializers, layers
+from funcnet import activations, backprop, initializers, layers
 from funcnet.errors import ConfigError
 from funcnet.model import Model, check_input
 from funcnet.models import registry
@@ -52,7 +52,7 @@ def mlp(sizes: Sequence[int], activation: str = "sigmoid",
     raise ConfigError(f"sizes {sizes} must list at least an input and an "
                       "output width")
   hidden = layers.hidden_activation(activation)
-  activations.get(output_activation)
+  f_out = activations.get(output_activation).f
   init_w = initializers.get(init)
   dropout = layers.require_rate("dropout", dropout)
   n_layers = len(sizes) - 1
@@ -63,42 +63,49 @@ def mlp(sizes: Sequence[int], activation: str = "sigmoid",
              "b": jnp.zeros((n_out,), dtype)}
             for k, n_in, n_out in zip(keys, sizes[:-1], sizes[1:])]
 
-  def forward(params, x, key):
-    """``[z_1, ..., z_{L-1}]`` (hidden pre-activations) and ``z_L``."""
+  def trace_fn(params, x, key=None):
+    """The forward pass, every ``z_l`` and ``a_l`` kept: a
+    :class:`funcnet.backprop.Trace`, what BP1-BP4 read. The logits are its
+    ``z_L``; under ``jit`` the unused ``a_L`` costs nothing."""
     check_input(x, (sizes[0],), "mlp")
     masks = layers.dropout_masks(key, dropout, [(x.shape[0], n) for n in sizes[1:-1]],
                                  x.dtype)
-    a, zs = x, []
-    for l, layer in enumerate(params[:-1]):
-      zs.append(a @ layer["W"] + layer["b"])
-      a = hidden.f(zs[-1])
-      if masks is not None:
-        a = a * masks[l]
-    return zs, a @ params[-1]["W"] + params[-1]["b"]
+    zs, acts = [], [x]
+    for l, layer in enumerate(params):
+      zs.append(acts[-1] @ layer["W"] + layer["b"])
+      if l < len(params) - 1:
+        a = hidden.f(zs[-1])
+        if masks is not None:
+          a = a * masks[l]
+      else:
+        a = f_out(zs[-1])
+      acts.append(a)
+    return backprop.Trace(zs, acts, masks)
 
   def logits_fn(params, x, key=None):
-    return forward(params, x, key)[1]
+    return trace_fn(params, x, key).zs[-1]
 
   def kinks_fn(params, x):
-    return jnp.concatenate([z.ravel() for z in forward(params, x, None)[0]])
+    return jnp.concatenate([z.ravel() for z in trace_fn(params, x).zs[:-1]])
 
   spec = {"kind": "mlp", "sizes": sizes, "activation": hidden.name,
           "output_activation": output_activation, "init": init,
           "dropout": dropout}
   return Model(init_fn, logits_fn, output_activation, (sizes[0],), sizes[-1],
                spec, head=(-1,), backward=backprop.mlp_value_and_grad,
-               kinks=kinks_fn if hidden.kink and n_layers > 1 else None)
+               kinks=kinks_fn if hidden.kink and n_layers > 1 else None,
+               trace=trace_fn)
 
 
-def _from_config(table, ds, n_out):
-  if len(data.in_shape(ds)) != 1:
+def _from_config(table, spec):
+  if len(spec.in_shape) != 1:
     raise ConfigError(f"model.kind = 'mlp' needs flat inputs; dataset "
-                      f"{ds.name!r} has examples of shape {data.in_shape(ds)}")
+                      f"{spec.name!r} has examples of shape {spec.in_shape}")
   # Checked here, not as the builder's "sizes": the error names the key the
   # user wrote.
   hidden = layers.require_sizes("config key 'model.mlp.hidden'",
                                 table["hidden"], empty_ok=True)
-  return {"sizes": [data.n_features(ds), *hidden, n_out],
+  return {"sizes": [spec.in_shape[0], *hidden, spec.n_out],
           "activation": table["activation"],
           "output_activation": table["output_activation"],
           "init": table["init"], "dropout": table["dropout"]}

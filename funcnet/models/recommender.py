@@ -266,10 +266,10 @@ def ncf(n_users: int, n_items: int, embed: int = 8,
                backward=_ncf_backward)
 
 
-def _from_config(table, ds, n_out):
+def _from_config(table, spec):
   # The users, items and the mean rating r = mu + ... starts from: the data's.
-  return {**table, "n_users": ds.info["n_users"], "n_items": ds.info["n_items"],
-          "global_mean": float(np.mean(ds.y_train))}
+  return {**table, "n_users": spec.n_users, "n_items": spec.n_items,
+          "global_mean": spec.target_mean}
 
 
 registry.register(registry.Kind(

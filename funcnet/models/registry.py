@@ -17,6 +17,7 @@ import json
 from typing import Callable, NamedTuple, Optional
 
 from funcnet.errors import ConfigError, FuncnetError
+from funcnet.model import DataSpec
 
 
 class Kind(NamedTuple):
@@ -26,11 +27,11 @@ class Kind(NamedTuple):
     name: ``model.kind`` in configs, ``spec["kind"]`` of its models.
     build: the builder, ``build(**kwargs) -> Model``; a model's ``spec``
       without ``kind`` and ``kinked`` is such a ``kwargs``.
-    from_config: ``(table, ds, n_out) -> kwargs`` for ``build``: the
-      ``[model.<name>]`` table, sized to the dataset ``ds`` (a
-      :class:`funcnet.data.Dataset`) with ``n_out`` outputs. Raises
-      :class:`ConfigError`, naming the config key, when the data does not
-      suit the kind or a key it reshapes is wrong.
+    from_config: ``(table, spec) -> kwargs`` for ``build``: the
+      ``[model.<name>]`` table, sized to the data ``spec`` (a
+      :class:`funcnet.model.DataSpec`: input shape, ``n_out`` outputs, id
+      ranges). Raises :class:`ConfigError` when the data does not suit the
+      kind.
     defaults: the config table's keys and default values.
     docs: one line per key of ``defaults``. (No ranges: the builder checks
       its arguments, the one place each is checked, and
@@ -88,13 +89,14 @@ def rebuild(spec: dict):
   return get(spec["kind"]).build(**kwargs)
 
 
-def from_config(name: str, table: dict, ds, n_out: int):
-  """The ``name`` model of the config table ``table``, sized to ``ds``."""
+def from_config(name: str, table: dict, spec: DataSpec):
+  """The ``name`` model of the config table ``table``, sized to the data
+  ``spec`` (:func:`funcnet.data.spec` of a dataset)."""
   kind = get(name)
-  if kind.task is not None and ds.task != kind.task:
+  if kind.task is not None and spec.task != kind.task:
     raise ConfigError(f"model.kind = {name!r} needs {kind.task} data; "
-                      f"{ds.name!r} is {ds.task} data")
-  kwargs = kind.from_config(table, ds, n_out)  # its errors name their keys
+                      f"{spec.name!r} is {spec.task} data")
+  kwargs = kind.from_config(table, spec)  # its errors name their keys
   try:
     return kind.build(**kwargs)
   except FuncnetError as e:  # the builder checks its arguments: name the table

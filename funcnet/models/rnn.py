@@ -56,7 +56,7 @@ from typing import Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from funcnet import backprop, data, initializers, layers, losses
+from funcnet import backprop, initializers, layers, losses
 from funcnet.errors import ConfigError, ShapeError
 from funcnet.model import Model, check_input
 from funcnet.models import registry
@@ -519,8 +519,8 @@ def rnn(in_shape, n_classes: int, hidden: int = 32, cell: str = "rnn",
                head=("head",), backward=_backward)
 
 
-def _from_config(table, ds, n_out):
-  return {**table, "in_shape": data.in_shape(ds), "n_classes": n_out}
+def _from_config(table, spec):
+  return {**table, "in_shape": spec.in_shape, "n_classes": spec.n_out}
 
 
 _DEFAULTS = {"hidden": 32, "bidirectional": False, "input_features": 1,

@@ -40,7 +40,7 @@ unchanged and adds the branch's ``dx``: ``de <- de + dg/de^T de``.
 import jax
 import jax.numpy as jnp
 
-from funcnet import activations, backprop, data, initializers, layers, losses
+from funcnet import activations, backprop, initializers, layers, losses
 from funcnet.errors import ShapeError
 from funcnet.model import Model, check_input
 from funcnet.models import registry
@@ -286,8 +286,8 @@ def _backward(model: Model, loss):
   return vg
 
 
-def _from_config(table, ds, n_out):
-  return {**table, "in_shape": data.in_shape(ds), "n_classes": n_out}
+def _from_config(table, spec):
+  return {**table, "in_shape": spec.in_shape, "n_classes": spec.n_out}
 
 
 KIND = registry.register(registry.Kind(

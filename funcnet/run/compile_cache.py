@@ -39,7 +39,7 @@ import sys
 import tempfile
 from typing import Optional
 
-from funcnet.data.bundled import default_cache_dir
+from funcnet import paths
 
 ENV = "FUNCNET_COMPILATION_CACHE"
 _OFF = ("0", "off", "false", "no")
@@ -55,7 +55,7 @@ def folder(on: bool = True) -> Optional[str]:
   env = os.environ.get(ENV, "").strip()
   if not on or env.lower() in _OFF:
     return None
-  return env or os.path.join(default_cache_dir(), "xla")
+  return env or os.path.join(paths.cache_root(), "xla")
 
 
 def _writable(path: str) -> Optional[str]:

@@ -28,10 +28,8 @@ import threading
 from typing import Optional
 
 # Exit status of a run stopped by each signal, after its checkpoint and
-# summary are written (README, "Exit status"). 75 is sysexits.h's
-# EX_TEMPFAIL: a temporary failure, the caller is invited to retry -- which
-# is what a retry loop around a preemptible machine should do.
-EXIT_CODES = {"SIGTERM": 75, "SIGINT": 130}
+# summary are written: the table every command stopped by a signal uses.
+from funcnet.errors import SIGNAL_EXIT_CODES as EXIT_CODES
 
 
 class Watch:

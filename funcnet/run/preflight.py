@@ -48,7 +48,6 @@ the same forward trace.
 """
 
 import math
-import os
 from typing import Optional
 
 import jax
@@ -56,7 +55,8 @@ import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 
-from funcnet import autodiff, config as config_lib, precision
+from funcnet import autodiff, config as config_lib, data as data_lib, paths
+from funcnet import precision
 from funcnet.errors import ConfigError
 from funcnet.models import registry
 
@@ -179,58 +179,6 @@ def estimate(cfg, model, ds, optimizer, plan=None) -> dict:
 
 # --- what is free -------------------------------------------------------------
 
-def _meminfo_available() -> Optional[int]:
-  """``MemAvailable`` of ``/proc/meminfo`` in bytes (Linux), else the free
-  physical pages (``os.sysconf``), else None."""
-  try:
-    with open("/proc/meminfo") as f:
-      for line in f:
-        if line.startswith("MemAvailable:"):
-          return int(line.split()[1]) * 1024  # the file says kB: KiB
-  except (OSError, ValueError, IndexError):
-    pass
-  try:
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-  except (ValueError, OSError, AttributeError):
-    return None
-
-
-# (limit, usage, stat file, its reclaimable page-cache line): cgroup v2, v1.
-_CGROUPS = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current",
-             "/sys/fs/cgroup/memory.stat", "inactive_file"),
-            ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
-             "/sys/fs/cgroup/memory/memory.usage_in_bytes",
-             "/sys/fs/cgroup/memory/memory.stat", "total_inactive_file"))
-
-
-def _cgroup_available() -> Optional[int]:
-  """What the container's memory limit leaves, or None without a limit.
-
-  A container sees the host's ``MemAvailable`` but is killed at its own
-  limit. Its usage counts page cache the kernel reclaims before killing
-  anything; the inactive file pages are taken off, as ``docker stats`` and
-  the kubelet do, so a container that has read much is not called full.
-  """
-  for limit_file, usage_file, stat_file, cache_line in _CGROUPS:
-    try:
-      with open(limit_file) as f:
-        limit = f.read().strip()
-      if limit == "max":
-        return None
-      with open(usage_file) as f:
-        usage = int(f.read())
-      cache = 0
-      with open(stat_file) as f:
-        for line in f:
-          name, _, value = line.partition(" ")
-          if name == cache_line:
-            cache = int(value)
-      return max(int(limit) - (usage - cache), 0)
-    except (OSError, ValueError):
-      continue
-  return None
-
-
 def available(device=None) -> tuple:
   """``(bytes, where)``: the memory free for a run on ``device``.
 
@@ -247,10 +195,7 @@ def available(device=None) -> tuple:
   """
   device = device if device is not None else jax.local_devices()[0]
   if device.platform == "cpu":
-    host, box = _meminfo_available(), _cgroup_available()
-    if box is not None and (host is None or box < host):
-      return box, "the container"
-    return host, "the host"
+    return paths.host_memory()
   where = f"{device.platform}:{device.id} ({device.device_kind})"
   try:
     stats = device.memory_stats() or {}
@@ -262,15 +207,6 @@ def available(device=None) -> tuple:
 
 
 # --- the check ----------------------------------------------------------------
-
-def human(n: float) -> str:
-  """``n`` bytes in decimal units, three digits: ``"12.3 GB"``, ``"400 TB"``."""
-  for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
-    if abs(n) < 1000 or unit == "PB":
-      return f"{n:.3g} {unit}" if unit != "B" else f"{int(n)} B"
-    n /= 1000
-  raise AssertionError  # unreachable: the loop returns at "PB"
-
 
 def _model_keys(cfg, model, ds, need_if_fits) -> list:
   """The ``model.<kind>.*`` keys that make the model large, for the message.
@@ -291,11 +227,10 @@ def _model_keys(cfg, model, ds, need_if_fits) -> list:
     items = v if isinstance(v, list) else [v]
     return all(isinstance(i, int) and not isinstance(i, bool) for i in items)
   changed = [k for k, v in table.items() if sizing(v) and v != defaults.get(k)]
-  fit = {}
+  fit, spec = {}, data_lib.spec(ds, model.n_out)
   for k in changed:
     try:
-      smaller = registry.from_config(kind, {**table, k: defaults[k]}, ds,
-                                     model.n_out)
+      smaller = registry.from_config(kind, {**table, k: defaults[k]}, spec)
       fit[k] = need_if_fits(smaller)
     except Exception:  # a default that does not suit this data or model: the
       continue         # message names fewer keys rather than failing
@@ -372,7 +307,7 @@ def check_memory(cfg, model, ds, optimizer=None, plan=None,
   for p in top:
     origin = {"params": _listed(sources[p], "and"),
               "activations": sources[p][0]}.get(p)
-    parts.append(f"{_label(cfg, p)} {human(est[p] * share)}"
+    parts.append(f"{_label(cfg, p)} {paths.human(est[p] * share)}"
                  + (f" from {origin}" if origin else ""))
     keys += [k for k in sources[p] if k not in keys]
   if cfg["train"]["dtype"] == "float64":
@@ -380,9 +315,9 @@ def check_memory(cfg, model, ds, optimizer=None, plan=None,
   per = f" on {share} CPU devices" if share > 1 else (
       " per device" if plan is not None else "")
   raise ConfigError(
-      f"the run needs about {human(need)}{per} ({', '.join(parts)}) but "
-      f"{where} has {human(free)} available; expected a smaller "
+      f"the run needs about {paths.human(need)}{per} ({', '.join(parts)}) but "
+      f"{where} has {paths.human(free)} available; expected a smaller "
       f"{_listed(keys, 'or')}")
 
 
-__all__ = ["PARTS", "available", "check_memory", "estimate", "human"]
+__all__ = ["PARTS", "available", "check_memory", "estimate"]

@@ -34,9 +34,11 @@ from funcnet import config as config_lib
 from funcnet.errors import ConfigError
 from funcnet.models import registry
 
-_OPTIMIZER = ("learning_rate", "beta", "b1", "b2", "eps", "decay",
-              "initial_accumulator_value", "weight_decay", "l2", "clip_norm")
-_SCHEDULE = ("decay_rate", "decay_steps", "step_size", "alpha", "warmup_steps")
+# Every number of [optimizer] and [schedule] (config.py holds the keys);
+# the names and the implementation pick the program.
+_OPTIMIZER = [k for k in config_lib.DEFAULTS["optimizer"]
+              if k not in ("name", "impl")]
+_SCHEDULE = [k for k in config_lib.DEFAULTS["schedule"] if k != "name"]
 
 TRACED = ({f"optimizer.{k}" for k in _OPTIMIZER}
           | {f"schedule.{k}" for k in _SCHEDULE}
