@@ -56,7 +56,8 @@ import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 
-from funcnet import autodiff, config as config_lib, precision
+from funcnet import autodiff, config as config_lib
+from funcnet.train import precision
 from funcnet.errors import ConfigError
 from funcnet.models import registry
 
