@@ -21,7 +21,7 @@ import numpy as np
 import optax
 import pytest
 
-from funcnet.run import checkpoints
+from funcnet.run import checkpoints, orbax_noise
 from funcnet.train import TrainState
 from funcnet.errors import CheckpointError
 
@@ -352,7 +352,7 @@ def test_a_failed_collective_during_a_save_is_not_called_a_disk_error(
   collective = jax.errors.JaxRuntimeError(
       "UNKNOWN: Gloo AllGather failed: Connection reset by peer")
   # (the pytest worker's own stderr stays open at its exit)
-  monkeypatch.setattr(checkpoints, "_silence_stderr_at_exit", lambda: None)
+  monkeypatch.setattr(orbax_noise, "silence_stderr_at_exit", lambda: None)
   saver = checkpoints.Saver(str(tmp_path / "ck"), keep=2)
   with pytest.raises(Exception) as e:
     with saver._writing():

@@ -69,9 +69,9 @@ if spec.get("quick_compile"):  # LLVM unoptimized: the fast tests compile
 from funcnet import parallel
 parallel.cpu_devices(spec["devices"])   # before JAX starts its backend
 import functools
+import jax, jax.numpy as jnp, numpy as np, optax
 from funcnet import data, mlp, train
 from funcnet.train import precision
-from funcnet import data, mlp, precision, train
 from funcnet.errors import ConfigError
 from funcnet.models import cnn, matrix_factorization, ncf, rnn, transformer
 

@@ -34,41 +34,21 @@ checkpoint restores onto any layout: the template's shardings decide, so a
 run saved on 8 devices resumes or evaluates on one.
 """
 
-import atexit
 import contextlib
 import gc
 import hashlib
 import json
-import logging
 import os
 import sys
 import time
-import warnings
 from typing import Callable, NamedTuple, Optional
 
 import jax
 import numpy as np
 
 from funcnet.errors import CheckpointError
+from funcnet.run import orbax_noise
 from funcnet.train.state import TrainState
-
-# orbax logs every save at INFO through absl; a training script's output
-# should be its own.
-logging.getLogger("absl").setLevel(logging.WARNING)
-
-
-class _SaveThreadErrors(logging.Filter):
-  """Drops orbax's ERROR records with a traceback (40 lines each, two or
-  three per failure) of an asynchronous save that failed on its threads:
-  orbax raises the failure again where training waits for the save
-  (``wait_until_finished``), and :class:`Saver` turns that into one line."""
-
-  def filter(self, record) -> bool:
-    return not (record.levelno >= logging.ERROR and record.exc_info
-                and f"{os.sep}orbax{os.sep}" in record.pathname)
-
-
-logging.getLogger("absl").addFilter(_SaveThreadErrors())
 
 MANIFEST = "funcnet_sha256.json"
 """The checksum manifest's name inside a step folder: ``{"sha256": {relative
@@ -97,123 +77,6 @@ def _where(directory) -> str:
   return os.fspath(directory) if _is_url(directory) else os.path.abspath(directory)
 
 
-@contextlib.contextmanager
-def _quiet():
-  """Silences what orbax and tensorstore print while failing to read.
-
-  A failed read leaves asyncio tasks whose errors nobody retrieved and
-  coroutines never awaited; when they are collected, asyncio logs "Task
-  exception was never retrieved" with a tensorstore spec (~100 lines),
-  Python prints "Exception ignored in" tracebacks and RuntimeWarnings, and
-  tensorstore's late callbacks into a closed loop add "Event loop is
-  closed" tracebacks. The error itself reaches the caller as a one-line
-  reason, who then collects the rest (``gc.collect``) inside the silence.
-  """
-  loggers = [logging.getLogger(n) for n in ("absl", "asyncio")]
-  levels = [lg.level for lg in loggers]
-  hook = sys.unraisablehook
-  try:
-    for lg in loggers:
-      lg.setLevel(logging.CRITICAL + 1)
-    sys.unraisablehook = lambda unraisable: None
-    with warnings.catch_warnings():
-      warnings.simplefilter("ignore")
-      yield
-  finally:
-    sys.unraisablehook = hook
-    for lg, level in zip(loggers, levels):
-      lg.setLevel(level)
-
-
-class _LateOrbaxNoise(logging.Filter):
-  """Drops what orbax's abandoned reads print after a failed restore.
-
-  orbax closes its event loop as soon as one read of a damaged checkpoint
-  fails, abandoning the reads still in flight. Those finish later on
-  tensorstore's threads, or never and are collected at exit, well after
-  :func:`_quiet` has ended (in about one failed restore in five): their
-  callbacks into the closed loop raise "Event loop is closed", their
-  coroutines are finalised with "Exception ignored in", and asyncio logs
-  "exception was never retrieved" with the whole tensorstore spec. None of
-  it can be acted on, so exactly that is dropped, as an unraisable-error
-  hook and a filter of the ``asyncio`` logger installed at the first
-  restore or save; every other error reaches the hook that was there
-  before. What is printed once the interpreter is shutting down is beyond
-  any hook: see :func:`_silence_stderr_at_exit`.
-  """
-
-  def __init__(self, previous_hook):
-    super().__init__()
-    self.previous_hook = previous_hook
-    self.orbax_dir = os.path.dirname(_ocp().__file__)
-
-  def _is_orbax_coroutine(self, obj) -> bool:
-    code = getattr(obj, "cr_code", None)
-    return code is not None and code.co_filename.startswith(self.orbax_dir)
-
-  def unraisable_hook(self, unraisable):
-    tb = unraisable.exc_traceback
-    while tb is not None and tb.tb_next is not None:
-      tb = tb.tb_next
-    closed_loop = (isinstance(unraisable.exc_value, RuntimeError)
-                   and str(unraisable.exc_value) == "Event loop is closed"
-                   and tb is not None
-                   and tb.tb_frame.f_code.co_name == "_check_closed")
-    if not (closed_loop or self._is_orbax_coroutine(unraisable.object)):
-      self.previous_hook(unraisable)
-
-  def filter(self, record) -> bool:
-    text = record.getMessage()
-    if record.exc_info and record.exc_info[1] is not None:
-      text += str(record.exc_info[1])
-    return not (("never retrieved" in text or "destroyed but it is pending"
-                 in text) and (self.orbax_dir in text or "tensorstore" in text))
-
-
-_late_noise = []  # the one _LateOrbaxNoise of this process, once installed
-
-
-def _drop_late_orbax_noise() -> None:
-  """Installs :class:`_LateOrbaxNoise`, once per process."""
-  if _late_noise:
-    return
-  noise = _LateOrbaxNoise(sys.unraisablehook)
-  sys.unraisablehook = noise.unraisable_hook
-  logging.getLogger("asyncio").addFilter(noise)
-  _late_noise.append(noise)
-
-
-def _silence_stderr_at_exit() -> None:
-  """After a failed orbax read or write, nothing more on stderr once the
-  program has finished (from ``atexit``).
-
-  The failed operation's abandoned tensorstore callbacks can still run
-  while the interpreter shuts down, after ``sys.unraisablehook`` is gone
-  from ``sys``: CPython then prints their "Event loop is closed" as a bare
-  six-line traceback with its built-in hook, which no Python-level hook or
-  filter can reach (about one failed save in three, so the one-line error
-  would gain 6-60 lines). Everything the program meant to say is said by
-  then, so stderr's descriptor is pointed at /dev/null at exit. Handlers
-  registered later run earlier (atexit is last-in, first-out) and are
-  unaffected; stdout is untouched.
-  """
-  if _silence_stderr_at_exit.registered:
-    return
-  _silence_stderr_at_exit.registered = True
-
-  def silence():
-    with contextlib.suppress(Exception):
-      sys.stderr.flush()
-      devnull = os.open(os.devnull, os.O_WRONLY)
-      os.dup2(devnull, 2)
-      os.close(devnull)
-
-  atexit.register(silence)
-
-
-_silence_stderr_at_exit.registered = False
-
-
 def _manager(directory, keep=None, create=False, asynchronous=False):
   ocp = _ocp()
   opts = ocp.CheckpointManagerOptions(
@@ -222,7 +85,7 @@ def _manager(directory, keep=None, create=False, asynchronous=False):
   # Quiet: orbax warns about every step whose _CHECKPOINT_METADATA is
   # missing while listing them; whether that step is usable is for
   # ``restore_newest_good`` to say, in one line.
-  with _quiet():
+  with orbax_noise.quiet():
     return ocp.CheckpointManager(_where(directory), options=opts)
 
 
@@ -376,9 +239,9 @@ class Saver:
         # surfaces here ("Gloo AllGather failed: Connection reset by
         # peer"); cli's multi-process path names it and leaves at once.
         raise
-      # (_LateOrbaxNoise is in since the manager was made, in _save)
-      _silence_stderr_at_exit()
-      with _quiet():
+      # (orbax_noise.drop_late_noise ran when the manager was made, in _save)
+      orbax_noise.silence_stderr_at_exit()
+      with orbax_noise.quiet():
         gc.collect()
       raise CheckpointError(
           f"a checkpoint could not be written to {str(self.directory)!r} "
@@ -392,7 +255,7 @@ class Saver:
     if self._mgr is None:
       # Before anything is written: a write failing on orbax's threads
       # leaves tasks that complain later, when they are collected.
-      _drop_late_orbax_noise()
+      orbax_noise.drop_late_noise()
       self._mgr = _manager(self.directory, self._keep, create=True,
                            asynchronous=self._async)
     step = int(state.step if self._by_step else state.epoch)
@@ -549,7 +412,7 @@ def _try(mgr, step_dir, step, target, args, checksums: bool):
     CheckpointError: the step matches its manifest, yet orbax cannot
       restore it into ``target``: it is intact but of another model.
   """
-  _drop_late_orbax_noise()
+  orbax_noise.drop_late_noise()
   reason = None
   if checksums and jax.process_index() == 0:
     reason = check_manifest(step_dir)
@@ -558,7 +421,7 @@ def _try(mgr, step_dir, step, target, args, checksums: bool):
     return None, reason
   verified = checksums and os.path.exists(os.path.join(step_dir, MANIFEST))
   try:
-    with _quiet():
+    with orbax_noise.quiet():
       state = dict(mgr.restore(step, args=args(target)))
       custom = mgr.metadata(step).custom_metadata or {}
       for k in _METADATA:
@@ -566,10 +429,10 @@ def _try(mgr, step_dir, step, target, args, checksums: bool):
   except Exception as e:  # orbax/tensorstore raise many kinds
     state, reason = None, _reason(e)
   if state is None:
-    _silence_stderr_at_exit()
+    orbax_noise.silence_stderr_at_exit()
     # Only now is the error's traceback, which holds the failed tasks and
     # coroutines, unreferenced: collected here, they complain in silence.
-    with _quiet():
+    with orbax_noise.quiet():
       gc.collect()
   ok, reason = _agreed(state is not None, reason, decide_on_zero=False)
   if not ok and verified:

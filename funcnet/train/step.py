@@ -79,7 +79,7 @@ def gradient_fn(model: Model, loss, grads: str, compute_dtype=None):
 
   ``compute_dtype`` (e.g. ``bfloat16``) runs the forward and backward passes
   in that dtype while params, ``C`` and ``g`` keep theirs (mixed precision,
-  see :mod:`funcnet.precision`); None computes in the params' dtype.
+  see :mod:`funcnet.train.precision`); None computes in the params' dtype.
   """
   if grads == "manual":
     vg = backprop.value_and_grad(model, loss)
