@@ -23,8 +23,6 @@ import sys
 import time
 from typing import Optional
 
-import jax
-
 from funcnet import data, parallel, timings
 from funcnet.data import streamed
 from funcnet.errors import CheckpointError, ConfigError, DivergenceError
@@ -62,7 +60,8 @@ def train_and_evaluate(cfg, workdir, *, resume=False, progress="auto",
 
   One writer: the main process holds ``workdir``'s lock (:func:`rundir.lock`)
   from before its first write to the end. SIGTERM and SIGINT stop the
-  training after the current epoch, which is saved (:mod:`funcnet.run.preemption`).
+  training after the current epoch (streamed from shards: chunk), which is
+  saved; the first signal says so at once (:mod:`funcnet.run.preemption`).
 
   Raises:
     ConfigError: a config that does not fit its data; a workdir that already
