@@ -41,7 +41,7 @@ gathers only the rows its own devices hold, and
 8 spread over 2 hosts. Keys and the test split are replicated.
 
 Mixed precision and gradient accumulation, which a multi-device step uses
-as any other step does, live in :mod:`funcnet.precision`.
+as any other step does, live in :mod:`funcnet.train.precision`.
 """
 
 import math

@@ -21,7 +21,8 @@ import numpy as np
 import optax
 import pytest
 
-from funcnet.run import checkpoints, manifest, orbax_quiet
+from funcnet.run import checkpoints, manifest, orbax_noise
+from funcnet.train import TrainState
 from funcnet.errors import CheckpointError
 
 EPOCHS = (1, 2, 3)
@@ -58,7 +59,8 @@ def pristine(tmp_path_factory):
   for epoch in EPOCHS:
     params, opt_state = _state(epoch)
     saved[epoch] = jax.tree_util.tree_map(np.asarray, (params, opt_state))
-    saver.save(epoch, params, opt_state, EARLY_STOPPING[epoch])
+    saver.save(TrainState(params, opt_state, epoch,
+                          early_stopping=EARLY_STOPPING[epoch]))
   saver.close()
   return where, saved
 
@@ -154,11 +156,11 @@ def test_the_skipped_steps_are_returned_and_params_alone_fall_back_too(ck):
   _flip(os.path.join(where, "3"))
   DAMAGES["truncated"](os.path.join(where, "2"))
   lines = []
-  r = checkpoints.restore_newest_good(where, _templates()[0],
+  r = checkpoints.restore_newest_good(where, TrainState(_templates()[0]),
                                       on_damaged=lines.append)
-  assert r.epoch == 1 and r.opt_state is None
-  assert r.early_stopping == EARLY_STOPPING[1]
-  _assert_state(r.params, saved[1][0])
+  assert r.state.epoch == 1 and r.state.opt_state is None
+  assert r.state.early_stopping == EARLY_STOPPING[1]
+  _assert_state(r.state.params, saved[1][0])
   assert [d.epoch for d in r.damaged] == [3, 2]
   assert r.damaged[0].reason.startswith("sha256 of default/")
   assert r.damaged[0].path == os.path.join(os.path.abspath(where), "3")
@@ -173,10 +175,11 @@ def test_the_skipped_steps_are_returned_and_params_alone_fall_back_too(ck):
 def test_a_resume_moves_the_damaged_steps_aside(ck):
   where, saved = ck
   DAMAGES["zeroed"](os.path.join(where, "3"))
-  r = checkpoints.restore_newest_good(where, *_templates(), move_damaged=True,
+  r = checkpoints.restore_newest_good(where, TrainState(*_templates()),
+                                      move_damaged=True,
                                       on_damaged=lambda line: None)
-  assert r.epoch == 2 and r.early_stopping == EARLY_STOPPING[2]
-  _assert_state((r.params, r.opt_state), saved[2])
+  assert r.state.epoch == 2 and r.state.early_stopping == EARLY_STOPPING[2]
+  _assert_state((r.state.params, r.state.opt_state), saved[2])
   (d,) = r.damaged
   assert not os.path.exists(d.path) and os.path.isdir(d.moved_to)
   assert os.path.basename(d.moved_to).startswith("3.damaged-")
@@ -240,7 +243,7 @@ def test_manifests_follow_the_async_saves_and_orbax_ignores_them(tmp_path):
     return os.path.join(where, str(step), manifest.MANIFEST)
 
   for epoch in (1, 2, 3, 4):
-    saver.save(epoch, *_state(epoch))
+    saver.save(TrainState(*_state(epoch), epoch))
     if epoch > 1:  # the previous save is done once the next one starts
       assert os.path.exists(manifest_of(epoch - 1))
   saver.close()
@@ -269,8 +272,8 @@ def test_a_step_set_aside_is_ignored_and_can_be_written_again(ck):
   # A resumed run writes epoch 3 again; keep=2 then deletes 1 and 2 but
   # leaves the set-aside folder alone.
   saver = checkpoints.Saver(where, keep=2)
-  saver.save(3, *_state(3))
-  saver.save(4, *_state(4))
+  saver.save(TrainState(*_state(3), 3))
+  saver.save(TrainState(*_state(4), 4))
   saver.close()
   assert sorted(os.listdir(where)) == ["3", os.path.basename(moved), "4"]
   epoch, params, opt_state = checkpoints.restore(where, *_templates(),
@@ -349,7 +352,7 @@ def test_a_failed_collective_during_a_save_is_not_called_a_disk_error(
   collective = jax.errors.JaxRuntimeError(
       "UNKNOWN: Gloo AllGather failed: Connection reset by peer")
   # (the pytest worker's own stderr stays open at its exit)
-  monkeypatch.setattr(orbax_quiet, "silence_stderr_at_exit", lambda: None)
+  monkeypatch.setattr(orbax_noise, "silence_stderr_at_exit", lambda: None)
   saver = checkpoints.Saver(str(tmp_path / "ck"), keep=2)
   with pytest.raises(Exception) as e:
     with saver._writing():

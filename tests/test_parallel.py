@@ -26,7 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from funcnet import autodiff, backprop, config, mlp, parallel, precision
+from funcnet import autodiff, backprop, config, mlp, parallel
+from funcnet.train import precision
 from funcnet.run import checkpoints
 from funcnet.errors import ConfigError
 from funcnet.models import cnn
@@ -69,7 +70,8 @@ from funcnet import parallel
 parallel.cpu_devices(spec["devices"])   # before JAX starts its backend
 import functools
 import jax, jax.numpy as jnp, numpy as np, optax
-from funcnet import data, mlp, precision, train
+from funcnet import data, mlp, train
+from funcnet.train import precision
 from funcnet.errors import ConfigError
 from funcnet.models import cnn, matrix_factorization, ncf, rnn, transformer
 
@@ -114,15 +116,16 @@ for c in spec["cases"]:
   opt = (optax.adam(1e-2, eps=c.get("eps", 1e-8)) if c.get("opt") == "adam"
          else optax.sgd(c.get("lr", 0.1)))
   cd = jnp.bfloat16 if c.get("bf16") else None
-  kw = dict(epochs=c.get("epochs", 2), batch_size=c.get("batch", 64),
-            key=jax.random.key(0), grads=c.get("grads", "autodiff"),
-            mixed=precision.Mixed(cd), norms=c.get("norms", True))
-  ref = train.fit(model, loss, opt, ds, **kw)
+  kw = train.FitOptions(
+      epochs=c.get("epochs", 2), batch_size=c.get("batch", 64),
+      key=jax.random.key(0), grads=c.get("grads", "autodiff"),
+      mixed=precision.Mixed(cd), norms=c.get("norms", True))
+  ref = train.fit(model, loss, opt, ds, options=kw)
   plan = parallel.make_plan(c["n"], fsdp=c.get("fsdp", 1),
                             fsdp_min_size=c.get("fsdp_min_size", 0))
-  res = train.fit(model, loss, opt, ds, plan=plan,
-                  **{**kw, "mixed": precision.Mixed(cd, c.get("accumulate", 1))})
-  a, b = leaves(ref.params), leaves(res.params)
+  res = train.fit(model, loss, opt, ds, options=kw._replace(
+      plan=plan, mixed=precision.Mixed(cd, c.get("accumulate", 1))))
+  a, b = leaves(ref.state.params), leaves(res.state.params)
   r = {
       "max_abs_diff": max(float(np.max(np.abs(x - y))) for x, y in zip(a, b)),
       "param_scale": max(float(np.max(np.abs(x))) for x in a),
@@ -133,8 +136,8 @@ for c in spec["cases"]:
       "gn_ratio": [gn / g1 for h1, hn in zip(ref.history, res.history)
                    for g1, gn in zip(h1.get("grad_norms", {}).values(),
                                      hn.get("grad_norms", {}).values())],
-      "specs": sorted({str(p.sharding.spec) for p in jax.tree_util.tree_leaves(res.params)}),
-      "n_devices": len(jax.tree_util.tree_leaves(res.params)[0].sharding.device_set),
+      "specs": sorted({str(p.sharding.spec) for p in jax.tree_util.tree_leaves(res.state.params)}),
+      "n_devices": len(jax.tree_util.tree_leaves(res.state.params)[0].sharding.device_set),
   }
   if c.get("layout"):  # where every leaf's pieces lie on the mesh
     pos = {d: ij for ij, d in np.ndenumerate(plan.mesh.devices)}
@@ -145,27 +148,27 @@ for c in spec["cases"]:
                                           zip(sh.index, a.shape)]]
                        for sh in a.addressable_shards]}
         for k, a in jax.tree_util.tree_flatten_with_path(
-            {"params": res.params, "opt_state": res.opt_state})[0]}
+            {"params": res.state.params, "opt_state": res.state.opt_state})[0]}
   if c.get("hlo"):
-    params, st = plan.place((ref.params, opt.init(ref.params)))
-    ep = train.make_epoch(model, loss, opt, kw["batch_size"], kw["grads"],
-                          prebatched=True, data_sharding=plan.batch_sharding,
-                          state_sharding=plan.shardings((params, st)))
-    n = len(ds.y_train) // kw["batch_size"]
-    xb = jax.ShapeDtypeStruct((n, kw["batch_size"]) + ds.x_train.shape[1:],
+    params, st = plan.place((ref.state.params, opt.init(ref.state.params)))
+    ep = train.make_epoch(model, loss, opt, kw.batch_size, kw.grads,
+                          prebatched=True, layout=train.Layout(
+                              plan.batch_sharding, plan.shardings((params, st))))
+    n = len(ds.y_train) // kw.batch_size
+    xb = jax.ShapeDtypeStruct((n, kw.batch_size) + ds.x_train.shape[1:],
                               jnp.float32, sharding=plan.epoch_sharding)
-    yb = jax.ShapeDtypeStruct((n, kw["batch_size"]), jnp.int32,
+    yb = jax.ShapeDtypeStruct((n, kw.batch_size), jnp.int32,
                               sharding=plan.epoch_sharding)
     hlo = ep.lower(params, st, plan.replicate(jax.random.key(1)), xb, yb).compile().as_text()
     r["collectives"] = {k: hlo.count(k + "(") + hlo.count(k + "-start(")
                         for k in ("all-reduce", "all-gather", "reduce-scatter")}
     # A batch that does not split evenly over the devices is refused.
     try:
-      plan.check_batch(kw["batch_size"] + 1)
+      plan.check_batch(kw.batch_size + 1)
       r["uneven_batch"] = "accepted"
     except ConfigError as e:
       r["uneven_batch"] = str(e)
-    r["local_rows"] = plan.local_rows(kw["batch_size"]).tolist()
+    r["local_rows"] = plan.local_rows(kw.batch_size).tolist()
   out[c["id"]] = r
 print("RESULT " + json.dumps(out))
 '''

@@ -125,7 +125,12 @@ def test_sigterm_saves_and_resume_equals_an_uninterrupted_run(tmp_path):
   finally:
     out, err = proc.communicate(timeout=120)
   assert proc.returncode == 75, err[-3000:]
-  assert err.count("\n") == 1 and err.startswith("funcnet: stopped: SIGTERM"), err
+  # one line at the signal, at once; one when it has saved and stopped
+  said, stopped = err.splitlines()
+  assert said == ("funcnet: SIGTERM received: saving a checkpoint and "
+                  "stopping after the current epoch (send it again to stop "
+                  "at once, without saving)"), err
+  assert stopped.startswith("funcnet: stopped: SIGTERM"), err
   assert "--resume" in err and "Traceback" not in err
   s = summary(cut)
   assert s["status"] == "preempted" and s["epochs"] < stopped_at, s
@@ -373,3 +378,23 @@ def test_a_cache_folder_that_cannot_be_written_is_a_note_not_a_failure(tmp_path)
   assert r.returncode == 0, r.stderr
   assert r.stderr.startswith("funcnet: note: compilation cache off")
   assert r.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("unit", ["epoch", "chunk"])
+def test_the_first_signal_says_at_once_that_the_run_will_save_and_stop(
+    capfd, unit):
+  """Issue 22: Ctrl-C used to print nothing until the epoch ended (20 s on
+  a large model). The handler itself writes the line, before training
+  reads the flag; a second signal gets the default action back."""
+  from funcnet.run import preemption
+  before = signal.getsignal(signal.SIGINT)
+  with preemption.Watch(unit) as watch:
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.05)  # the handler runs between bytecodes of this thread
+    err = capfd.readouterr().err
+    assert err == (f"funcnet: SIGINT received: saving a checkpoint and "
+                   f"stopping after the current {unit} (send it again to "
+                   "stop at once, without saving)\n")
+    assert watch.requested() == "SIGINT"
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_DFL
+  assert signal.getsignal(signal.SIGINT) is before

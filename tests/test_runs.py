@@ -158,3 +158,32 @@ def test_tensorboard_without_the_extra_is_one_line(tmp_path, monkeypatch, capsys
                    "--set", "run.tensorboard=true"]) == 2
   err = capsys.readouterr().err
   assert err.count("\n") == 1 and 'pip install -e ".[tensorboard]"' in err
+
+
+def test_a_loss_that_climbs_but_stays_finite_exits_3_as_diverged(tmp_path,
+                                                                  capsys):
+  """A linear regression under SGD with eta above 2 / lambda_max: its loss
+  grows by orders of magnitude each epoch, finite (before issue 22 such a
+  run ended "finished" with a loss of 1e20). It stops at the first epoch
+  past LOSS_GROWTH_LIMIT x max(first epoch's loss, 1), exit 3, and keeps
+  the checkpoint before it."""
+  from funcnet import train
+  from funcnet.run import checkpoints
+  run = str(tmp_path / "grows")
+  assert cli.main(["train", "--set", "data.name=regression", "--set",
+                   "train.loss=mse", "--set",
+                   "model.mlp.output_activation=identity", "--set",
+                   "model.mlp.hidden=[]", "--set", "optimizer.name=sgd",
+                   "--set", "optimizer.learning_rate=2.2", "--set",
+                   "train.epochs=30", "--set", "run.checkpoint_every=1",
+                   "--progress", "never", "--out", run]) == 3
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and "loss grew to" in err, err
+  losses = [r["train_loss"] for r in rundir.read_metrics(run)]
+  assert all(np.isfinite(losses))
+  limit = train.LOSS_GROWTH_LIMIT * max(losses[0], 1.0)
+  assert losses[-1] > limit and max(losses[:-1]) <= limit
+  assert checkpoints.latest_epoch(os.path.join(run, "checkpoints")) == \
+      len(losses) - 1
+  with open(os.path.join(run, "summary.json")) as f:
+    assert json.load(f)["status"] == "diverged"

@@ -20,8 +20,10 @@ import numpy as np
 import pytest
 
 from funcnet import config, data, experiment, initializers, timings
+from funcnet.experiment import setup as experiment_setup
 from funcnet.bench import startup
 from funcnet.run import checkpoints, compile_cache
+from funcnet.train import TrainState
 from helpers import read_jsonl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -216,10 +218,10 @@ def test_setups_of_the_same_program_share_one_executable():
   a, b = (experiment.Setup(config.load(None, [f"optimizer.learning_rate={lr}",
                                               "model.mlp.hidden=[7]"]))
           for lr in (0.1, 0.2))
-  before = len(experiment._PROGRAMS)
+  before = len(experiment_setup._PROGRAMS)
   a.init_state()
   b.init_state()
-  assert len(experiment._PROGRAMS) == before + 1
+  assert len(experiment_setup._PROGRAMS) == before + 1
 
 
 # --- the cache folder, the timings, the saver, the benchmark's table --------
@@ -263,7 +265,7 @@ def test_an_async_save_is_a_copy_complete_after_close(tmp_path):
   params = {"W": jnp.arange(6.0).reshape(2, 3), "b": jnp.ones(3)}
   want = jax.tree_util.tree_map(np.asarray, params)
   saver = checkpoints.Saver(str(tmp_path / "ck"), keep=2)
-  saver.save(1, params, ())
+  saver.save(TrainState(params, (), 1))
   for a in jax.tree_util.tree_leaves(params):
     a.delete()  # what the next epoch's donation does to them
   saver.close()

@@ -66,8 +66,8 @@ def _no_time(records):
 def test_shards_train_exactly_as_memory(digits_shards, sets):
   mem, sh = _both(digits_shards, "train.epochs=3", *sets)
   assert sh.status == mem.status == "done"
-  _equal(mem.params, sh.params)
-  _equal(mem.opt_state, sh.opt_state)
+  _equal(mem.state.params, sh.state.params)
+  _equal(mem.state.opt_state, sh.state.opt_state)
   assert _no_time(mem.history) == _no_time(sh.history)
 
 
@@ -104,7 +104,7 @@ def test_mnist1d_mlp_from_shards_equals_memory(tmp_path):
                       [f"data.name={name!r}", "train.epochs=2"])
     ds = experiment.build_dataset(cfg, stats=(sh.mean, sh.std))
     res.append(experiment.Setup(cfg, ds=ds).fit())
-  _equal(res[0].params, res[1].params)
+  _equal(res[0].state.params, res[1].state.params)
   assert _no_time(res[0].history) == _no_time(res[1].history)
 
 

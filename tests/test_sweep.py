@@ -69,7 +69,7 @@ def test_float64_variants_equal_alone_to_1e10(x64):
                   log=lambda *a: None)
   for v in res.variants:
     alone = experiment.Setup(v.cfg).fit()
-    assert tree_rel(alone.params, v.params) < 1e-10, v.assignment
+    assert tree_rel(alone.state.params, v.params) < 1e-10, v.assignment
 
 
 def test_a_diverging_variant_is_marked_and_the_others_finish(tmp_path):
@@ -85,7 +85,7 @@ def test_a_diverging_variant_is_marked_and_the_others_finish(tmp_path):
     alone = experiment.Setup(v.cfg).fit()
     assert alone.status == v.status and alone.reason == v.reason
     assert len(alone.history) == len(v.history)
-    assert tree_rel(alone.params, v.params) < 1e-5
+    assert tree_rel(alone.state.params, v.params) < 1e-5
 
 
 @pytest.mark.slow
@@ -99,7 +99,7 @@ def test_early_stopping_and_epochs_act_per_variant(tmp_path):
     alone = experiment.Setup(v.cfg).fit()
     assert v.status == alone.status
     assert [h["epoch"] for h in v.history] == [h["epoch"] for h in alone.history]
-    assert tree_rel(alone.params, v.params) < 1e-5
+    assert tree_rel(alone.state.params, v.params) < 1e-5
 
 
 @pytest.mark.slow
@@ -114,7 +114,7 @@ def test_traced_schedule_and_dropout_and_stacked_data():
   assert res.groups == 1  # one program: arrays for the rates, stacked data
   for v in res.variants:
     alone = experiment.Setup(v.cfg).fit()
-    assert tree_rel(alone.params, v.params) < 1e-5, v.assignment
+    assert tree_rel(alone.state.params, v.params) < 1e-5, v.assignment
     assert [h["lr"] for h in alone.history] == [h["lr"] for h in v.history]
 
 
@@ -129,7 +129,7 @@ def test_shape_keys_and_switches_split_the_grid_into_groups():
   assert len({v.group for v in res.variants}) == 4
   for v in res.variants[::3]:
     alone = experiment.Setup(v.cfg).fit()
-    assert tree_rel(alone.params, v.params) < 1e-5, v.assignment
+    assert tree_rel(alone.state.params, v.params) < 1e-5, v.assignment
 
 
 def test_grid_parsing_and_checks():
@@ -288,7 +288,7 @@ def test_convolution_variants_loop_in_one_program_and_equal_alone():
   assert any("looped (lax.map)" in line for line in lines), lines
   for v in res.variants:
     alone = experiment.Setup(v.cfg).fit()
-    assert tree_rel(alone.params, v.params) < 1e-5, v.assignment
+    assert tree_rel(alone.state.params, v.params) < 1e-5, v.assignment
 
 
 @pytest.mark.slow

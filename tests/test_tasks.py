@@ -230,18 +230,20 @@ def test_a_per_position_task_trains_through_fit_and_reports_its_own_metric(
   model = _per_position_mlp(8)
   ds = _Data(_Bits(256, seed=2), _Bits(64, seed=3), parity_task.name)
   runs = {g: train.fit(model, "cross_entropy", optimizers.adam(0.05), ds,
-                       epochs=40, batch_size=64, key=jax.random.key(4),
-                       grads=g, dtype=jnp.float64)
+                       options=train.FitOptions(
+                           epochs=40, batch_size=64, key=jax.random.key(4),
+                           grads=g, dtype=jnp.float64))
           for g in ("manual", "autodiff")}
   manual, auto = runs["manual"], runs["autodiff"]
-  for k in manual.params:   # the same training, step by step
-    np.testing.assert_allclose(manual.params[k], auto.params[k], rtol=1e-10,
+  for k in manual.state.params:   # the same training, step by step
+    np.testing.assert_allclose(manual.state.params[k], auto.state.params[k],
+                               rtol=1e-10,
                                atol=1e-10)
   last = manual.history[-1]
   assert set(k for k in last if k.startswith("test_")) == set(
       tasks.evaluated_keys(parity_task.name))
   # the metric, recomputed here from the trained params
-  z = np.asarray(model.logits(manual.params, ds.x_test))
+  z = np.asarray(model.logits(manual.state.params, ds.x_test))
   right = np.argmax(z, -1) == ds.y_test
   np.testing.assert_allclose(last["test_position_accuracy"], right.mean())
   np.testing.assert_allclose(last["test_sequence_accuracy"], right.all(-1).mean())

@@ -89,8 +89,8 @@ def test_fit_is_numpy_sgd_over_the_documented_batches(grads, x64):
   key, eta, batch, epochs = jax.random.key(3), 0.5, 6, 3
   model = mlp([3, 5, 2], activation="sigmoid", output_activation="identity")
   res = train.fit(model, "mse", optimizers.sgd(eta), _dataset(x, y),
-                  epochs=epochs, batch_size=batch, key=key, grads=grads,
-                  dtype=jnp.float64)
+                  options=train.FitOptions(epochs, batch, key, grads=grads,
+                                           dtype=jnp.float64))
   params = model.init(jax.random.split(key)[0], jnp.float64)
   for e in range(epochs):
     params, steps = _numpy_sgd(params, x, y, _epoch_order(key, e, 46, batch), eta)
@@ -102,7 +102,7 @@ def test_fit_is_numpy_sgd_over_the_documented_batches(grads, x64):
                                np.mean([s[1] for s in steps], axis=0), rtol=1e-12)
     np.testing.assert_allclose(h["update_norm"], np.mean([s[2] for s in steps]),
                                rtol=1e-12)
-  for got, want in zip(jax.tree_util.tree_leaves(res.params),
+  for got, want in zip(jax.tree_util.tree_leaves(res.state.params),
                        jax.tree_util.tree_leaves(params), strict=True):
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-12, atol=1e-14)
   norm = np.sqrt(sum(np.sum(p ** 2) for p in jax.tree_util.tree_leaves(params)))
@@ -113,10 +113,10 @@ def test_manual_and_autodiff_training_agree_in_float64(x64):
   ds = data.standardize(data.load("moons", seed=0))
   model = mlp([2, 16, 16, 2], activation="sigmoid", output_activation="softmax")
   runs = [train.fit(model, "cross_entropy", optimizers.momentum(0.1, 0.9), ds,
-                    epochs=4, batch_size=16, key=jax.random.key(7), grads=g,
-                    dtype=jnp.float64)
+                    options=train.FitOptions(4, 16, jax.random.key(7), grads=g,
+                                             dtype=jnp.float64))
           for g in ("manual", "autodiff")]
-  a, b = (jax.tree_util.tree_leaves(r.params) for r in runs)
+  a, b = (jax.tree_util.tree_leaves(r.state.params) for r in runs)
   assert max(float(jnp.max(jnp.abs(u - v))) for u, v in zip(a, b)) <= 1e-9
   # and the runs did train: 4 epochs moved every parameter
   init = jax.tree_util.tree_leaves(model.init(jax.random.split(jax.random.key(7))[0],
@@ -128,11 +128,12 @@ def test_digits_mlp_reaches_97_percent_in_seconds():
   ds = data.standardize(data.load("digits", seed=0))
   model = mlp([64, 128, 10], activation="relu", output_activation="softmax",
               init="he")
-  res = train.fit(model, "cross_entropy", optimizers.adam(1e-3), ds, epochs=40,
-                  batch_size=32, key=jax.random.key(0), dtype=jnp.float32,
-                  evaluation=train.Evaluation(every=40))
+  res = train.fit(model, "cross_entropy", optimizers.adam(1e-3), ds,
+                  options=train.FitOptions(
+                      40, 32, jax.random.key(0), dtype=jnp.float32,
+                      evaluation=train.Evaluation(every=40)))
   # independent accuracy: argmax of a numpy forward pass
-  p = [{k: np.asarray(v) for k, v in layer.items()} for layer in res.params]
+  p = [{k: np.asarray(v) for k, v in layer.items()} for layer in res.state.params]
   h = np.maximum(ds.x_test @ p[0]["W"] + p[0]["b"], 0)
   acc = np.mean(np.argmax(h @ p[1]["W"] + p[1]["b"], axis=1) == ds.y_test)
   assert acc >= 0.97
@@ -177,8 +178,8 @@ def test_fit_traces_the_model_once_however_many_epochs():
   for epochs in (1, 6):
     traces.clear()
     train.fit(model, "mse", optimizers.sgd(0.1), _dataset(x, y, x[:8], y[:8]),
-              epochs=epochs, batch_size=8, key=jax.random.key(0),
-              dtype=jnp.float32)
+              options=train.FitOptions(epochs, 8, jax.random.key(0),
+                                       dtype=jnp.float32))
     counts.append(len(traces))
   # the epoch once, evaluation once (the task's metrics read the outputs
   # f(z) of the loss's logits), whatever the number of epochs
@@ -200,12 +201,12 @@ def test_same_seed_gives_bit_identical_history_and_params():
   ds = data.load("spirals", seed=0)
   model = mlp([2, 16, 2], activation="tanh", output_activation="softmax")
   opt = optimizers.adam(1e-2)
-  runs = [train.fit(model, "cross_entropy", opt, ds, epochs=3, batch_size=32,
-                    key=jax.random.key(s), dtype=jnp.float32)
+  runs = [train.fit(model, "cross_entropy", opt, ds, options=train.FitOptions(
+                    3, 32, jax.random.key(s), dtype=jnp.float32))
           for s in (5, 5, 6)]
   assert _without_time(runs[0].history) == _without_time(runs[1].history)
-  _leaves_equal(runs[0].params, runs[1].params)
-  _leaves_equal(runs[0].opt_state, runs[1].opt_state)
+  _leaves_equal(runs[0].state.params, runs[1].state.params)
+  _leaves_equal(runs[0].state.opt_state, runs[1].state.opt_state)
   assert runs[2].history[-1]["train_loss"] != runs[0].history[-1]["train_loss"]
 
 
@@ -214,11 +215,14 @@ def test_resumed_fit_equals_an_uninterrupted_one():
   model = mlp([3, 6, 2], activation="sigmoid", output_activation="identity")
   opt, key = optimizers.momentum(0.2, 0.9), jax.random.key(4)
   kw = dict(batch_size=8, key=key, dtype=jnp.float32)
-  whole = train.fit(model, "mse", opt, _dataset(x, y), epochs=6, **kw)
-  first = train.fit(model, "mse", opt, _dataset(x, y), epochs=3, **kw)
-  rest = train.fit(model, "mse", opt, _dataset(x, y), epochs=6,
-                   start=train.Start(first.params, first.opt_state, 3), **kw)
-  _leaves_equal(whole.params, rest.params)
+  whole = train.fit(model, "mse", opt, _dataset(x, y),
+                    options=train.FitOptions(epochs=6, **kw))
+  first = train.fit(model, "mse", opt, _dataset(x, y),
+                    options=train.FitOptions(epochs=3, **kw))
+  assert first.state.epoch == 3 and first.state.step == 3 * 6
+  rest = train.fit(model, "mse", opt, _dataset(x, y),
+                   options=train.FitOptions(epochs=6, **kw), state=first.state)
+  _leaves_equal(whole.state.params, rest.state.params)
   assert _without_time(whole.history) == _without_time(first.history + rest.history)
 
 
@@ -229,38 +233,37 @@ def test_resume_with_dropout_eval_every_and_patience_equals_uninterrupted(
   """Issue 14: a resumed run repeats the uninterrupted one with dropout (its
   keys from the absolute epoch), micro-batches, evaluation every 2 epochs
   and patience (the counters restored from the stop epoch's record)."""
-  from funcnet import precision
+  from funcnet.train import precision
   x, y = _regression(n=48)
   xt, yt = _regression(n=16, seed=3)
   kw = dict(batch_size=8, key=jax.random.key(4), dtype=jnp.float32,
             evaluation=train.Evaluation(every=2, patience=2),
             mixed=precision.Mixed(None, accumulate))
-  def run(dropout, **more):
+  def run(dropout, state=None, on_epoch=None):
     model = mlp([3, 16, 2], activation="tanh", output_activation="identity",
                 dropout=dropout)
     return train.fit(model, "mse", optimizers.adam(0.05),
-                     _dataset(x, y, xt, yt), **{**kw, **more})
-  whole = run(0.3, epochs=40)
+                     _dataset(x, y, xt, yt),
+                     options=train.FitOptions(epochs=40, **kw), state=state,
+                     callbacks=train.Callbacks(on_epoch))
+  whole = run(0.3)
   assert whole.status == "early_stopped" and len(whole.history) > 6
   # Cut at an odd epoch (the next evaluation is one epoch away: a schedule
   # counted from the resume would move it) and where the counter is 1.
   counted = [h["epoch"] for h in whole.history
              if (h["early_stopping"] or {})["evaluations_since_best"] == 1]
   for cut in (5, counted[-1]):
-    first = run(0.3, epochs=40, callback=lambda r, p, o: r["epoch"] == cut)
+    first = run(0.3, on_epoch=lambda r, state, status: r["epoch"] == cut)
     assert len(first.history) == cut
-    rest = run(0.3, epochs=40, start=train.Start(
-        first.params, first.opt_state, cut,
-        first.history[-1]["early_stopping"]))
-    _leaves_equal(whole.params, rest.params)
+    assert first.state.early_stopping == first.history[-1]["early_stopping"]
+    rest = run(0.3, state=first.state)
+    _leaves_equal(whole.state.params, rest.state.params)
     assert _without_time(whole.history) == _without_time(first.history +
                                                          rest.history)
   # Each part could fail: without dropout the run is another one, and
   # without the counters the resumed run stops later.
-  assert run(0.0, epochs=40).history[4]["train_loss"] != \
-      whole.history[4]["train_loss"]
-  fresh = run(0.3, epochs=40, start=train.Start(first.params, first.opt_state,
-                                                cut))
+  assert run(0.0).history[4]["train_loss"] != whole.history[4]["train_loss"]
+  fresh = run(0.3, state=first.state._replace(early_stopping=None))
   assert fresh.history[-1]["epoch"] > whole.history[-1]["epoch"]
 
 
@@ -268,7 +271,8 @@ def test_each_micro_batch_draws_its_own_dropout_mask():
   """``accumulate`` folds the micro-batch index into the key: the step's
   gradient is the mean of each micro-batch's own, with ``fold_in(key, j)``,
   not one mask reused (which would give a different gradient)."""
-  from funcnet import autodiff, precision
+  from funcnet import autodiff
+  from funcnet.train import precision
   x, y = (a.astype(np.float32) for a in _regression(n=8))
   model = mlp([3, 32, 2], activation="tanh", output_activation="identity",
               dropout=0.5)
@@ -311,9 +315,10 @@ def test_patience_stops_a_run_that_cannot_improve(patience, eval_every, stop):
   # is the best and the run stops `patience` evaluations later
   x, y = _regression(n=32)
   res = train.fit(mlp([3, 2]), "mse", optimizers.sgd(0.0),
-                  _dataset(x, y, x[:8], y[:8]), epochs=50, batch_size=8,
-                  key=jax.random.key(0), dtype=jnp.float32,
-                  evaluation=train.Evaluation(every=eval_every, patience=patience))
+                  _dataset(x, y, x[:8], y[:8]), options=train.FitOptions(
+                      50, 8, jax.random.key(0), dtype=jnp.float32,
+                      evaluation=train.Evaluation(every=eval_every,
+                                                  patience=patience)))
   assert res.history[-1]["epoch"] == stop
   assert res.status == "early_stopped"
   assert res.reason.startswith(f"early stopping at epoch {stop}")
@@ -324,11 +329,13 @@ def test_patience_stops_where_the_full_history_says(x64):
   xt, yt = _regression(n=32, seed=2)
   model = mlp([3, 64, 2], activation="tanh", output_activation="identity")
   kw = dict(epochs=60, batch_size=8, key=jax.random.key(2), dtype=jnp.float64)
-  full = train.fit(model, "mse", optimizers.adam(0.02), _dataset(x, y, xt, yt), **kw)
+  full = train.fit(model, "mse", optimizers.adam(0.02), _dataset(x, y, xt, yt),
+                   options=train.FitOptions(**kw))
   stop = _stop_epoch(full.history, patience=3)
   assert stop is not None and stop < 60          # the setup overfits
   early = train.fit(model, "mse", optimizers.adam(0.02), _dataset(x, y, xt, yt),
-                    evaluation=train.Evaluation(patience=3), **kw)
+                    options=train.FitOptions(
+                        evaluation=train.Evaluation(patience=3), **kw))
   assert early.history[-1]["epoch"] == stop
   # the early run's records also carry its counters; the rest is the same
   counters = [h.pop("early_stopping") for h in early.history]
@@ -363,8 +370,8 @@ def test_nan_guard_returns_the_last_params_with_a_finite_loss(grads, bad_step, x
   y_bad[hit.pop()] = np.nan
   model = mlp([3, 1], output_activation="identity")
   res = train.fit(model, "mse", optimizers.sgd(eta), _dataset(x, y_bad),
-                  epochs=5, batch_size=batch, key=key, grads=grads,
-                  dtype=jnp.float64)
+                  options=train.FitOptions(5, batch, key, grads=grads,
+                                           dtype=jnp.float64))
   assert res.status == "diverged" and res.diverged
   assert res.reason.startswith(
       f"loss became non-finite at epoch 2, step {7 + bad_step + 1};")
@@ -376,6 +383,33 @@ def test_nan_guard_returns_the_last_params_with_a_finite_loss(grads, bad_step, x
   W, b = _numpy_linear_sgd(np.asarray(p0["W"]), np.asarray(p0["b"]), x, y,
                            list(_epoch_order(key, 0, n, batch))
                            + list(_epoch_order(key, 1, n, batch)[:kept]), eta)
-  np.testing.assert_allclose(np.asarray(res.params[0]["W"]), W, rtol=1e-12)
-  np.testing.assert_allclose(np.asarray(res.params[0]["b"]), b, rtol=1e-12)
-  assert int(res.opt_state.count) == 7 + kept      # the state matches them
+  np.testing.assert_allclose(np.asarray(res.state.params[0]["W"]), W, rtol=1e-12)
+  np.testing.assert_allclose(np.asarray(res.state.params[0]["b"]), b, rtol=1e-12)
+  assert int(res.state.opt_state.count) == 7 + kept      # the state matches them
+
+
+def test_a_loss_that_grows_without_bound_but_stays_finite_is_diverged(x64):
+  # Full-batch gradient descent on least squares with eta above 2 / lambda_max
+  # of x^T x / n: the error grows geometrically, finite for many epochs. The
+  # run must stop at the first epoch whose loss passes
+  # LOSS_GROWTH_LIMIT x max(first epoch's loss, 1), computed here in numpy.
+  n, eta = 32, 3.0
+  x, y = _regression(n=n, n_out=1)
+  model = mlp([3, 1], output_activation="identity")
+  key = jax.random.key(0)
+  res = train.fit(model, "mse", optimizers.sgd(eta), _dataset(x, y),
+                  options=train.FitOptions(60, n, key, dtype=jnp.float64))
+  p0 = model.init(jax.random.split(key)[0], jnp.float64)[0]
+  W, b = np.asarray(p0["W"]), np.asarray(p0["b"])
+  want = []
+  for _ in range(60):                 # the loss each epoch's one step starts at
+    want.append(0.5 * np.mean(np.sum((x @ W + b - y) ** 2, axis=1)))
+    W, b = _numpy_linear_sgd(W, b, x, y, [np.arange(n)], eta)
+  limit = train.LOSS_GROWTH_LIMIT * max(want[0], 1.0)
+  stop = next(e + 1 for e, c in enumerate(want) if c > limit)
+  assert 2 < stop < 60 and np.isfinite(want[stop - 1])
+  assert res.status == "diverged" and res.reason.startswith("loss grew to")
+  assert [h["epoch"] for h in res.history] == list(range(1, stop + 1))
+  np.testing.assert_allclose([h["train_loss"] for h in res.history],
+                             want[:stop], rtol=1e-9)
+  assert res.state.initial_loss == pytest.approx(want[0], rel=1e-12)

@@ -151,7 +151,7 @@ def _params_equal(a, b) -> bool:
 
 def _chunk_cost(ds, batch_size: int, k: int, rounds: int = 5) -> dict:
   """Host seconds of one chunk of ``k`` steps as the streamed epoch makes
-  it (``train._streamed_epochs``'s ``load``): the rows read and
+  it (``train.StreamedFeed``'s ``_load``): the rows read and
   standardised (``Rows.read``), then shaped ``(k, b, ...)`` and copied to
   the device. Medians of ``rounds``."""
   import jax
@@ -249,9 +249,9 @@ def train(path, config: str = TRAIN_CONFIG, *, epochs: int = 8,
              "best_steps_per_s": steps / min(epoch_s[1:-1]),
              "epoch_s": epoch_s}
       if first is None:
-        first = result.params
+        first = result.state.params
       else:
-        identical &= _params_equal(first, result.params)
+        identical &= _params_equal(first, result.state.params)
       log(json.dumps(run))
       runs.append(run)
   rate = {d: float(np.median([x["steps_per_s"] for x in runs

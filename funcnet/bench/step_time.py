@@ -244,7 +244,7 @@ def time_scan(size: Size, grads: str, dtype=jnp.float32, *, norms: bool = True,
   clock = {"start": None, "count": 0, "k": None}
   per_epoch = []
 
-  def on_epoch(record, params, opt_state):
+  def on_epoch(record, state, status):
     now = time.perf_counter()
     if clock["start"] is None:            # epoch 1 compiled: start warm-up
       clock["start"] = now
@@ -262,8 +262,10 @@ def time_scan(size: Size, grads: str, dtype=jnp.float32, *, norms: bool = True,
     return len(per_epoch) >= repeats
 
   res = train.fit(model, LOSS, optimizers.sgd(LEARNING_RATE), data,
-                  epochs=2 ** 62, batch_size=size.batch, key=jax.random.key(2),
-                  grads=grads, dtype=dtype, callback=on_epoch, norms=norms)
+                  options=train.FitOptions(
+                      2 ** 62, size.batch, jax.random.key(2), grads=grads,
+                      dtype=dtype, norms=norms),
+                  callbacks=train.Callbacks(on_epoch))
   if len(per_epoch) < repeats:
     raise RuntimeError(f"fit stopped before the timing ended: {res.reason}")
   t = sorted(e / size.steps for e in per_epoch)

@@ -2,10 +2,11 @@
 
   rundir         the run folder: config.json, model.json, stats.npz,
                  metrics.jsonl, summary.json; the one-writer lock
-  checkpoints    orbax checkpoints with a sha256 manifest per step, the
-                 newest-good fallback
+  checkpoints    a train.TrainState as an orbax checkpoint, with a sha256
+                 manifest per step, the newest-good fallback
+  orbax_noise    what orbax and tensorstore print that a run cannot act on
   resume         which config keys a resume may change
-  preemption     SIGTERM / SIGINT: finish the epoch, save, exit 75 / 130
+  preemption     SIGTERM / SIGINT: say so, finish the epoch, save, exit 75 / 130
   preflight      whether a run fits in memory, from shapes alone
   progress       the progress line on a terminal
   tensorboard    TensorBoard event files (the [tensorboard] extra)

@@ -1,4 +1,10 @@
-"""Checkpoints of ``{params, opt_state, epoch}`` with orbax-checkpoint.
+"""Checkpoints of a :class:`funcnet.train.TrainState` with orbax-checkpoint.
+
+On disk, a step holds the arrays ``{params, opt_state, epoch}`` and, in
+orbax's custom metadata (inside its atomic commit, under the manifest),
+the state's small host-side fields: ``early_stopping``, ``position``,
+``step`` and ``initial_loss`` (the last two since issue 22; a checkpoint
+without them restores them as 0 and None).
 
 orbax writes each checkpoint into a temporary folder and renames it only
 once complete, so a process killed in the middle of a save leaves the
@@ -33,17 +39,20 @@ import gc
 import os
 import sys
 import time
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import numpy as np
 
 from funcnet.errors import CheckpointError
-from funcnet.run import manifest, orbax_quiet
+from funcnet.run import manifest, orbax_noise
+from funcnet.train.state import TrainState
 
 _ASIDE = ".damaged-"  # <step>.damaged-<unix time>: no step name to orbax
 _EARLY_STOPPING = "early_stopping"  # its key in orbax's custom metadata
 _POSITION = "position"  # a streamed run's place inside an epoch (same place)
+# TrainState's fields kept in the custom metadata, not as arrays
+_METADATA = (_EARLY_STOPPING, _POSITION, "step", "initial_loss")
 
 
 def _ocp():
@@ -70,7 +79,7 @@ def _manager(directory, keep=None, create=False, asynchronous=False):
   # Quiet: orbax warns about every step whose _CHECKPOINT_METADATA is
   # missing while listing them; whether that step is usable is for
   # ``restore_newest_good`` to say, in one line.
-  with orbax_quiet.quiet():
+  with orbax_noise.quiet():
     return ocp.CheckpointManager(_where(directory), options=opts)
 
 
@@ -94,7 +103,12 @@ def latest_epoch(directory):
 
 
 class Saver:
-  """Saves ``{params, opt_state, epoch}`` every call, keeping the last ``keep``.
+  """Saves a :class:`~funcnet.train.state.TrainState` every call, keeping
+  the last ``keep``.
+
+  Checkpoints are numbered by ``state.epoch``, or with ``by_step`` by
+  ``state.step``: a run streamed from shards, which may also save inside
+  an epoch (``state.position`` then says where).
 
   In one process the saves are asynchronous: ``save`` copies the arrays on
   their device (the next epoch donates, i.e. overwrites, the buffers it was
@@ -112,25 +126,24 @@ class Saver:
   for a synchronous save; for an asynchronous one at the next ``save``
   (which orbax would make wait for it anyway) or at ``close``.
 
-  ``early_stopping``, the trainer's early-stopping counters at ``epoch``
-  (a small JSON-able dict, ``record["early_stopping"]``; None: none), goes
-  into the step's orbax metadata (``_CHECKPOINT_METADATA``), inside
-  orbax's atomic commit and under the manifest; restores return it as
-  :attr:`Restored.early_stopping`.
+  The state's host-side fields (``early_stopping``, ``position``, ``step``,
+  ``initial_loss``: small JSON-able values) go into the step's orbax
+  metadata (``_CHECKPOINT_METADATA``), inside orbax's atomic commit and
+  under the manifest; restores return them in :attr:`Restored.state`.
   """
 
-  def __init__(self, directory, keep: int):
+  def __init__(self, directory, keep: int, by_step: bool = False):
     self.directory = directory
     self._mgr = None
-    self._keep = keep
+    self._keep, self._by_step = keep, by_step
     self._async = jax.process_count() == 1
     self._unsealed = []  # saved steps still without a manifest
 
-  def save(self, *args, **kwargs) -> None:
+  def save(self, state: TrainState) -> None:
     """:meth:`_save`, with a failure to write (a full disk, a folder gone
     read-only) as one line: :class:`CheckpointError`, exit 2."""
     with self._writing():
-      self._save(*args, **kwargs)
+      self._save(state)
 
   @contextlib.contextmanager
   def _writing(self):
@@ -145,44 +158,40 @@ class Saver:
         # surfaces here ("Gloo AllGather failed: Connection reset by
         # peer"); cli's multi-process path names it and leaves at once.
         raise
-      # (orbax_quiet._LateOrbaxNoise is in since the manager was made, in _save)
-      orbax_quiet.silence_stderr_at_exit()
-      with orbax_quiet.quiet():
+      # (orbax_noise.drop_late_noise ran when the manager was made, in _save)
+      orbax_noise.silence_stderr_at_exit()
+      with orbax_noise.quiet():
         gc.collect()
       raise CheckpointError(
           f"a checkpoint could not be written to {str(self.directory)!r} "
           f"({_write_reason(e)}); expected a folder with space that this "
           "process can write (the earlier checkpoints are intact)") from None
 
-  def _save(self, epoch: int, params, opt_state,
-            early_stopping: Optional[dict] = None, *, step: Optional[int] = None,
-            position: Optional[dict] = None) -> None:
-    """Saves ``{params, opt_state, epoch}`` as checkpoint ``step`` (default
-    ``epoch``). A run streamed from shards numbers its checkpoints by
-    optimizer step, since it may also save inside an epoch; ``position``
-    (a JSON-able dict: the step inside ``epoch`` and the epoch's partial
-    metric sums) then says where, beside ``early_stopping``."""
+  def _save(self, state: TrainState) -> None:
+    """Saves ``state`` as checkpoint ``state.step`` (``by_step``) or
+    ``state.epoch``: ``{params, opt_state, epoch}`` as arrays, the rest as
+    metadata."""
     if self._mgr is None:
       # Before anything is written: a write failing on orbax's threads
       # leaves tasks that complain later, when they are collected.
-      orbax_quiet.drop_late_noise()
+      orbax_noise.drop_late_noise()
       self._mgr = _manager(self.directory, self._keep, create=True,
                            asynchronous=self._async)
-    step = epoch if step is None else step
+    step = int(state.step if self._by_step else state.epoch)
     if step in self._mgr.all_steps():
       return
     # Before the next save starts: orbax deletes the steps past ``keep``
     # while finishing that save, which must not overlap our hashing.
     self._seal()
-    state = {"params": params, "opt_state": opt_state, "epoch": epoch}
+    arrays = {"params": state.params, "opt_state": state.opt_state,
+              "epoch": state.epoch}
     if self._async:
       # A copy on the device, never donated: orbax reads it after we return.
-      state = jax.tree_util.tree_map(
+      arrays = jax.tree_util.tree_map(
           lambda a: jax.device_put(a, a.sharding, may_alias=False)
-          if isinstance(a, jax.Array) else a, state)
-    self._mgr.save(step, args=_ocp().args.StandardSave(state),
-                   custom_metadata={_EARLY_STOPPING: early_stopping,
-                                    _POSITION: position})
+          if isinstance(a, jax.Array) else a, arrays)
+    self._mgr.save(step, args=_ocp().args.StandardSave(arrays),
+                   custom_metadata={k: getattr(state, k) for k in _METADATA})
     self._unsealed.append(step)
     if not self._async:
       self._seal()
@@ -237,22 +246,17 @@ class Restored(NamedTuple):
   """What :func:`restore_newest_good` returns.
 
   Attributes:
-    epoch: the epoch restored.
-    params: the params, in the template's structure and shardings.
-    opt_state: the optimizer state, or None when only params were asked for.
-    early_stopping: the dict given to :meth:`Saver.save` with this epoch,
-      or None (none given, or a checkpoint from before it was saved).
-    position: the ``position`` given to :meth:`Saver.save`, or None (a
-      checkpoint at the end of ``epoch``).
+    state: the :class:`~funcnet.train.state.TrainState` saved: params (in
+      the template's structure and shardings), optimizer state (None when
+      only params were asked for), epoch, and the metadata fields as
+      :meth:`Saver.save` had them (``position`` None: a checkpoint at the
+      end of ``epoch``; ``early_stopping`` None: none, or a checkpoint from
+      before it was saved).
     damaged: the :class:`Damaged` newer steps tried first, newest first;
       empty when the newest was good.
   """
-  epoch: int
-  params: Any
-  opt_state: Any
-  early_stopping: Optional[dict]
+  state: TrainState
   damaged: tuple
-  position: Optional[dict] = None
 
 
 def _reason(e: BaseException) -> str:
@@ -327,27 +331,28 @@ def _try(mgr, step_dir, step, target, args, checksums: bool):
     CheckpointError: the step matches its manifest, yet orbax cannot
       restore it into ``target``: it is intact but of another model.
   """
-  orbax_quiet.drop_late_noise()
+  orbax_noise.drop_late_noise()
   reason = None
   if checksums and jax.process_index() == 0:
     reason = manifest.check(step_dir)
   ok, reason = _agreed(reason is None, reason, decide_on_zero=True)
   if not ok:
     return None, reason
-  verified = checksums and os.path.exists(os.path.join(step_dir, manifest.MANIFEST))
+  verified = checksums and os.path.exists(
+      os.path.join(step_dir, manifest.MANIFEST))
   try:
-    with orbax_quiet.quiet():
+    with orbax_noise.quiet():
       state = dict(mgr.restore(step, args=args(target)))
       custom = mgr.metadata(step).custom_metadata or {}
-      state[_EARLY_STOPPING] = custom.get(_EARLY_STOPPING)
-      state[_POSITION] = custom.get(_POSITION)
+      for k in _METADATA:
+        state[k] = custom.get(k)
   except Exception as e:  # orbax/tensorstore raise many kinds
     state, reason = None, _reason(e)
   if state is None:
-    orbax_quiet.silence_stderr_at_exit()
+    orbax_noise.silence_stderr_at_exit()
     # Only now is the error's traceback, which holds the failed tasks and
     # coroutines, unreferenced: collected here, they complain in silence.
-    with orbax_quiet.quiet():
+    with orbax_noise.quiet():
       gc.collect()
   ok, reason = _agreed(state is not None, reason, decide_on_zero=False)
   if not ok and verified:
@@ -362,7 +367,7 @@ def _print_to_stderr(line: str) -> None:
     print(f"funcnet: {line}", file=sys.stderr)
 
 
-def restore_newest_good(directory, params, opt_state=None, *, epoch=None,
+def restore_newest_good(directory, template: TrainState, *, epoch=None,
                         on_damaged: Optional[Callable[[str], None]] = None,
                         move_damaged: bool = False) -> Restored:
   """The newest intact checkpoint in ``directory``, skipping damaged ones.
@@ -382,19 +387,18 @@ def restore_newest_good(directory, params, opt_state=None, *, epoch=None,
   Args:
     directory: the checkpoint folder (local, or a ``gs://`` URL, which is
       not checksummed).
-    params: template with the structure, shapes, dtypes and shardings to
-      restore into (a fresh ``init``, or ``jax.ShapeDtypeStruct`` leaves);
-      its values are not used.
-    opt_state: template of the optimizer state, or None to restore the
-      params alone (a model trained elsewhere: evaluation, fine-tuning).
+    template: a :class:`~funcnet.train.state.TrainState` whose ``params``
+      and ``opt_state`` have the structure, shapes, dtypes and shardings
+      to restore into (a fresh ``init``, or ``jax.ShapeDtypeStruct``
+      leaves; their values are not used). ``opt_state`` None: the params
+      alone (a model trained elsewhere: evaluation, fine-tuning).
     epoch: restore this step or fail; no fallback.
     on_damaged: called with each one-line report.
     move_damaged: once a good step is restored, :func:`set_aside` the
       damaged newer ones (nothing moves when none is good).
 
   Returns:
-    :class:`Restored` ``(epoch, params, opt_state, early_stopping,
-    damaged)``.
+    :class:`Restored` ``(state, damaged)``.
 
   Raises:
     CheckpointError: no checkpoint; every one damaged (one line naming the
@@ -405,8 +409,8 @@ def restore_newest_good(directory, params, opt_state=None, *, epoch=None,
     raise CheckpointError(f"no checkpoint in {directory!r}; expected a run "
                           "folder written by funcnet train")
   with _manager(directory) as mgr:
-    r = _newest_good(mgr, directory, params, opt_state, epoch,
-                     on_damaged or _print_to_stderr)
+    r = _newest_good(mgr, directory, template.params, template.opt_state,
+                     epoch, on_damaged or _print_to_stderr)
   if move_damaged and r.damaged:
     r = r._replace(damaged=tuple(d._replace(moved_to=set_aside(directory,
                                                                d.epoch))
@@ -447,9 +451,10 @@ def _newest_good(mgr, directory, params, opt_state, epoch, report):
     step_dir = os.path.join(root, str(step))
     state, reason = _try(mgr, step_dir, step, target, args, checksums)
     if state is not None:
-      return Restored(int(state["epoch"]), state["params"],
-                      state.get("opt_state"), state[_EARLY_STOPPING],
-                      tuple(damaged), state[_POSITION])
+      return Restored(TrainState(
+          state["params"], state.get("opt_state"), int(state["epoch"]),
+          int(state["step"] or 0), state[_EARLY_STOPPING], state[_POSITION],
+          state["initial_loss"]), tuple(damaged))
     damaged.append(Damaged(step, step_dir, reason))
     if i + 1 < len(steps):
       report(f"checkpoint {step_dir} is damaged ({reason}); falling back "
@@ -479,8 +484,8 @@ def restore(directory, params, opt_state, epoch=None, on_damaged=None):
   Raises:
     CheckpointError: as :func:`restore_newest_good`.
   """
-  r = restore_newest_good(directory, params, opt_state, epoch=epoch,
-                          on_damaged=on_damaged)
+  r = restore_newest_good(directory, TrainState(params, opt_state),
+                          epoch=epoch, on_damaged=on_damaged).state
   return r.epoch, r.params, r.opt_state
 
 
@@ -491,8 +496,8 @@ def restore_params(directory, params, epoch=None, on_damaged=None):
   Raises:
     CheckpointError: as :func:`restore_newest_good`.
   """
-  r = restore_newest_good(directory, params, epoch=epoch,
-                          on_damaged=on_damaged)
+  r = restore_newest_good(directory, TrainState(params), epoch=epoch,
+                          on_damaged=on_damaged).state
   return r.epoch, r.params
 
 

@@ -3,11 +3,14 @@
 Spot and preemptible cloud machines (Cloud TPU spot VMs, GCE preemptible,
 AWS spot) are stopped with SIGTERM and a grace period (30 s on GCE), and a
 person stops a run with Ctrl-C (SIGINT). Either way the work since the last
-checkpoint would be lost. Inside :class:`Watch` the first signal only sets
-a flag; ``train_and_evaluate`` reads it after each epoch (an epoch is one
-compiled call, which cannot be cut short), stops, saves a checkpoint of that
-epoch and writes the summary with ``status = "preempted"``; the command then
-exits with :data:`EXIT_CODES` (75 for SIGTERM, "try again", 130 for SIGINT).
+checkpoint would be lost. Inside :class:`Watch` the first signal sets a
+flag and says at once, in one line on stderr, that the run will save and
+stop (an epoch can take minutes: silence until then reads as a hang);
+``train_and_evaluate`` reads the flag after each epoch, or after each chunk
+of a run streamed from shards (a compiled call cannot be cut short),
+stops, saves a checkpoint there and writes the summary with ``status =
+"preempted"``; the command then exits with :data:`EXIT_CODES` (75 for
+SIGTERM, "try again", 130 for SIGINT).
 ``funcnet train --out R --resume`` ends exactly as a run never stopped.
 
 A second signal stops the process at once: the first one puts the
@@ -23,6 +26,7 @@ therefore agrees across processes (one small all-gather per epoch, only when
 there are several).
 """
 
+import os
 import signal
 import threading
 from typing import Optional
@@ -38,9 +42,14 @@ class Watch:
   Only the main thread can install signal handlers; elsewhere (a library
   caller's worker thread) the watch is inert and signals keep their
   handlers.
+
+  ``unit``: what the run finishes before it stops (``"epoch"``, or
+  ``"chunk"`` for a run streamed from shards), named in the line printed
+  at the first signal.
   """
 
-  def __init__(self, signals=("SIGTERM", "SIGINT")):
+  def __init__(self, unit: str = "epoch", signals=("SIGTERM", "SIGINT")):
+    self.unit = unit
     self.signals = [getattr(signal, s) for s in signals]
     self.received: Optional[str] = None
     self._before = {}
@@ -49,6 +58,10 @@ class Watch:
     del frame
     if self.received is None:
       self.received = signal.Signals(signum).name
+      # os.write, not print: a handler may run inside another print.
+      os.write(2, (f"funcnet: {self.received} received: saving a checkpoint "
+                   f"and stopping after the current {self.unit} (send it "
+                   "again to stop at once, without saving)\n").encode())
     # The next one of either kind ends the process at once (see above).
     for s in self.signals:
       signal.signal(s, signal.SIG_DFL)

@@ -56,7 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcnet import autodiff, config as config_lib, data as data_lib, paths
-from funcnet import precision
+from funcnet.train import precision
 from funcnet.errors import ConfigError
 from funcnet.models import registry
 

@@ -68,11 +68,12 @@ def train_variant(p: dict, variant: str, on_train=None) -> dict:
     on_train = train.make_evaluate(setup.model, setup.loss, setup.ds.task)
   train_metrics = []
 
-  def measure(record, params, opt_state):
+  def measure(record, state, status):
     train_metrics.append({k: float(v) for k, v in
-                          jax.device_get(on_train(params, x, y)).items()})
+                          jax.device_get(on_train(state.params, x,
+                                                  y)).items()})
 
-  res = setup.fit(callback=measure, norms=False)  # no gradient norms: a faster step
+  res = setup.fit(callbacks=train.Callbacks(measure), norms=False)  # no gradient norms: a faster step
   h = res.history
   final_train, last = train_metrics[-1], h[-1]
   return {

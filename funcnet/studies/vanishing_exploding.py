@@ -220,12 +220,12 @@ def _recurrent(p: dict) -> dict:
     params, _ = setup.init_state()
     per_epoch = [np.asarray(norms_of(params))]
 
-    def measure(record, params, opt_state):
-      per_epoch.append(np.asarray(norms_of(params)))
+    def measure(record, state, status):
+      per_epoch.append(np.asarray(norms_of(state.params)))
 
     r = {"init": per_epoch[0].tolist(), "trained": None, "test_accuracy": None}
     if p["rnn_epochs"] > 0:
-      res = setup.fit(callback=measure, norms=False)
+      res = setup.fit(callbacks=train.Callbacks(measure), norms=False)
       acc = [h["test_accuracy"] for h in res.history if "test_accuracy" in h]
       r.update(trained=per_epoch[-1].tolist(), status=res.status,
                test_accuracy=acc[-1] if acc else None)

@@ -38,7 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from funcnet import config as config_lib, experiment, precision, tasks, train
+from funcnet import config as config_lib, experiment, tasks, train
+from funcnet.train import precision
 from funcnet.run import rundir
 from funcnet.sweep import grid as grid_lib
 
@@ -126,17 +127,15 @@ def variant_loop(setup: experiment.Setup, params, opt_state,
   return "map" if "conv_general_dilated" in text else "vmap"
 
 
-def _group_program(setup: experiment.Setup, traced: list, norms: bool,
-                   shared: bool, loop: str = "vmap"):
-  """``epoch(params, opt_state, hp, key_data, e, order, x, y, active)`` and
-  ``evaluate(params, x, y)`` of a group, before jit and vmap; ``shared``:
-  one dataset ``(n, ...)`` for all variants, else ``(V, n, ...)``; ``loop``:
-  see :func:`variant_loop`."""
+def _variant_step(setup: experiment.Setup, traced: list, norms: bool,
+                  loop: str):
+  """``vstep(params, opt_state, hp, xs, ys, keys) -> (params, opt_state,
+  metrics)``: ``train.train_step`` of every variant (leaves ``(V, ...)``),
+  each with the model and optimizer its traced hyperparameters ``hp``
+  build; ``loop``: see :func:`variant_loop`."""
   cfg, ds, model = setup.cfg, setup.ds, setup.model
-  t = cfg["train"]
-  loss, grads = t["loss"], t["grads"]
+  loss, grads = cfg["train"]["loss"], cfg["train"]["grads"]
   model_keys = [k for k in traced if k.startswith("model.")]
-  impl = jax.random.key_impl(setup.key)
 
   def build(hp):
     """The variant's model and optimizer from its traced hyperparameters."""
@@ -150,72 +149,95 @@ def _group_program(setup: experiment.Setup, traced: list, norms: bool,
     vg = precision.accumulate(
         train.gradient_fn(m, loss, grads, setup.mixed.compute_dtype),
         setup.mixed.accumulate)
-    return train.train_step(vg, opt, params, opt_state, xs, ys, key, norms)
+    state, metrics = train.train_step(
+        train.TrainState(params, opt_state), train.Batch(xs, ys, key),
+        vg=vg, optimizer=opt, norms=norms)
+    return state.params, state.opt_state, metrics
 
   if loop == "map":
     def vstep(*args):
       return jax.lax.map(lambda a: one_step(*a), args)
-  else:
-    vstep = jax.vmap(one_step)
+    return vstep
+  return jax.vmap(one_step)
+
+
+def _guarded_variants(step, params, opt_state, n_batches, zero):
+  """``(params, opt_state, bad, sums)`` after ``n_batches`` of ``step(s, p,
+  o) -> (p, o, metrics)`` over every variant, with fit's divergence guard
+  per variant.
+
+  One copy of the step in the program (a second copy doubles the compile
+  time): pass 0 runs every variant's epoch and notes its first step with a
+  non-finite loss; only when some variant has one does pass 1 rerun, from
+  the epoch's start, the diverged variants' steps 0..bad-2 (the params
+  after them had a finite loss), every other variant masked."""
+  none = jnp.full(zero[0].shape[:1], -1, jnp.int32)  # (V,): no bad step
+
+  def run_pass(carry):
+    k, p0, o0, bad0, sums0 = carry
+    first = k == 0
+    limit = jnp.where(first, n_batches,
+                      jnp.where(bad0 >= 0, jnp.maximum(bad0 - 1, 0), 0))
+
+    def body(s, c):
+      p, o, bad, sums = c
+      p2, o2, m = step(s, p, o)
+      p, o = _select(s < limit, (p2, o2), (p, o))
+      bad = jnp.where((bad < 0) & ~jnp.isfinite(m[0]), s, bad)
+      return p, o, bad, tuple(a + b for a, b in zip(sums, m))
+
+    p, o, bad, sums = jax.lax.fori_loop(
+        0, jnp.max(limit), body, (params, opt_state, none, zero))
+    redo = ~first & (bad0 >= 0)
+    p, o = _select(first | redo, (p, o), (p0, o0))
+    return (k + 1, p, o, jnp.where(first, bad, bad0),
+            tuple(jnp.where(first, a, b) for a, b in zip(sums, sums0)))
+
+  def another_pass(carry):
+    return (carry[0] == 0) | ((carry[0] == 1) & jnp.any(carry[3] >= 0))
+
+  _, p, o, bad, sums = jax.lax.while_loop(
+      another_pass, run_pass, (jnp.int32(0), params, opt_state, none, zero))
+  return p, o, bad, sums
+
+
+def _group_program(setup: experiment.Setup, traced: list, norms: bool,
+                   shared: bool, loop: str = "vmap"):
+  """``epoch(params, opt_state, hp, key_data, e, order, x, y, active)`` and
+  ``evaluate(params, x, y)`` of a group, before jit and vmap; ``shared``:
+  one dataset ``(n, ...)`` for all variants, else ``(V, n, ...)``; ``loop``:
+  see :func:`variant_loop`."""
+  vstep = _variant_step(setup, traced, norms, loop)
+  impl = jax.random.key_impl(setup.key)
 
   def epoch(params, opt_state, hp, key_data, e, order, x, y, active):
     n_batches = order.shape[1]
     k_drop = jax.vmap(lambda kd: jax.random.split(jax.random.fold_in(
         jax.random.wrap_key_data(kd, impl=impl), e))[1])(key_data)
-    def batch(s):
-      rows = order[:, s]
-      if not shared:
-        return (jax.vmap(lambda a, r: a[r])(x, rows),
-                jax.vmap(lambda a, r: a[r])(y, rows))
-      return x[rows], y[rows]
 
-    def keys(s):
-      return jax.vmap(lambda k: jax.random.fold_in(k, s))(k_drop)
+    def step(s, p, o):
+      rows = order[:, s]
+      if shared:
+        xs, ys = x[rows], y[rows]
+      else:
+        xs = jax.vmap(lambda a, r: a[r])(x, rows)
+        ys = jax.vmap(lambda a, r: a[r])(y, rows)
+      keys = jax.vmap(lambda k: jax.random.fold_in(k, s))(k_drop)
+      return vstep(p, o, hp, xs, ys, keys)
 
     v = order.shape[0]
     one = jax.tree_util.tree_map(lambda a: a[0], params)
     zero = tuple(jnp.zeros((v,) + z.shape, z.dtype)
                  for z in train.metric_zeros(one, norms))
-    none = jnp.full((v,), -1, jnp.int32)
-
-    # fit's divergence guard, per variant, with one copy of the step in the
-    # program (a second copy doubles the compile time): pass 0 runs every
-    # variant's epoch and notes its first step with a non-finite loss; only
-    # when some variant has one does pass 1 rerun, from the epoch's start,
-    # the diverged variants' steps 0..bad-2 (the params after them had a
-    # finite loss), every other variant masked.
-    def run_pass(carry):
-      k, p0, o0, bad0, sums0 = carry
-      first = k == 0
-      limit = jnp.where(first, n_batches,
-                        jnp.where(bad0 >= 0, jnp.maximum(bad0 - 1, 0), 0))
-
-      def step(s, c):
-        p, o, bad, sums = c
-        xs, ys = batch(s)
-        p2, o2, m = vstep(p, o, hp, xs, ys, keys(s))
-        p, o = _select(s < limit, (p2, o2), (p, o))
-        bad = jnp.where((bad < 0) & ~jnp.isfinite(m[0]), s, bad)
-        return p, o, bad, tuple(a + b for a, b in zip(sums, m))
-
-      p, o, bad, sums = jax.lax.fori_loop(
-          0, jnp.max(limit), step, (params, opt_state, none, zero))
-      redo = ~first & (bad0 >= 0)
-      p, o = _select(first | redo, (p, o), (p0, o0))
-      return (k + 1, p, o, jnp.where(first, bad, bad0),
-              tuple(jnp.where(first, a, b) for a, b in zip(sums, sums0)))
-
-    def another_pass(carry):
-      return (carry[0] == 0) | ((carry[0] == 1) & jnp.any(carry[3] >= 0))
-
-    _, p, o, bad, sums = jax.lax.while_loop(
-        another_pass, run_pass, (jnp.int32(0), params, opt_state, none, zero))
+    p, o, bad, sums = _guarded_variants(step, params, opt_state, n_batches,
+                                        zero)
     p, o = _select(active, (p, o), (params, opt_state))
     metrics = jax.vmap(train.epoch_metrics, in_axes=(0, 0, None, 0))(
         p, sums, n_batches, bad)
     return p, o, metrics
 
-  evaluate = train.make_evaluate(model, loss, ds.task)
+  evaluate = train.make_evaluate(setup.model, setup.cfg["train"]["loss"],
+                                 setup.ds.task)
   return epoch, evaluate
 
 
@@ -270,8 +292,6 @@ def train_group(variants, setups, placement: Placement, *, norms: bool = True,
   rep = setups[0]
   cfgs = [s.cfg for s in setups]
   traced = grid_lib.traced_keys(cfgs)
-  t = rep.cfg["train"]
-  dtype = rep.dtype
   datas = [s.ds for s in setups]
   shared = all(d is datas[0] for d in datas)
   flats = [config_lib.flatten(c) for c in cfgs]
@@ -287,59 +307,80 @@ def train_group(variants, setups, placement: Placement, *, norms: bool = True,
                  for a in (ds.x_train, ds.y_train, ds.x_test, ds.y_test)))
   cache = {} if cache is None else cache
   if signature not in cache:
-    loop = variant_loop(rep, *states[0], len(placement.mesh.devices.flat))
-    if log:
-      log(f"variants {'batched (vmap)' if loop == 'vmap' else 'looped (lax.map)'}"
-          " in one compiled step")
-    epoch, evaluate = _group_program(rep, traced, norms, shared, loop)
-    if loop == "vmap":
-      data_axis = None if shared else 0
-      evaluate_all = jax.vmap(evaluate, in_axes=(0, data_axis, data_axis))
-    elif shared:
-      def evaluate_all(params, x, y):
-        return jax.lax.map(lambda p: evaluate(p, x, y), params)
-    else:
-      def evaluate_all(params, x, y):
-        return jax.lax.map(lambda a: evaluate(*a), (params, x, y))
-    cache[signature] = (
-        jax.jit(epoch, donate_argnums=(0, 1), out_shardings=placement.split),
-        jax.jit(evaluate_all, out_shardings=placement.split))
-  epoch_fn, eval_fn = cache[signature]
+    cache[signature] = _compile_group(rep, traced, norms, shared, placement,
+                                      states[0], log)
   params, opt_state = placement.put(_stack([st[0] for st in states])), \
       placement.put(_stack([st[1] for st in states]))
-  hp = placement.put(hp_host)
   k_trains = [jax.random.split(s.key)[1] for s in setups]
   key_data = np.stack([np.asarray(jax.random.key_data(k)) for k in k_trains])
-  key_dev = placement.put(key_data)
-
-  def arrays(d, x, y):
-    return train.as_arrays(x, y, dtype)
-
-  xs = [arrays(d, d.x_train, d.y_train) for d in datas[:1 if shared else None]]
-  xt = yt = None
-  x_np = [np.asarray(a[0]) for a in xs]
-  y_np = [np.asarray(a[1]) for a in xs]
-  if shared:
-    x_dev, y_dev = placement.put((x_np[0], y_np[0]), split=False)
-  else:
-    x_dev, y_dev = placement.put((np.stack(x_np), np.stack(y_np)))
-  has_test = getattr(datas[0], "x_test", None) is not None
-  if has_test:
-    tests = [arrays(d, d.x_test, d.y_test) for d in datas[:1 if shared else None]]
-    if shared:
-      xt, yt = placement.put((np.asarray(tests[0][0]), np.asarray(tests[0][1])),
-                             split=False)
-    else:
-      xt, yt = placement.put((np.stack([np.asarray(a[0]) for a in tests]),
-                              np.stack([np.asarray(a[1]) for a in tests])))
-
-  n, b = len(datas[0].y_train), t["batch_size"]
-  steps = n // b
   monitors = [train.Monitor(
-      train.layer_groups(states[0][0]), steps, s.cfg["train"]["epochs"], 0,
-      s.evaluation, norms, s.schedule, has_test) for s in setups]
+      train.layer_groups(states[0][0]), len(datas[0].y_train) //
+      rep.cfg["train"]["batch_size"], s.cfg["train"]["epochs"], s.evaluation,
+      norms, s.schedule, getattr(datas[0], "x_test", None) is not None)
+      for s in setups]
+  arrays = _group_data(datas, shared, placement, rep.dtype)
+  t0 = time.perf_counter()
+  params = _train_epochs(cache[signature], setups, placement, monitors,
+                         (params, opt_state, placement.put(hp_host), key_data),
+                         arrays, log)
+  wall = time.perf_counter() - t0
+  return [{"status": mon.status, "reason": mon.reason, "history": mon.history,
+           "params": jax.tree_util.tree_map(lambda a: a[i], params),
+           "group_wall_s": wall}
+          for i, mon in enumerate(monitors)]
+
+
+def _compile_group(rep, traced, norms, shared, placement, state, log):
+  """``(epoch_fn, eval_fn)``: the group's epoch and evaluation, jitted over
+  the placement (the epoch donating params and optimizer state)."""
+  loop = variant_loop(rep, *state, len(placement.mesh.devices.flat))
+  if log:
+    log(f"variants {'batched (vmap)' if loop == 'vmap' else 'looped (lax.map)'}"
+        " in one compiled step")
+  epoch, evaluate = _group_program(rep, traced, norms, shared, loop)
+  if loop == "vmap":
+    data_axis = None if shared else 0
+    evaluate_all = jax.vmap(evaluate, in_axes=(0, data_axis, data_axis))
+  elif shared:
+    def evaluate_all(params, x, y):
+      return jax.lax.map(lambda p: evaluate(p, x, y), params)
+  else:
+    def evaluate_all(params, x, y):
+      return jax.lax.map(lambda a: evaluate(*a), (params, x, y))
+  return (jax.jit(epoch, donate_argnums=(0, 1), out_shardings=placement.split),
+          jax.jit(evaluate_all, out_shardings=placement.split))
+
+
+def _group_data(datas, shared: bool, placement: Placement, dtype):
+  """``(x, y, x_test, y_test)`` on the mesh: one copy, replicated, when the
+  variants share their data, else stacked and split on the variant axis
+  (``x_test``, ``y_test`` None without a held-out split)."""
+  def put(pairs):
+    x_np = [np.asarray(p[0]) for p in pairs]
+    y_np = [np.asarray(p[1]) for p in pairs]
+    if shared:
+      return placement.put((x_np[0], y_np[0]), split=False)
+    return placement.put((np.stack(x_np), np.stack(y_np)))
+
+  some = datas[:1 if shared else None]
+  x, y = put([train.as_arrays(d.x_train, d.y_train, dtype) for d in some])
+  xt = yt = None
+  if getattr(datas[0], "x_test", None) is not None:
+    xt, yt = put([train.as_arrays(d.x_test, d.y_test, dtype) for d in some])
+  return x, y, xt, yt
+
+
+def _train_epochs(programs, setups, placement, monitors, start, arrays, log):
+  """The group's epochs until every variant is inactive; returns the
+  params on the host. ``start``: ``(params, opt_state, hp, key_data)``;
+  ``arrays``: :func:`_group_data`'s."""
+  epoch_fn, eval_fn = programs
+  params, opt_state, hp, key_data = start
+  x_dev, y_dev, xt, yt = arrays
+  n, b = len(setups[0].ds.y_train), setups[0].cfg["train"]["batch_size"]
+  steps = n // b
   epochs = [s.cfg["train"]["epochs"] for s in setups]
-  v = len(setups)
+  key_dev = placement.put(key_data)
 
   def orders(e):
     rows = [train.batch_order(kd, e, n, b).reshape(steps, b) for kd in key_data]
@@ -359,22 +400,17 @@ def train_group(variants, setups, placement: Placement, *, norms: bool = True,
       upcoming = orders(e + 1)  # on the host while the device runs epoch e
     m = _to_host(m)
     want = [bool(active[i]) and monitors[i].wants_eval(e, m.bad_step[i])
-            for i in range(v)]
+            for i in range(len(setups))]
     ev = _to_host(eval_fn(params, xt, yt)) if any(want) else None
     elapsed = time.perf_counter() - t0
-    for i in range(v):
-      if active[i]:
-        mi = jax.tree_util.tree_map(lambda a: a[i], m)
-        metrics = ({k: float(a[i]) for k, a in ev.items()} if want[i] else None)
-        monitors[i].after(e, mi, metrics, elapsed)
+    for i in map(int, np.flatnonzero(active)):
+      mi = jax.tree_util.tree_map(lambda a: a[i], m)
+      metrics = ({k: float(a[i]) for k, a in ev.items()} if want[i] else None)
+      monitors[i].after(e, mi, metrics, elapsed)
     if log and ((e + 1) % max(1, max(epochs) // 5) == 0 or e == 0):
-      log(_progress(e, max(epochs), monitors, active, elapsed, ds.task))
-  params = _to_host(params)
-  wall = time.perf_counter() - t0
-  return [{"status": mon.status, "reason": mon.reason, "history": mon.history,
-           "params": jax.tree_util.tree_map(lambda a: a[i], params),
-           "group_wall_s": wall}
-          for i, mon in enumerate(monitors)]
+      log(_progress(e, max(epochs), monitors, active, elapsed,
+                    setups[0].ds.task))
+  return _to_host(params)
 
 
 def _progress(e: int, epochs: int, monitors, active, elapsed: float,
@@ -397,5 +433,5 @@ def train_one(setup: experiment.Setup) -> dict:
   t0 = time.perf_counter()
   res = setup.fit()
   return {"status": res.status, "reason": res.reason, "history": res.history,
-          "params": jax.device_get(res.params),
+          "params": jax.device_get(res.state.params),
           "group_wall_s": time.perf_counter() - t0}

@@ -1,11 +1,13 @@
-"""What orbax and tensorstore print around a failed checkpoint read or write,
-silenced so that the failure reaches the user as one line.
+"""What orbax and tensorstore print that a run cannot act on, kept quiet.
 
-orbax logs at INFO on every save, logs ERROR records with tracebacks from
-its save threads, and a failed read leaves asyncio tasks and tensorstore
-callbacks that print long after the error was handled. Each piece here
-drops exactly one kind of that noise; everything else still reaches its
-handler. :mod:`funcnet.run.checkpoints` is the only user.
+:mod:`funcnet.run.checkpoints` reports a failed save or restore in one
+line; orbax and tensorstore would add tracebacks of threads and tasks
+around it (40-100 lines each). Four measures, each for one source:
+
+  _SaveThreadErrors        a failed asynchronous save's ERROR records
+  quiet()                  what a failing read prints while it fails
+  drop_late_noise()        what its abandoned reads print later
+  silence_stderr_at_exit() what they print while the interpreter shuts down
 """
 
 import atexit
@@ -25,7 +27,7 @@ class _SaveThreadErrors(logging.Filter):
   three per failure) of an asynchronous save that failed on its threads:
   orbax raises the failure again where training waits for the save
   (``wait_until_finished``), and
-  :class:`~funcnet.run.checkpoints.Saver` turns that into one line."""
+  :class:`funcnet.run.checkpoints.Saver` turns that into one line."""
 
   def filter(self, record) -> bool:
     return not (record.levelno >= logging.ERROR and record.exc_info
@@ -82,7 +84,8 @@ class _LateOrbaxNoise(logging.Filter):
   def __init__(self, previous_hook):
     super().__init__()
     self.previous_hook = previous_hook
-    self.orbax_dir = os.path.dirname(__import__("orbax.checkpoint").checkpoint.__file__)
+    import orbax.checkpoint as ocp  # (imported by then: a save or restore runs)
+    self.orbax_dir = os.path.dirname(ocp.__file__)
 
   def _is_orbax_coroutine(self, obj) -> bool:
     code = getattr(obj, "cr_code", None)

@@ -1,0 +1,30 @@
+"""From a resolved config to a trained run folder, and back.
+
+This is the library behind ``funcnet train``, ``gradcheck`` and ``eval``;
+the command line only parses flags (see :mod:`funcnet.cli`), and the run
+folder is :mod:`funcnet.run.rundir`'s.
+
+  Setup(cfg)                          data, model, schedule, optimizer, checked
+  train_and_evaluate(cfg, workdir)    trains into a run folder; the summary
+  evaluate(run)                       a run's latest checkpoint on its test split
+  gradcheck(cfg, batch)               manual vs autodiff vs finite differences
+
+One job per module: ``setup`` (what a config builds), ``loop`` (the run
+loop, a :class:`~funcnet.experiment.loop.Run` with one method per phase),
+``summary`` (the summary record), ``verify`` (evaluate, gradcheck,
+compare-training).
+"""
+
+from funcnet.experiment.loop import Run, train_and_evaluate
+from funcnet.experiment.setup import (Setup, build_dataset,
+                                      build_model, build_optimizer, check,
+                                      n_outputs)
+from funcnet.experiment.summary import default_workdir
+from funcnet.experiment.verify import compare_training, evaluate, gradcheck
+
+__all__ = [
+    "Run", "Setup", "build_dataset",
+    "build_model", "build_optimizer", "check", "compare_training",
+    "default_workdir", "evaluate", "gradcheck", "n_outputs",
+    "train_and_evaluate",
+]

@@ -1,0 +1,238 @@
+"""From a config to what a run is made of: data, model, optimizer, checks.
+
+  build_dataset(cfg)       the dataset the config names, standardised when asked
+  build_model(cfg, ds)     the model, sized to the data
+  build_optimizer(cfg, m)  (schedule, optimizer), wrapped for fine-tuning
+  check(cfg, ds, model)    cross-key checks that need the data
+  Setup(cfg)               all of them, checked, with the run's key, its
+                           initial state and ``fit`` as the config says
+
+Every check runs before anything is compiled or written, so a mistake is
+one line (:mod:`funcnet.errors`).
+"""
+
+import functools
+import hashlib
+
+import jax
+import jax.numpy as jnp
+
+from funcnet import backprop, config as config_lib, data, finetune, losses
+from funcnet import parallel, tasks, train
+from funcnet.data import streamed
+from funcnet.errors import ConfigError
+from funcnet.models import registry
+from funcnet.run import preflight
+from funcnet.train import precision
+
+def build_dataset(cfg, stats=None) -> data.Dataset:
+  """The dataset the config names: its classes (``data.classes``), few labels
+  (``data.train_per_class``), then standardised when asked (and the task
+  standardises: not ratings, whose inputs are indices),
+  with the training split's statistics or the given ``(mean, std)``."""
+  d = cfg["data"]
+  if streamed.is_shards(d["name"]):  # on disk, read by rows as it trains
+    for key in ("classes", "train_per_class"):
+      if d[key]:
+        raise ConfigError(
+            f"config key 'data.{key}' selects examples, which a dataset "
+            f"streamed from shards ({d['name']!r}) cannot; expected it "
+            "applied before funcnet data convert")
+    return streamed.load(d["name"], d["standardize"], stats)
+  kwargs = {}
+  if d["name"] not in data.DATASETS:
+    kwargs = {"label": d["label"], "task": d["task"]}
+  ds = data.load(d["name"], seed=d["seed"], **kwargs)
+  if d["classes"]:
+    ds = data.select_classes(ds, d["classes"])
+  if d["train_per_class"]:
+    ds = data.few_per_class(ds, d["train_per_class"], d["seed"])
+  if d["standardize"] and tasks.get(ds.task).standardize:
+    ds = data.standardize(ds, stats)
+  return ds
+
+
+def n_outputs(cfg, ds) -> int:
+  """Output width, the task's (:attr:`funcnet.tasks.Task.n_outputs`): e.g.
+  one unit for two classes under bce, else the data's width."""
+  return data.n_outputs(ds, cfg["train"]["loss"])
+
+
+def build_model(cfg, ds):
+  """The model ``cfg["model"]`` describes, sized to the dataset."""
+  kind = cfg["model"]["kind"]
+  return registry.from_config(kind, cfg["model"][kind],
+                              data.spec(ds, n_outputs(cfg, ds)))
+
+
+def check(cfg, ds, model) -> None:
+  """Cross-key checks that need the data, made before anything is written
+  or compiled: loss vs task, batch size, gradient source, dtype. (Whether
+  the run fits in memory is :class:`Setup`'s last check, once the optimizer
+  and the device plan are built.)"""
+  t = cfg["train"]
+  losses.get(t["loss"])  # an unknown name lists the known ones
+  allowed = tasks.get(ds.task).losses
+  if t["loss"] not in allowed:
+    raise ConfigError(f"config key 'train.loss' = {t['loss']!r} does not suit "
+                      f"the {ds.task} data {ds.name!r}; expected one of "
+                      f"{', '.join(allowed)}")
+  train.check_batch(t["batch_size"], len(ds.y_train), t["accumulate"])
+  if t["grads"] == "manual":
+    backprop.value_and_grad(model, t["loss"])  # raises for a kind without one
+  if t["dtype"] == "float64" and not jax.config.jax_enable_x64:
+    raise ConfigError("config key 'train.dtype' = 'float64' needs 64-bit JAX; "
+                      "expected JAX_ENABLE_X64=1 in the environment")
+
+
+def build_optimizer(cfg, model, fine_tuning: bool = False):
+  """``(schedule, optimizer)`` from ``[schedule]`` and ``[optimizer]``; when
+  ``fine_tuning``, wrapped for ``[finetune]`` (a frozen or slower body).
+
+  Also called with traced hyperparameters in ``cfg`` (:mod:`funcnet.sweep`
+  builds each variant's optimizer inside its compiled step)."""
+  schedule = config_lib.schedule_from_config(cfg)
+  optimizer = config_lib.optimizer_from_config(cfg, schedule)
+  if fine_tuning:
+    ft = cfg["finetune"]
+    optimizer = finetune.optimizer(optimizer, model, ft["freeze_body"],
+                                   ft["body_lr_scale"])
+  return schedule, optimizer
+
+
+class Setup:
+  """Everything built from a config: data, model, schedule, optimizer.
+
+  ``ds``: the dataset, when the caller already built it from this config
+  (:mod:`funcnet.sweep` builds each distinct one once for many variants).
+  """
+
+  def __init__(self, cfg, ds=None):
+    self.cfg = cfg
+    ft, t = cfg["finetune"], cfg["train"]
+    # Fine-tuning: the trained run first, since its input statistics scale
+    # this data (see funcnet.finetune).
+    self.pretrained = (finetune.load_pretrained(ft["from_run"])
+                       if ft["from_run"] else None)
+    self.ds = ds if ds is not None else build_dataset(
+        cfg, self.pretrained and self.pretrained.stats)
+    self.model = build_model(cfg, self.ds)
+    check(cfg, self.ds, self.model)
+    self.schedule, self.optimizer = build_optimizer(
+        cfg, self.model, self.pretrained is not None)
+    self.loss = t["loss"]
+    self.dtype = jnp.dtype(t["dtype"])
+    cd = t["compute_dtype"]
+    # None keeps the plain step (bit-identical to a run without the key).
+    self.mixed = precision.Mixed(
+        None if cd in ("same", self.dtype.name) else jnp.dtype(cd),
+        t["accumulate"])
+    self.evaluation = train.Evaluation(t["eval_every"], t["patience"] or None)
+    # None on one device: the single-device path, unchanged.
+    self.plan = parallel.plan_from_config(cfg)
+    if self.plan is not None:
+      self.plan.check_batch(t["batch_size"], t["accumulate"])
+    # Last: the run must fit in memory (shapes only, nothing allocated; a
+    # model too large for the machine is refused before its init runs).
+    preflight.check_memory(cfg, self.model, self.ds, self.optimizer, self.plan)
+
+  @functools.cached_property
+  def key(self):
+    """``jax.random.key(cfg["seed"])``, the run's one key; made on first use,
+    after every check (it is a compiled call, if a small one)."""
+    return jax.random.key(self.cfg["seed"])
+
+  @property
+  def stats(self):
+    """``(mean, std)`` the inputs were standardised with, or None."""
+    info = self.ds.info
+    return (info["mean"], info["std"]) if "mean" in info else None
+
+  def init_state(self, place: bool = True):
+    """Params and optimizer state exactly as ``train.fit`` would make them.
+
+    One compiled call (key split, ``model.init``, the fine-tuned head,
+    ``optimizer.init``), shared by every Setup whose call is the same
+    program (:func:`_compiled`). Op by op, every initialiser and zero state
+    compiled a program per array shape: ten of a default run's 26
+    compilations, 3.5 s (issue 15). The params are bit for bit those of
+    ``model.init`` run op by op (see :mod:`funcnet.initializers`).
+
+    Laid out on the plan's mesh when there is one and ``place`` (so a
+    checkpoint restores straight into that layout).
+    """
+    init = self.initializer()
+    args = (self.key,
+            None if self.pretrained is None else self.pretrained.params)
+    state = _compiled(init, *args)(*args)
+    return state if self.plan is None or not place else self.plan.place(state)
+
+  def initializer(self, optimizer=None):
+    """``init(key, pretrained) -> (params, opt_state)``, the pure function
+    :meth:`init_state` compiles: ``model.init`` from the first half of
+    ``split(key)`` (as ``train.fit`` draws it), the fine-tuned run's body
+    (``pretrained``: its params, or None), ``optimizer.init``. ``optimizer``
+    replaces this Setup's (a sweep passes one built from traced values)."""
+    model, dtype = self.model, self.dtype
+    optimizer = optimizer or self.optimizer
+
+    def init(key, pretrained):
+      k_init, _ = jax.random.split(key)
+      params = model.init(k_init, dtype)
+      if pretrained is not None:  # the run's body, this init's new head
+        params = finetune.replace_head(model, pretrained, params)
+      return params, optimizer.init(params)
+    return init
+
+  def options(self) -> train.FitOptions:
+    """``train.fit``'s options as the config says."""
+    t = self.cfg["train"]
+    return train.FitOptions(
+        epochs=t["epochs"], batch_size=t["batch_size"], key=self.key,
+        grads=t["grads"], dtype=self.dtype, evaluation=self.evaluation,
+        mixed=self.mixed, plan=self.plan, lr_schedule=self.schedule,
+        chunk_steps=t["chunk_steps"])
+
+  def fit(self, state=None, *, callbacks=train.Callbacks(), **overrides):
+    """``train.fit`` as the config says, from ``state`` (a
+    ``train.TrainState`` to resume; None: a fresh one, or the fine-tuned
+    run's body with a new head); ``overrides`` replace fields of
+    :meth:`options` (``grads="manual"``, ``norms=False``)."""
+    if self.pretrained is not None and state is None:
+      state = train.TrainState(*self.init_state())
+    return train.fit(self.model, self.loss, self.optimizer, self.ds,
+                     options=self.options()._replace(**overrides),
+                     state=state, callbacks=callbacks)
+
+  def device(self) -> str:
+    """``"cpu"``, or e.g. ``"8 x TPU v4 (mesh data=8 fsdp=1, 2 processes)"``."""
+    return (self.plan.describe() if self.plan is not None
+            else jax.devices()[0].device_kind)
+
+
+_PROGRAMS: dict = {}
+
+
+def _compiled(fn, *args):
+  """``jax.jit(fn)`` compiled for ``args``, one executable per distinct program.
+
+  jit caches by function, and each Setup makes its own ``init``: a sweep's
+  variants (or a test's many Setups) would each compile the same program.
+  Lowering is milliseconds, compiling a tenth of a second or more, so the
+  executables are kept by a fingerprint of the lowered program's text (MLIR
+  prints every constant in full). JAX's persistent cache, when on, keys its
+  files the same way across processes.
+  """
+  lowered = jax.jit(fn).lower(*args)
+  # The text says what is computed; the devices, where (the arguments'
+  # placement, or the default device a context may have set).
+  devices = [str(d) for a in jax.tree_util.tree_leaves(args)
+             if isinstance(a, jax.Array) for d in a.devices()]
+  key = hashlib.sha256(repr((lowered.as_text(), devices,
+                             str(jax.config.jax_default_device))).encode()
+                       ).hexdigest()
+  if key not in _PROGRAMS:
+    if len(_PROGRAMS) >= 64:  # a long-lived process: forget the oldest
+      del _PROGRAMS[next(iter(_PROGRAMS))]
+    _PROGRAMS[key] = lowered.compile()
+  return _PROGRAMS[key]

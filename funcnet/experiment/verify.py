@@ -1,0 +1,89 @@
+"""A trained run, checked: its test metrics, its gradients, the other source.
+
+  evaluate(run)                  a run's latest checkpoint on its test split
+  gradcheck(cfg, batch)          manual vs autodiff vs finite differences
+  compare_training(setup, p)     train again with the other gradient source
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from funcnet import train
+from funcnet.data import streamed
+from funcnet.errors import ConfigError
+from funcnet.experiment.setup import Setup, build_dataset
+from funcnet.run import rundir
+
+
+def evaluate(run) -> dict:
+  """The latest checkpoint of the run folder ``run`` on its test split.
+
+  The model comes from the run's ``model.json`` and its params from its
+  checkpoints (wherever ``run.checkpoint_dir`` put them); the test split is
+  the config's, standardised with the run's saved training statistics.
+
+  Returns:
+    ``{"run", "epoch", "test_<metric>": ...}`` (the metrics of
+    :func:`funcnet.train.make_evaluate`).
+  """
+  trained = rundir.load_trained(run, "--run")
+  ds = build_dataset(trained.cfg, trained.stats)
+  if ds.x_test is None:
+    raise ConfigError(f"--run {run!r}: its data {ds.name!r} has no test split; "
+                      "expected a dataset with x_test")
+  dtype = jnp.dtype(trained.cfg["train"]["dtype"])
+  x, y = train.as_arrays(ds.x_test, ds.y_test, dtype)
+  metrics = train.make_evaluate(trained.model, trained.cfg["train"]["loss"],
+                                ds.task)(trained.params, x, y)
+  return {"run": run, "epoch": trained.epoch,
+          **{f"test_{k}": float(v) for k, v in jax.device_get(metrics).items()}}
+
+
+def gradcheck(cfg, batch=None):
+  """The gradient check of ``cfg``'s model at its initial params, in float64.
+
+  Args:
+    cfg: a resolved config.
+    batch: examples to check on, drawn from the training split with
+      ``cfg["seed"]``; None: 8, or all of them when there are fewer.
+
+  Returns:
+    ``(report, heading)``: a :class:`funcnet.gradcheck.Report` and one line
+    saying what was checked.
+  """
+  from funcnet import gradcheck as gradcheck_lib
+  setup = Setup(cfg)
+  ds = setup.ds
+  n = len(ds.y_train)
+  batch = min(8, n) if batch is None else batch
+  if not 1 <= batch <= n:
+    raise ConfigError(f"--batch {batch}: expected 1..{n}, the training "
+                      f"examples of {ds.name!r}")
+  rng = np.random.default_rng(cfg["seed"])
+  idx = np.sort(rng.choice(n, batch, replace=False))
+  params, _ = setup.init_state()
+  x, y = (ds.x_train.read(idx) if streamed.is_streamed(ds)
+          else (ds.x_train[idx], ds.y_train[idx]))
+  report = gradcheck_lib.compare(setup.model, setup.loss, params, x, y,
+                                 key=jax.random.key(cfg["seed"]))
+  heading = (f"gradient check of {cfg['name']}: {setup.model.kind}, loss "
+             f"{setup.loss}, {batch} examples of {ds.name}, float64")
+  return report, heading
+
+
+def compare_training(setup: Setup, params, log=print) -> dict:
+  """Trains again with the other gradient source, same seed; compares params."""
+  other = "autodiff" if setup.cfg["train"]["grads"] == "manual" else "manual"
+  res = setup.fit(grads=other)
+  a = jax.tree_util.tree_leaves(params)
+  b = jax.tree_util.tree_leaves(res.state.params)
+  diff = max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(a, b))
+  scale = max(float(jnp.max(jnp.abs(x))) for x in a)
+  out = {"other_grads": other, "max_abs_param_diff": diff,
+         "max_rel_param_diff": diff / max(scale, 1e-30),
+         "other_final": {k: v for k, v in res.history[-1].items()
+                         if k.startswith("test_") or k == "train_loss"}}
+  log(f"compare  {setup.cfg['train']['grads']} vs {other}: max |Δparam| = "
+      f"{diff:.3e} (relative {out['max_rel_param_diff']:.3e})")
+  return out

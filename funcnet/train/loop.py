@@ -1,0 +1,321 @@
+"""``fit``: the training loop, one jitted call per epoch (or chunk).
+
+  fit(model, loss, optimizer, data, *, options=FitOptions(epochs, batch_size,
+      key, ...), state=None, callbacks=Callbacks(on_epoch, on_chunk))
+    -> FitResult(state, history, status, reason)
+
+For each epoch ``e`` from ``state.epoch``: the feed (:mod:`.feed`) gives its
+mini-batches, the jitted program (:mod:`.programs`) runs its steps, the
+:class:`~funcnet.train.monitor.Monitor` turns the metrics into a history
+record (evaluating on the held-out split when due) and says whether to go
+on; ``callbacks.on_epoch`` sees the record and the new
+:class:`~funcnet.train.state.TrainState`.
+
+Keys: epoch ``e`` depends only on ``(key, e)`` (its order on
+``batch_order(key, e, ...)``, its dropout on ``fold_in(key, e)``), so a
+run resumed from a ``TrainState`` repeats an uninterrupted one bit for bit.
+"""
+
+import time
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from funcnet import losses, tasks
+from funcnet.data import streamed as streamed_data
+from funcnet.model import Model
+from funcnet.train import precision
+from funcnet.train.evaluate import make_evaluate, to_host
+from funcnet.train.feed import (InMemoryFeed, StreamedFeed, key_bits,
+                                as_arrays, check_batch, host_arrays)
+from funcnet.train.monitor import Evaluation, Monitor
+from funcnet.train.programs import Layout, make_chunk, make_epoch
+from funcnet.train.state import TrainState
+from funcnet.train.step import epoch_metrics, layer_groups, metric_zeros
+
+
+class FitOptions(NamedTuple):
+  """How ``fit`` trains: the loop's settings, grouped.
+
+  Attributes:
+    epochs: the epoch to stop at (counting from 0, so a resumed run passes
+      the same ``epochs`` and a later ``state.epoch``).
+    batch_size: examples per step, ``1 <= batch_size <= n_train``.
+    key: a PRNG key, split into ``k_init, k_train``: ``init`` uses
+      ``k_init`` when no ``state`` is given; epoch ``e`` takes its
+      mini-batches in ``batch_order(k_train, e, ...)`` and its dropout keys
+      from ``fold_in(k_train, e)``.
+    grads: ``"autodiff"`` or ``"manual"``.
+    dtype: the float dtype of params and inputs.
+    evaluation: an :class:`~funcnet.train.monitor.Evaluation`: how often,
+      and early stopping.
+    mixed: a :class:`funcnet.train.precision.Mixed`: the forward/backward
+      dtype (e.g. ``jnp.bfloat16``) and micro-batches per step.
+    plan: a :class:`funcnet.parallel.Plan` to train data parallel (and
+      FSDP) over its mesh, every process feeding only its own rows; None:
+      one device. Either way step ``s`` sees the same examples.
+    lr_schedule: ``count -> lr``, only to record the learning rate.
+    task: a :mod:`funcnet.tasks` name (default: ``data.task``, else
+      :data:`funcnet.tasks.DEFAULT`).
+    norms: record per-layer gradient norms and the update norm (default);
+      False leaves them out of the history for a faster step.
+    chunk_steps: for a training split streamed from shards: steps per
+      jitted call (0: the whole epoch, or what fits
+      :data:`funcnet.train.feed.CHUNK_BYTES`). In-memory data ignores it
+      (one call per epoch).
+  """
+  epochs: int
+  batch_size: int
+  key: Any
+  grads: str = "autodiff"
+  dtype: Any = jnp.float32
+  evaluation: Evaluation = Evaluation()
+  mixed: precision.Mixed = precision.Mixed()
+  plan: Any = None
+  lr_schedule: Optional[Callable] = None
+  task: Optional[str] = None
+  norms: bool = True
+  chunk_steps: int = 0
+
+
+class Callbacks(NamedTuple):
+  """What ``fit`` calls as it trains; a truthy return stops it (status
+  ``"stopped"``).
+
+  Attributes:
+    on_epoch: ``on_epoch(record, state, status)`` after each epoch:
+      ``record`` its history dict, ``state`` the
+      :class:`~funcnet.train.state.TrainState` after it, ``status`` the
+      monitor's verdict so far (``"diverged"``: ``state`` is not worth
+      saving).
+    on_chunk: streamed data only: ``on_chunk(state)`` after each chunk
+      that ends inside an epoch; ``state.position`` says where.
+  """
+  on_epoch: Optional[Callable] = None
+  on_chunk: Optional[Callable] = None
+
+
+class FitResult(NamedTuple):
+  """``fit``'s result.
+
+  Attributes:
+    state: the :class:`~funcnet.train.state.TrainState` after the last epoch
+      run (for ``"diverged"`` by a non-finite loss: the last params whose
+      loss was finite, and their optimizer state; when ``on_chunk`` stopped
+      a streamed run inside an epoch, that step's, with ``position`` set).
+    history: one JSON-ready dict per epoch run: ``epoch, step, train_loss,
+      grad_norms, param_norm, update_norm, lr, time`` (``grad_norms`` and
+      ``update_norm`` only with ``norms``) and, on evaluation epochs,
+      ``test_<metric>``.
+    status: ``"done"`` (every epoch ran), ``"early_stopped"`` (patience ran
+      out), ``"diverged"`` (a NaN/inf loss, or one grown past
+      :data:`funcnet.train.monitor.LOSS_GROWTH_LIMIT`) or ``"stopped"`` (a
+      callback asked).
+    reason: one line saying why training ended before ``epochs`` (None
+      when ``status == "done"``).
+  """
+  state: TrainState
+  history: list
+  status: str = "done"
+  reason: Optional[str] = None
+
+  @property
+  def diverged(self) -> bool:
+    return self.status == "diverged"
+
+
+def fit(model: Model, loss, optimizer: optax.GradientTransformation, data, *,
+        options: FitOptions, state: Optional[TrainState] = None,
+        callbacks: Callbacks = Callbacks()) -> FitResult:
+  """Trains ``model`` on ``data``; returns the final state and history.
+
+  Args:
+    model: any :class:`funcnet.model.Model`.
+    loss: a loss name (see :mod:`funcnet.losses`).
+    optimizer: an ``optax.GradientTransformation``.
+    data: an object with ``x_train, y_train, x_test, y_test`` (and ``task``),
+      e.g. a :class:`funcnet.data.Dataset`. ``x_test`` may be ``None``;
+      ``x_train`` may be the rows of a split streamed from shards
+      (:mod:`funcnet.data.streamed`).
+    options: :class:`FitOptions`.
+    state: a :class:`~funcnet.train.state.TrainState` to resume or
+      fine-tune from (``opt_state`` None: ``optimizer.init``); None:
+      ``model.init`` and ``optimizer.init``, each one compiled call (the
+      same bits as op by op, see :mod:`funcnet.initializers`).
+    callbacks: :class:`Callbacks`.
+
+  Returns:
+    A :class:`FitResult`.
+  """
+  n = int(np.shape(data.x_train)[0])
+  check_batch(options.batch_size, n, options.mixed.accumulate)
+  losses.check_pair(loss, model.output_activation)
+  k_init, k_train, _ = _run_keys(options.key, 0)
+  state = _starting_state(model, optimizer, state, k_init, options,
+                          n // options.batch_size)
+  return _Loop(model, loss, optimizer, data, options, state, k_train,
+               callbacks).run(state)
+
+
+def _starting_state(model, optimizer, state, k_init, options,
+                    steps_per_epoch) -> TrainState:
+  """``state`` (or a fresh one) with its own copy of every array, on the
+  plan's mesh, and ``step`` counted from its epoch and position."""
+  if state is None:  # one compiled call, the same bits as op by op
+    state = TrainState(jax.jit(model.init, static_argnums=1)(k_init,
+                                                             options.dtype))
+  opt_state = (jax.jit(optimizer.init)(state.params)
+               if state.opt_state is None else state.opt_state)
+  # The epoch donates every leaf; a pytree that holds one array at two
+  # places (legal in a user's init) would be donated twice, and the
+  # caller's arrays would be deleted. Copy once, on the device (a copy
+  # that compiles nothing, unlike jnp.array's per shape).
+  params, opt_state = jax.tree_util.tree_map(_fresh_copy,
+                                             (state.params, opt_state))
+  if options.plan is not None:
+    options.plan.check_batch(options.batch_size, options.mixed.accumulate)
+    params, opt_state = options.plan.place((params, opt_state))
+  inside = (state.position or {}).get("step", 0)
+  return state._replace(params=params, opt_state=opt_state,
+                        step=state.epoch * steps_per_epoch + inside)
+
+
+class _Loop:
+  """One ``fit`` call: its feed, compiled program, evaluation and monitor.
+
+  The training split stays on the host: each epoch's mini-batches are cut
+  there in batch_order and shipped ahead while the device runs the current
+  epoch or chunk (:mod:`funcnet.train.feed`)."""
+
+  def __init__(self, model, loss, optimizer, data, options: FitOptions,
+               state: TrainState, k_train, callbacks: Callbacks):
+    o, self.options, self.callbacks = options, options, callbacks
+    task = o.task or getattr(data, "task", tasks.DEFAULT)
+    self.steps = int(np.shape(data.x_train)[0]) // o.batch_size
+    self.streamed = isinstance(data.x_train, streamed_data.Rows)
+    self.test = None
+    if getattr(data, "x_test", None) is not None:
+      self.test = as_arrays(data.x_test, data.y_test, o.dtype)
+      if o.plan is not None:
+        self.test = o.plan.replicate(self.test)
+    layout = Layout() if o.plan is None else Layout(
+        o.plan.batch_sharding, o.plan.shardings((state.params, state.opt_state)))
+    self.evaluate = make_evaluate(model, loss, task)
+    self.monitor = Monitor(layer_groups(state.params), self.steps, o.epochs,
+                           o.evaluation, o.norms, o.lr_schedule,
+                           self.test is not None, state)
+    order_key = key_bits(k_train)  # read once: no epoch waits on the device
+    epochs = range(state.epoch, o.epochs)
+    if self.streamed:
+      self.program = make_chunk(model, loss, optimizer, o.grads, layout=layout,
+                                mixed=o.mixed, norms=o.norms)
+      self.finish = jax.jit(epoch_metrics, static_argnums=2)
+      self.feed = StreamedFeed(
+          data.x_train, order_key, o.batch_size, o.dtype, o.plan,
+          chunk_steps=o.chunk_steps, epochs=epochs,
+          first_step=(state.position or {}).get("step", 0)
+          if state.epoch < o.epochs else 0)
+    else:
+      x, y = host_arrays(data.x_train, data.y_train, o.dtype)
+      self.program = make_epoch(model, loss, optimizer, o.batch_size, o.grads,
+                                layout=layout, prebatched=True, mixed=o.mixed,
+                                norms=o.norms)
+      self.feed = InMemoryFeed(x, y, order_key, o.batch_size, o.plan,
+                               epochs=epochs)
+
+  def run(self, state: TrainState) -> FitResult:
+    """Epochs ``state.epoch .. epochs - 1``, until the monitor or a callback
+    stops them."""
+    o, monitor, on_epoch = self.options, self.monitor, self.callbacks.on_epoch
+    t0 = time.perf_counter()
+    try:
+      for e in range(state.epoch, o.epochs):
+        key_e = _run_keys(o.key, e)[2]
+        key_e = key_e if o.plan is None else o.plan.replicate(key_e)
+        state, m = (self._streamed_epoch if self.streamed
+                    else self._epoch)(e, state, key_e)
+        if m is None:  # on_chunk stopped inside the epoch
+          return FitResult(state, monitor.history, "stopped",
+                           f"stopped by callback at step "
+                           f"{state.position['step']} of epoch {e + 1}")
+        m = jax.device_get(m)
+        metrics = (to_host(jax.device_get(self.evaluate(state.params,
+                                                        *self.test)))
+                   if monitor.wants_eval(e, m.bad_step) else None)
+        record = monitor.after(e, m, metrics, time.perf_counter() - t0)
+        state = state._replace(
+            epoch=e + 1, step=(e + 1) * self.steps, position=None,
+            early_stopping=monitor.early_stopping(),
+            initial_loss=monitor.initial_loss)
+        if on_epoch is not None and on_epoch(record, state, monitor.status) \
+            and monitor.status == "done":
+          monitor.stop(f"stopped by callback at epoch {e + 1}")
+        if monitor.status != "done":
+          break
+    finally:
+      self.feed.close()  # a streamed run's reader thread
+    return FitResult(state, monitor.history, monitor.status, monitor.reason)
+
+  def _epoch(self, e: int, state: TrainState, key_e):
+    """Epoch ``e`` of in-memory data: one call of the epoch program."""
+    for chunk in self.feed.epoch(e):  # the next epoch is cut after the call
+      params, opt_state, m = self.program(state.params, state.opt_state, key_e,
+                                          chunk.xb, chunk.yb)
+      state = state._replace(params=params, opt_state=opt_state)
+    return state, m
+
+  def _streamed_epoch(self, e: int, state: TrainState, key_e):
+    """Epoch ``e`` of streamed data, a chunk program call per chunk, with the
+    metric sums carried across calls (from ``state.position`` when resumed
+    inside it). Returns ``(state, EpochMetrics)``, or ``(state, None)`` with
+    ``state.position`` set when ``on_chunk`` stopped inside the epoch."""
+    o, on_chunk = self.options, self.callbacks.on_chunk
+    sums = metric_zeros(state.params, o.norms)
+    if state.position is not None:
+      sums = tuple(jnp.asarray(np.asarray(v, z.dtype))
+                   for v, z in zip(state.position["sums"], sums))
+    bad = jnp.int32(-1)
+    if o.plan is not None:  # inputs of a program over the mesh
+      sums, bad = o.plan.replicate((sums, bad))
+    params, opt_state = state.params, state.opt_state
+    for chunk in self.feed.epoch(e):
+      params, opt_state, bad, sums = self.program(
+          params, opt_state, key_e, chunk.xb, chunk.yb, jnp.int32(chunk.first),
+          jnp.int32(chunk.steps), bad, sums)
+      done = chunk.first + chunk.steps
+      if done < self.steps and (on_chunk is not None or int(bad) >= 0):
+        if int(bad) >= 0:
+          break  # diverged: finish the epoch's metrics here (fit stops)
+        where = {"step": done,
+                 "sums": [np.asarray(jax.device_get(a)).tolist()
+                          for a in sums]}
+        inside = state._replace(params=params, opt_state=opt_state,
+                                step=e * self.steps + done, position=where)
+        if on_chunk(inside):
+          return inside, None
+    state = state._replace(params=params, opt_state=opt_state, position=None)
+    return state, self.finish(params, sums, self.steps, bad)
+
+
+def _fresh_copy(a):
+  """A new device array holding ``a``, laid out as ``a``: a copy that
+  compiles nothing (``jnp.array`` compiles one per shape). A global array
+  of several processes, which ``device_put`` cannot copy, and anything not
+  yet on a device take ``jnp.array``."""
+  if isinstance(a, jax.Array) and a.is_fully_addressable:
+    return jax.device_put(a, a.sharding, may_alias=False)
+  return jnp.array(a)
+
+
+@jax.jit
+def _run_keys(key, epoch):
+  """``(k_init, k_train, fold_in(k_train, epoch))`` from fit's ``key``.
+
+  One compiled call for every key fit draws (op by op, split and fold_in
+  compiled four small programs). Integer arithmetic: the same bits either
+  way."""
+  k_init, k_train = jax.random.split(key)
+  return k_init, k_train, jax.random.fold_in(k_train, epoch)

@@ -1,0 +1,151 @@
+"""One run's bookkeeping between epochs: history, evaluation, stopping.
+
+``fit`` keeps one :class:`Monitor`; :mod:`funcnet.sweep` keeps one per
+variant, so a variant records, evaluates and stops exactly where the same
+run alone would.
+
+A run stops as ``"diverged"`` when an epoch's loss is not finite (the
+jitted epoch's guard, see :mod:`funcnet.train.programs`), or when it stays
+finite but has grown without bound: an epoch's mean training loss above
+
+  LOSS_GROWTH_LIMIT * max(C_1, 1),      LOSS_GROWTH_LIMIT = 1e6
+
+where ``C_1`` is the run's first epoch's mean loss (a loss that climbs to
+1e20 in float32 would otherwise end as ``"done"``). The floor of 1 keeps
+a run whose first loss is already tiny (a regression fitted at once) from
+being called diverged for a rise that is still small in absolute terms.
+A million times the first loss is no plateau or noisy epoch: a model that
+got there is lost, and its params are no better than the last saved ones.
+"""
+
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+from funcnet.train.state import TrainState
+
+STATUSES = ("done", "early_stopped", "diverged", "stopped")
+
+# A finite epoch loss above this multiple of max(first epoch's loss, 1) is
+# divergence (see the module doc).
+LOSS_GROWTH_LIMIT = 1e6
+
+
+class Evaluation(NamedTuple):
+  """When ``fit`` evaluates on the held-out split, and when it stops early.
+
+  Attributes:
+    every: evaluate every this many epochs (and at the last one).
+    patience: stop when the held-out loss has not improved for this many
+      evaluations; None: never (the best params are *not* swapped in).
+  """
+  every: int = 1
+  patience: Optional[int] = None
+
+
+class Monitor:
+  """One run's history, when it evaluates, early stopping and the
+  divergence verdict.
+
+  Epoch ``e`` (from 0) is evaluated when ``e + 1`` is a multiple of
+  ``evaluation.every``, or at the last epoch, unless it diverged; counted
+  from the run's first epoch, not from where this process started, so a
+  resumed run evaluates the epochs the uninterrupted one does. ``status``
+  leaves ``"done"`` when the loss was not finite or grew past
+  :data:`LOSS_GROWTH_LIMIT` (``"diverged"``), or the held-out loss has not
+  improved for ``evaluation.patience`` evaluations (``"early_stopped"``).
+  With patience, each record carries the counters
+  (``record["early_stopping"] = {"best_test_loss",
+  "evaluations_since_best"}``), which ``start`` (a resumed run's
+  :class:`funcnet.train.state.TrainState`) restores, with the first
+  epoch's loss (:attr:`initial_loss`).
+  """
+
+  def __init__(self, groups, steps_per_epoch: int, epochs: int,
+               evaluation: Evaluation = Evaluation(), norms: bool = True,
+               lr_schedule=None, has_test: bool = True,
+               start: Optional[TrainState] = None):
+    self.groups, self.steps_per_epoch = groups, steps_per_epoch
+    self.epochs, self.evaluation, self.norms = epochs, evaluation, norms
+    self.lr_schedule, self.has_test = lr_schedule, has_test
+    self.history, self.status, self.reason = [], "done", None
+    es = (start.early_stopping if start is not None else None) or {}
+    best = es.get("best_test_loss")
+    self.best = np.inf if best is None else float(best)
+    self.since_best = int(es.get("evaluations_since_best", 0))
+    self.initial_loss = None if start is None else start.initial_loss
+
+  def wants_eval(self, e: int, bad_step) -> bool:
+    """Whether epoch ``e`` (its ``bad_step`` from
+    :class:`funcnet.train.step.EpochMetrics`) is evaluated on the held-out
+    split."""
+    return bool(self.has_test and bad_step < 0 and (
+        (e + 1) % self.evaluation.every == 0 or e + 1 == self.epochs))
+
+  def stop(self, reason: str) -> None:
+    self.status, self.reason = "stopped", reason
+
+  def early_stopping(self) -> Optional[dict]:
+    """The counters as a record carries them; None without patience. (inf,
+    nothing evaluated yet, is written as None by ``json_safe``.)"""
+    if self.evaluation.patience is None:
+      return None
+    return {"best_test_loss": float(self.best),
+            "evaluations_since_best": self.since_best}
+
+  def after(self, e: int, m, metrics: Optional[dict], elapsed: float) -> dict:
+    """Epoch ``e``'s history record, from its host-side ``EpochMetrics``
+    ``m`` and held-out ``metrics`` (None when not evaluated); updates
+    ``status``."""
+    step = (e + 1) * self.steps_per_epoch
+    record = {"epoch": e + 1, "step": step, "train_loss": float(m.loss)}
+    if self.norms:
+      record["grad_norms"] = dict(zip(self.groups, map(float, m.grad_norms)))
+    record["param_norm"] = float(m.param_norm)
+    if self.norms:
+      record["update_norm"] = float(m.update_norm)
+    if self.lr_schedule is not None:
+      record["lr"] = float(self.lr_schedule(step))
+    if m.bad_step >= 0:
+      self.status, self.reason = "diverged", (
+          f"loss became non-finite at epoch {e + 1}, step "
+          f"{e * self.steps_per_epoch + int(m.bad_step) + 1}; kept the last "
+          "params with a finite loss")
+      record["train_loss"] = float("nan")
+    elif not self._grew(e, record["train_loss"]) and metrics is not None:
+      record.update({f"test_{k}": v for k, v in metrics.items()})
+      self._patience(e, metrics["loss"])
+    if self.evaluation.patience is not None:
+      record["early_stopping"] = self.early_stopping()
+    record["time"] = elapsed
+    self.history.append(record)
+    return record
+
+  def _grew(self, e: int, loss: float) -> bool:
+    """Whether epoch ``e``'s finite ``loss`` passed the growth limit (then
+    ``status`` is ``"diverged"``); the first epoch's loss is the reference."""
+    if self.initial_loss is None:
+      self.initial_loss = loss
+      return False
+    limit = LOSS_GROWTH_LIMIT * max(self.initial_loss, 1.0)
+    if not loss > limit:
+      return False
+    self.status, self.reason = "diverged", (
+        f"loss grew to {loss:.3g} at epoch {e + 1}, more than "
+        f"{LOSS_GROWTH_LIMIT:.0e} x max(the first epoch's {self.initial_loss:.3g}"
+        ", 1)")
+    return True
+
+  def _patience(self, e: int, loss: float) -> None:
+    """Early stopping after an evaluation whose held-out loss is ``loss``."""
+    patience = self.evaluation.patience
+    if patience is None:
+      return
+    if loss < self.best - 1e-12:
+      self.best, self.since_best = loss, 0
+      return
+    self.since_best += 1
+    if self.since_best >= patience:
+      self.status, self.reason = "early_stopped", (
+          f"early stopping at epoch {e + 1}: held-out loss has not "
+          f"improved for {patience} evaluations")
