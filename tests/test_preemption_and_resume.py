@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -140,6 +141,27 @@ def test_sigterm_saves_and_resume_equals_an_uninterrupted_run(tmp_path):
   a, b = summary(whole), summary(cut)
   assert b["status"] == "finished" and b["fit_status"] == "early_stopped"
   assert _numbers(a) == _numbers(b)
+
+
+@pytest.mark.parametrize("first", ["SIGTERM", "SIGINT"])
+def test_the_first_signal_is_noted_and_the_next_gets_the_default_action(first):
+  """In-process, the handlers themselves: the subprocess test below also
+  accepts exit 75, which is what an ignored second signal gives."""
+  from funcnet import preemption
+  assert threading.current_thread() is threading.main_thread()
+  kinds = (signal.SIGTERM, signal.SIGINT)
+  before = {s: signal.getsignal(s) for s in kinds}
+  with preemption.Watch() as watch:
+    assert all(signal.getsignal(s) == watch._on_signal for s in kinds)
+    os.kill(os.getpid(), getattr(signal, first))  # handled before kill returns
+    assert watch.received == first and watch.requested() == first
+    # the kernel's default action for both: the next one ends the process
+    assert all(signal.getsignal(s) is signal.SIG_DFL for s in kinds)
+    other = ({"SIGTERM", "SIGINT"} - {first}).pop()
+    watch._on_signal(getattr(signal, other), None)  # as if it came
+    assert watch.received == first  # the first one is what is reported
+  assert {s: signal.getsignal(s) for s in kinds} == before
+  assert preemption.EXIT_CODES == {"SIGTERM": 75, "SIGINT": 130}
 
 
 @pytest.mark.slow
