@@ -112,9 +112,9 @@ def apply(copy, m):
 
 def first_failure(output):
   """The first ``FAILED``/``ERROR`` node id of pytest's short summary."""
-  found = re.search(r"^(?:FAILED|ERROR) (\S+)", output, re.M)
+  found = re.search(r"^(?:FAILED|ERROR) (.+?)(?: - .*)?$", output, re.M)
   if found:
-    return found.group(1).split("tests/")[-1]
+    return found.group(1).split("tests/", 1)[-1]
   if "errors during collection" in output or "ImportError" in output:
     return "(collection)"
   return "(see log)"

@@ -81,6 +81,33 @@ def test_the_streamed_training_split_is_never_read_whole(digits_shards):
   np.testing.assert_array_equal(y, want[1])
 
 
+def test_given_statistics_standardise_instead_of_the_shards_own(digits_shards):
+  """Fine-tuning passes the statistics of the run it starts from: here a
+  mean and std unlike the shards' own, applied as numpy would."""
+  raw = stream.Shards(digits_shards)
+  rng = np.random.default_rng(0)
+  mean = rng.normal(size=64) + 3.0
+  std = rng.uniform(0.5, 2.0, size=64)
+  ds = streamed.load(digits_shards, stats=(mean, std))
+  rows = np.array([7, 1, 1436])
+  x, y = ds.x_train.read(rows)
+  x_raw, y_raw = raw.read("train", rows, standardize=False)
+  assert x.dtype == np.float32
+  np.testing.assert_array_equal(
+      x, ((np.asarray(x_raw, np.float64) - mean) / std).astype(np.float32))
+  np.testing.assert_array_equal(y, y_raw)
+  xt_raw, _ = raw.read("test", np.arange(raw.n_test), standardize=False)
+  np.testing.assert_array_equal(
+      ds.x_test,
+      ((np.asarray(xt_raw, np.float64) - mean) / std).astype(np.float32))
+  np.testing.assert_array_equal(ds.info["mean"], mean.astype(np.float32))
+  np.testing.assert_array_equal(ds.info["std"], std.astype(np.float32))
+  # without standardisation: the stored values, as stored
+  plain = streamed.load(digits_shards, standardize=False)
+  assert "mean" not in plain.info
+  np.testing.assert_array_equal(plain.x_train.read(rows)[0], x_raw)
+
+
 def test_selecting_examples_of_shards_is_one_line(digits_shards):
   cfg = config.load(None, [f"data.name={digits_shards!r}",
                            "data.classes=[0, 1]"])
