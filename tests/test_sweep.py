@@ -131,6 +131,64 @@ def test_shape_keys_and_switches_split_the_grid_into_groups():
     assert tree_rel(alone.params, v.params) < 1e-5, v.assignment
 
 
+def test_a_regression_sweep_ranks_the_smallest_loss_first(tmp_path):
+  """Every other ranking test is a classification sweep; here the loss is
+  the metric, lower is better, and the order is recomputed from the
+  variants' own histories."""
+  base = config.load(None, ["data.name=regression", "train.loss=mse",
+                            "model.mlp.output_activation=identity",
+                            "model.mlp.hidden=[8]", "train.epochs=2",
+                            "optimizer.name=sgd", "run.plots=false"])
+  rates = [1e-4, 0.05, 0.01]
+  res = sweep.run(base, {"optimizer.learning_rate": rates},
+                  out=str(tmp_path / "sw"), log=lambda *a: None)
+  assert (res.metric, res.higher_is_better) == ("test_loss", False)
+  losses = [v.history[-1]["test_loss"] for v in res.variants]
+  assert len(set(losses)) == 3
+  want = sorted(range(3), key=lambda i: losses[i])
+  assert [v.index for v in res.ranked()] == want
+  assert res.best.index == want[0] and res.best.final["test_loss"] == min(losses)
+  # the files say the same: results.md best first, best.toml the best rate
+  with open(tmp_path / "sw" / "results.md") as f:
+    body = f.read().splitlines()[2:]
+  assert [int(line.split("|")[1]) for line in body] == want
+  best = config.load(str(tmp_path / "sw" / "best.toml"))
+  assert best["optimizer"]["learning_rate"] == rates[want[0]]
+
+
+def test_a_variant_without_a_final_metric_ranks_last():
+  fake = lambda i, hist: sweep.VariantResult(  # noqa: E731
+      i, {}, {}, "done", None, hist, None, 0, 0.0, "regression")
+  variants = [fake(0, [{"epoch": 1, "test_loss": 2.0}]),
+              fake(1, [{"epoch": 1, "test_loss": float("nan")}]),
+              fake(2, [{"epoch": 1, "test_loss": 0.5}]), fake(3, [])]
+  res = sweep.SweepResult(variants, [], *sweep.main_metric("regression"),
+                          1, 0.0)
+  assert [v.index for v in res.ranked()][:2] == [2, 0]
+  cls = sweep.SweepResult(variants, [], *sweep.main_metric("classification"),
+                          1, 0.0)
+  assert (cls.metric, cls.higher_is_better) == ("test_accuracy", True)
+
+
+def test_switches_and_shape_keys_split_programs_and_traced_values_do_not():
+  """program_key alone (the slow test above trains such a grid): each
+  switch on or off is another program; its nonzero values are one."""
+  base = config.load(None, [])
+  key = lambda **sets: grid_lib.program_key(grid_lib.variant_config(  # noqa
+      base, {k.replace("__", "."): v for k, v in sets.items()}))
+  assert key(optimizer__learning_rate=0.1) == key(optimizer__learning_rate=0.2)
+  assert key(seed=1) == key(seed=2)
+  assert key(train__batch_size=16) != key(train__batch_size=32)
+  for switch, on, other in [("optimizer.clip_norm", 1.0, 2.0),
+                            ("optimizer.l2", 1e-4, 1e-3),
+                            ("model.mlp.dropout", 0.1, 0.3),
+                            ("schedule.warmup_steps", 5, 10)]:
+    assert switch in grid_lib.SWITCHES
+    k = switch.replace(".", "__")
+    assert key(**{k: 0 * on}) != key(**{k: on}), switch
+    assert key(**{k: on}) == key(**{k: other}), switch
+
+
 def test_grid_parsing_and_checks():
   assert grid_lib.split_values("[64],[128, 128],'a,b',3") == [
       "[64]", "[128, 128]", "'a,b'", "3"]
