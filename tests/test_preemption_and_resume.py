@@ -18,6 +18,7 @@ import time
 
 import pytest
 
+from funcnet.errors import ConfigError
 from helpers import metrics_lines
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -199,6 +200,59 @@ def test_resume_with_a_changed_shape_leaves_the_run_as_it_was(tmp_path, capsys):
   assert tree_digest(run) == before
   assert cli.main(["eval", "--run", run]) == 0
   assert cli.main(["train", "--out", run, "--resume"]) == 0  # still resumable
+
+
+UNSAFE_ON_RESUME = ["train.batch_size=64", "train.patience=3",
+                    'train.dtype="float64"', "train.eval_every=2",
+                    'train.grads="manual"', "train.accumulate=2",
+                    "optimizer.learning_rate=0.5", "seed=7", "data.seed=3",
+                    "model.mlp.hidden=[8]", 'run.checkpoint_dir="elsewhere"']
+SAFE_ON_RESUME = ["train.epochs=99", "train.chunk_steps=5",
+                  "run.checkpoint_every=3", "run.plots=false",
+                  'run.progress="never"', 'name="renamed"']
+
+
+@pytest.mark.parametrize("change", UNSAFE_ON_RESUME)
+def test_resume_check_refuses_each_key_that_changes_the_run(change):
+  """resume.check as a unit, one key at a time (the command's tests above
+  are slow): a train.* key other than epochs is not safe because it is
+  under train."""
+  from funcnet import config, resume
+  saved = config.load(None, [])
+  requested = config.load(None, [change])
+  key = change.split("=")[0]
+  with pytest.raises(ConfigError) as e:
+    resume.check("R", saved, requested)
+  msg = str(e.value)
+  assert "\n" not in msg and "keys a resume cannot change" in msg
+  old = saved
+  for part in key.split("."):
+    old = old[part]
+  assert f"{key} = {old!r} in the run" in msg, msg
+
+
+@pytest.mark.parametrize("change", SAFE_ON_RESUME)
+def test_resume_check_allows_and_returns_each_safe_change(change):
+  from funcnet import config, resume
+  saved = config.load(None, [])
+  requested = config.load(None, [change, "train.epochs=99"])
+  diff = resume.check("R", saved, requested)
+  key = change.split("=")[0]
+  assert set(diff) == {key, "train.epochs"}
+  assert diff["train.epochs"] == [saved["train"]["epochs"], 99]
+  assert diff[key][0] != diff[key][1]
+  assert resume.check("R", saved, saved) == {}
+  # a device layout is safe, whatever the key under parallel
+  assert all(resume.is_safe(k) for k in ("parallel.data", "parallel.fsdp"))
+
+
+def test_resume_compares_a_relative_checkpoint_dir_as_absolute(tmp_path,
+                                                              monkeypatch):
+  from funcnet import config, resume
+  monkeypatch.chdir(tmp_path)
+  saved = config.load(None, [f'run.checkpoint_dir="{tmp_path / "ck"}"'])
+  assert resume.check("R", saved,
+                      config.load(None, ['run.checkpoint_dir="ck"'])) == {}
 
 
 @pytest.mark.slow
