@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from funcnet import cli, data, runs
+from funcnet.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--set", "model.mlp.hidden=[8]", "--set", "run.plots=false",
@@ -157,3 +158,31 @@ def test_tensorboard_without_the_extra_is_one_line(tmp_path, monkeypatch, capsys
                    "--set", "run.tensorboard=true"]) == 2
   err = capsys.readouterr().err
   assert err.count("\n") == 1 and "funcnet[tensorboard]" in err
+
+
+def test_the_run_lock_is_exclusive_in_process(tmp_path):
+  """flock locks belong to open files, so one process can test them: a
+  second lock of the folder, and a shared lock another reader takes, are
+  refused while the first is held (the command's test is slow)."""
+  import fcntl
+  run = str(tmp_path / "run")
+  runs.check_unlocked(run)  # nothing there yet: fine, nothing created
+  assert not os.path.exists(run)
+  with runs.lock(run):
+    with open(os.path.join(run, runs.LOCK)) as f:
+      assert f.read().startswith(f"pid {os.getpid()} on ")
+    with pytest.raises(ConfigError, match=f"is being written by pid "
+                                          f"{os.getpid()} on "):
+      with runs.lock(run):
+        pass
+    with pytest.raises(ConfigError, match="is being written by pid"):
+      runs.check_unlocked(run)
+    fd = os.open(os.path.join(run, runs.LOCK), os.O_RDONLY)
+    try:
+      with pytest.raises(BlockingIOError):
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    finally:
+      os.close(fd)
+  runs.check_unlocked(run)  # released when the with ends
+  with runs.lock(run):
+    pass
