@@ -17,7 +17,7 @@ import jax
 import numpy as np
 import pytest
 
-from funcnet import config, experiment, runs
+from funcnet import config, experiment, runs, train
 from funcnet.data import stream, streamed
 from funcnet.errors import ConfigError, DataError
 from helpers import metrics_lines, read_jsonl, start_processes, wait_all
@@ -114,6 +114,40 @@ def test_selecting_examples_of_shards_is_one_line(digits_shards):
   with pytest.raises(ConfigError, match="data.classes.*before funcnet data "
                      "convert"):
     experiment.build_dataset(cfg)
+
+
+def test_fit_stopped_inside_an_epoch_resumes_its_position_and_sums(
+    digits_shards):
+  """In-process (the command's SIGTERM/SIGKILL test is slow): a fit its
+  chunk_callback stops at step 20 of epoch 2, resumed from that position,
+  ends as the fit never stopped: the same params, and epoch 2's record,
+  whose train loss is the mean over the steps before the stop (their
+  sums carried over) and after."""
+  cfg = config.load(None, [f"data.name={digits_shards!r}", "train.epochs=2",
+                           "train.batch_size=32", "train.chunk_steps=10",
+                           "model.mlp.hidden=[16]", "model.mlp.dropout=0.1"])
+  setup = experiment.Setup(cfg)
+  whole = setup.fit()
+  seen = []
+
+  def stop(e, step, params, opt_state, where):
+    seen.append((e, step))
+    return (e, step) == (1, 20)
+
+  cut = setup.fit(chunk_callback=stop)
+  assert seen == [(0, 10), (0, 20), (0, 30), (0, 40), (1, 10), (1, 20)]
+  assert cut.status == "stopped" and cut.position["step"] == 20
+  assert len(cut.history) == 1 and any(np.any(np.asarray(s) != 0)
+                                       for s in cut.position["sums"])
+  # as a resume would read it back: JSON
+  position = json.loads(json.dumps(cut.position))
+  rest = setup.fit(start=train.Start(
+      cut.params, cut.opt_state, epoch=1,
+      early_stopping=cut.history[-1].get("early_stopping"),
+      position=position))
+  assert rest.status == "done"
+  _equal(whole.params, rest.params)
+  assert _no_time(cut.history + rest.history) == _no_time(whole.history)
 
 
 @pytest.mark.slow
