@@ -247,6 +247,43 @@ def test_architecture_study(tmp_path):
 
 # --- funcnet compare -------------------------------------------------------------
 
+def test_architecture_study_numbers_from_its_run_folders(tmp_path):
+  """Fast (the slow test above checks the claim): width 3 at depths 0 and
+  1, two seeds, on digits; each number recomputed from the variants'
+  run folders and the layer sizes."""
+  r = studies.run("architecture", out=str(tmp_path), quick=True, overrides=[
+      'data="digits"', "widths=[3]", "depths=[0, 1]", "seeds=[0, 1]",
+      "epochs=2", "batch_size=64", "runs=true"])
+  acc, loss, train_loss = {}, {}, {}
+  for cfg, records, status in _variants(tmp_path / "sweep"):
+    hidden = tuple(cfg["model"]["mlp"]["hidden"])
+    assert status == "done"
+    acc.setdefault(hidden, []).append(_final_accuracy(records, status))
+    last = [x for x in records if "test_loss" in x][-1]
+    loss.setdefault(hidden, []).append(last["test_loss"])
+    train_loss.setdefault(hidden, []).append(records[-1]["train_loss"])
+  assert set(acc) == {(), (3,)}
+  archs = {tuple(a["hidden"]): a for a in r["architectures"]}
+  for hidden, a in archs.items():
+    sizes = [64, *hidden, 10]
+    assert a["params"] == sum((i + 1) * o for i, o in zip(sizes, sizes[1:]))
+    assert a["depth"] == len(hidden) and a["width"] == (hidden or (0,))[0]
+    mean = sum(acc[hidden]) / 2
+    assert a["test_accuracy"] == pytest.approx(mean, abs=1e-6)
+    assert a["test_accuracy_std"] == pytest.approx(
+        abs(acc[hidden][0] - acc[hidden][1]) / 2, abs=1e-6)
+    assert a["test_loss"] == pytest.approx(sum(loss[hidden]) / 2, rel=1e-6)
+    assert a["train_loss"] == pytest.approx(sum(train_loss[hidden]) / 2,
+                                            rel=1e-6)
+  assert len(r["by_width"]) == 1
+  for line, w in zip(r["by_width"], [3]):
+    got = [archs[()]["test_accuracy"], archs[(w,)]["test_accuracy"]]
+    assert line["width"] == w and line["test_accuracy"] == got
+    assert line["gains"] == [got[1] - got[0]]
+    assert line["best_depth"] == (1 if got[1] > got[0] else 0)
+  assert r["groups"] == 2  # one program per architecture
+
+
 def _number(cell):
   return float("nan") if cell == "nan" else float(cell)
 

@@ -101,6 +101,32 @@ def test_early_stopping_and_epochs_act_per_variant(tmp_path):
     assert tree_rel(alone.params, v.params) < 1e-5
 
 
+def test_early_stopping_and_epochs_act_per_variant_fast():
+  """The slow test above on a smaller net and set: each variant stops as it
+  would alone (the engine's per-variant patience and epochs). Two variants
+  are trained alone; the other two train the same steps (patience and
+  epochs are read on the host), so their records are a prefix of those."""
+  base = config.load(None, ["model.mlp.hidden=[4]", "optimizer.name=sgd",
+                            "optimizer.learning_rate=2.0", "data.name=moons",
+                            "train.batch_size=50"])
+  res = sweep.run(base, {"train.patience": [1, 0], "train.epochs": [8, 3]},
+                  log=lambda *a: None)
+  assert res.groups == 1
+  p1e8, p1e3, p0e8, p0e3 = res.variants
+  for v in (p1e8, p0e3):
+    alone = experiment.Setup(v.cfg).fit()
+    assert v.status == alone.status, v.assignment
+    assert [h["epoch"] for h in v.history] == [h["epoch"] for h in
+                                               alone.history]
+    assert tree_rel(alone.params, v.params) < 1e-5
+  assert p1e8.status == "early_stopped" and len(p1e8.history) < 8
+  assert p0e8.status == "done" and len(p0e8.history) == 8
+  loss = lambda v: [h["train_loss"] for h in v.history]  # noqa: E731
+  assert loss(p0e3) == loss(p0e8)[:3]
+  assert loss(p1e3) == loss(p1e8)[:3] and len(p1e3.history) == min(
+      3, len(p1e8.history))
+
+
 @pytest.mark.slow
 def test_traced_schedule_and_dropout_and_stacked_data():
   base = config.load(None, [
@@ -282,6 +308,49 @@ def test_sweep_command_mistakes_are_one_line(tmp_path, capsys):
   assert "KIND one of" in err("sweep", "--search", "optuna", "--space",
                               "optimizer.learning_rate=lognormal:1,2",
                               "--out", str(tmp_path / "c"))
+
+
+def test_optuna_search_in_process_asks_an_interrupted_trial_again(tmp_path):
+  """Fast (the kill-and-resume command test is slow): a regression search
+  (minimise the loss) whose study holds a trial asked and never told, as a
+  killed search leaves it; every number checked against the trials' run
+  folders."""
+  import optuna
+  from funcnet.sweep import search
+  base = config.load(None, ["data.name=regression", "train.loss=mse",
+                            "model.mlp.output_activation=identity",
+                            "model.mlp.hidden=[8]", "train.epochs=1",
+                            "optimizer.name=sgd", "run.plots=false"])
+  space = search.parse_space(["optimizer.learning_rate=loguniform:1e-4,0.1"])
+  out = str(tmp_path / "s")
+  os.makedirs(out)
+  killed = optuna.create_study(
+      study_name="funcnet", storage=f"sqlite:///{out}/optuna.db",
+      direction="minimize")
+  lr0 = killed.ask(space).params["optimizer.learning_rate"]
+  lines = []
+  study = search.run(base, space, trials=3, parallel=3, out=out, seed=0,
+                     log=lines.append)
+  assert "trial 0 was interrupted; asking for its values again" in lines
+  done = [t for t in study.get_trials() if search.STATUS in t.user_attrs]
+  assert len(done) == 3
+  assert lr0 in [t.params["optimizer.learning_rate"] for t in done]
+  for t in done:  # told the final test loss its run folder holds
+    records = read_jsonl(os.path.join(out, "variants", f"{t.number:03d}",
+                                      "metrics.jsonl"))
+    assert t.value == [r for r in records if "test_loss" in r][-1]["test_loss"]
+  best = min(done, key=lambda t: t.value)
+  assert study.best_trial.number == best.number
+  with open(os.path.join(out, "results.md")) as f:
+    order = [int(line.split("|")[1]) for line in f.read().splitlines()[2:]]
+  assert order == [t.number for t in sorted(done, key=lambda t: t.value)]
+  got = config.load(os.path.join(out, "best.toml"))
+  assert got["optimizer"]["learning_rate"] == best.params[
+      "optimizer.learning_rate"]
+  # the same --out with another space is refused, the folder kept
+  with pytest.raises(ConfigError, match="another space"):
+    search.run(base, search.parse_space(["train.batch_size=int:8,64"]),
+               trials=4, parallel=1, out=out, log=lines.append)
 
 
 @pytest.mark.slow
