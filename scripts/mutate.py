@@ -134,7 +134,9 @@ def run_one(copy, m, args):
       cmd += ["-n", str(args.pytest_workers)]
     if m.k:
       cmd += ["-k", m.k]
-    env = dict(os.environ, PYTHONPATH=copy, PYTHONDONTWRITEBYTECODE="1")
+    # FUNCNET_MUTATE: tests/conftest.py's Hypothesis profile (no shrinking)
+    env = dict(os.environ, PYTHONPATH=copy, PYTHONDONTWRITEBYTECODE="1",
+               FUNCNET_MUTATE="1")
     proc = subprocess.Popen(cmd, cwd=copy, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
