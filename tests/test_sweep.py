@@ -353,6 +353,34 @@ def test_optuna_search_in_process_asks_an_interrupted_trial_again(tmp_path):
                trials=4, parallel=1, out=out, log=lines.append)
 
 
+def test_a_search_trial_is_told_its_final_metric_not_its_best(tmp_path,
+                                                             monkeypatch):
+  """Documented: each trial is told its final main metric. Trained trials
+  rarely end worse than their best, so the training is stubbed with
+  histories that do (nothing compiles)."""
+  from funcnet.sweep import results as results_lib
+  from funcnet.sweep import search
+
+  def train_variants(vs, cache=None, log=print):
+    del cache, log
+    return [sweep.VariantResult(
+        v.index, v.assignment, v.cfg, "done", None,
+        [{"epoch": 1, "train_loss": 0.1, "test_loss": 0.25},
+         {"epoch": 2, "train_loss": 0.1, "test_loss": 0.5 + v.index}],
+        None, 0, 0.0, "regression") for v in vs]
+
+  monkeypatch.setattr(sweep, "train_variants", train_variants)
+  monkeypatch.setattr(results_lib, "write_variants", lambda vs, folder: None)
+  base = config.load(None, ["data.name=regression", "train.loss=mse",
+                            "model.mlp.output_activation=identity"])
+  space = search.parse_space(["optimizer.learning_rate=loguniform:1e-4,0.1"])
+  study = search.run(base, space, trials=2, parallel=2,
+                     out=str(tmp_path / "s"), log=lambda *a: None)
+  assert sorted((t.number, t.value) for t in study.trials) == [(0, 0.5),
+                                                               (1, 1.5)]
+  assert study.best_trial.number == 0
+
+
 @pytest.mark.slow
 def test_optuna_search_resumes_after_a_kill_and_beats_the_default(tmp_path):
   """32 trials in batches of 8; SIGKILLed after its first batch, then run
