@@ -42,6 +42,20 @@ def pytest_configure(config):
       os.environ["XLA_FLAGS"] = (flags + " --xla_backend_optimization_level=0").strip()
 
 
+# Under scripts/mutate.py (which sets FUNCNET_MUTATE): a failing Hypothesis
+# test reports its first failing example without shrinking it (shrinking
+# compiles a program per shape tried: a layer-norm mutant took 3 minutes
+# instead of seconds), and keeps no example database, so one mutant's
+# failures are not replayed against the next.
+if os.environ.get("FUNCNET_MUTATE"):
+  import hypothesis
+  hypothesis.settings.register_profile(
+      "mutate", database=None,
+      phases=[hypothesis.Phase.explicit, hypothesis.Phase.reuse,
+              hypothesis.Phase.generate])
+  hypothesis.settings.load_profile("mutate")
+
+
 # Out of the fast loop (``-m "not slow"``, 3 minutes on 2 cores), into the
 # full suite that CI runs: 2.5-13 s each on 2 cores, each with a cheaper
 # fast test of the same feature (named after the ``#``). Parametrized cases

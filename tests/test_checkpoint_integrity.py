@@ -8,6 +8,8 @@ step in one line, and fails in one line when nothing is left.
 """
 
 import glob
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -88,6 +90,11 @@ def _rewrite(path, change):
     f.write(change(data))
 
 
+def _rewrite_new(path, data):
+  with open(path, "wb") as f:
+    f.write(data)
+
+
 def _flip(step_dir):
   """One bit of one byte in the middle of the array data: there the bytes
   are the arrays' own (zstd stores random floats as they are)."""
@@ -109,6 +116,9 @@ DAMAGES = {
     "item metadata deleted": lambda s: os.remove(
         os.path.join(s, "default", "_METADATA")),
     "one byte flipped": _flip,
+    # a file that was not there at the save (a stray copy, another writer)
+    "file added": lambda s: _rewrite_new(os.path.join(s, "default", "extra"),
+                                         b"not saved"),
 }
 
 
@@ -367,3 +377,29 @@ def test_a_failed_collective_during_a_save_is_not_called_a_disk_error(
   with pytest.raises(CheckpointError, match="could not be written.*No space"):
     with saver._writing():
       raise OSError(28, "No space left on device")
+
+
+def test_the_manifest_names_a_file_changed_missing_or_added(tmp_path):
+  """check_manifest on a plain folder, each damage against the file list
+  and sha256 sums written down here (no orbax needed)."""
+  step = tmp_path / "7"
+  (step / "d").mkdir(parents=True)
+  (step / "a").write_bytes(b"alpha")
+  (step / "d" / "b").write_bytes(b"beta")
+  manifest.write(str(step))
+  with open(step / manifest.MANIFEST) as f:
+    assert json.load(f)["sha256"] == {
+        "a": hashlib.sha256(b"alpha").hexdigest(),
+        "d/b": hashlib.sha256(b"beta").hexdigest()}
+  assert manifest.check(str(step)) is None
+  (step / "d" / "c").write_bytes(b"")
+  assert (manifest.check(str(step))
+          == "d/c was not in the checkpoint when it was saved")
+  (step / "d" / "c").unlink()
+  (step / "d" / "b").write_bytes(b"betA")
+  assert manifest.check(str(step)) == "sha256 of d/b differs"
+  (step / "d" / "b").unlink()
+  assert manifest.check(str(step)) == "d/b is missing"
+  (step / manifest.MANIFEST).write_text("{")
+  assert (manifest.check(str(step))
+          == f"its manifest {manifest.MANIFEST} cannot be read")

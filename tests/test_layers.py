@@ -162,6 +162,25 @@ def test_dropout(getkey, rng, x64):
                                 layers.dropout(x, 0.3, k))
 
 
+def test_dropout_masks_are_zero_or_one_over_keep_with_mean_one(getkey, x64):
+  """The MLP's forward and backprop share these masks, so manual and
+  autodiff agree whatever they hold: only their values can show a missing
+  ``1/keep``."""
+  assert layers.dropout_masks(None, 0.3, [(4,)], jnp.float64) is None
+  assert layers.dropout_masks(getkey(), 0.0, [(4,)], jnp.float64) is None
+  masks = layers.dropout_masks(getkey(), 0.25, [(300, 40), (300, 20)],
+                               jnp.float64)
+  assert [m.shape for m in masks] == [(300, 40), (300, 20)]
+  for m in masks:
+    m = np.asarray(m)
+    assert m.dtype == np.float64
+    assert set(np.unique(m)) == {0.0, 1 / 0.75}
+    assert abs(m.mean() - 1.0) < 0.03  # E[r / keep] = 1
+  # one key per layer: the two layers' patterns differ
+  assert not np.array_equal(np.asarray(masks[0])[:, :20] != 0,
+                            np.asarray(masks[1]) != 0)
+
+
 def np_attention(x, p):
   """softmax(Q K^T / sqrt(d_head)) V per head on column blocks, then W_o."""
   d = x.shape[-1]

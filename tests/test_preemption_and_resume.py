@@ -13,10 +13,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
+from funcnet.errors import ConfigError
 from helpers import metrics_lines
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -147,6 +149,27 @@ def test_sigterm_saves_and_resume_equals_an_uninterrupted_run(tmp_path):
   assert _numbers(a) == _numbers(b)
 
 
+@pytest.mark.parametrize("first", ["SIGTERM", "SIGINT"])
+def test_the_first_signal_is_noted_and_the_next_gets_the_default_action(first):
+  """In-process, the handlers themselves: the subprocess test below also
+  accepts exit 75, which is what an ignored second signal gives."""
+  from funcnet.run import preemption
+  assert threading.current_thread() is threading.main_thread()
+  kinds = (signal.SIGTERM, signal.SIGINT)
+  before = {s: signal.getsignal(s) for s in kinds}
+  with preemption.Watch() as watch:
+    assert all(signal.getsignal(s) == watch._on_signal for s in kinds)
+    os.kill(os.getpid(), getattr(signal, first))  # handled before kill returns
+    assert watch.received == first and watch.requested() == first
+    # the kernel's default action for both: the next one ends the process
+    assert all(signal.getsignal(s) is signal.SIG_DFL for s in kinds)
+    other = ({"SIGTERM", "SIGINT"} - {first}).pop()
+    watch._on_signal(getattr(signal, other), None)  # as if it came
+    assert watch.received == first  # the first one is what is reported
+  assert {s: signal.getsignal(s) for s in kinds} == before
+  assert preemption.EXIT_CODES == {"SIGTERM": 75, "SIGINT": 130}
+
+
 @pytest.mark.slow
 def test_a_second_signal_stops_at_once_and_checkpoints_stay_readable(tmp_path):
   run = str(tmp_path / "run")
@@ -182,6 +205,62 @@ def test_resume_with_a_changed_shape_leaves_the_run_as_it_was(tmp_path, capsys):
   assert tree_digest(run) == before
   assert cli.main(["eval", "--run", run]) == 0
   assert cli.main(["train", "--out", run, "--resume"]) == 0  # still resumable
+
+
+UNSAFE_ON_RESUME = ["train.batch_size=64", "train.patience=3",
+                    'train.dtype="float64"', "train.eval_every=2",
+                    'train.grads="manual"', "train.accumulate=2",
+                    "optimizer.learning_rate=0.5", "seed=7", "data.seed=3",
+                    "model.mlp.hidden=[8]", 'run.checkpoint_dir="elsewhere"']
+SAFE_ON_RESUME = ["train.epochs=99", "train.chunk_steps=5",
+                  "run.checkpoint_every=3", "run.plots=false",
+                  'run.progress="never"', 'name="renamed"']
+
+
+@pytest.mark.parametrize("change", UNSAFE_ON_RESUME)
+def test_resume_check_refuses_each_key_that_changes_the_run(change):
+  """resume.check as a unit, one key at a time (the command's tests above
+  are slow): a train.* key other than epochs is not safe because it is
+  under train."""
+  from funcnet import config
+  from funcnet.run import resume
+  saved = config.load(None, [])
+  requested = config.load(None, [change])
+  key = change.split("=")[0]
+  with pytest.raises(ConfigError) as e:
+    resume.check("R", saved, requested)
+  msg = str(e.value)
+  assert "\n" not in msg and "keys a resume cannot change" in msg
+  old = saved
+  for part in key.split("."):
+    old = old[part]
+  assert f"{key} = {old!r} in the run" in msg, msg
+
+
+@pytest.mark.parametrize("change", SAFE_ON_RESUME)
+def test_resume_check_allows_and_returns_each_safe_change(change):
+  from funcnet import config
+  from funcnet.run import resume
+  saved = config.load(None, [])
+  requested = config.load(None, [change, "train.epochs=99"])
+  diff = resume.check("R", saved, requested)
+  key = change.split("=")[0]
+  assert set(diff) == {key, "train.epochs"}
+  assert diff["train.epochs"] == [saved["train"]["epochs"], 99]
+  assert diff[key][0] != diff[key][1]
+  assert resume.check("R", saved, saved) == {}
+  # a device layout is safe, whatever the key under parallel
+  assert all(resume.is_safe(k) for k in ("parallel.data", "parallel.fsdp"))
+
+
+def test_resume_compares_a_relative_checkpoint_dir_as_absolute(tmp_path,
+                                                              monkeypatch):
+  from funcnet import config
+  from funcnet.run import resume
+  monkeypatch.chdir(tmp_path)
+  saved = config.load(None, [f'run.checkpoint_dir="{tmp_path / "ck"}"'])
+  assert resume.check("R", saved,
+                      config.load(None, ['run.checkpoint_dir="ck"'])) == {}
 
 
 @pytest.mark.slow

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from funcnet import cli, data
+from funcnet.errors import ConfigError
 from funcnet.run import rundir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -187,3 +188,31 @@ def test_a_loss_that_climbs_but_stays_finite_exits_3_as_diverged(tmp_path,
       len(losses) - 1
   with open(os.path.join(run, "summary.json")) as f:
     assert json.load(f)["status"] == "diverged"
+
+
+def test_the_run_lock_is_exclusive_in_process(tmp_path):
+  """flock locks belong to open files, so one process can test them: a
+  second lock of the folder, and a shared lock another reader takes, are
+  refused while the first is held (the command's test is slow)."""
+  import fcntl
+  run = str(tmp_path / "run")
+  rundir.check_unlocked(run)  # nothing there yet: fine, nothing created
+  assert not os.path.exists(run)
+  with rundir.lock(run):
+    with open(os.path.join(run, rundir.LOCK)) as f:
+      assert f.read().startswith(f"pid {os.getpid()} on ")
+    with pytest.raises(ConfigError, match=f"is being written by pid "
+                                          f"{os.getpid()} on "):
+      with rundir.lock(run):
+        pass
+    with pytest.raises(ConfigError, match="is being written by pid"):
+      rundir.check_unlocked(run)
+    fd = os.open(os.path.join(run, rundir.LOCK), os.O_RDONLY)
+    try:
+      with pytest.raises(BlockingIOError):
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    finally:
+      os.close(fd)
+  rundir.check_unlocked(run)  # released when the with ends
+  with rundir.lock(run):
+    pass

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 import pytest
 
-from funcnet import config, experiment
+from funcnet import config, experiment, train
 from funcnet.run import rundir
 from funcnet.data import shard_writer, streamed
 from funcnet.data.shards import Shards
@@ -83,12 +83,71 @@ def test_the_streamed_training_split_is_never_read_whole(digits_shards):
   np.testing.assert_array_equal(y, want[1])
 
 
+def test_given_statistics_standardise_instead_of_the_shards_own(digits_shards):
+  """Fine-tuning passes the statistics of the run it starts from: here a
+  mean and std unlike the shards' own, applied as numpy would."""
+  raw = Shards(digits_shards)
+  rng = np.random.default_rng(0)
+  mean = rng.normal(size=64) + 3.0
+  std = rng.uniform(0.5, 2.0, size=64)
+  ds = streamed.load(digits_shards, stats=(mean, std))
+  rows = np.array([7, 1, 1436])
+  x, y = ds.x_train.read(rows)
+  x_raw, y_raw = raw.read("train", rows, standardize=False)
+  assert x.dtype == np.float32
+  np.testing.assert_array_equal(
+      x, ((np.asarray(x_raw, np.float64) - mean) / std).astype(np.float32))
+  np.testing.assert_array_equal(y, y_raw)
+  xt_raw, _ = raw.read("test", np.arange(raw.n_test), standardize=False)
+  np.testing.assert_array_equal(
+      ds.x_test,
+      ((np.asarray(xt_raw, np.float64) - mean) / std).astype(np.float32))
+  np.testing.assert_array_equal(ds.info["mean"], mean.astype(np.float32))
+  np.testing.assert_array_equal(ds.info["std"], std.astype(np.float32))
+  # without standardisation: the stored values, as stored
+  plain = streamed.load(digits_shards, standardize=False)
+  assert "mean" not in plain.info
+  np.testing.assert_array_equal(plain.x_train.read(rows)[0], x_raw)
+
+
 def test_selecting_examples_of_shards_is_one_line(digits_shards):
   cfg = config.load(None, [f"data.name={digits_shards!r}",
                            "data.classes=[0, 1]"])
   with pytest.raises(ConfigError, match="data.classes.*before funcnet data "
                      "convert"):
     experiment.build_dataset(cfg)
+
+
+def test_fit_stopped_inside_an_epoch_resumes_its_position_and_sums(
+    digits_shards):
+  """In-process (the command's SIGTERM/SIGKILL test is slow): a fit its
+  chunk_callback stops at step 20 of epoch 2, resumed from that position,
+  ends as the fit never stopped: the same params, and epoch 2's record,
+  whose train loss is the mean over the steps before the stop (their
+  sums carried over) and after."""
+  cfg = config.load(None, [f"data.name={digits_shards!r}", "train.epochs=2",
+                           "train.batch_size=32", "train.chunk_steps=10",
+                           "model.mlp.hidden=[16]", "model.mlp.dropout=0.1"])
+  setup = experiment.Setup(cfg)
+  whole = setup.fit()
+  seen = []
+
+  def stop(state):
+    seen.append((state.epoch, state.position["step"]))
+    return (state.epoch, state.position["step"]) == (1, 20)
+
+  cut = setup.fit(callbacks=train.Callbacks(on_chunk=stop))
+  assert seen == [(0, 10), (0, 20), (0, 30), (0, 40), (1, 10), (1, 20)]
+  position = cut.state.position
+  assert cut.status == "stopped" and position["step"] == 20
+  assert len(cut.history) == 1 and any(np.any(np.asarray(s) != 0)
+                                       for s in position["sums"])
+  # as a resume would read it back: JSON
+  rest = setup.fit(state=cut.state._replace(
+      position=json.loads(json.dumps(position))))
+  assert rest.status == "done"
+  _equal(whole.state.params, rest.state.params)
+  assert _no_time(cut.history + rest.history) == _no_time(whole.history)
 
 
 @pytest.mark.slow

@@ -182,6 +182,30 @@ def test_regularisation_narrows_the_gap(regularisation):
     assert r["gap_loss"] == pytest.approx(r["test_loss"] - r["train_loss"])
 
 
+def test_regularisation_numbers_are_those_of_its_own_curves(tmp_path):
+  """Fast: one small variant (digits, 5 examples a class, 8 epochs), its
+  reported numbers recomputed from its per-epoch curves. The parameters are
+  chosen so that the best test accuracy is not the last epoch's."""
+  r = studies.run("regularisation", out=str(tmp_path), quick=True, overrides=[
+      'variants=["none"]', 'data="digits"', "train_per_class=5",
+      "hidden=[16]", "epochs=8", "lr=0.05", "batch_size=16"])
+  v = r["variants"]["none"]
+  c = v["curves"]
+  assert c["epoch"] == list(range(1, 9)) and v["epochs_run"] == 8
+  assert v["n_train"] == 50
+  assert max(c["test_accuracy"]) > c["test_accuracy"][-1]  # the case's point
+  assert v["best_test_accuracy"] == max(c["test_accuracy"])
+  assert v["test_accuracy"] == c["test_accuracy"][-1]
+  assert v["test_loss"] == c["test_loss"][-1]
+  assert v["train_accuracy"] == c["train_accuracy"][-1]
+  assert v["train_loss"] == c["train_loss"][-1]
+  assert v["gap_accuracy"] == v["train_accuracy"] - v["test_accuracy"]
+  assert v["gap_loss"] == v["test_loss"] - v["train_loss"]
+  with open(os.path.join(r["out"], "table.md")) as f:
+    row = [line for line in f if line.startswith("| none")][0]
+  assert f"{v['best_test_accuracy']:.3f}" in row.split("|")[5]
+
+
 def test_regularisation_rejects_an_unknown_variant(tmp_path):
   with pytest.raises(ConfigError, match="variants"):
     studies.run("regularisation", out=str(tmp_path), quick=True,

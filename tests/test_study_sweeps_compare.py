@@ -117,6 +117,76 @@ def test_learning_rate_batch_study(tmp_path):
   assert mean((c["batch"], c["lrs"]["too_small"])) < mean((c["batch"], good)) - 0.03
 
 
+def _fake_variant(index, b, lr, seed, accs, group, diverged=False):
+  """A sweep variant of the learning-rate-batch grid with the given test
+  accuracy per epoch (1280 examples: 160 steps an epoch at batch 8; a
+  second an epoch)."""
+  steps = 1280 // b
+  history = [{"epoch": e + 1, "step": steps * (e + 1), "time": float(e + 1),
+              "train_loss": 1.0, "test_loss": 1.0 - a, "test_accuracy": a}
+             for e, a in enumerate(accs)]
+  if diverged:
+    history[-1] = {"epoch": len(accs), "step": steps * len(accs),
+                   "time": float(len(accs)), "train_loss": float("nan")}
+  return sweep.VariantResult(
+      index, {"train.batch_size": b, "optimizer.learning_rate": lr,
+              "seed": seed}, {}, "diverged" if diverged else "done",
+      "non-finite loss" if diverged else None, history, None, group, 3.0,
+      "classification")
+
+
+def test_learning_rate_batch_measures_from_the_runs_records():
+  """The study's derived numbers (best rate, rate needed, largest finite
+  rate, scaling slope) recomputed here from per-run records made up so
+  that they differ: at batch 8 the best rate (1.0) is not the rate needed
+  (0.1), and at batch 128 every rate diverges."""
+  from funcnet.studies import learning_rate_batch as lrb
+  bs, lrs, seeds, target = [8, 32, 128], [0.01, 0.1, 1.0], [0, 1], 0.9
+  accs = {(8, 0.01): [[0.3, 0.5], [0.4, 0.6]],
+          (8, 0.1): [[0.6, 0.91], [0.7, 0.93]],
+          (8, 1.0): [[0.95, 0.97], [0.92, 0.96]],
+          (32, 0.01): [[0.2, 0.3], [0.2, 0.4]],
+          (32, 0.1): [[0.5, 0.6], [0.5, 0.7]],
+          (32, 1.0): [[0.8, 0.9], [0.85, 0.95]]}
+  variants = []
+  for g, b in enumerate(bs):
+    for lr in lrs:
+      for seed in seeds:
+        diverged = b == 128
+        a = accs.get((b, lr), [[0.1, 0.1]] * 2)[seed]
+        variants.append(_fake_variant(len(variants), b, lr, seed, a, g,
+                                      diverged))
+  result = sweep.SweepResult(variants, ["train.batch_size",
+                                        "optimizer.learning_rate", "seed"],
+                             "test_accuracy", True, 3, 9.0)
+  m = lrb._measure(result, {"batch_sizes": bs, "learning_rates": lrs,
+                            "seeds": seeds, "target": target})
+  mean = lambda cell: sum(a[-1] for a in accs[cell]) / 2  # noqa: E731
+  for i, b in enumerate(bs[:2]):
+    for j, lr in enumerate(lrs):
+      assert m["final_test_accuracy"][i][j] == pytest.approx(mean((b, lr)))
+  assert m["final_test_accuracy"][2] == [None, None, None]
+  assert m["seeds_diverged"][2] == [2, 2, 2]
+  # best: the highest mean final accuracy; None where every rate diverged
+  assert m["best_lr"] == [1.0, 1.0, None]
+  assert m["best_test_accuracy"] == [pytest.approx(0.965),
+                                     pytest.approx(0.925), None]
+  # needed: the smallest rate whose every seed reaches the target
+  assert m["lr_needed"] == [0.1, 1.0, None]
+  assert m["steps_to_target"][0][1] == 320.0  # both seeds at epoch 2
+  assert m["steps_to_target"][0][2] == 160.0  # both at epoch 1
+  assert m["steps_to_target"][1][2] == 80.0
+  assert m["largest_finite_lr"] == [1.0, 1.0, None]
+  # slope of log(rate needed) against log(batch), over the batches with one
+  slope = (math.log(1.0) - math.log(0.1)) / (math.log(32) - math.log(8))
+  assert m["scaling_slope"] == pytest.approx(slope, rel=1e-12)
+  assert m["steps_per_epoch"] == [160, 40, 10]
+  # a second an epoch, shared by the group's 6 variants
+  assert m["seconds_per_step"] == [pytest.approx(1 / 160 / 6),
+                                   pytest.approx(1 / 40 / 6),
+                                   pytest.approx(1 / 10 / 6)]
+
+
 def test_learning_rate_batch_rejects_a_curve_batch_off_the_grid(tmp_path):
   with pytest.raises(ConfigError, match="curve_batch"):
     studies.run("learning-rate-batch", out=str(tmp_path), quick=True,
@@ -177,6 +247,43 @@ def test_architecture_study(tmp_path):
 
 
 # --- funcnet compare -------------------------------------------------------------
+
+def test_architecture_study_numbers_from_its_run_folders(tmp_path):
+  """Fast (the slow test above checks the claim): width 3 at depths 0 and
+  1, two seeds, on digits; each number recomputed from the variants'
+  run folders and the layer sizes."""
+  r = studies.run("architecture", out=str(tmp_path), quick=True, overrides=[
+      'data="digits"', "widths=[3]", "depths=[0, 1]", "seeds=[0, 1]",
+      "epochs=2", "batch_size=64", "runs=true"])
+  acc, loss, train_loss = {}, {}, {}
+  for cfg, records, status in _variants(tmp_path / "sweep"):
+    hidden = tuple(cfg["model"]["mlp"]["hidden"])
+    assert status == "done"
+    acc.setdefault(hidden, []).append(_final_accuracy(records, status))
+    last = [x for x in records if "test_loss" in x][-1]
+    loss.setdefault(hidden, []).append(last["test_loss"])
+    train_loss.setdefault(hidden, []).append(records[-1]["train_loss"])
+  assert set(acc) == {(), (3,)}
+  archs = {tuple(a["hidden"]): a for a in r["architectures"]}
+  for hidden, a in archs.items():
+    sizes = [64, *hidden, 10]
+    assert a["params"] == sum((i + 1) * o for i, o in zip(sizes, sizes[1:]))
+    assert a["depth"] == len(hidden) and a["width"] == (hidden or (0,))[0]
+    mean = sum(acc[hidden]) / 2
+    assert a["test_accuracy"] == pytest.approx(mean, abs=1e-6)
+    assert a["test_accuracy_std"] == pytest.approx(
+        abs(acc[hidden][0] - acc[hidden][1]) / 2, abs=1e-6)
+    assert a["test_loss"] == pytest.approx(sum(loss[hidden]) / 2, rel=1e-6)
+    assert a["train_loss"] == pytest.approx(sum(train_loss[hidden]) / 2,
+                                            rel=1e-6)
+  assert len(r["by_width"]) == 1
+  for line, w in zip(r["by_width"], [3]):
+    got = [archs[()]["test_accuracy"], archs[(w,)]["test_accuracy"]]
+    assert line["width"] == w and line["test_accuracy"] == got
+    assert line["gains"] == [got[1] - got[0]]
+    assert line["best_depth"] == (1 if got[1] > got[0] else 0)
+  assert r["groups"] == 2  # one program per architecture
+
 
 def _number(cell):
   return float("nan") if cell == "nan" else float(cell)

@@ -16,7 +16,7 @@ import sys
 import numpy as np
 import pytest
 
-from funcnet import config, experiment, sweep
+from funcnet import config, experiment, sweep, tasks
 from funcnet.run import rundir
 from funcnet.errors import ConfigError
 from funcnet.sweep import grid as grid_lib
@@ -102,6 +102,32 @@ def test_early_stopping_and_epochs_act_per_variant(tmp_path):
     assert tree_rel(alone.state.params, v.params) < 1e-5
 
 
+def test_early_stopping_and_epochs_act_per_variant_fast():
+  """The slow test above on a smaller net and set: each variant stops as it
+  would alone (the engine's per-variant patience and epochs). The one that
+  stops early is trained alone; the others train the same steps (patience
+  and epochs are read on the host), so their records are prefixes of the
+  longest one's."""
+  base = config.load(None, ["model.mlp.hidden=[4]", "optimizer.name=sgd",
+                            "optimizer.learning_rate=2.0", "data.name=moons",
+                            "train.batch_size=50"])
+  res = sweep.run(base, {"train.patience": [1, 0], "train.epochs": [8, 2]},
+                  log=lambda *a: None)
+  assert res.groups == 1
+  p1e8, p1e2, p0e8, p0e2 = res.variants
+  alone = experiment.Setup(p1e8.cfg).fit()
+  assert p1e8.status == alone.status == "early_stopped"
+  assert [h["epoch"] for h in p1e8.history] == [h["epoch"] for h in
+                                                alone.history]
+  assert tree_rel(alone.state.params, p1e8.params) < 1e-5
+  stop = len(p1e8.history)
+  assert 2 < stop < 8  # it stops after epoch 2 and before 8
+  assert (p0e8.status, p0e2.status, p1e2.status) == ("done",) * 3
+  loss = lambda v: [h["train_loss"] for h in v.history]  # noqa: E731
+  assert len(loss(p0e8)) == 8 and loss(p0e2) == loss(p0e8)[:2]
+  assert loss(p1e8) == loss(p0e8)[:stop] and loss(p1e2) == loss(p0e8)[:2]
+
+
 @pytest.mark.slow
 def test_traced_schedule_and_dropout_and_stacked_data():
   base = config.load(None, [
@@ -130,6 +156,64 @@ def test_shape_keys_and_switches_split_the_grid_into_groups():
   for v in res.variants[::3]:
     alone = experiment.Setup(v.cfg).fit()
     assert tree_rel(alone.state.params, v.params) < 1e-5, v.assignment
+
+
+def test_a_regression_sweep_ranks_the_smallest_loss_first(tmp_path):
+  """Every other ranking test is a classification sweep; here the loss is
+  the metric, lower is better, and the order is recomputed from the
+  variants' own histories."""
+  base = config.load(None, ["data.name=regression", "train.loss=mse",
+                            "model.mlp.output_activation=identity",
+                            "model.mlp.hidden=[8]", "train.epochs=2",
+                            "optimizer.name=sgd", "run.plots=false"])
+  rates = [1e-4, 0.05, 0.01]
+  res = sweep.run(base, {"optimizer.learning_rate": rates},
+                  out=str(tmp_path / "sw"), log=lambda *a: None)
+  assert (res.metric, res.higher_is_better) == ("test_loss", False)
+  losses = [v.history[-1]["test_loss"] for v in res.variants]
+  assert len(set(losses)) == 3
+  want = sorted(range(3), key=lambda i: losses[i])
+  assert [v.index for v in res.ranked()] == want
+  assert res.best.index == want[0] and res.best.final["test_loss"] == min(losses)
+  # the files say the same: results.md best first, best.toml the best rate
+  with open(tmp_path / "sw" / "results.md") as f:
+    body = f.read().splitlines()[2:]
+  assert [int(line.split("|")[1]) for line in body] == want
+  best = config.load(str(tmp_path / "sw" / "best.toml"))
+  assert best["optimizer"]["learning_rate"] == rates[want[0]]
+
+
+def test_a_variant_without_a_final_metric_ranks_last():
+  fake = lambda i, hist: sweep.VariantResult(  # noqa: E731
+      i, {}, {}, "done", None, hist, None, 0, 0.0, "regression")
+  variants = [fake(0, [{"epoch": 1, "test_loss": 2.0}]),
+              fake(1, [{"epoch": 1, "test_loss": float("nan")}]),
+              fake(2, [{"epoch": 1, "test_loss": 0.5}]), fake(3, [])]
+  res = sweep.SweepResult(variants, [], *tasks.headline("regression"),
+                          1, 0.0)
+  assert [v.index for v in res.ranked()][:2] == [2, 0]
+  cls = sweep.SweepResult(variants, [], *tasks.headline("classification"),
+                          1, 0.0)
+  assert (cls.metric, cls.higher_is_better) == ("test_accuracy", True)
+
+
+def test_switches_and_shape_keys_split_programs_and_traced_values_do_not():
+  """program_key alone (the slow test above trains such a grid): each
+  switch on or off is another program; its nonzero values are one."""
+  base = config.load(None, [])
+  key = lambda **sets: grid_lib.program_key(grid_lib.variant_config(  # noqa
+      base, {k.replace("__", "."): v for k, v in sets.items()}))
+  assert key(optimizer__learning_rate=0.1) == key(optimizer__learning_rate=0.2)
+  assert key(seed=1) == key(seed=2)
+  assert key(train__batch_size=16) != key(train__batch_size=32)
+  for switch, on, other in [("optimizer.clip_norm", 1.0, 2.0),
+                            ("optimizer.l2", 1e-4, 1e-3),
+                            ("model.mlp.dropout", 0.1, 0.3),
+                            ("schedule.warmup_steps", 5, 10)]:
+    assert switch in grid_lib.SWITCHES
+    k = switch.replace(".", "__")
+    assert key(**{k: 0 * on}) != key(**{k: on}), switch
+    assert key(**{k: on}) == key(**{k: other}), switch
 
 
 def test_grid_parsing_and_checks():
@@ -225,6 +309,77 @@ def test_sweep_command_mistakes_are_one_line(tmp_path, capsys):
   assert "KIND one of" in err("sweep", "--search", "optuna", "--space",
                               "optimizer.learning_rate=lognormal:1,2",
                               "--out", str(tmp_path / "c"))
+
+
+def test_optuna_search_in_process_asks_an_interrupted_trial_again(tmp_path):
+  """Fast (the kill-and-resume command test is slow): a regression search
+  (minimise the loss) whose study holds a trial asked and never told, as a
+  killed search leaves it; every number checked against the trials' run
+  folders."""
+  import optuna
+  from funcnet.sweep import search
+  base = config.load(None, ["data.name=regression", "train.loss=mse",
+                            "model.mlp.output_activation=identity",
+                            "model.mlp.hidden=[8]", "train.epochs=1",
+                            "optimizer.name=sgd", "run.plots=false"])
+  space = search.parse_space(["optimizer.learning_rate=loguniform:1e-4,0.1"])
+  out = str(tmp_path / "s")
+  os.makedirs(out)
+  killed = optuna.create_study(
+      study_name="funcnet", storage=f"sqlite:///{out}/optuna.db",
+      direction="minimize")
+  lr0 = killed.ask(space).params["optimizer.learning_rate"]
+  lines = []
+  study = search.run(base, space, trials=3, parallel=3, out=out, seed=0,
+                     log=lines.append)
+  assert "trial 0 was interrupted; asking for its values again" in lines
+  done = [t for t in study.get_trials() if search.STATUS in t.user_attrs]
+  assert len(done) == 3
+  assert lr0 in [t.params["optimizer.learning_rate"] for t in done]
+  for t in done:  # told the final test loss its run folder holds
+    records = read_jsonl(os.path.join(out, "variants", f"{t.number:03d}",
+                                      "metrics.jsonl"))
+    assert t.value == [r for r in records if "test_loss" in r][-1]["test_loss"]
+  best = min(done, key=lambda t: t.value)
+  assert study.best_trial.number == best.number
+  with open(os.path.join(out, "results.md")) as f:
+    order = [int(line.split("|")[1]) for line in f.read().splitlines()[2:]]
+  assert order == [t.number for t in sorted(done, key=lambda t: t.value)]
+  got = config.load(os.path.join(out, "best.toml"))
+  assert got["optimizer"]["learning_rate"] == best.params[
+      "optimizer.learning_rate"]
+  # the same --out with another space is refused, the folder kept
+  with pytest.raises(ConfigError, match="another space"):
+    search.run(base, search.parse_space(["train.batch_size=int:8,64"]),
+               trials=4, parallel=1, out=out, log=lines.append)
+
+
+def test_a_search_trial_is_told_its_final_metric_not_its_best(tmp_path,
+                                                             monkeypatch):
+  """Documented: each trial is told its final main metric. Trained trials
+  rarely end worse than their best, so the training is stubbed with
+  histories that do (nothing compiles)."""
+  from funcnet.sweep import results as results_lib
+  from funcnet.sweep import search
+
+  def train_variants(vs, cache=None, log=print):
+    del cache, log
+    return [sweep.VariantResult(
+        v.index, v.assignment, v.cfg, "done", None,
+        [{"epoch": 1, "train_loss": 0.1, "test_loss": 0.25},
+         {"epoch": 2, "train_loss": 0.1, "test_loss": 0.5 + v.index}],
+        None, 0, 0.0, "regression") for v in vs]
+
+  monkeypatch.setattr(sweep, "train_variants", train_variants)
+  monkeypatch.setattr(results_lib, "write_variants", lambda vs, folder: None)
+  base = config.load(None, ["data.name=regression", "train.loss=mse",
+                            "model.mlp.output_activation=identity"])
+  space = search.parse_space(["optimizer.learning_rate=loguniform:1e-4,0.1"])
+  study = search.run(base, space, trials=2, parallel=2,
+                     out=str(tmp_path / "s"), log=lambda *a: None)
+  assert sorted((t.number, t.value) for t in study.trials) == [(0, 0.5),
+                                                               (1, 1.5)]
+  assert study.best_trial.number == 0
 
 
 @pytest.mark.slow
