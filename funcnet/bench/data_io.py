@@ -45,7 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -345,19 +345,33 @@ def _folder_bytes(path) -> int:
   return sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path))
 
 
+class Generated(NamedTuple):
+  """The shape of :func:`memory`'s generated set (one argument, not three,
+  so that ``memory`` keeps to issue 22's ten parameters).
+
+  Attributes:
+    features: float32 values per training row.
+    classes: the number of labels of the linear teacher.
+    n_test: rows of the test split.
+  """
+  features: int = 1024
+  classes: int = 10
+  n_test: int = 5000
+
+
 def memory(cap_mb: float = 1024, *, factor: float = 3.0,
-           features: int = 1024, classes: int = 10, n_test: int = 5000,
-           batch_size: int = 1000, hidden: Sequence[int] = (256,),
-           overrides: Sequence[str] = (), workdir=None, keep: bool = False,
-           log: Callable = print) -> dict:
+           data: Generated = Generated(), batch_size: int = 1000,
+           hidden: Sequence[int] = (256,), overrides: Sequence[str] = (),
+           workdir=None, keep: bool = False, log: Callable = print) -> dict:
   """One epoch of ``funcnet train`` on a generated set of at least
   ``factor x cap_mb`` MiB of shards; its peak RSS against the cap.
 
-  The set is :func:`funcnet.data.shard_writer.generate`'s linear teacher:
-  ``n_train`` rows of ``features`` float32 (a record is ``4 * features +
-  4`` bytes with its int32 label), ``n_train`` the least multiple of
-  ``batch_size`` that makes ``factor x cap`` of records, and ``n_test``
-  rows (held in memory by the run, as every test split). It is written
+  The set is :func:`funcnet.data.shard_writer.generate`'s linear teacher
+  of ``data.classes`` classes (:class:`Generated`): ``n_train`` rows of
+  ``data.features`` float32 (a record is ``4 * features + 4`` bytes with
+  its int32 label), ``n_train`` the least multiple of ``batch_size`` that
+  makes ``factor x cap`` of records, and ``data.n_test`` rows (held in
+  memory by the run, as every test split). It is written
   into a new folder of ``workdir`` (default: the system's temporary
   folder) and removed afterwards with the run folder, unless ``keep``.
 
@@ -377,6 +391,7 @@ def memory(cap_mb: float = 1024, *, factor: float = 3.0,
   from funcnet import config as config_lib, experiment, train as tr
   from funcnet.bench import step_time
   from funcnet.run import preflight
+  features, classes, n_test = data
   cap = int(cap_mb * 2**20)
   record = 4 * features + 4
   n_train = -(-math.ceil(factor * cap / record) // batch_size) * batch_size

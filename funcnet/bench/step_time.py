@@ -84,6 +84,14 @@ SWEEP_WIDTHS = (128, 256, 512, 1024, 2048)
 SWEEP_BATCHES = (32, 64, 128, 256, 512, 1024)
 
 
+class Sweep(NamedTuple):
+  """The grid of :func:`run`'s width and batch sweep: ``[784, w, w, 10]``
+  at batch 512 for each ``w`` in ``widths``, ``[784, 1024, 1024, 10]`` at
+  each batch in ``batches``. ``Sweep()`` is the default grid."""
+  widths: Sequence[int] = SWEEP_WIDTHS
+  batches: Sequence[int] = SWEEP_BATCHES
+
+
 def step_flops(sizes: Sequence[int], batch: int) -> float:
   """``F = 6 m sum_l n_{l-1} n_l``, the FLOPs of one training step."""
   return 6.0 * batch * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
@@ -351,10 +359,35 @@ def _against_peak(block: list, before: float, after: float) -> None:
     r["fraction_of_peak"] = r["gflops"] / r["peak_gflops"]
 
 
+def _sweep_block(sweep: Sweep, dt_name: str, *, repeats: int,
+                 min_time: float, log: Callable) -> list:
+  """One dtype's sweep rows ``{"vary", "sizes", "batch", "flops",
+  "ms_per_step", "gflops", "dtype"}``: the scanned autodiff step at each
+  point of ``sweep``, with half the repeats (at least 3) and half the time
+  of the main records; :func:`run` sets them against the peak."""
+  dtype = jnp.dtype(dt_name)
+  skw = {"repeats": max(3, repeats // 2), "min_time": min_time / 2}
+  points = [("width", (784, w, w, 10), 512) for w in sweep.widths]
+  points += [("batch", (784, 1024, 1024, 10), b) for b in sweep.batches]
+  block = []
+  for vary, sizes_, batch in points:
+    # Enough mini-batches for ~1 MiB of x per epoch at least.
+    steps = max(4, min(64, 2 ** 20 // (4 * batch * sizes_[0]) + 1))
+    t = time_scan(Size(sizes_, batch, steps), "autodiff", dtype,
+                  norms=False, **skw)
+    flops = step_flops(sizes_, batch)
+    block.append({
+        "vary": vary, "sizes": list(sizes_), "batch": batch, "flops": flops,
+        "ms_per_step": 1e3 * t.median, "gflops": flops / t.median / 1e9,
+        "dtype": dt_name})
+    log(f"sweep {vary} {list(sizes_)} batch {batch}: "
+        f"{1e3 * t.median:.3f} ms/step")
+  return block
+
+
 def run(sizes=("small", "large"), grads=GRADS, modes=MODES, dtypes=None, *,
         repeats: int = 5, min_time: float = 1.0, peak_size: Optional[int] = None,
-        sweep: bool = False, sweep_widths=SWEEP_WIDTHS,
-        sweep_batches=SWEEP_BATCHES, log: Callable = print) -> dict:
+        sweep: Optional[Sweep] = None, log: Callable = print) -> dict:
   """Runs the benchmark; returns ``{"device", "records", "memory", "sweep"}``.
 
   Args:
@@ -365,9 +398,10 @@ def run(sizes=("small", "large"), grads=GRADS, modes=MODES, dtypes=None, *,
     dtypes: float dtype names (default: :func:`default_dtypes`).
     repeats, min_time: see :func:`measure`.
     peak_size: ``n`` of the peak matmul (default 2048 on CPU, 8192 else).
-    sweep: also time the scanned autodiff step of ``[784, w, w, 10]`` at
-      batch 512 for each ``w`` in ``sweep_widths`` and of
-      ``[784, 1024, 1024, 10]`` at each batch in ``sweep_batches``.
+    sweep: a :class:`Sweep` (``Sweep()``: the default grid) to also time
+      the scanned autodiff step of ``[784, w, w, 10]`` at batch 512 for
+      each ``w`` in ``sweep.widths`` and of ``[784, 1024, 1024, 10]`` at
+      each batch in ``sweep.batches``; ``None``: no sweep.
     log: called with a line of progress as each measurement ends.
 
   Returns:
@@ -433,23 +467,8 @@ def run(sizes=("small", "large"), grads=GRADS, modes=MODES, dtypes=None, *,
       _against_peak(block, before, after)
       records += block
       before = after
-    if sweep:
-      skw = {"repeats": max(3, repeats // 2), "min_time": min_time / 2}
-      points = [("width", (784, w, w, 10), 512) for w in sweep_widths]
-      points += [("batch", (784, 1024, 1024, 10), b) for b in sweep_batches]
-      block = []
-      for vary, sizes_, batch in points:
-        # Enough mini-batches for ~1 MiB of x per epoch at least.
-        steps = max(4, min(64, 2 ** 20 // (4 * batch * sizes_[0]) + 1))
-        t = time_scan(Size(sizes_, batch, steps), "autodiff", dtype,
-                      norms=False, **skw)
-        flops = step_flops(sizes_, batch)
-        block.append({
-            "vary": vary, "sizes": list(sizes_), "batch": batch, "flops": flops,
-            "ms_per_step": 1e3 * t.median, "gflops": flops / t.median / 1e9,
-            "dtype": dt_name})
-        log(f"sweep {vary} {list(sizes_)} batch {batch}: "
-            f"{1e3 * t.median:.3f} ms/step")
+    if sweep is not None:
+      block = _sweep_block(sweep, dt_name, log=log, **kw)
       after = peak_now()
       _against_peak(block, before, after)
       sweep_rows += block

@@ -119,15 +119,16 @@ def steps(args) -> int:
   _check_repeats(args)
   if args.plot and not args.sweep:
     raise FuncnetError("--plot draws the sweep; expected --sweep with it")
-  sweep = {}
+  grid = {}
   if args.sweep_widths:
-    sweep["sweep_widths"] = _ints(args.sweep_widths, "--sweep-widths")
+    grid["widths"] = _ints(args.sweep_widths, "--sweep-widths")
   if args.sweep_batches:
-    sweep["sweep_batches"] = _ints(args.sweep_batches, "--sweep-batches")
+    grid["batches"] = _ints(args.sweep_batches, "--sweep-batches")
   result = step_time.run(
       _names(args.sizes), _names(args.grads), _names(args.modes),
       _names(args.dtypes), repeats=args.repeats, min_time=args.min_time,
-      peak_size=args.peak_size, sweep=args.sweep, log=common.log, **sweep)
+      peak_size=args.peak_size,
+      sweep=step_time.Sweep(**grid) if args.sweep else None, log=common.log)
   print(step_time.format_table(result))
   if args.json:
     common.write_json(args.json, step_time.records_json(result))

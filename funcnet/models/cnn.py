@@ -132,22 +132,8 @@ def cnn(in_shape, n_classes: int, channels: Sequence[int] = (8, 16),
   add_channel = len(shape) == conv_dims
   c_in = 1 if add_channel else shape[-1]
 
-  # Follow the feature map through the layers now, so a kernel or pool that
-  # does not fit is reported at build time rather than as an XLA error.
-  spatial = list(shape[:conv_dims])
-  for l in range(len(channels)):
-    if padding == "VALID" and kernel_size > min(spatial):
-      raise ShapeError(
-          f"conv layer {l + 1}: kernel_size {kernel_size} is larger than its "
-          f"input {spatial} with padding 'VALID'; expected kernel_size <= "
-          f"{min(spatial)} or padding 'SAME'")
-    spatial = [layers.out_size(n, kernel_size, stride, padding) for n in spatial]
-    if pool > min(spatial):
-      raise ShapeError(
-          f"conv layer {l + 1}: pool {pool} is larger than its feature map "
-          f"{spatial}; expected pool <= {min(spatial)}, fewer layers or a "
-          "smaller stride")
-    spatial = [layers.out_size(n, pool, pool, "VALID") for n in spatial]
+  spatial = _feature_spatial(shape[:conv_dims], len(channels), kernel_size,
+                             stride, padding, pool)
   n_features = channels[-1] * (1 if global_pool else math.prod(spatial))
   widths = [n_features] + hidden + [n_classes]
 
@@ -174,6 +160,34 @@ def cnn(in_shape, n_classes: int, channels: Sequence[int] = (8, 16),
 
   return Model(init_fn, logits_fn, "softmax", in_shape, n_classes, spec,
                head=("dense", -1), backward=_backward)
+
+
+def _feature_spatial(spatial, n_layers: int, kernel_size: int, stride: int,
+                     padding: str, pool: int) -> list:
+  """The spatial shape of ``a_K`` for an input of spatial shape ``spatial``
+  after ``n_layers`` conv + pool layers.
+
+  Followed at build time so that a kernel or pool that does not fit is
+  reported there, naming its layer, rather than as an XLA error.
+
+  Raises:
+    ShapeError: a ``VALID`` kernel or a pool larger than its layer's input.
+  """
+  spatial = list(spatial)
+  for l in range(n_layers):
+    if padding == "VALID" and kernel_size > min(spatial):
+      raise ShapeError(
+          f"conv layer {l + 1}: kernel_size {kernel_size} is larger than its "
+          f"input {spatial} with padding 'VALID'; expected kernel_size <= "
+          f"{min(spatial)} or padding 'SAME'")
+    spatial = [layers.out_size(n, kernel_size, stride, padding) for n in spatial]
+    if pool > min(spatial):
+      raise ShapeError(
+          f"conv layer {l + 1}: pool {pool} is larger than its feature map "
+          f"{spatial}; expected pool <= {min(spatial)}, fewer layers or a "
+          "smaller stride")
+    spatial = [layers.out_size(n, pool, pool, "VALID") for n in spatial]
+  return spatial
 
 
 class Trace(NamedTuple):
