@@ -32,7 +32,8 @@ EXIT_STATUS = """exit status:
          checkpoint, a model too large for memory, a filesystem problem (a
          folder that cannot be written, a full disk, a file where a folder
          should be); also a wrong flag (argparse)
-  3      the loss became NaN/inf; the last good checkpoint stays
+  3      the run diverged: its loss became NaN/inf, or grew past 1e6 x the
+         first epoch's (at least 1e6); the last good checkpoint stays
   70     an internal error: a bug in funcnet, with its traceback; please
          report it
   75     funcnet train stopped by SIGTERM after saving its checkpoint and

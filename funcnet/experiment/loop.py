@@ -70,8 +70,9 @@ def train_and_evaluate(cfg, workdir, *, resume=False, progress="auto",
       folder that cannot be written. Nothing in ``workdir`` is changed.
     CheckpointError: ``resume`` without a (readable) checkpoint; nothing in
       ``workdir`` is changed.
-    DivergenceError: the loss became NaN/inf (exit status 3); the run
-      folder keeps its last good checkpoint, metrics, summary and plots.
+    DivergenceError: the loss became NaN/inf or grew without bound (exit
+      status 3); the run folder keeps its last good checkpoint, metrics,
+      summary and plots.
     Preempted: a SIGTERM/SIGINT stopped the run after an epoch; its
       checkpoint and the summary (``status = "preempted"``) are written.
   """
