@@ -84,7 +84,7 @@ Duchi et al. 2011 (Adagrad); Tieleman & Hinton 2012 (RMSprop); Kingma & Ba
 """
 
 import inspect
-from typing import Any, Callable, NamedTuple, Optional, Union
+from typing import Any, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from funcnet import cli, config, data, experiment
-from helpers import read_json, read_jsonl
+from helpers import read_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(os.path.basename(p)[:-5]

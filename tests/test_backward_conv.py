@@ -14,7 +14,6 @@ pools with overlapping and leftover windows and the documented tie rule.
 """
 
 import itertools
-import math
 
 import jax
 import jax.numpy as jnp

@@ -3,7 +3,6 @@ gradients (matrix factorisation, NCF) against jax.vjp / jax.grad, finite
 differences and a per-example numpy loop."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

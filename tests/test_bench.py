@@ -9,7 +9,6 @@ import types
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 from funcnet import autodiff, cli

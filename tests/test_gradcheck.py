@@ -4,7 +4,6 @@ wrong derivative in the layer where it is, and skips entries at kinks."""
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 import funcnet
 from funcnet import activations, gradcheck

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from funcnet import config, data, experiment, paths
+from funcnet import config, experiment, paths
 from funcnet.run import preflight
 from funcnet.data import bundled
 from funcnet.errors import ConfigError

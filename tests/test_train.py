@@ -7,7 +7,6 @@ import types
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from funcnet import data, optimizers, train
