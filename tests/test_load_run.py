@@ -124,3 +124,16 @@ def test_the_readme_section_runs_as_written(run, capsys):
   assert "mlp 2 adam" in out and "'test_accuracy'" in out
   # its last line, the gradient check at the trained params, passes
   assert out.rstrip().splitlines()[-1].startswith("OK "), out
+
+
+def test_a_float64_run_in_32_bit_jax_is_one_line(run, tmp_path):
+  copy = tmp_path / "f64"
+  shutil.copytree(run, copy)
+  with open(copy / "config.json") as f:
+    cfg = json.load(f)
+  cfg["train"]["dtype"] = "float64"
+  with open(copy / "config.json", "w") as f:
+    json.dump(cfg, f)
+  with pytest.raises(ConfigError, match="needs 64-bit JAX") as e:
+    funcnet.load_run(copy)
+  assert "\n" not in str(e.value)

@@ -20,6 +20,7 @@ import functools
 import os
 from typing import Optional
 
+from funcnet.errors import ConfigError
 from funcnet.experiment import verify
 from funcnet.experiment.setup import build_dataset
 from funcnet.run import rundir
@@ -34,10 +35,19 @@ def load_run(run, epoch: Optional[int] = None) -> "LoadedRun":
 
   Raises:
     ConfigError: no such folder, or one without ``config.json`` or
-      ``model.json`` (one line naming what is missing).
+      ``model.json`` (one line naming what is missing); a float64 run
+      while JAX is 32-bit.
     CheckpointError: no checkpoint, or none intact.
   """
-  return LoadedRun(rundir.load_trained(os.fspath(run), "load_run", epoch))
+  import jax
+  run = os.fspath(run)
+  dtype = rundir.read_config(run, what="load_run")["train"]["dtype"]
+  if dtype == "float64" and not jax.config.jax_enable_x64:
+    raise ConfigError(f"load_run {run!r}: the run trained in float64, which "
+                      "needs 64-bit JAX; expected JAX_ENABLE_X64=1 in the "
+                      "environment (or jax.config.update('jax_enable_x64', "
+                      "True) before loading)")
+  return LoadedRun(rundir.load_trained(run, "load_run", epoch))
 
 
 class LoadedRun:
@@ -109,7 +119,7 @@ class LoadedRun:
             **verify.evaluate_params(self._trained, self.dataset, split,
                                      f"run {self.run!r}")}
 
-  def gradcheck(self, batch: Optional[int] = 8, seed: Optional[int] = None):
+  def gradcheck(self, batch: Optional[int] = None, seed: Optional[int] = None):
     """Manual vs autodiff vs finite differences at the loaded params.
 
     Args:
