@@ -8,8 +8,9 @@ The public surface, one list (each name lives in a small module of its own):
   funcnet.autodiff.value_and_grad(m, loss)  jax.value_and_grad
   funcnet.gradcheck.compare(m, loss, params, x, y)
   funcnet.optimizers.sgd / momentum / ... / adamw, funcnet.schedules.*
-  funcnet.data.load(name), funcnet.train.fit(model, loss, opt, data, ...)
+  funcnet.data.load(name), funcnet.fit(model, loss, opt, data, ...)  (train.fit)
   funcnet.config.load(path), funcnet.experiment.train_and_evaluate(cfg, dir)
+  funcnet.load_run(dir)  a run folder: model, params, config, data, predict, ...
   funcnet.parallel (meshes, multi-process), funcnet.bench.step_time (benchmarks)
 
 Every name is imported on first use (PEP 562 module ``__getattr__``):
@@ -26,12 +27,13 @@ __version__ = "0.1.0"
 
 # Public names defined in a submodule: name -> that module.
 _NAMES = {"FuncnetError": "funcnet.errors", "Model": "funcnet.model",
-          "mlp": "funcnet.models"}
+          "mlp": "funcnet.models", "fit": "funcnet.train",
+          "load_run": "funcnet.experiment"}
 
 __all__ = [
     "FuncnetError", "Model", "activations", "autodiff", "backprop", "data",
-    "errors", "gradcheck", "initializers", "losses", "mlp", "models",
-    "optimizers", "schedules", "train",
+    "errors", "fit", "gradcheck", "initializers", "load_run", "losses", "mlp",
+    "models", "optimizers", "schedules", "train",
 ]
 
 

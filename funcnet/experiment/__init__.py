@@ -8,13 +8,15 @@ folder is :mod:`funcnet.run.rundir`'s.
   train_and_evaluate(cfg, workdir)    trains into a run folder; the summary
   evaluate(run)                       a run's latest checkpoint on its test split
   gradcheck(cfg, batch)               manual vs autodiff vs finite differences
+  load_run(run)                       a run folder in Python: LoadedRun
 
 One job per module: ``setup`` (what a config builds), ``loop`` (the run
 loop, a :class:`~funcnet.experiment.loop.Run` with one method per phase),
 ``summary`` (the summary record), ``verify`` (evaluate, gradcheck,
-compare-training).
+compare-training), ``loaded`` (a run folder in Python).
 """
 
+from funcnet.experiment.loaded import LoadedRun, load_run
 from funcnet.experiment.loop import Run, train_and_evaluate
 from funcnet.experiment.setup import (Setup, build_dataset,
                                       build_model, build_optimizer, check,
@@ -23,8 +25,8 @@ from funcnet.experiment.summary import default_workdir
 from funcnet.experiment.verify import compare_training, evaluate, gradcheck
 
 __all__ = [
-    "Run", "Setup", "build_dataset",
+    "LoadedRun", "Run", "Setup", "build_dataset",
     "build_model", "build_optimizer", "check", "compare_training",
-    "default_workdir", "evaluate", "gradcheck", "n_outputs",
+    "default_workdir", "evaluate", "gradcheck", "load_run", "n_outputs",
     "train_and_evaluate",
 ]

@@ -1,6 +1,7 @@
 """A trained run, checked: its test metrics, its gradients, the other source.
 
   evaluate(run)                  a run's latest checkpoint on its test split
+  evaluate_params(trained, ds)   given params on a split of a dataset
   gradcheck(cfg, batch)          manual vs autodiff vs finite differences
   compare_training(setup, p)     train again with the other gradient source
 """
@@ -29,15 +30,30 @@ def evaluate(run) -> dict:
   """
   trained = rundir.load_trained(run, "--run")
   ds = build_dataset(trained.cfg, trained.stats)
-  if ds.x_test is None:
-    raise ConfigError(f"--run {run!r}: its data {ds.name!r} has no test split; "
-                      "expected a dataset with x_test")
+  return {"run": run, "epoch": trained.epoch,
+          **evaluate_params(trained, ds, "test", f"--run {run!r}")}
+
+
+def evaluate_params(trained, ds, split: str = "test",
+                    what: str = "run") -> dict:
+  """``{"<split>_<metric>": ...}``: ``trained.params`` (a
+  :class:`funcnet.run.rundir.Trained`) on ``ds``'s ``"test"`` or
+  ``"train"`` split, in the run's dtype; ``what`` starts the errors."""
+  if split not in ("test", "train"):
+    raise ConfigError(f"{what}: split {split!r}; expected 'test' or 'train'")
+  x, y = getattr(ds, f"x_{split}"), getattr(ds, f"y_{split}")
+  if x is None:
+    raise ConfigError(f"{what}: its data {ds.name!r} has no {split} split; "
+                      f"expected a dataset with x_{split}")
+  if streamed.is_streamed(ds) and split == "train":
+    raise ConfigError(f"{what}: the training split of {ds.name!r} is streamed "
+                      "from shards; expected split='test'")
   dtype = jnp.dtype(trained.cfg["train"]["dtype"])
-  x, y = train.as_arrays(ds.x_test, ds.y_test, dtype)
+  x, y = train.as_arrays(x, y, dtype)
   metrics = train.make_evaluate(trained.model, trained.cfg["train"]["loss"],
                                 ds.task)(trained.params, x, y)
-  return {"run": run, "epoch": trained.epoch,
-          **{f"test_{k}": float(v) for k, v in jax.device_get(metrics).items()}}
+  return {f"{split}_{k}": float(v)
+          for k, v in jax.device_get(metrics).items()}
 
 
 def gradcheck(cfg, batch=None):
@@ -55,21 +71,28 @@ def gradcheck(cfg, batch=None):
   from funcnet import gradcheck as gradcheck_lib
   setup = Setup(cfg)
   ds = setup.ds
-  n = len(ds.y_train)
-  batch = min(8, n) if batch is None else batch
-  if not 1 <= batch <= n:
-    raise ConfigError(f"--batch {batch}: expected 1..{n}, the training "
-                      f"examples of {ds.name!r}")
-  rng = np.random.default_rng(cfg["seed"])
-  idx = np.sort(rng.choice(n, batch, replace=False))
+  x, y = sample_batch(ds, batch, cfg["seed"])
   params, _ = setup.init_state()
-  x, y = (ds.x_train.read(idx) if streamed.is_streamed(ds)
-          else (ds.x_train[idx], ds.y_train[idx]))
   report = gradcheck_lib.compare(setup.model, setup.loss, params, x, y,
                                  key=jax.random.key(cfg["seed"]))
   heading = (f"gradient check of {cfg['name']}: {setup.model.kind}, loss "
-             f"{setup.loss}, {batch} examples of {ds.name}, float64")
+             f"{setup.loss}, {len(y)} examples of {ds.name}, float64")
   return report, heading
+
+
+def sample_batch(ds, batch=None, seed: int = 0, what: str = "--batch"):
+  """``(x, y)``: ``batch`` training examples of ``ds`` drawn without
+  replacement with ``seed``, in index order; None: 8, or all of them when
+  there are fewer. ``what`` names ``batch`` in the error."""
+  n = len(ds.y_train)
+  batch = min(8, n) if batch is None else batch
+  if not 1 <= batch <= n:
+    raise ConfigError(f"{what} {batch}: expected 1..{n}, the training "
+                      f"examples of {ds.name!r}")
+  rng = np.random.default_rng(seed)
+  idx = np.sort(rng.choice(n, batch, replace=False))
+  return (ds.x_train.read(idx) if streamed.is_streamed(ds)
+          else (ds.x_train[idx], ds.y_train[idx]))
 
 
 def compare_training(setup: Setup, params, log=print) -> dict:
