@@ -210,28 +210,35 @@ def _entries(sizes, seed):
           else np.sort(rng.choice(s, MAX_ENTRIES, replace=False)) for s in sizes]
 
 
-def _finite_differences(loss, kinks, flat, sizes, eps, seed):
-  """Per leaf: its sampled flat indices, the central differences of ``loss``
-  there, a kept mask (False: straddles a kink), and ``|L(x)|``."""
+def _fd_indices(sizes, seed):
+  """The chosen entries per leaf, and all of them as one flat index vector."""
+  chosen = _entries(sizes, seed)
+  offsets = np.cumsum([0] + list(sizes[:-1]))
+  idx = np.concatenate([off + c for off, c in zip(offsets, chosen)] or
+                       [np.zeros(0, np.int64)]).astype(np.int32)
+  return chosen, idx
+
+
+def _fd_values(loss, kinks, flat, idx, eps):
+  """``L(x ± h e_k)`` for every ``k`` in ``idx`` (one after another, so
+  memory stays one copy of the inputs), ``L(x)``, and the kink signs on
+  both sides: traced inside :func:`check_backward`'s one program."""
   def probe(theta):
     k = kinks(theta) if kinks is not None else jnp.zeros((0,))
     return loss(theta), jnp.sign(jnp.ravel(k))
+  plus = jax.lax.map(lambda i: probe(flat.at[i].add(eps)), idx)
+  minus = jax.lax.map(lambda i: probe(flat.at[i].add(-eps)), idx)
+  return plus, minus, loss(flat)
 
-  @jax.jit
-  def shifted(idx, h):
-    return jax.lax.map(lambda i: probe(flat.at[i].add(h)), idx)
 
-  chosen = _entries(sizes, seed)
-  idx = np.concatenate([off + c for off, c in
-                        zip(np.cumsum([0] + sizes[:-1]), chosen)]).astype(np.int64)
-  if idx.size == 0:
-    return [], float(jax.jit(loss)(flat))
-  (c_plus, s_plus), (c_minus, s_minus) = shifted(idx, eps), shifted(idx, -eps)
-  c0 = float(jax.jit(loss)(flat))
-  c_plus, c_minus = np.asarray(c_plus), np.asarray(c_minus)
+def _fd_runs(chosen, plus, minus, c0, eps, exact):
+  """Per leaf: its sampled flat indices, the central differences there, and
+  a kept mask (False: the entry straddles a kink)."""
+  (c_plus, s_plus), (c_minus, s_minus) = plus, minus
+  c_plus, c_minus, c0 = np.asarray(c_plus), np.asarray(c_minus), float(c0)
   fd = (c_plus - c_minus) / (2 * eps)
-  if kinks is not None:
-    keep = np.asarray(jnp.all(s_plus == s_minus, axis=1))
+  if exact:
+    keep = np.asarray(np.all(np.asarray(s_plus) == np.asarray(s_minus), axis=1))
   else:
     fwd, bwd = (c_plus - c0) / eps, (c0 - c_minus) / eps
     keep = np.abs(fwd - bwd) <= KINK_TOL * np.maximum(np.abs(fd), 1.0)
@@ -239,7 +246,7 @@ def _finite_differences(loss, kinks, flat, sizes, eps, seed):
   for c in chosen:
     out.append((c, fd[start:start + len(c)], keep[start:start + len(c)]))
     start += len(c)
-  return out, c0
+  return out
 
 
 def _rows(split, manual_runs, ref_runs, fd_runs, c0, rtol, atol):
@@ -247,6 +254,10 @@ def _rows(split, manual_runs, ref_runs, fd_runs, c0, rtol, atol):
   rows = []
   fd_atol = FD_ATOL * max(1.0, abs(c0))
   for j, (name, shape) in enumerate(zip(split.names, split.shapes)):
+    for m in manual_runs[:1]:
+      if np.shape(m[j]) != shape:
+        raise AssertionError(f"{name}: backward's gradient has shape "
+                             f"{np.shape(m[j])}; the input has {shape}")
     stats = [_compare(m[j], r[j], rtol, atol) for m, r in zip(manual_runs, ref_runs)]
     worst_run = max(range(len(stats)), key=lambda k: (not stats[k][3], stats[k][0]))
     max_abs = max(s[0] for s in stats)
@@ -298,29 +309,44 @@ def check_backward(forward, backward, *inputs, seed: int = 0,
   with jax.enable_x64(True):
     inputs = tuple(_to64(inputs))
     split = _split(inputs)
+    if split.flat.size == 0:
+      return Report([], "jax.vjp", rtol, atol, fd)
     y = lambda theta: forward(*split.rebuild(theta))[0]  # noqa: E731
-    out, cache = forward(*inputs)
-    out_leaves, out_def = jax.tree_util.tree_flatten(out)
-    _, vjp = jax.vjp(y, split.flat)
-    keys = jax.random.split(jax.random.key(seed), n_cotangents)
-    manual_runs, ref_runs, cts = [], [], []
-    for k in keys:
-      ks = jax.random.split(k, max(len(out_leaves), 1))
-      ct = jax.tree_util.tree_unflatten(out_def, [
-          jax.random.normal(kk, jnp.shape(o), jnp.float64)
-          for kk, o in zip(ks, out_leaves)])
-      cts.append(ct)
-      manual_runs.append(_float_leaves(backward(cache, ct), inputs, len(inputs)))
-      ref_runs.append(_unflat_like(split, vjp(ct)[0]))
-    fd_runs, c0 = [], 0.0
-    if fd:
+    out_shapes = jax.eval_shape(y, split.flat)
+    leaves, out_def = jax.tree_util.tree_flatten(out_shapes)
+    cts = []
+    for k in jax.random.split(jax.random.key(seed), n_cotangents):
+      ks = jax.random.split(k, max(len(leaves), 1))
+      cts.append(jax.tree_util.tree_unflatten(out_def, [
+          jax.random.normal(kk, o.shape, jnp.float64)
+          for kk, o in zip(ks, leaves)]))
+    chosen, idx = _fd_indices(split.sizes, seed) if fd else ([], np.zeros(0))
+
+    # One compiled program: the hand-written backward for every cotangent,
+    # jax.vjp's, and the finite differences of <c_0, y(x)>.
+    @jax.jit
+    def run(flat, cts, idx):
+      xs = split.rebuild(flat)
+      _, cache = forward(*xs)
+      manual = [_float_leaves(backward(cache, ct), xs, len(xs)) for ct in cts]
+      _, vjp = jax.vjp(y, flat)
+      ref = [vjp(ct)[0] for ct in cts]
+      if not fd:
+        return manual, ref, None
+
       def loss(theta):
         return sum(jnp.vdot(c, o) for c, o in zip(
             jax.tree_util.tree_leaves(cts[0]), jax.tree_util.tree_leaves(y(theta))))
       kink_of = None if kinks is None else (
           lambda theta: kinks(*split.rebuild(theta)))
-      fd_runs, c0 = _finite_differences(loss, kink_of, split.flat, split.sizes,
-                                        eps, seed)
+      return manual, ref, _fd_values(loss, kink_of, flat, idx, eps)
+
+    manual_runs, refs, fd_out = run(split.flat, cts, idx)
+    ref_runs = [_unflat_like(split, r) for r in refs]
+    fd_runs, c0 = [], 0.0
+    if fd:
+      c0 = float(fd_out[2])
+      fd_runs = _fd_runs(chosen, *fd_out, eps, kinks is not None)
     return Report(_rows(split, manual_runs, ref_runs, fd_runs, c0, rtol, atol),
                   "jax.vjp", rtol, atol, fd)
 
