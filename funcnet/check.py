@@ -35,7 +35,6 @@ skipped) never passes.
 from typing import NamedTuple, Optional
 
 import jax
-import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 
@@ -125,9 +124,10 @@ class Report(NamedTuple):
 
 
 def _to64(tree):
+  """Floating leaves as float64 numpy arrays (numpy, not jnp: an eager cast
+  compiles a program per shape), other leaves as they are."""
   def cast(v):
-    v = jnp.asarray(v)
-    return v.astype(jnp.float64) if jnp.issubdtype(v.dtype, jnp.floating) else v
+    return np.asarray(v, np.float64) if _is_float(v) else v
   return jax.tree_util.tree_map(cast, tree)
 
 
@@ -172,18 +172,21 @@ class _Split(NamedTuple):
 def _split(inputs) -> _Split:
   leaves = [(i, p, v) for i, x in enumerate(inputs)
             for p, v in jax.tree_util.tree_flatten_with_path(x)[0]]
-  floats = [v for _, _, v in leaves if _is_float(v)]
-  flat, unravel = jax.flatten_util.ravel_pytree(floats)
+  kept = [(i, p, v) for i, p, v in leaves if _is_float(v)]
+  shapes = [tuple(np.shape(v)) for _, _, v in kept]
+  sizes = [int(np.size(v)) for _, _, v in kept]
+  flat = np.concatenate([np.ravel(v) for _, _, v in kept] or [np.zeros(0)])
   treedef = jax.tree_util.tree_structure(tuple(inputs))
 
   def rebuild(theta):
-    it = iter(unravel(theta))
+    parts, start = [], 0
+    for shape, size in zip(shapes, sizes):
+      parts.append(jnp.reshape(theta[start:start + size], shape))
+      start += size
+    it = iter(parts)
     return jax.tree_util.tree_unflatten(
         treedef, [next(it) if _is_float(v) else v for _, _, v in leaves])
-  kept = [(i, p, v) for i, p, v in leaves if _is_float(v)]
-  return _Split(flat, rebuild, [_name(i, p) for i, p, _ in kept],
-                [tuple(v.shape) for _, _, v in kept],
-                [int(np.size(v)) for _, _, v in kept])
+  return _Split(flat, rebuild, [_name(i, p) for i, p, _ in kept], shapes, sizes)
 
 
 def _float_leaves(grads, inputs, n):
@@ -314,12 +317,10 @@ def check_backward(forward, backward, *inputs, seed: int = 0,
     y = lambda theta: forward(*split.rebuild(theta))[0]  # noqa: E731
     out_shapes = jax.eval_shape(y, split.flat)
     leaves, out_def = jax.tree_util.tree_flatten(out_shapes)
-    cts = []
-    for k in jax.random.split(jax.random.key(seed), n_cotangents):
-      ks = jax.random.split(k, max(len(leaves), 1))
-      cts.append(jax.tree_util.tree_unflatten(out_def, [
-          jax.random.normal(kk, o.shape, jnp.float64)
-          for kk, o in zip(ks, leaves)]))
+    rng = np.random.default_rng(seed)
+    cts = [jax.tree_util.tree_unflatten(
+        out_def, [rng.standard_normal(o.shape) for o in leaves])
+           for _ in range(n_cotangents)]
     chosen, idx = _fd_indices(split.sizes, seed) if fd else ([], np.zeros(0))
 
     # One compiled program: the hand-written backward for every cotangent,
@@ -376,13 +377,13 @@ def check_model_backward(model, loss, params, x, y, **kwargs):
   return gradcheck.compare(model, loss, params, x, y, **kwargs)
 
 
-def _tangents(tree, key):
+def _tangents(tree, rng):
+  """``N(0, 1)`` entries shaped like ``tree``'s leaves (float0 zeros for an
+  integer leaf, as jax.jvp wants)."""
   leaves, treedef = jax.tree_util.tree_flatten(tree)
-  ks = jax.random.split(key, max(len(leaves), 1))
   return jax.tree_util.tree_unflatten(treedef, [
-      jax.random.normal(k, jnp.shape(v), jnp.float64) if _is_float(v)
-      else np.zeros(jnp.shape(v), jax.dtypes.float0)
-      for k, v in zip(ks, leaves)])
+      rng.standard_normal(np.shape(v)) if _is_float(v)
+      else np.zeros(np.shape(v), jax.dtypes.float0) for v in leaves])
 
 
 def _named_leaves(tree, prefix):
@@ -421,24 +422,28 @@ def check_jvp(f, jvp, *inputs, seed: int = 0, n_tangents: int = 3,
   """
   with jax.enable_x64(True):
     inputs = tuple(_to64(inputs))
+    rng = np.random.default_rng(seed)
+    ts = [tuple(_tangents(inputs, rng)) for _ in range(n_tangents)]
+
+    @jax.jit  # one program; the inputs and tangents are its constants
+    def run():
+      runs = [(jvp(inputs, t), jax.jvp(f, inputs, t)) for t in ts]
+      shift = lambda s: tuple(jax.tree_util.tree_map(  # noqa: E731
+          lambda x, dx: x + s * dx if _is_float(x) else x, inputs, ts[0]))
+      fd_t = jax.tree_util.tree_map(lambda a, b: (a - b) / (2 * eps),
+                                    f(*shift(eps)), f(*shift(-eps)))
+      return runs, fd_t
+
+    runs, fd_t = run()
     pairs, fd_pairs = [], []
-    for i, k in enumerate(jax.random.split(jax.random.key(seed), n_tangents)):
-      t = tuple(_tangents(inputs, k))
-      out, t_out = jvp(inputs, t)
-      ref_out, ref_t = jax.jvp(f, inputs, t)
-      for (n, m), (_, r) in zip(_named_leaves(out, "out"), _named_leaves(ref_out, "out")):
-        pairs.append((n, m, r))
-      for (n, m), (_, r) in zip(_named_leaves(t_out, "tangent"),
-                                _named_leaves(ref_t, "tangent")):
-        pairs.append((n, m, r))
+    for i, ((out, t_out), (ref_out, ref_t)) in enumerate(runs):
+      for what, m, r in (("out", out, ref_out), ("tangent", t_out, ref_t)):
+        pairs += [(n, a, b) for (n, a), (_, b) in
+                  zip(_named_leaves(m, what), _named_leaves(r, what))]
       if i == 0:
-        shift = lambda s: tuple(jax.tree_util.tree_map(  # noqa: E731
-            lambda x, dx: x + s * dx if _is_float(x) else x, inputs, t))
-        fd_t = jax.tree_util.tree_map(lambda a, b: (a - b) / (2 * eps),
-                                      f(*shift(eps)), f(*shift(-eps)))
-        for (n, m), (_, d) in zip(_named_leaves(t_out, "tangent"),
-                                  _named_leaves(fd_t, "tangent")):
-          fd_pairs.append((n, m, d))
+        fd_pairs += [(n, a, b) for (n, a), (_, b) in
+                     zip(_named_leaves(t_out, "tangent"),
+                         _named_leaves(fd_t, "tangent"))]
     return _second_order(pairs, fd_pairs, "jax.jvp", rtol, atol)
 
 
@@ -451,17 +456,22 @@ def check_hvp(f, hvp, x, *, seed: int = 0, n_vectors: int = 3,
   """
   with jax.enable_x64(True):
     x = _to64(x)
+    rng = np.random.default_rng(seed)
+    vs = [_tangents(x, rng) for _ in range(n_vectors)]
     grad = jax.grad(f)
-    pairs, fd_pairs = [], []
-    for i, k in enumerate(jax.random.split(jax.random.key(seed), n_vectors)):
-      v = _tangents(x, k)
-      ref = jax.jvp(grad, (x,), (v,))[1]
-      for (n, m), (_, r) in zip(_named_leaves(hvp(x, v), "Hv"), _named_leaves(ref, "Hv")):
-        pairs.append((n, m, r))
-      if i == 0:
-        plus = grad(jax.tree_util.tree_map(lambda a, b: a + eps * b, x, v))
-        minus = grad(jax.tree_util.tree_map(lambda a, b: a - eps * b, x, v))
-        d = jax.tree_util.tree_map(lambda a, b: (a - b) / (2 * eps), plus, minus)
-        for (n, m), (_, r) in zip(_named_leaves(hvp(x, v), "Hv"), _named_leaves(d, "Hv")):
-          fd_pairs.append((n, m, r))
+
+    @jax.jit  # one program; x and the vectors are its constants
+    def run():
+      runs = [(hvp(x, v), jax.jvp(grad, (x,), (v,))[1]) for v in vs]
+      step = lambda s: jax.tree_util.tree_map(  # noqa: E731
+          lambda a, b: a + s * b, x, vs[0])
+      fd = jax.tree_util.tree_map(lambda a, b: (a - b) / (2 * eps),
+                                  grad(step(eps)), grad(step(-eps)))
+      return runs, fd
+
+    runs, fd = run()
+    pairs = [(n, a, b) for m, r in runs for (n, a), (_, b) in
+             zip(_named_leaves(m, "Hv"), _named_leaves(r, "Hv"))]
+    fd_pairs = [(n, a, b) for (n, a), (_, b) in
+                zip(_named_leaves(runs[0][0], "Hv"), _named_leaves(fd, "Hv"))]
     return _second_order(pairs, fd_pairs, "jax.jvp(jax.grad(f))", rtol, atol)
