@@ -197,7 +197,15 @@ LAYERS = {
 }
 
 
-@pytest.mark.parametrize("name", LAYERS)
+# The fast loop checks one layer of each family; the rest run in the full
+# suite (CI), each also checked against jax.vjp in tests/test_backward_*.py.
+FAST_LAYERS = {"dense", "activation_relu", "conv2d_valid", "max_pool_2d_same",
+               "layer_norm", "embed", "dropout_fixed_mask"}
+
+
+@pytest.mark.parametrize("name", [
+    n if n in FAST_LAYERS else pytest.param(n, marks=pytest.mark.slow)
+    for n in LAYERS])
 def test_every_shipped_layer_passes(name):
   fwd, bwd, inputs = LAYERS[name]()
   report = funcnet.check_backward(fwd, bwd, *inputs, n_cotangents=1)
@@ -231,14 +239,19 @@ def test_nothing_checked_never_passes():
 
 # --- a whole model, and second order ------------------------------------------------
 
+@pytest.mark.slow  # fast: the refusal below; compare is tests/test_gradcheck.py's
 def test_a_models_backward_is_checked_through_gradcheck():
   model = funcnet.mlp([3, 4, 2], activation="tanh")
   params = model.init(jax.random.key(0))
   report = funcnet.check_model_backward(model, "mse", params, _normal(5, 3),
                                         _normal(5, 2), max_entries=4)
   assert report.manual and report.raise_if_wrong().ok()
+
+
+def test_a_model_without_a_backward_is_refused():
+  model = funcnet.mlp([3, 2])
   with pytest.raises(ValueError, match="no hand-written backward"):
-    funcnet.check_model_backward(model._replace(backward=None), "mse", params,
+    funcnet.check_model_backward(model._replace(backward=None), "mse", None,
                                  _normal(5, 3), _normal(5, 2))
 
 
