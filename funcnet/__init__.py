@@ -7,6 +7,8 @@ The public surface, one list (each name lives in a small module of its own):
   funcnet.backprop.value_and_grad(m, loss)  hand-written BP1-BP4
   funcnet.autodiff.value_and_grad(m, loss)  jax.value_and_grad
   funcnet.gradcheck.compare(m, loss, params, x, y)
+  funcnet.check_backward(forward, backward, *inputs)   any hand-written backward
+  funcnet.check_model_backward / check_jvp / check_hvp  (funcnet/check.py)
   funcnet.optimizers.sgd / momentum / ... / adamw, funcnet.schedules.*
   funcnet.data.load(name), funcnet.fit(model, loss, opt, data, ...)  (train.fit)
   funcnet.config.load(path), funcnet.experiment.train_and_evaluate(cfg, dir)
@@ -28,10 +30,13 @@ __version__ = "0.1.0"
 # Public names defined in a submodule: name -> that module.
 _NAMES = {"FuncnetError": "funcnet.errors", "Model": "funcnet.model",
           "mlp": "funcnet.models", "fit": "funcnet.train",
-          "load_run": "funcnet.experiment"}
+          "load_run": "funcnet.experiment", "check_backward": "funcnet.check",
+          "check_model_backward": "funcnet.check", "check_jvp": "funcnet.check",
+          "check_hvp": "funcnet.check"}
 
 __all__ = [
-    "FuncnetError", "Model", "activations", "autodiff", "backprop", "data",
+    "FuncnetError", "Model", "activations", "autodiff", "backprop",
+    "check_backward", "check_hvp", "check_jvp", "check_model_backward", "data",
     "errors", "fit", "gradcheck", "initializers", "load_run", "losses", "mlp",
     "models", "optimizers", "schedules", "train",
 ]

@@ -103,6 +103,13 @@ class Report(NamedTuple):
   def ok(self) -> bool:
     return not self.failures()
 
+  def raise_if_wrong(self) -> "Report":
+    """Raises ``AssertionError`` with the table unless ``ok()`` (a pytest
+    assert); returns self."""
+    if not self.ok():
+      raise AssertionError("\n" + str(self))
+    return self
+
   def __str__(self):
     w = max([14] + [len(r.name) + 1 for r in self.rows])
     head = (f"{'param':<{w}}{'shape':>12}{'|grad|':>10}  "

@@ -24,3 +24,17 @@ def test_the_api_in_ten_lines_runs_as_written(capsys):
   exec(compile(code, "README.md", "exec"), {"__name__": "__main__"})
   out = capsys.readouterr().out
   assert "OK" in out and "layer 2 b" in out
+
+
+def test_the_check_backward_example_prints_the_table_shown(capsys):
+  heading = "## Checking your own backward"
+  exec(compile(_block_after(heading), "README.md", "exec"),
+       {"__name__": "__main__"})
+  printed = capsys.readouterr().out.splitlines()
+  text = (ROOT / "README.md").read_text()
+  blocks = re.findall(r"```\w*\n(.*?)```", text[text.index(heading):], re.S)
+  shown = blocks[1].splitlines()  # the report under the python block
+  # The same rows and verdict; the last digits of the rounding errors may
+  # differ between machines, so the words and shapes are compared.
+  assert [l.split()[:3] for l in printed] == [l.split()[:3] for l in shown]
+  assert printed[-1] == shown[-1] == "OK (rtol 1e-07, atol 1e-09)"
