@@ -61,6 +61,9 @@ if os.environ.get("FUNCNET_MUTATE"):
 # fast test of the same feature (named after the ``#``). Parametrized cases
 # are listed by id, so the other cases of the same test stay fast.
 SLOW_IN_THE_FAST_LOOP = {
+    # tests/test_gradcheck.py (compare, its report) and the README block of
+    # test_load_run.py (a README example run as written, 1 s)
+    "test_readme.py::test_the_api_in_ten_lines_runs_as_written",
     # test_train.py's divergence test (fit's status, in-process)
     "test_cli.py::test_divergence_exits_3_and_keeps_the_last_good_checkpoint",
     # test_train.py::test_a_loss_that_grows_without_bound_but_stays_finite_...
