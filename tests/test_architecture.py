@@ -125,60 +125,53 @@ def test_the_top_level_holds_the_library_not_the_infrastructure():
     assert gone not in top, gone
 
 
-def _kind_literals(node) -> list:
-  """String constants naming a model kind inside ``node`` (a constant, or a
+def _literals(node, names) -> list:
+  """String constants in ``names`` inside ``node`` (a constant, or a
   tuple/list/set of them)."""
   items = node.elts if isinstance(node, (ast.Tuple, ast.List, ast.Set)) else [node]
   return [n.value for n in items if isinstance(n, ast.Constant)
-          and isinstance(n.value, str) and n.value in registry.KINDS]
+          and isinstance(n.value, str) and n.value in names]
+
+
+def _dispatches(names, owner: str) -> list:
+  """``file:line 'name'`` for each comparison or subscript with one of
+  ``names`` as a string literal, in every module outside ``owner`` (a
+  module or package name)."""
+  found = []
+  for name, path in MODULES.items():
+    if name == owner or name.startswith(owner + "."):
+      continue
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+      if isinstance(node, ast.Compare):
+        hits = sum((_literals(n, names) for n in [node.left, *node.comparators]), [])
+      elif isinstance(node, ast.Subscript):
+        hits = _literals(node.slice, names)
+      else:
+        continue
+      found += [f"{path.name}:{node.lineno} {h!r}" for h in hits]
+  return found
 
 
 def test_no_module_outside_models_dispatches_on_a_kind_name():
-  found = []
-  for name, path in MODULES.items():
-    if name.startswith("funcnet.models"):
-      continue
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-      if isinstance(node, ast.Compare):
-        hits = sum((_kind_literals(n) for n in [node.left, *node.comparators]), [])
-      elif isinstance(node, ast.Subscript):
-        hits = _kind_literals(node.slice)
-      else:
-        continue
-      found += [f"{path.name}:{node.lineno} {h!r}" for h in hits]
+  found = _dispatches(registry.KINDS, "funcnet.models")
   assert not found, found
 
 
-def _dataset_literals(node) -> list:
-  """String constants naming a built-in dataset inside ``node``. A name
-  that is also a task's ("regression", "ratings") is left to the task
-  registry's test: compared with ``ds.task`` it names the task."""
-  tasks = {s.task for s in data_registry.DATASETS.values()}
-  items = node.elts if isinstance(node, (ast.Tuple, ast.List, ast.Set)) else [node]
-  return [n.value for n in items if isinstance(n, ast.Constant)
-          and isinstance(n.value, str) and n.value in data_registry.DATASETS
-          and n.value not in tasks]
+def _dataset_names() -> set:
+  """The built-in datasets' names. A name that is also a task's
+  ("regression", "ratings") is left to the task registry's test: compared
+  with ``ds.task`` it names the task."""
+  tasks_of_data = {s.task for s in data_registry.DATASETS.values()}
+  return set(data_registry.DATASETS) - tasks_of_data
 
 
 def test_no_module_outside_data_dispatches_on_a_dataset_name():
-  found = []
-  for name, path in MODULES.items():
-    if name.startswith("funcnet.data"):
-      continue
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-      if isinstance(node, ast.Compare):
-        hits = sum((_dataset_literals(n)
-                    for n in [node.left, *node.comparators]), [])
-      elif isinstance(node, ast.Subscript):
-        hits = _dataset_literals(node.slice)
-      else:
-        continue
-      found += [f"{path.name}:{node.lineno} {h!r}" for h in hits]
+  found = _dispatches(_dataset_names(), "funcnet.data")
   assert not found, found
   # the finder finds one
   tree = ast.parse("if d['name'] == 'digits' or x['mnist1d']: pass")
-  assert sorted(sum((_dataset_literals(n) for n in ast.walk(tree)), [])) \
-      == ["digits", "mnist1d"]
+  assert sorted(sum((_literals(n, _dataset_names()) for n in ast.walk(tree)),
+                    [])) == ["digits", "mnist1d"]
 
 
 def test_every_dataset_is_registered_once_and_the_config_lists_the_registries():
@@ -269,28 +262,10 @@ def test_the_hand_written_path_calls_no_autodiff():
   assert not {k: v for k, v in found.items() if v}, found
 
 
-def _task_literals(node) -> list:
-  """String constants naming a registered task inside ``node``."""
-  items = node.elts if isinstance(node, (ast.Tuple, ast.List, ast.Set)) else [node]
-  return [n.value for n in items if isinstance(n, ast.Constant)
-          and isinstance(n.value, str) and n.value in tasks.TASKS]
-
-
 def test_no_module_outside_the_task_registry_dispatches_on_a_task_name():
   # "regression" is also a dataset's name: a comparison or subscript with
   # it is a dispatch on one or the other, and the data registry owns that.
-  found = []
-  for name, path in MODULES.items():
-    if name == "funcnet.tasks":
-      continue
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-      if isinstance(node, ast.Compare):
-        hits = sum((_task_literals(n) for n in [node.left, *node.comparators]), [])
-      elif isinstance(node, ast.Subscript):
-        hits = _task_literals(node.slice)
-      else:
-        continue
-      found += [f"{name}:{node.lineno} {h!r}" for h in hits]
+  found = _dispatches(tasks.TASKS, "funcnet.tasks")
   assert not found, found
 def _code_lines(path: pathlib.Path) -> int:
   """Lines of ``path`` not inside a docstring (module, class or function)."""
