@@ -30,7 +30,7 @@ class Model(NamedTuple):
   Attributes:
     init: ``(key, dtype=jnp.float32) -> params``.
     logits: ``(params, x, key=None) -> z``, ``x: (m, *in_shape)``,
-      ``z: (m, n_out)``.
+      ``z: (m, n_out)`` (a per-position model: ``(m, T, n_out)``).
     output_activation: the name of the activation that maps ``z`` to the
       output ``a``.
     in_shape: the shape of one example.
@@ -52,6 +52,17 @@ class Model(NamedTuple):
     trace: ``(params, x, key=None) -> funcnet.backprop.Trace``, the forward
       pass with every ``z_l`` and ``a_l`` kept (an MLP's, which
       :func:`funcnet.backprop.forward` returns); None for other kinds.
+    decoder: a language model's one-token-at-a-time form, for sampling:
+      ``decoder(params, m, max_len) -> (carry, step)`` with ``carry`` the
+      model's memory before any token (a pytree: a GPT's key/value cache
+      for ``max_len`` positions, a recurrent model's zero state) and
+      ``step(carry, token, t) -> (carry, z)``: ``token (m,)`` int32 is
+      the token at position ``t`` (an int32 scalar, traced), ``z (m,
+      n_out)`` the logits for position ``t + 1``, equal to
+      ``logits(params, x)[:, t]`` for ``x`` the tokens ``0..t`` fed so far
+      (``t < max_len``; a GPT also needs ``max_len <= block_size``).
+      Jittable, no Python loop inside. None for models that are not
+      per-position language models.
   """
   init: Callable
   logits: Callable
@@ -63,6 +74,7 @@ class Model(NamedTuple):
   backward: Optional[Callable] = None
   kinks: Optional[Callable] = None
   trace: Optional[Callable] = None
+  decoder: Optional[Callable] = None
 
   def apply(self, params, x, key=None):
     """``a = f(z)``: the model's output, ``(m, n_out)``."""
