@@ -13,6 +13,8 @@ benchmark of :mod:`funcnet.bench`; see docs/performance.md.
            (:mod:`funcnet.bench.sweep_speed`)
   startup  the time to a first result, cold and warm
            (:mod:`funcnet.bench.startup`)
+  gpt      the character GPT's training step, manual and autodiff, against
+           the same model in PyTorch (:mod:`funcnet.bench.lm_step`)
 
 Each prints a table on stdout (progress on stderr) and, with ``--json
 FILE``, writes its records.
@@ -30,7 +32,7 @@ DESCRIPTION = ("One benchmark per subcommand (funcnet bench SUBCOMMAND "
 def run(args) -> int:
   """``funcnet bench`` without a subcommand."""
   raise FuncnetError("funcnet bench needs a benchmark; expected steps, "
-                     "models, data, sweep or startup")
+                     "models, data, sweep, startup or gpt")
 
 
 def add_arguments(p) -> None:
@@ -53,6 +55,10 @@ def add_arguments(p) -> None:
       "startup", help="wall time of 'funcnet train --set train.epochs=1' "
       "(cold and warm compilation cache, in fresh processes) against "
       "importing JAX and running one op, with a breakdown"))
+  _gpt_arguments(sub.add_parser(
+      "gpt", help="the character GPT's training step (4 layers, width 128, "
+      "context 128, batch 32), manual and autodiff, against the same model "
+      "in PyTorch on the same CPU, with MFU"))
 
 
 def _json_flag(p) -> None:
@@ -267,5 +273,19 @@ def startup(args) -> int:
   _check_repeats(args)
   result = startup_bench.run(args.repeats, log=common.log)
   print(startup_bench.format_table(result))
+  common.write_json(args.json, result)
+  return 0
+
+
+def _gpt_arguments(p) -> None:
+  p.set_defaults(handler=gpt)
+  _repeats_flag(p, 3, "rounds, each timing the three steps in turn")
+  _json_flag(p)
+
+
+def gpt(args) -> int:
+  from funcnet.bench import lm_step
+  _check_repeats(args)
+  result = lm_step.run(rounds=args.repeats, log=common.log)
   common.write_json(args.json, result)
   return 0
