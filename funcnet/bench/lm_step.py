@@ -23,8 +23,8 @@ timing.
                 backward, and the attention scores and mixing; PaLM's
                 appendix B)
 
-PyTorch is an optional extra (``pip install 'funcnet[bench]'``); without
-it the command says so in one line.
+PyTorch is an optional extra (``pip install -e ".[bench]"``); without it
+the command says so in one line.
 """
 
 import math
@@ -38,7 +38,7 @@ import optax
 
 from funcnet import model as model_lib
 from funcnet.bench import step_time
-from funcnet.errors import ConfigError
+from funcnet.errors import needs_extra
 
 
 class Problem(NamedTuple):
@@ -54,8 +54,7 @@ def _torch():
   try:
     import torch
   except ImportError:
-    raise ConfigError("funcnet bench gpt compares with PyTorch, which is not "
-                      "installed; expected pip install 'funcnet[bench]'") from None
+    raise needs_extra("funcnet bench gpt", "bench", "torch") from None
   return torch
 
 
