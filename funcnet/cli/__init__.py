@@ -6,6 +6,8 @@
                     --process-id I | --distributed]
   funcnet gradcheck [--config FILE] [--set key=value ...] [--batch N]
   funcnet eval      --run DIR
+  funcnet sample    --run DIR [--prompt TEXT] [--length N] [--temperature T]
+                    [--top-k K] [--top-p P] [--seed S]
   funcnet sweep     [--config FILE] [--set ...] --grid KEY=V1,V2 ... [--out DIR]
                     [--sequential] | --search optuna --space KEY=DIST ...
   funcnet study     NAME [--out DIR] [--quick] [--set key=value ...] | --list
@@ -13,7 +15,7 @@
   funcnet data      convert SRC DST [--shard-rows N] | generate DST --train N ...
   funcnet bench     steps [--sizes small,large] [--sweep] [--plot FILE]
                     | models [CONFIG ...] | data shards DIR [--train]
-                    | data memory-cap MB | sweep [CONFIG:N ...] | startup
+                    | data memory-cap MB | sweep [CONFIG:N ...] | startup | gpt
                     (each with [--json FILE])
 
 One module per command in this package, each with ``NAME``, ``HELP``,
@@ -35,12 +37,13 @@ import sys
 import threading
 
 from funcnet import timings
-from funcnet.cli import (bench, compare, data, evaluate, gradcheck, study,
-                         sweep, train)
+from funcnet.cli import (bench, compare, data, evaluate, gradcheck, sample,
+                         study, sweep, train)
 from funcnet.cli.parser import build_parser
 from funcnet.errors import FuncnetError
 
-COMMANDS = (train, gradcheck, evaluate, sweep, study, compare, data, bench)
+COMMANDS = (train, gradcheck, evaluate, sample, sweep, study, compare, data,
+            bench)
 
 INTERNAL = 70  # sysexits.h's EX_SOFTWARE
 

@@ -26,7 +26,7 @@ from funcnet import data, parallel, timings
 from funcnet.data import streamed
 from funcnet.errors import CheckpointError, ConfigError, DivergenceError
 from funcnet.errors import Preempted
-from funcnet.experiment import summary as summary_lib
+from funcnet.experiment import language, summary as summary_lib
 from funcnet.experiment.setup import Setup
 from funcnet.experiment.verify import compare_training
 from funcnet.models import registry
@@ -254,6 +254,7 @@ class Run:
       rundir.write_config(self.workdir, cfg)
       rundir.write_model(self.workdir, setup.model)
       rundir.write_stats(self.workdir, setup.stats)
+      rundir.write_tokenizer(self.workdir, setup.ds.info.get("tokenizer"))
       rundir.reset_metrics(self.workdir, self.history + self.events)
       if cfg["run"]["tensorboard"]:
         from funcnet.run import tensorboard  # tensorboardX only when asked for
@@ -296,6 +297,7 @@ class Run:
     """After each epoch: its record written; a checkpoint every
     ``run.checkpoint_every`` epochs (not of a diverged one, nor the last,
     which :meth:`finish` saves); stop after it on SIGTERM/SIGINT."""
+    record = language.per_char(record, self.setup.ds.info)
     if self.metrics:
       self.metrics.write(record)
     if self.board:
@@ -335,6 +337,12 @@ class Run:
         self.saver.save(result.state)
     summary = summary_lib.record(self.setup, result, self.history, elapsed,
                                  self.signal_name)
+    summary.update(language.summary_keys(self.history))
+    if self.is_main and summary["status"] == "finished":
+      text = language.end_sample(self.setup.model, result.state.params,
+                                 self.setup.ds.info.get("tokenizer"))
+      if text is not None:
+        self.log("sample " + repr(text))
     if cfg["train"]["compare_grads"] and summary["status"] == "finished":
       summary["compare_grads"] = compare_training(
           self.setup, result.state.params, self.log)

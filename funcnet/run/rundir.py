@@ -8,6 +8,9 @@ A run folder holds:
   stats.npz        ``mean``, ``std`` (each of one example's shape) that the
                    training inputs were standardised with; absent when the
                    run did not standardise
+  tokenizer.json   a language model's tokenizer (text data), what
+                   ``funcnet sample`` encodes prompts and decodes with;
+                   absent for other data
   metrics.jsonl    one JSON object per epoch (see :func:`funcnet.train.fit`)
   summary.json     final and best metrics, steps/s, device, status
   loss.png, grad_norms.png     curves (``run.plots``)
@@ -37,6 +40,7 @@ from funcnet.run import checkpoints
 from funcnet.errors import ConfigError
 
 CONFIG, MODEL, STATS = "config.json", "model.json", "stats.npz"
+TOKENIZER = "tokenizer.json"
 METRICS, SUMMARY, LOCK = "metrics.jsonl", "summary.json", ".lock"
 
 
@@ -241,6 +245,32 @@ def read_stats(run: str) -> Optional[tuple]:
     return None
   with np.load(path, allow_pickle=False) as f:
     return f["mean"], f["std"]
+
+
+def write_tokenizer(run: str, tokenizer_json: Optional[str]) -> None:
+  """The data's tokenizer (its JSON, ``Dataset.info["tokenizer"]``), or
+  None for data without one."""
+  path = os.path.join(run, TOKENIZER)
+  if tokenizer_json is None:
+    if os.path.exists(path):
+      os.remove(path)
+    return
+  tmp = path + ".tmp"
+  with _writing(path, tmp):
+    with open(tmp, "w", encoding="utf-8") as f:
+      f.write(tokenizer_json)
+    os.replace(tmp, path)
+
+
+def read_tokenizer(run: str, what: str = "run folder") -> str:
+  """The run's tokenizer JSON; a one-line error for a run without one."""
+  path = os.path.join(run, TOKENIZER)
+  if os.path.isdir(run) and os.path.isfile(os.path.join(run, MODEL)) \
+      and not os.path.isfile(path):
+    raise ConfigError(f"{what} {run!r} has no {TOKENIZER}: it is not a "
+                      "language model's run; expected a run trained on text")
+  with open(_require(run, TOKENIZER, what), encoding="utf-8") as f:
+    return f.read()
 
 
 # --- metrics and summary ----------------------------------------------------

@@ -1,0 +1,73 @@
+"""``funcnet sample``: text from a language model's run
+(:func:`funcnet.lm.sampler.sample`), its prompt encoded and the result
+decoded with the run's own tokenizer (``tokenizer.json``)."""
+
+import sys
+import time
+
+from funcnet.cli import common
+from funcnet.errors import ConfigError
+
+NAME = "sample"
+HELP = "generate text from a language model's run"
+DESCRIPTION = (
+    "Loads the newest intact checkpoint of a language model's run folder "
+    "(data.name = 'text'), feeds it the prompt and draws --length tokens, "
+    "all in one compiled program (a key/value cache for a GPT). "
+    "--temperature 0 is greedy and deterministic. Prints the prompt and "
+    "what follows it.")
+
+
+def add_arguments(p) -> None:
+  p.add_argument("--run", required=True, metavar="DIR", help="a run folder")
+  p.add_argument("--prompt", default="\n", metavar="TEXT",
+                 help="the text to continue (default: a newline)")
+  p.add_argument("--length", type=int, default=500, metavar="N",
+                 help="tokens to draw (default 500)")
+  p.add_argument("--temperature", type=float, default=0.8, metavar="T",
+                 help="softmax temperature, >= 0; 0: greedy (default 0.8)")
+  p.add_argument("--top-k", type=int, default=0, metavar="K",
+                 help="draw from the K likeliest tokens only (0: all)")
+  p.add_argument("--top-p", type=float, default=1.0, metavar="P",
+                 help="draw from the smallest set of likeliest tokens whose "
+                 "probability reaches P (1: all)")
+  p.add_argument("--seed", type=int, default=0, metavar="S",
+                 help="the sampling key's seed (default 0)")
+
+
+def encode_prompt(tok, prompt: str):
+  """The prompt's token ids; a one-line error naming any characters the
+  tokenizer cannot represent (a character tokenizer's unknown ones)."""
+  ids = tok.encode(prompt)
+  if len(ids) == 0:
+    raise ConfigError("--prompt is empty; expected at least one character")
+  if tok.decode(list(ids)) != prompt:
+    missing = sorted({c for c in prompt if tok.decode(list(tok.encode(c))) != c})
+    raise ConfigError(f"--prompt has characters outside the run's vocabulary: "
+                      f"{''.join(missing)!r}; expected only characters seen "
+                      "in its training text")
+  return ids
+
+
+def run(args) -> int:
+  from funcnet.lm import sampler
+  from funcnet.run import rundir
+  sampler.check_settings(args.temperature, args.top_k, args.top_p, args.length)
+  tokenizer_json = rundir.read_tokenizer(args.run, "--run")
+  common.start_jax(rundir.read_config(args.run, what="--run"))
+  import jax
+  from funcnet.data import tokenize
+  from funcnet.experiment.loaded import load_run
+  tok = tokenize.from_json(tokenizer_json)
+  ids = encode_prompt(tok, args.prompt)
+  loaded = load_run(args.run)
+  t0 = time.perf_counter()
+  out = sampler.sample(loaded.model, loaded.params, ids, args.length,
+                       key=jax.random.key(args.seed),
+                       temperature=args.temperature, top_k=args.top_k,
+                       top_p=args.top_p)
+  out = jax.device_get(out)
+  common.log(f"{args.length} tokens in {time.perf_counter() - t0:.2f} s "
+             "(compilation included)")
+  sys.stdout.write(args.prompt + tok.decode(out[len(ids):].tolist()) + "\n")
+  return 0
