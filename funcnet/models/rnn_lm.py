@@ -346,8 +346,10 @@ def time_step_grad_norms(model: Model, params, x, y, key=None,
   layer, the layers above and the head, as the hand-written BPTT carries it
   (:func:`layer_backward`); the norm is over the batch and the hidden
   units of that ``(m, H)`` array (which carries the mean's ``1/(mT)``).
-  Later positions feel more: every position's loss reaches ``h_t`` only
-  from ``t`` on.
+  ``h_t`` feeds the losses of positions ``t .. T-1``: were nothing lost on
+  the way back, the norm would grow towards ``t = 0`` (more losses reach
+  it); a vanishing gradient keeps it flat, each state hearing only its
+  nearest positions.
 
   Args:
     model: a model of kind ``rnn_lm``.
