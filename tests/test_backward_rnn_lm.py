@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from funcnet import autodiff, backprop, gradcheck, layers
-from funcnet.errors import ConfigError
+from funcnet.errors import ConfigError, ShapeError
 from funcnet.model import DataSpec
 from funcnet.models import mlp, registry
 from funcnet.models.rnn import gru_step, rnn_step
@@ -230,3 +230,18 @@ def test_the_table_builds_the_model_the_data_sizes():
                                TEXT)
   assert (model.in_shape, model.n_out, model.kind) == ((T,), V, "rnn_lm")
   assert registry.rebuild(model.spec).spec == model.spec
+
+
+def test_logits_read_any_window_length_of_integer_ids_only():
+  # (traced only: nothing compiled)
+  model = rnn_lm((T,), V, n_hidden=3, d_embed=2)
+  params = jax.eval_shape(model.init, jax.random.key(0))
+  for t in (1, T, 2 * T):      # a recurrent model reads any length
+    z = jax.eval_shape(model.logits, params, jnp.zeros((M, t), jnp.int32))
+    assert z.shape == (M, t, V)
+  for x, message in ((jnp.zeros((M, T)), r"dtype float32; rnn_lm expects "
+                      r"integer token ids$"),
+                     (jnp.zeros((M,), jnp.int32), r"shape \(3,\); rnn_lm "
+                      r"expects \(batch, T\) token ids$")):
+    with pytest.raises(ShapeError, match=message):   # before any compute
+      model.logits(params, x)

@@ -52,7 +52,7 @@ import numpy as np
 
 from funcnet import backprop, initializers, layers, losses
 from funcnet.errors import ConfigError, ShapeError
-from funcnet.model import Model, check_input
+from funcnet.model import Model
 from funcnet.models import registry
 # (funcnet.models.rnn is also the name of the rnn builder: import by path)
 from funcnet.models.rnn import CELLS as RNN_CELLS
@@ -258,16 +258,27 @@ class Trace(NamedTuple):
   head_in: jnp.ndarray
 
 
+def _check_ids(x) -> None:
+  """A one-line ``ShapeError`` unless ``x`` is ``(m, T)`` integer ids.
+
+  Any ``T >= 1``: a recurrent model reads any length (the window of
+  ``in_shape`` is what training feeds, not a limit)."""
+  x = jnp.asarray(x)
+  if x.ndim != 2 or x.shape[1] < 1:
+    raise ShapeError(f"x has shape {x.shape}; rnn_lm expects (batch, T) "
+                     "token ids")
+  if not jnp.issubdtype(x.dtype, jnp.integer):
+    raise ShapeError(f"x has dtype {x.dtype}; rnn_lm expects integer token "
+                     "ids")
+
+
 def forward(spec: dict, params, x, key=None):
   """The model of ``spec`` on ``x (m, T)`` int: ``(z (m, T, V), Trace)``.
 
   ``logits`` is this ``z``, so the backward sees the masks ``logits`` draws
   with ``key``: one key per layer's output, ``jax.random.split(key, L)``.
   """
-  check_input(x, tuple(spec["in_shape"]), "rnn_lm")
-  if not jnp.issubdtype(jnp.asarray(x).dtype, jnp.integer):
-    raise ShapeError(f"x has dtype {jnp.asarray(x).dtype}; rnn_lm reads "
-                     "token ids, expected integers")
+  _check_ids(x)
   cell = CELLS[spec["cell"]]
   n_layers, rate = spec["n_layers"], spec["dropout"]
   keys = ([None] * n_layers if key is None
