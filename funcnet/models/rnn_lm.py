@@ -285,9 +285,11 @@ def forward(spec: dict, params, x, key=None):
           else list(jax.random.split(key, n_layers)))
   ids = jnp.swapaxes(x, 0, 1)                       # time leads, for scan
   u, _ = layers.embed_forward(params["embed"], ids)  # (T, m, d)
+  # The scan's carry keeps one dtype: that of the params and the table mixed.
+  dtype = jnp.result_type(u, params["head"]["W"])
   caches, masks = [], []
   for p, k in zip(params["layers"], keys):
-    state0 = _zero_state(cell, x.shape[0], spec["n_hidden"], u.dtype)
+    state0 = _zero_state(cell, x.shape[0], spec["n_hidden"], dtype)
     u, cache = layer_forward(cell, p, state0, u)
     u, mask = layers.dropout_forward(u, rate, k)
     caches.append(cache)
@@ -393,7 +395,7 @@ def _decoder(spec: dict):
   def decoder(params, m, max_len):
     m = layers.require_positive("m", m)
     layers.require_positive("max_len", max_len)
-    dtype = params["embed"]["E"].dtype
+    dtype = jnp.result_type(params["embed"]["E"], params["head"]["W"])
     carry = [_zero_state(cell, m, spec["n_hidden"], dtype)
              for _ in params["layers"]]
 
