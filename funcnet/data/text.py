@@ -219,6 +219,14 @@ def corpus_of(name: str, path: str = "", tokenizer: str = "char",
                     "convert")
 
 
+def train_tokens(c: Corpus) -> np.ndarray:
+  """The training tokens of ``c`` in memory, int32 (read whole from a token
+  folder)."""
+  if isinstance(c.train, np.ndarray):
+    return c.train
+  return c.train.read(0, len(c.train))
+
+
 def is_text_source(src) -> bool:
   """Whether ``funcnet data convert SRC`` is text: the built-in corpus's
   name or a path that is not a ``.npz`` / ``.csv``."""
@@ -227,15 +235,6 @@ def is_text_source(src) -> bool:
                         or os.path.isfile(s))
                        and os.path.splitext(s)[1].lower() not in
                        (".npz", ".csv"))
-
-
-def convert(src, dst) -> dict:
-  """``funcnet data convert SRC DST`` of a text (:func:`is_text_source`):
-  a token folder (:func:`funcnet.data.text_folder.write`), the built-in
-  corpus when ``src`` is its name."""
-  if os.fspath(src) == NAME:
-    return text_folder.write_text(builtin(), dst, NAME)
-  return text_folder.write(os.fspath(src), dst)
 
 
 registry.register(registry.Source(
