@@ -52,6 +52,11 @@ def test_split_by_position_char_ids_and_round_trip(tmp_path):
   # unseen characters: one unknown id each, counted, decoded as U+FFFD
   assert c.info["unknown"] == sum(ch not in chars for ch in val) == 2
   assert tok.decode(tok.encode("Z!")) == "\ufffd\ufffd"
+  # a sampling prompt may not hold them
+  np.testing.assert_array_equal(text.tokenize.encode_prompt(tok, "the"),
+                                _ids("the", chars))
+  with pytest.raises(DataError, match=r"outside the vocabulary \('!', 'Z'\)"):
+    text.tokenize.encode_prompt(tok, "the Z!")
 
 
 def test_windows_and_labels_are_the_next_tokens(tmp_path):
@@ -283,3 +288,11 @@ def test_baseline_prints_orders_and_writes_json_only_when_asked(
   lines = capsys.readouterr().out.splitlines()
   assert lines[1].split()[:2] == ["order", "val_bpc"] and len(lines) == 10
   _one_line(argv[:-2] + ["--orders", "0-3"], capsys, "--orders")
+
+
+def test_bpe_without_its_extra_names_the_install(tmp_path, monkeypatch):
+  import sys
+  from funcnet.errors import ConfigError
+  monkeypatch.setitem(sys.modules, "tokenizers", None)
+  with pytest.raises(ConfigError, match=r'pip install -e "\.\[bpe\]"'):
+    text.corpus(_file(tmp_path, TEXT), "bpe")

@@ -24,7 +24,7 @@ from funcnet import tasks
 from funcnet.data import shard_writer, text, text_file, tokenize
 from funcnet.data.text_folder import FORMAT, META, TOKENS, n_train_chars
 
-CHUNK = 16 << 20        # bytes of text read at a time
+CHUNK = 4 << 20         # bytes of text read at a time
 _UNICODE = 0x110000     # code points
 
 
@@ -43,13 +43,15 @@ def _first_pass(where, chunks):
   """``(n characters, first[c])``: where each code point first occurs (-1:
   never)."""
   first = np.full(_UNICODE, -1, np.int64)
+  seen = np.zeros(_UNICODE, bool)  # a byte per character read, not eight
   n = 0
   for cps in text_file.code_point_chunks(where, chunks()):
-    new = first[cps] < 0
+    new = ~seen[cps]
     if new.any():
       pos = np.flatnonzero(new)
       u, i = np.unique(cps[pos], return_index=True)
       first[u] = n + pos[i]
+      seen[u] = True
     n += len(cps)
   return n, first
 

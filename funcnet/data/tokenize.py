@@ -2,6 +2,7 @@
 
   build(kind, train_text, vocab_size) -> tokenizer    fit on the training text
   from_json(text) -> tokenizer                        what to_json() wrote
+  encode_prompt(tok, text) -> ids                     refuses unknown characters
 
 A tokenizer has ``kind``, ``vocab_size`` ``V``, ``encode(text) -> (n,)
 int32`` ids in ``[0, V)``, ``ends(text) -> (n,) int64`` (the character
@@ -121,6 +122,22 @@ class BpeTokenizer:
 
   def to_json(self) -> str:
     return json.dumps({"kind": self.kind, "tokenizer": self.tok.to_str()})
+
+
+def encode_prompt(tok, text: str, what: str = "--prompt") -> np.ndarray:
+  """``tok.encode(text)``, refused in one line when ``text`` is empty or
+  has characters the tokenizer maps to its unknown id (sampling would
+  condition on a character the model never saw)."""
+  if not text:
+    raise DataError(f"{what} is empty; expected at least one character")
+  ids = tok.encode(text)
+  unk = getattr(tok, "unknown", None)
+  if unk is not None and np.any(ids == unk):
+    bad = sorted({ch for ch, i in zip(text, ids) if i == unk})
+    raise DataError(f"{what} has characters outside the vocabulary "
+                    f"({', '.join(map(repr, bad[:10]))}); expected only "
+                    "characters of the training text")
+  return ids
 
 
 def build(kind: str, text: str, vocab_size: int = 512):
