@@ -183,7 +183,8 @@ def text(path: str = "", block_size: int = 64, stride: int = 1,
 
 
 def folder_corpus(path: str, tokenizer: str = "char") -> Corpus:
-  """The corpus of a token folder written by ``funcnet data convert`` (:mod:`funcnet.data.text_writer`)."""
+  """The corpus of a token folder written by ``funcnet data convert``
+  (:mod:`funcnet.data.text_writer`)."""
   meta, train, val, tok = text_folder.open_folder(path)
   if tokenizer != tok.kind:
     raise ConfigError(f"data.tokenizer = {tokenizer!r}, but the token folder "
