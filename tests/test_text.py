@@ -195,7 +195,7 @@ def test_a_converted_folder_loads_the_same_windows(tmp_path, monkeypatch,
     assert a.info[k] == b.info[k], k
 
 
-# --- Kneser-Ney ------------------------------------------------------------------
+# --- Kneser-Ney ---------------------------------------------------------------
 
 def test_kneser_ney_by_hand():
   # a b a b a c c, V = 3. Order 2: raw bigram counts ab 2, ba 2, ac 1, cc 1

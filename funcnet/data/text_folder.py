@@ -75,7 +75,8 @@ class TokenFile:
 
   def read(self, a: int, b: int) -> np.ndarray:
     item = self.dtype.itemsize
-    raw = os.pread(self._fd, (b - a) * item, self._offset + (self.lo + a) * item)
+    at = self._offset + (self.lo + a) * item
+    raw = os.pread(self._fd, (b - a) * item, at)
     return np.frombuffer(raw, self.dtype).astype(np.int32)
 
   def gather(self, starts, width: int) -> np.ndarray:

@@ -29,7 +29,8 @@ _UNICODE = 0x110000     # code points
 
 
 def _file_chunks(path):
-  """``() -> iterator of (byte offset, bytes)`` over ``path``, CHUNK at a time."""
+  """``() -> iterator of (byte offset, bytes)`` over ``path``, CHUNK bytes
+  at a time."""
   def chunks():
     with open(path, "rb") as f:
       offset = 0

@@ -2,7 +2,7 @@
 n-gram, in numpy (not a model kind: nothing here trains by gradient).
 
   lm = KneserNey(train_tokens, max_order=8, vocab_size=V)
-  lm.bits(seq, start, order)     mean -log2 p(seq[i] | seq[i-n+1 : i]), i >= start
+  lm.bits(seq, start, order)     mean -log2 p(seq[i] | seq[i-n+1:i]), i >= start
   lm.probs(history, order)       (m, V): p(w | each history's last n-1 tokens)
 
 Interpolated *modified* Kneser-Ney (Chen & Goodman 1998, "An empirical
