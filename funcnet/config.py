@@ -41,6 +41,12 @@ DEFAULTS: dict = {
         "standardize": True,
         "classes": [],
         "train_per_class": 0,
+        "path": "",
+        "block_size": 64,
+        "stride": 1,
+        "tokenizer": "char",
+        "vocab_size": 512,
+        "val_tokens": 0,
     },
     "model": {"kind": "mlp"},  # then one table per kind, from the registry
     "train": {
@@ -112,6 +118,12 @@ DOCS: dict = {
     "data.standardize": "standardise inputs with the training split's mean and std",
     "data.classes": "classification: keep only these labels, relabelled 0..k-1 in this order, in both splits ([]: all)",
     "data.train_per_class": "few labels: keep N training examples per class, the first in a data.seed shuffle (0: all; test split untouched)",
+    "data.path": "text: a UTF-8 text file to train on (\"\": the built-in corpus, CPython's language reference); the first 90% of its characters train, the last 10% validate",
+    "data.block_size": "text: tokens per window (the context a language model sees); validation is consecutive windows of this many",
+    "data.stride": "text: tokens between the starts of consecutive training windows (1: every offset)",
+    "data.tokenizer": "text: char (one id per character of the training split, plus unknown) | bpe (byte-level BPE, the [bpe] extra)",
+    "data.vocab_size": "text with data.tokenizer = bpe: tokens in the vocabulary (256 bytes, then merges)",
+    "data.val_tokens": "text: validate on the first N validation tokens only (0: all of them; a corpus larger than memory)",
     "train.loss": f"{tasks.loss_doc()}; hinge needs an identity output",
     "train.epochs": "passes over the training data",
     "train.batch_size": "examples per gradient step (= n_train for full-batch gradient descent)",
@@ -161,6 +173,7 @@ DOCS: dict = {
 
 CHOICES = {
     "data.task": tasks.names(),
+    "data.tokenizer": ("char", "bpe"),
     "train.grads": ("manual", "autodiff"),
     "train.dtype": ("float32", "float64"),
     "train.compute_dtype": ("same", "float32", "bfloat16"),
@@ -186,6 +199,8 @@ RANGES = [
     ("train.chunk_steps", 0, None, True), ("run.keep_checkpoints", 1, None, True),
     ("train.accumulate", 1, None, True),
     ("data.train_per_class", 0, None, True),
+    ("data.block_size", 1, None, True), ("data.stride", 1, None, True),
+    ("data.vocab_size", 256, None, True), ("data.val_tokens", 0, None, True),
     ("finetune.body_lr_scale", 0.0, None, True),
     ("parallel.devices", 0, None, True), ("parallel.fsdp", 1, None, True),
     ("parallel.fsdp_min_size", 0, None, True),
@@ -210,7 +225,8 @@ def _add_names() -> None:
   the datasets (:mod:`funcnet.data.registry`), the model kinds, the
   optimizers and the schedules. A new one is listed with no edit here."""
   DOCS["data.name"] = (f"a built-in dataset ({', '.join(data.DATASETS)}) or "
-                       "a path to a .npz/.csv file")
+                       "a path to a .npz/.csv file, a shards folder or a text's token folder "
+                       "(funcnet data convert)")
   DOCS["model.kind"] = (f"which model: {' | '.join(registry.KINDS)} (each "
                         "has its [model.<kind>] table)")
   DOCS["optimizer.name"] = " | ".join(optimizers.OPTIMIZERS)

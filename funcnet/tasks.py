@@ -13,6 +13,7 @@ one :func:`register` call: nothing outside this module names a task.
   classification  an integer class in [0, k)      (k,)       accuracy, higher
   regression      (k,) float targets              (k,)       loss, lower
   ratings         a float rating, scalar          (1,)       loss, lower
+  language        (T,) int32 next-token ids       (T, V)     bits_per_token, lower
 
 Labels may carry position axes after the example's: a per-position task
 (one label per position of a sequence, ``y (m, T)``, logits ``(m, T, V)``)
@@ -56,9 +57,10 @@ class Task(NamedTuple):
     label_rank: the rank of one example's label: 0 a scalar (``y (m,)``),
       1 a row of targets (``y (m, k)``; a file's ``(m,)`` becomes
       ``(m, 1)``).
-    inputs: ``"features"`` (numbers, ``x (m, *in_shape)``) or ``"pairs"``
+    inputs: ``"features"`` (numbers, ``x (m, *in_shape)``), ``"pairs"``
       (``x (m, 2)`` integer ``(user, item)`` indices, ``info["n_users"]``
-      and ``info["n_items"]``; a CSV's columns ``user, item, rating``).
+      and ``info["n_items"]``; a CSV's columns ``user, item, rating``) or
+      ``"tokens"`` (``x (m, T)`` integer token ids in ``[0, n_classes)``).
     label_doc: what one example's labels are, for docs and messages.
     describe: ``(n_classes, n_outputs, info) -> str``, what a dataset of it
       holds, for its one-line summary (``"10 classes"``).
@@ -214,6 +216,37 @@ RATINGS = register(Task(
     label_doc="(m,) float32 ratings of (user, item) index pairs",
     describe=lambda n_classes, n_out, info: (f"{info.get('n_users')} users x "
                                              f"{info.get('n_items')} items")))
+
+
+
+def _bits_perplexity(z, a, y, yt):
+  """Bits per token and perplexity of next-token logits ``z (m, T, V)`` for
+  labels ``y (m, T)``, over every position of every window::
+
+    H = mean_{i,t} [logsumexp(z_it) - z_it[y_it]]      nats per token
+    bits_per_token = H / ln 2,   perplexity = exp(H)
+
+  (bits per character is ``bits_per_token * info["tokens_per_char"]``:
+  1 for a character tokenizer). Evaluation is one call on the whole held-out
+  split (:func:`funcnet.train.make_evaluate`), so this is its exact mean.
+  """
+  import jax
+  import jax.numpy as jnp
+  z = z.astype(jnp.promote_types(z.dtype, jnp.float32))  # bf16 logits: sums in f32
+  picked = jnp.take_along_axis(z, y[..., None].astype(jnp.int32), -1)[..., 0]
+  h = jnp.mean(jax.nn.logsumexp(z, axis=-1) - picked)
+  return {"bits_per_token": h / math.log(2), "perplexity": jnp.exp(h)}
+
+
+LANGUAGE = register(Task(
+    "language", ("cross_entropy",),
+    # n_classes of a text dataset is its vocabulary size V.
+    lambda n_classes, label_shape, loss: n_classes,
+    _bits_perplexity, ("bits_per_token", "perplexity"), "bits_per_token",
+    False, standardize=False, label_rank=1, inputs="tokens",
+    label_doc="(m, T) int32 next-token ids in [0, V): y[:, t] = x[:, t + 1]",
+    describe=lambda n_classes, n_out, info: (
+        f"{n_out} tokens ({info.get('tokenizer_kind', 'tokens')})")))
 
 DEFAULT = CLASSIFICATION.name
 """The task of data that names none (an array pair given to ``fit``)."""

@@ -178,7 +178,7 @@ def test_every_dataset_is_registered_once_and_the_config_lists_the_registries():
   from funcnet import data, optimizers, schedules
   assert sorted(data_registry.DATASETS) == ["digits", "mnist1d", "moons",
                                             "ratings", "regression",
-                                            "spirals", "xor"]
+                                            "spirals", "text", "xor"]
   assert data.DATASETS is data_registry.DATASETS
   for name, source in data_registry.DATASETS.items():
     assert source.doc and name in config.DOCS["data.name"]

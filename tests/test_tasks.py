@@ -49,7 +49,7 @@ def test_the_built_in_tasks_and_what_each_declares():
 
 def test_lookups_and_registration_are_checked():
   with pytest.raises(UnknownNameError, match="unknown task 'ranking'; expected "
-                     "one of: classification, ratings, regression"):
+                     "one of: classification, language, ratings, regression"):
     tasks.get("ranking")
   with pytest.raises(ValueError, match="registered twice"):
     tasks.register(tasks.CLASSIFICATION._replace(losses=("mse",)))

@@ -13,10 +13,12 @@
   funcnet study     NAME [--out DIR] [--quick] [--set key=value ...] | --list
   funcnet compare   RUN RUN ... [--out DIR]
   funcnet data      convert SRC DST [--shard-rows N] | generate DST --train N ...
+                    (SRC a text file or text: a token folder)
   funcnet bench     steps [--sizes small,large] [--sweep] [--plot FILE]
                     | models [CONFIG ...] | data shards DIR [--train]
                     | data memory-cap MB | sweep [CONFIG:N ...] | startup | gpt
                     (each with [--json FILE])
+  funcnet baseline  [--config FILE] [--set ...] [--orders 1-8] [--out FILE]
 
 One module per command in this package, each with ``NAME``, ``HELP``,
 ``DESCRIPTION``, ``add_arguments(parser)`` and ``run(args) -> int``; a new
@@ -37,13 +39,13 @@ import sys
 import threading
 
 from funcnet import timings
-from funcnet.cli import (bench, compare, data, evaluate, gradcheck, sample,
-                         study, sweep, train)
+from funcnet.cli import (baseline, bench, compare, data, evaluate, gradcheck,
+                         sample, study, sweep, train)
 from funcnet.cli.parser import build_parser
 from funcnet.errors import FuncnetError
 
-COMMANDS = (train, gradcheck, evaluate, sample, sweep, study, compare, data,
-            bench)
+COMMANDS = (train, gradcheck, evaluate, sample, baseline, sweep, study,
+            compare, data, bench)
 
 INTERNAL = 70  # sysexits.h's EX_SOFTWARE
 

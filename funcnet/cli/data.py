@@ -16,7 +16,9 @@ def add_arguments(p) -> None:
                      ".npz or .csv) into shards")
   c.set_defaults(handler=convert)
   c.add_argument("src", metavar="SRC", help="a dataset name (digits, "
-                 "mnist1d, ...) or an .npz / .csv file")
+                 "mnist1d, ...) or an .npz / .csv file; or a UTF-8 text "
+                 "file (any other name), written in bounded memory as a "
+                 "token folder of characters (funcnet.data.text_folder)")
   c.add_argument("dst", metavar="DST", help="the shards folder to create "
                  "(must not exist, or be empty)")
   _shard_rows(c)
@@ -64,8 +66,17 @@ def _check_shard_rows(args) -> None:
 
 def convert(args) -> int:
   from funcnet import config as config_lib
-  from funcnet.data import shard_writer
+  from funcnet.data import shard_writer, text, text_writer
   _check_shard_rows(args)
+  if text.is_text_source(args.src):
+    if args.overrides or args.shard_rows is not None:
+      raise FuncnetError("funcnet data convert of a text takes no --set or "
+                         "--shard-rows; expected SRC DST alone")
+    meta = text_writer.convert(args.src, args.dst)
+    print(f"wrote {args.dst}: {meta['name']}, {meta['chars_train']:,} "
+          f"train + {meta['chars_validation']:,} validation characters, "
+          f"{meta['unknown']} unknown, {meta['bytes']:,} bytes")
+    return 0
   opts = {"seed": 0, "label": "label",
           "task": config_lib.DEFAULTS["data"]["task"]}
   for text in args.overrides:

@@ -6,7 +6,6 @@ import sys
 import time
 
 from funcnet.cli import common
-from funcnet.errors import ConfigError
 
 NAME = "sample"
 HELP = "generate text from a language model's run"
@@ -35,20 +34,6 @@ def add_arguments(p) -> None:
                  help="the sampling key's seed (default 0)")
 
 
-def encode_prompt(tok, prompt: str):
-  """The prompt's token ids; a one-line error naming any characters the
-  tokenizer cannot represent (a character tokenizer's unknown ones)."""
-  ids = tok.encode(prompt)
-  if len(ids) == 0:
-    raise ConfigError("--prompt is empty; expected at least one character")
-  if tok.decode(list(ids)) != prompt:
-    missing = sorted({c for c in prompt if tok.decode(list(tok.encode(c))) != c})
-    raise ConfigError(f"--prompt has characters outside the run's vocabulary: "
-                      f"{''.join(missing)!r}; expected only characters seen "
-                      "in its training text")
-  return ids
-
-
 def run(args) -> int:
   from funcnet.lm import sampler
   from funcnet.run import rundir
@@ -59,7 +44,7 @@ def run(args) -> int:
   from funcnet.data import tokenize
   from funcnet.experiment.loaded import load_run
   tok = tokenize.from_json(tokenizer_json)
-  ids = encode_prompt(tok, args.prompt)
+  ids = tokenize.encode_prompt(tok, args.prompt)
   loaded = load_run(args.run)
   t0 = time.perf_counter()
   out = sampler.sample(loaded.model, loaded.params, ids, args.length,

@@ -45,6 +45,9 @@ Where each part lives (every public name is re-exported here, so
                      :func:`funcnet.paths.cache_root`)
   ``files.py``       ``from_file``
   ``transforms.py``  ``standardize``, ``select_classes``, ``few_per_class``
+  ``text.py``, ``tokenize.py``, ``text_file.py``, ``text_folder.py``:
+                     text for language models (task ``language``: x
+                     ``(m, T)`` int32 token ids, y ``(m, T)`` the next ids)
   ``shards.py``, ``shard_writer.py``, ``prefetch.py``, ``streamed.py``:
                      datasets larger than memory, on disk
   this file          ``load``
@@ -78,28 +81,49 @@ def _looks_like_path(name) -> bool:
   return bool(os.path.splitext(s)[1]) or os.sep in s or "/" in s
 
 
+def _loader(name_or_path):
+  """``(loader, what, kwargs)``: the loader of a registered name, a token
+  folder or a file, how messages name it, and the arguments it gets from
+  the name."""
+  from funcnet.data import text, text_folder
+  if isinstance(name_or_path, str) and name_or_path in DATASETS:
+    return DATASETS[name_or_path].load, repr(name_or_path), {}
+  if text_folder.is_folder(name_or_path):
+    return text.from_folder, "from a token folder", {"path": name_or_path}
+  if isinstance(name_or_path, os.PathLike) or (
+      isinstance(name_or_path, str) and _looks_like_path(name_or_path)):
+    return from_file, "from a file", {"path": name_or_path}
+  raise unknown("dataset", name_or_path, DATASETS)
+
+
+def options(name_or_path, table: dict) -> dict:
+  """The entries of ``table`` (a config's ``[data]``) that the loader of
+  ``name_or_path`` takes as options: a file's ``label`` and ``task``,
+  the text's ``path``, ``block_size``, ... (not ``seed``, which
+  :func:`load` passes itself, nor what the name gives)."""
+  loader, _, given = _loader(name_or_path)
+  params = inspect.signature(loader).parameters
+  return {k: v for k, v in table.items()
+          if k in params and k not in given and k not in ("seed", "name")}
+
+
 def load(name_or_path, *, seed: int = 0, standardize: bool = False,
          **kwargs) -> Dataset:
-  """A dataset by registered name (:data:`DATASETS`) or by file path.
+  """A dataset by registered name (:data:`DATASETS`), token folder or file
+  path.
 
   ``seed`` goes to every loader that draws anything (``xor`` and ``mnist1d``
   do not); ``kwargs`` are the loader's own options (for a file:
-  ``label``, ``task``, ``test_fraction``). ``standardize=True`` applies
-  :func:`standardize`.
+  ``label``, ``task``, ``test_fraction``; :func:`options` picks them from
+  a config). ``standardize=True`` applies :func:`standardize`.
 
   Raises:
     UnknownNameError: a name that is neither registered nor a path.
     ConfigError: an option the loader does not take.
     DataError: a file that cannot be used.
   """
-  if isinstance(name_or_path, str) and name_or_path in DATASETS:
-    loader, what = DATASETS[name_or_path].load, repr(name_or_path)
-  elif isinstance(name_or_path, os.PathLike) or (
-      isinstance(name_or_path, str) and _looks_like_path(name_or_path)):
-    loader, what = from_file, "from a file"
-    kwargs = {"path": name_or_path, **kwargs}
-  else:
-    raise unknown("dataset", name_or_path, DATASETS)
+  loader, what, given = _loader(name_or_path)
+  kwargs = {**given, **kwargs}
   params = inspect.signature(loader).parameters
   for k in kwargs:
     if k not in params:
@@ -116,6 +140,6 @@ def load(name_or_path, *, seed: int = 0, standardize: bool = False,
 __all__ = [
     "DATASETS", "Dataset", "digits", "few_per_class", "from_file",
     "in_shape", "load", "mnist1d", "moons", "n_features", "n_outputs",
-    "names", "ratings", "regression", "select_classes", "spec", "spirals",
+    "names", "options", "ratings", "regression", "select_classes", "spec", "spirals",
     "split_indices", "standardize", "summary", "xor",
 ]

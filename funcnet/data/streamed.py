@@ -30,8 +30,12 @@ _BLOCK = 4096  # rows standardised at a time
 
 
 def is_shards(name) -> bool:
-  """Whether ``data.name`` is a folder of shards (it holds ``meta.json``)."""
-  return isinstance(name, str) and os.path.isfile(os.path.join(name, META))
+  """Whether ``data.name`` is a folder of shards (it holds ``meta.json``;
+  a text's token folder, :mod:`funcnet.data.text_folder`, is not: it loads
+  through :func:`funcnet.data.load`)."""
+  from funcnet.data import text_folder
+  return (isinstance(name, str) and os.path.isfile(os.path.join(name, META))
+          and not text_folder.is_folder(name))
 
 
 class Rows:

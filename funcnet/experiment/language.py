@@ -48,8 +48,9 @@ def end_sample(model, params, tokenizer_json: Optional[str], *,
   from funcnet.lm import sampler
   tok = tokenize.from_json(tokenizer_json)
   ids = tok.encode(prompt)
-  if len(ids) == 0:
-    return None
+  if len(ids) == 0 or (getattr(tok, "unknown", None) is not None
+                       and ids[0] == tok.unknown):
+    ids = tok.encode(tok.decode([0]))   # a text without the prompt's character
   out = sampler.sample(model, params, ids, length, key=jax.random.key(seed),
                        temperature=0.8)
   return tok.decode(out[len(ids):].tolist())

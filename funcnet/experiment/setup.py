@@ -39,10 +39,7 @@ def build_dataset(cfg, stats=None) -> data.Dataset:
             f"streamed from shards ({d['name']!r}) cannot; expected it "
             "applied before funcnet data convert")
     return streamed.load(d["name"], d["standardize"], stats)
-  kwargs = {}
-  if d["name"] not in data.DATASETS:
-    kwargs = {"label": d["label"], "task": d["task"]}
-  ds = data.load(d["name"], seed=d["seed"], **kwargs)
+  ds = data.load(d["name"], seed=d["seed"], **data.options(d["name"], d))
   if d["classes"]:
     ds = data.select_classes(ds, d["classes"])
   if d["train_per_class"]:
