@@ -110,7 +110,7 @@ def _train_with(args, plotter) -> int:
     return 0  # process 0 reports; the others wrote only checkpoint shards
   from funcnet import tasks
   shown = {k: summary[k] for k in tasks.evaluated_keys(summary["task"])
-           + ("steps_per_s",) if summary.get(k) is not None}
+           + ("val_bpc", "steps_per_s") if summary.get(k) is not None}
   print("result " + ", ".join(f"{k} {v:.4g}" for k, v in shown.items()))
   files = sorted(f for f in os.listdir(workdir)
                  if not f.endswith(".tmp") and not f.startswith("."))
