@@ -2,13 +2,15 @@
 (funcnet/layers/attention.py) against independent references.
 
 Causal attention's forward against a numpy masked softmax and its backward
-against ``jax.vjp``; causality of the whole model (changing later tokens
-leaves earlier logits alone); the tied head's gradient (the sum of the
-head's and the lookup's uses of ``E``) against ``jax.grad``; the whole
-model's hand-written backward against ``jax.grad`` with and without
-dropout; the key/value-cached decoder against the full forward; and
-:func:`funcnet.gradcheck.compare` (manual, autodiff, finite differences).
-Float64, small shapes, one jit per comparison.
+against ``jax.vjp``; the whole model's forward against numpy and its
+causality (changing later tokens leaves earlier logits alone); the tied
+head's gradient (the sum of the head's and the lookup's uses of ``E``)
+against ``jax.grad``; the whole model's hand-written backward against
+``jax.grad`` with a dropout key, and without one through
+:func:`funcnet.gradcheck.compare` (manual, autodiff and finite
+differences, one row per array); the key/value-cached decoder against the
+full forward. Float64, small shapes, one jit per comparison (about 9 s of
+CPU for the file, most of it XLA compiling).
 """
 
 import jax
@@ -118,8 +120,7 @@ def test_causal_attention_forward_is_numpy_and_backward_is_vjp():
   # Per-head weights: (m, h, T, T), rows sum to 1, nothing above the diagonal.
   assert a.shape == (2, 3, 5, 5)
   np.testing.assert_allclose(np.sum(a, -1), 1.0, rtol=1e-13)
-  assert np.all(np.asarray(a)[..., np.triu_indices(5, 1)[0],
-                              np.triu_indices(5, 1)[1]] == 0.0)
+  assert np.all(np.triu(np.asarray(a), 1) == 0.0)
 
 
 # --- the tied head --------------------------------------------------------------
@@ -132,14 +133,12 @@ def test_tied_weight_gradient_is_the_sum_of_head_and_lookup():
   dz = jnp.asarray(rng.normal(size=ids.shape + (VOCAB,)))
 
   def both(E, dz):
-    ref = jax.grad(lambda E: jnp.sum(
-        dz * gpt_module.tied_head_forward(E, E[ids])[0]))(E)
+    ref = jax.grad(lambda E: jnp.sum(dz * (E[ids] @ E.T)))(E)
     h, c_tok = layers.embed_forward({"E": E}, ids)
     _, c_head = gpt_module.tied_head_forward(E, h)
     dh, dE_head = gpt_module.tied_head_backward(E, c_head, dz)
     _, dE_tok = layers.embed_backward({"E": E}, c_tok, dh)
-    head_only = jax.grad(lambda W: jnp.sum(
-        dz * gpt_module.tied_head_forward(W, h)[0]))(E)
+    head_only = jax.grad(lambda W: jnp.sum(dz * (h @ W.T)))(E)
     return ref, dE_head + dE_tok["E"], head_only, dE_head
 
   ref, got, head_ref, head = jax.jit(both)(E, dz)
@@ -175,9 +174,10 @@ def test_manual_backward_matches_jax_grad_with_dropout():
 
 
 def test_logits_are_numpys_see_tokens_0_to_t_only_and_decode_one_by_one():
-  # Two blocks: one key/value cache each. The forward is numpy's; changing tokens t+1.. leaves the
-  # logits 0..t alone; the decoder, fed x one token at a time (a scan, as
-  # a sampler runs it), gives logits(params, x)[:, t] at every t.
+  # Two blocks: one key/value cache each. The forward is numpy's; changing
+  # tokens t+1.. leaves the logits 0..t alone; the decoder, fed x one token
+  # at a time (a scan, as a sampler runs it), gives logits(params, x)[:, t]
+  # at every t; the attention maps are causal rows of weights.
   model = _model(n_layers=2)
   params, x, _ = _data(model, seed=3, m=2, t=BLOCK)
   t = 2
@@ -187,12 +187,16 @@ def test_logits_are_numpys_see_tokens_0_to_t_only_and_decode_one_by_one():
     carry, step = model.decoder(params, x.shape[0], BLOCK)
     _, zs = jax.lax.scan(lambda c, xt: step(c, *xt), carry,
                          (x.T, jnp.arange(BLOCK)))
-    return jnp.swapaxes(zs, 0, 1), model.logits(params, x), model.logits(
-        params, later)
+    return (jnp.swapaxes(zs, 0, 1), model.logits(params, x),
+            model.logits(params, later),
+            gpt_module.attention_maps(model, params, x))
 
   carry, _ = model.decoder(params, 2, BLOCK)
   assert [kv["k"].shape for kv in carry] == [(2, BLOCK, 2, 2)] * 2
-  stepped, z, z_later = jax.jit(run)(params, x, later)
+  stepped, z, z_later, maps = jax.jit(run)(params, x, later)
+  assert maps.shape == (2, 2, 2, BLOCK, BLOCK)           # (layers, m, h, T, T)
+  np.testing.assert_allclose(np.sum(maps, -1), 1.0, rtol=1e-13)
+  assert np.all(np.triu(np.asarray(maps), 1) == 0.0)
   assert z.shape == (2, BLOCK, VOCAB)
   np.testing.assert_allclose(z, _np_gpt_logits(params, x), rtol=1e-12,
                              atol=1e-12)
@@ -236,7 +240,7 @@ def test_bad_inputs_and_config_values_are_one_line_errors():
     with pytest.raises(ConfigError, match=match) as e:
       registry.from_config("gpt", {**table, **bad}, text)
     assert "\n" not in str(e.value) and "[model.gpt]" in str(e.value)
-  features = text._replace(name="digits", x_dtype="float32")
+  features = text._replace(name="signals", x_dtype="float32")
   with pytest.raises(ConfigError, match="needs token ids") as e:
     registry.from_config("gpt", table, features)
   assert "\n" not in str(e.value)

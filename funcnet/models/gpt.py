@@ -258,6 +258,14 @@ def _backward(model: Model, loss):
   return vg
 
 
+def attention_maps(model: Model, params, x):
+  """Every block's per-head attention weights for the ids ``x (m, T)``:
+  ``(n_layers, m, n_heads, T, T)``, row ``q`` the weights query ``q`` puts
+  on keys ``0..q`` (zero above the diagonal), for plots. No dropout."""
+  caches = forward(model.spec, params, x)[1]["blocks"]
+  return jnp.stack([c["attn"][4] for c in caches])
+
+
 # --- the decoder: one position at a time, with a key/value cache --------------
 
 def _decoder(spec: dict, params, m: int, max_len: int):
