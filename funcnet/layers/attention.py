@@ -43,7 +43,8 @@ def attention_init(key, d_model: int, n_heads: int, dtype=jnp.float32,
 
 
 def _project(params, x):
-  """``Q = x Wq + bq, K = x Wk, V = x Wv + bv``: ``(..., T, d_model) -> (..., T, h, d_head)`` each."""
+  """``Q = x Wq + bq, K = x Wk, V = x Wv + bv``, each ``(..., T, h,
+  d_head)`` from ``x: (..., T, d_model)``."""
   q = jnp.einsum("...td,dhk->...thk", x, params["q"]["W"]) + params["q"]["b"]
   k = jnp.einsum("...td,dhk->...thk", x, params["k"]["W"])
   v = jnp.einsum("...td,dhk->...thk", x, params["v"]["W"]) + params["v"]["b"]

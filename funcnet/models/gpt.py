@@ -5,7 +5,7 @@ decoder for sampling.
 ``x (m, T)`` integer token ids, ``T <= block_size`` (positions ``0..T-1``),
 vocabulary ``V``, width ``d = d_model``:
 
-  e_0 = E[x] + P[:T]                                   (m, T, d)  E: (V, d), P: (block_size, d)
+  e_0 = E[x] + P[:T]                         (m, T, d);  E: (V, d), P: (block_size, d)
   for each of the ``n_layers`` blocks (pre-LN):
     e = e + drop(MHSA_causal(LN_1(e)))                 (m, T, d)
     e = e + drop(gelu(LN_2(e) @ W_1 + b_1) @ W_2 + b_2)  W_1: (d, d_ff), W_2: (d_ff, d)
@@ -16,7 +16,9 @@ The output head is TIED to the token embedding (Press & Wolf 2017): the
 same ``E`` reads a token's vector in and scores every token out, and it
 has no bias. ``z[:, t]`` predicts token ``t + 1`` from tokens ``0..t``
 only: MHSA is :func:`funcnet.layers.self_attention` with ``causal=True``,
-``n_heads`` heads of width ``d / n_heads``. ``drop`` is inverted dropout,
+``n_heads`` heads of width ``d / n_heads`` (nanoGPT's key bias is left
+out: it adds the same ``q . b_k`` to every score of a query, which the
+softmax cancels). ``drop`` is inverted dropout,
 also on ``e_0``, only when ``logits`` gets a key. GELU is the exact one
 (nanoGPT's ``nn.GELU()``).
 
