@@ -25,6 +25,7 @@ Arrays are channels-last and carry the batch on the leading axis ``m``.
                    V_h = x Wv_h + bv_h,
                    O_h = softmax(Q_h K_h^T / sqrt(d_head)) V_h,
                    y = sum_h O_h Wo_h + bo               x, y: (..., T, d_model)
+                   (causal: key s > query q masked out of the softmax)
   embed            y = E[ids]                            ids: (...) ints,  E: (n, d)
   sinusoidal       PE[t, 2i] = sin(t / 10000^(2i/d)),  PE[t, 2i+1] = cos(same)
                                                        PE: (length, d)
@@ -40,9 +41,10 @@ shared checks of hyperparameters (``require_*``), each raising a one-line
 ``ConfigError``. Every name is re-exported here (``layers.conv``).
 """
 
-from funcnet.layers.attention import (attention_init, self_attention,
-                                      self_attention_backward,
-                                      self_attention_forward)
+from funcnet.layers.attention import (attention_init, attention_weights,
+                                      self_attention, self_attention_backward,
+                                      self_attention_forward,
+                                      self_attention_step)
 from funcnet.layers.checks import (hidden_activation, per_axis, require_choice,
                                    require_positive, require_positive_number,
                                    require_rate, require_sizes)

@@ -1,4 +1,5 @@
-"""Scaled dot-product multi-head self-attention."""
+"""Scaled dot-product multi-head self-attention, optionally causal, with its
+backward and a key/value-cached step for decoding one token at a time."""
 
 import math
 
@@ -41,7 +42,22 @@ def attention_init(key, d_model: int, n_heads: int, dtype=jnp.float32,
   }
 
 
-def self_attention_forward(params, x):
+def _project(params, x):
+  """``Q = x Wq + bq, K = x Wk, V = x Wv + bv``, each ``(..., T, h,
+  d_head)`` from ``x: (..., T, d_model)``."""
+  q = jnp.einsum("...td,dhk->...thk", x, params["q"]["W"]) + params["q"]["b"]
+  k = jnp.einsum("...td,dhk->...thk", x, params["k"]["W"])
+  v = jnp.einsum("...td,dhk->...thk", x, params["v"]["W"]) + params["v"]["b"]
+  return q, k, v
+
+
+def causal_mask(t: int):
+  """``(t, t)`` booleans, True where query ``i`` may see key ``j``:
+  ``j <= i`` (itself and the past)."""
+  return jnp.arange(t)[None, :] <= jnp.arange(t)[:, None]
+
+
+def self_attention_forward(params, x, causal: bool = False):
   """Scaled dot-product multi-head self-attention, ``(..., T, d_model) -> (..., T, d_model)``.
 
   With ``h`` heads of width ``d_head = d_model / h`` (the head axis lives in
@@ -49,18 +65,23 @@ def self_attention_forward(params, x):
 
     Q = x Wq + bq,  K = x Wk,  V = x Wv + bv        (..., T, h, d_head)
     S = Q K^T / sqrt(d_head)                        (..., h, T, T)  per head
+    S[q, s] = -inf where s > q   (causal only)
     P = softmax(S) over the key axis (the last)     (..., h, T, T)
     O = P V                                         (..., T, h, d_head)
     y = sum_h O_h Wo_h + bo                         (..., T, d_model)
 
-  Every token attends to every token (no mask). The cache is
-  ``(x, Q, K, V, P, O)``.
+  Without ``causal`` every token attends to every token; with it, token
+  ``q`` attends to tokens ``0..q`` only (a decoder: ``y[q]`` does not depend
+  on ``x[q+1:]``), so ``P[q, s] = exp(-inf) = 0`` exactly for ``s > q``. The
+  diagonal is never masked, so every row keeps a finite maximum. The cache
+  is ``(x, Q, K, V, P, O)``.
   """
-  q = jnp.einsum("...td,dhk->...thk", x, params["q"]["W"]) + params["q"]["b"]
-  k = jnp.einsum("...td,dhk->...thk", x, params["k"]["W"])
-  v = jnp.einsum("...td,dhk->...thk", x, params["v"]["W"]) + params["v"]["b"]
+  q, k, v = _project(params, x)
   # 1/sqrt(d_head) keeps the scores' variance ~1 so the softmax stays soft.
   scores = jnp.einsum("...qhk,...shk->...hqs", q, k) / math.sqrt(q.shape[-1])
+  if causal:
+    t = x.shape[-2]
+    scores = jnp.where(causal_mask(t), scores, -jnp.inf)
   a = jax.nn.softmax(scores, axis=-1)
   o = jnp.einsum("...hqs,...shk->...qhk", a, v)
   y = jnp.einsum("...thk,hkd->...td", o, params["o"]["W"]) + params["o"]["b"]
@@ -82,6 +103,14 @@ def self_attention_backward(params, cache, dy):
 
   The softmax line is ``J^T dP`` with the softmax Jacobian ``diag(p) - p
   p^T`` of each row. Returns ``(dx, grads)`` with grads shaped like params.
+
+  The same backward serves causal attention (``causal=True`` of the
+  forward), with no mask argument: a masked score ``S[q, s] = -inf`` has
+  ``P[q, s] = 0``, so its ``dS[q, s] = P[q, s] * (...) = 0`` and nothing
+  flows to ``Q[q]`` or ``K[s]`` through it (the mask is a constant with no
+  gradient of its own); ``dV = P^T dO`` and the row sums ``sum_s(dP * P)``
+  skip the masked entries for the same reason. The cache's ``P`` carries
+  the mask.
   """
   x, q, k, v, a, o = cache
   scale = 1.0 / math.sqrt(q.shape[-1])
@@ -109,6 +138,40 @@ def self_attention_backward(params, cache, dy):
   return dx, grads
 
 
-def self_attention(params, x):
+def self_attention(params, x, causal: bool = False):
   """Multi-head self-attention (see :func:`self_attention_forward`)."""
-  return self_attention_forward(params, x)[0]
+  return self_attention_forward(params, x, causal)[0]
+
+
+def attention_weights(params, x, causal: bool = False):
+  """Each head's attention weights ``P: (..., h, T, T)`` (rows: queries,
+  columns: keys; each row sums to 1), for plots. The forward's cache."""
+  return self_attention_forward(params, x, causal)[1][4]
+
+
+def self_attention_step(params, x, k_cache, v_cache, t):
+  """Causal self-attention for the one token at position ``t``, from a
+  key/value cache: the decoder's form of :func:`self_attention_forward`.
+
+  ``x: (m, d_model)`` is the (layer-normed) token at position ``t`` (an int
+  scalar, may be traced); ``k_cache, v_cache: (m, n, h, d_head)`` hold the
+  keys and values of positions ``0..t-1`` (slots ``>= t`` are ignored).
+  Writes ``K[t], V[t]`` of ``x`` at slot ``t``, then
+
+    S = Q K^T / sqrt(d_head) over slots 0..t (the rest masked)   (m, h, n)
+    y = sum_h (softmax(S) V)_h Wo_h + bo                          (m, d_model)
+
+  which is row ``t`` of the causal forward on positions ``0..t``. Returns
+  ``(y, k_cache, v_cache)`` with the caches updated.
+  """
+  q, k, v = _project(params, x[:, None, :])          # (m, 1, h, d_head)
+  k_cache = jax.lax.dynamic_update_slice_in_dim(k_cache, k.astype(k_cache.dtype),
+                                                t, axis=1)
+  v_cache = jax.lax.dynamic_update_slice_in_dim(v_cache, v.astype(v_cache.dtype),
+                                                t, axis=1)
+  scores = jnp.einsum("mhk,mshk->mhs", q[:, 0], k_cache) / math.sqrt(q.shape[-1])
+  seen = jnp.arange(k_cache.shape[1]) <= t            # slots 0..t
+  a = jax.nn.softmax(jnp.where(seen, scores, -jnp.inf), axis=-1)
+  o = jnp.einsum("mhs,mshk->mhk", a, v_cache)
+  y = jnp.einsum("mhk,hkd->md", o, params["o"]["W"]) + params["o"]["b"]
+  return y, k_cache, v_cache

@@ -7,6 +7,7 @@
   transformer(in_shape, n_classes, d_model, n_heads, n_layers, d_ff, ...)
   matrix_factorization(n_users, n_items, rank, init_scale, global_mean)
   ncf(n_users, n_items, embed, hidden, activation, ...)
+  gpt(block_size, vocab, n_layers, n_heads, d_model, d_ff, dropout)
   rnn_lm(in_shape, vocab_size, cell="lstm"|"gru"|"tanh", n_layers, ...)
 
 Each module registers its kinds in :mod:`funcnet.models.registry` (builder,
