@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 
 from funcnet.adapters import plain as plain_
-from funcnet.adapters.wrap import model_of, require
+from funcnet.adapters.wrap import is_factory, model_of, require
 from funcnet.errors import ConfigError
 from funcnet.model import Model
 
@@ -86,7 +86,7 @@ def from_equinox(module, in_shape, *, output_activation: str = "softmax",
   eqx = require("equinox", WHAT, "equinox")
   factory = None
   if not isinstance(module, eqx.Module):
-    if not callable(module):
+    if not is_factory(module):
       raise ConfigError(f"{WHAT} takes an eqx.Module or a function key -> "
                         f"eqx.Module; got {type(module).__name__}")
     factory, module = module, module(jax.random.key(0))
@@ -121,6 +121,5 @@ def from_equinox(module, in_shape, *, output_activation: str = "softmax",
     return p
 
   return model_of("equinox", forward, params, init if factory else None,
-                  in_shape,
-                  output_activation=output_activation, kinked=kinked,
-                  x_dtype=x_dtype, name=name)
+                  in_shape, output_activation=output_activation,
+                  kinked=kinked, x_dtype=x_dtype, name=name)

@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 
 from funcnet.adapters import plain as plain_
-from funcnet.adapters.wrap import model_of, require
+from funcnet.adapters.wrap import is_factory, model_of, require
 from funcnet.errors import ConfigError
 from funcnet.model import Model
 
@@ -165,7 +165,7 @@ def from_flax(module, in_shape, *, output_activation: str = "softmax",
     return _from_linen(module, in_shape, x_dtype=x_dtype, **kw)
   factory = None
   if not isinstance(module, nnx.Module):
-    if not callable(module):
+    if not is_factory(module):
       raise ConfigError(f"{WHAT} takes an nnx.Module, a function key -> "
                         f"nnx.Module or a linen.Module; got "
                         f"{type(module).__name__}")

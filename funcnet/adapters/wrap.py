@@ -1,7 +1,9 @@
 """What the Flax and Equinox adapters share: the :class:`funcnet.model.Model`
 around a pure forward, and the one-line error for a missing extra."""
 
+import functools
 import importlib
+import inspect
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +20,14 @@ def require(module: str, what: str, extra: str):
     return importlib.import_module(module)
   except ImportError:
     raise needs_extra(what, extra, extra) from None
+
+
+def is_factory(obj) -> bool:
+  """Whether ``obj`` reads as a function ``key -> module`` (a function, a
+  class, a bound method or a ``functools.partial``), not another library's
+  module instance that merely happens to be callable."""
+  return (inspect.isfunction(obj) or inspect.isclass(obj)
+          or inspect.ismethod(obj) or isinstance(obj, functools.partial))
 
 
 def model_of(library: str, forward, params, init, in_shape, *,
