@@ -205,8 +205,8 @@ def test_a_missing_extra_is_one_line_naming_it(adapter, extra, monkeypatch):
 
 
 def test_mutable_state_and_non_modules_are_refused_in_one_line(x64):
-  bn = nnx.Sequential(nnx.Linear(4, 3, rngs=nnx.Rngs(0)),
-                      nnx.BatchNorm(3, rngs=nnx.Rngs(0)))
+  bn = nnx.eval_shape(lambda: nnx.Sequential(  # shapes suffice to refuse it
+      nnx.Linear(4, 3, rngs=nnx.Rngs(0)), nnx.BatchNorm(3, rngs=nnx.Rngs(0))))
 
   class LinenBN(linen.Module):
     @linen.compact
@@ -219,7 +219,8 @@ def test_mutable_state_and_non_modules_are_refused_in_one_line(x64):
       (from_flax, LinenBN(), "'batch_stats' collection"),
       (from_equinox, eqx_bn, "StateIndex"),
       (from_flax, 3, "takes an nnx.Module"),
-      (from_flax, _eqx_mlp(jax.random.key(0)), "got MLP"),  # callable, not a factory
+      (from_flax, eqx.filter_eval_shape(_eqx_mlp, jax.random.key(0)),
+       "got MLP"),                      # callable, yet not a key -> module function
       (from_equinox, bn, "takes an eqx.Module.*got Sequential"),
       (from_equinox, "mlp", "takes an eqx.Module")]:
     with pytest.raises(errors.ConfigError, match=match) as e:
