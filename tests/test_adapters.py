@@ -191,6 +191,20 @@ def test_equinox_dropout_gets_one_key_per_example_and_a_factory_seeds_init(x64):
   assert not np.allclose(z_eval, z_train)
 
 
+def test_plain_params_are_dicts_and_lists_and_map_back_exactly():
+  from funcnet.adapters.plain import plain_of
+  a, b, c, d = (np.full(n, float(n)) for n in (1, 2, 3, 4))
+  tree = {"enc": (a, {"w": b}), "skip": {0: c, 2: d}}   # 0, 2: not a list
+  params, plain = plain_of(tree)
+  want = {"enc": [a, {"w": b}], "skip": {"0": c, "2": d}}
+  assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(want)
+  assert all(x is y for x, y in zip(jax.tree_util.tree_leaves(params),
+                                    jax.tree_util.tree_leaves(want)))
+  back = plain.from_plain(params)
+  assert jax.tree_util.tree_structure(back) == jax.tree_util.tree_structure(tree)
+  assert back["enc"][1]["w"] is b and back["skip"][2] is d
+
+
 def _one_line(err):
   assert "\n" not in str(err.value) and err.value.exit_code == 2
 

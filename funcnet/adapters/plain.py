@@ -40,9 +40,10 @@ def components(path) -> tuple:
 
 
 def _finalize(trie: dict, prefix: tuple, where: dict):
-  """The nested plain structure of ``trie`` (leaves at ``None`` keys are
-  not used: a leaf is stored as ``("leaf", i)``); records in ``where[i]``
-  the access path of leaf ``i``."""
+  """The plain skeleton of ``trie`` (a nested dict of keys; leaf ``i`` is
+  the tuple ``("leaf", i)``): lists for nodes keyed 0..n-1, string-keyed
+  dicts otherwise, None at the leaves. Records in ``where[i]`` the access
+  path of leaf ``i`` in it."""
   if isinstance(trie, tuple):
     where[trie[1]] = prefix
     return None
@@ -58,8 +59,13 @@ def _finalize(trie: dict, prefix: tuple, where: dict):
 
 
 class Plain(NamedTuple):
-  """The map between a library tree (``treedef``, its leaves in order) and
-  plain params; ``paths[i]`` is where leaf ``i`` sits in the plain params."""
+  """The map between a library tree and plain params.
+
+  Attributes:
+    treedef: the library tree's structure (its leaves in flatten order).
+    paths: ``paths[i]``, the keys of leaf ``i`` in the plain params.
+    skeleton: the plain params' structure, None at every leaf.
+  """
   treedef: object
   paths: tuple
   skeleton: object
