@@ -19,6 +19,8 @@ Arrays are channels-last and carry the batch on the leading axis ``m``.
   global_max_pool  y = max of x over the spatial axes        (m, *spatial, c) -> (m, c)
   layer_norm       y = scale * (x - mean) / sqrt(var + eps) + bias, over the last
                    axis                                      x, y: (..., d)
+  batch_norm       the same over every axis but the last (training mode: the
+                   batch's statistics; inference: running ones) x, y: (..., d)
   dropout          y = x * r / (1 - rate),  r ~ Bernoulli(1 - rate)  (identity
                    without a key)
   self_attention   per head h:  Q_h = x Wq_h + bq_h,  K_h = x Wk_h,
@@ -35,7 +37,7 @@ Spatial output sizes (per axis, input ``n``, kernel or window ``k``, stride
 low ``total // 2`` / high the rest, ``total = max((out - 1) s + k - n, 0)``;
 ``"VALID"`` gives ``floor((n - k) / s) + 1``. See :func:`out_size`.
 
-One module per family: ``dense``, ``conv``, ``pool``, ``norm``,
+One module per family: ``dense``, ``conv``, ``pool``, ``norm``, ``batchnorm``,
 ``dropout``, ``attention``, ``embed``; ``checks`` holds the builders'
 shared checks of hyperparameters (``require_*``), each raising a one-line
 ``ConfigError``. Every name is re-exported here (``layers.conv``).
@@ -45,6 +47,10 @@ from funcnet.layers.attention import (attention_init, attention_weights,
                                       self_attention, self_attention_backward,
                                       self_attention_forward,
                                       self_attention_step)
+from funcnet.layers.batchnorm import (batch_norm, batch_norm_backward,
+                                      batch_norm_forward, batch_norm_inference,
+                                      batch_norm_init, batch_norm_stats_init,
+                                      batch_norm_update, batch_stats)
 from funcnet.layers.checks import (hidden_activation, per_axis, require_choice,
                                    require_positive, require_positive_number,
                                    require_rate, require_sizes)
