@@ -71,6 +71,14 @@ def test_greedy_sampling_repeats_and_a_bad_prompt_is_one_line(lm_run, capsys):
   err = capsys.readouterr().err
   assert "outside the vocabulary" in err and len(err.strip().splitlines()) == 1
   assert cli.main(["sample", "--run", lm_run, "--temperature", "-1"]) == 2
+  # what it shows of the prompt: an rnn_lm's gradient through time, and no
+  # attention maps (a gpt's)
+  png = f"{lm_run}/grad_norms_t.png"
+  assert cli.main(argv + ["--plot-grad-norms", png]) == 0
+  with open(png, "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  assert cli.main(argv + ["--plot-attention", f"{lm_run}/a.png"]) == 2
+  assert "gpt" in capsys.readouterr().err
 
 
 def test_the_gpt_sampler_equals_the_full_forward_past_its_context():

@@ -32,6 +32,12 @@ def add_arguments(p) -> None:
                  "probability reaches P (1: all)")
   p.add_argument("--seed", type=int, default=0, metavar="S",
                  help="the sampling key's seed (default 0)")
+  p.add_argument("--plot-attention", metavar="FILE",
+                 help="a gpt: also draw each head's attention weights on the "
+                 "prompt into FILE (a PNG)")
+  p.add_argument("--plot-grad-norms", metavar="FILE",
+                 help="an rnn_lm: also draw ||dC/dh_t|| through the prompt's "
+                 "time steps into FILE (a PNG)")
 
 
 def run(args) -> int:
@@ -46,6 +52,14 @@ def run(args) -> int:
   tok = tokenize.from_json(tokenizer_json)
   ids = tokenize.encode_prompt(tok, args.prompt)
   loaded = load_run(args.run)
+  if args.plot_attention or args.plot_grad_norms:
+    from funcnet.lm import plots
+    if args.plot_attention:
+      plots.attention(loaded.model, loaded.params, ids,
+                      [tok.decode([int(i)]) for i in ids], args.plot_attention)
+    if args.plot_grad_norms:
+      plots.time_grad_norms(loaded.model, loaded.params, ids,
+                            args.plot_grad_norms)
   t0 = time.perf_counter()
   out = sampler.sample(loaded.model, loaded.params, ids, args.length,
                        key=jax.random.key(args.seed),

@@ -264,6 +264,9 @@ def attention_maps(model: Model, params, x):
   """Every block's per-head attention weights for the ids ``x (m, T)``:
   ``(n_layers, m, n_heads, T, T)``, row ``q`` the weights query ``q`` puts
   on keys ``0..q`` (zero above the diagonal), for plots. No dropout."""
+  if model.kind != "gpt":
+    raise ConfigError(f"attention maps are a gpt's; this model is a "
+                      f"{model.kind!r}")
   caches = forward(model.spec, params, x)[1]["blocks"]
   return jnp.stack([c["attn"][4] for c in caches])
 
