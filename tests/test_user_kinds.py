@@ -111,6 +111,11 @@ def test_a_kind_in_a_users_file_trains_and_its_run_opens_only_when_allowed(
   got = run.evaluate()
   assert got["test_accuracy"] == pytest.approx(summary["test_accuracy"], abs=1e-6)
   assert got["test_loss"] == pytest.approx(summary["test_loss"], rel=1e-5)
+  # funcnet gradcheck's comparison, with its manual column filled by the
+  # kind's own backward (checked there against jax.grad in float64)
+  report = run.gradcheck(batch=2)
+  assert report.manual and report.ok(), str(report)
+  assert all(r.manual_autodiff_abs is not None for r in report.rows)
 
 
 def test_the_kinds_table_and_its_inapplicable_keys(tmp_path, clean_registry):
@@ -128,14 +133,6 @@ def test_the_kinds_table_and_its_inapplicable_keys(tmp_path, clean_registry):
     config.load(None, ["model.import=nowhere/kinds.py"])
   with pytest.raises(ConfigError, match="no module named 'no_such_module_xyz'"):
     config.load(None, ["model.import=no_such_module_xyz"])
-
-
-def test_gradcheck_fills_the_manual_column_of_a_users_kind(tmp_path,
-                                                          clean_registry, x64):
-  _kind_file(tmp_path, "checked")
-  report, heading = experiment.gradcheck(config.load(_toml(tmp_path, "checked")), 4)
-  assert "checked" in heading and report.ok()
-  assert all(r.manual_autodiff_abs is not None for r in report.rows), str(report)
 
 
 def test_registering_after_the_config_was_imported(clean_registry):
@@ -172,3 +169,103 @@ def test_an_installed_packages_entry_point_is_loaded_when_its_kind_is_asked_for(
   assert "kinds_viaep" not in sys.modules
   cfg = config.load(None, ["model.kind=viaep", "model.viaep.width=2"])
   assert cfg["model"]["viaep"] == {"width": 2} and "kinds_viaep" in sys.modules
+
+
+# --- losses and activations as plain functions -------------------------------
+
+def _ce(z, y):
+  """Softmax cross-entropy of integer labels, the batch mean."""
+  return jnp.mean(jax.nn.logsumexp(z, axis=-1)
+                  - jnp.take_along_axis(z, y[:, None], axis=-1)[:, 0])
+
+
+def _ce_grad(z, y):
+  return (jax.nn.softmax(z, axis=-1) - jax.nn.one_hot(y, z.shape[-1],
+                                                      dtype=z.dtype)) / len(y)
+
+
+def _my_tanh(z):
+  return jnp.tanh(z)
+
+
+def _my_tanh_prime(z):
+  return 1 - jnp.tanh(z) ** 2
+
+
+@pytest.fixture
+def clean_activations(monkeypatch):
+  from funcnet import activations
+  monkeypatch.setattr(activations, "ACTIVATIONS", dict(activations.ACTIVATIONS))
+  monkeypatch.setattr(activations, "_OWN", {})
+
+
+def test_a_loss_and_an_activation_as_functions_give_the_reference_gradients(
+    x64, clean_activations):
+  from funcnet import autodiff, backprop
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(6, 5)))
+  y = jnp.asarray(rng.integers(0, 3, size=6))
+  own = funcnet.mlp([5, 4, 3], activation=(_my_tanh, _my_tanh_prime),
+                    output_activation="softmax")
+  named = funcnet.mlp([5, 4, 3], activation="tanh", output_activation="softmax")
+  params = named.init(jax.random.key(1), jnp.float64)
+
+  def reference(p):  # the same network and loss, in plain JAX
+    z = jnp.tanh(x @ p[0]["W"] + p[0]["b"]) @ p[1]["W"] + p[1]["b"]
+    return jnp.mean(jax.nn.logsumexp(z, -1) - z[jnp.arange(6), y])
+
+  @jax.jit
+  def all_four(p):
+    return (jax.value_and_grad(reference)(p),
+            backprop.value_and_grad(named, "cross_entropy")(p, x, y),
+            backprop.value_and_grad(own, (_ce, _ce_grad))(p, x, y),
+            autodiff.value_and_grad(own, _ce)(p, x, y))
+
+  (c0, g0), *others = all_four(params)
+  for c, g in others:
+    assert abs(float(c - c0)) <= 1e-12
+    for a, b in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(g0)):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-10)
+  assert own.spec["activation"] == "_my_tanh"  # still a name in the spec
+  with pytest.raises(ConfigError, match="no hand-written derivative"):
+    backprop.value_and_grad(own, _ce)
+
+
+def test_fit_takes_a_loss_function_and_an_output_activation_pair(
+    x64, clean_activations):
+  from funcnet import optimizers, train
+  rng = np.random.default_rng(1)
+  ds = data_like(rng.normal(size=(8, 3)), rng.normal(size=(8, 2)))
+  softsign = (lambda z: z / (1 + jnp.abs(z)), lambda z: 1 / (1 + jnp.abs(z)) ** 2)
+  model = funcnet.mlp([3, 2], output_activation=softsign)
+  half_sq = lambda z, y: 0.5 * jnp.mean(jnp.sum((softsign[0](z) - y) ** 2, -1))
+  opts = train.FitOptions(epochs=2, batch_size=8, key=jax.random.key(0),
+                          grads="autodiff", dtype=jnp.float64)
+  got = funcnet.fit(model, half_sq, optimizers.sgd(0.5), ds, options=opts)
+  want = funcnet.fit(model, "mse", optimizers.sgd(0.5), ds,
+                     options=opts._replace(grads="manual"))
+  # two steps of SGD on the same loss, reached by autodiff of the function
+  # and by the named loss's BP1 through the pair's derivative
+  for a, b in zip(jax.tree_util.tree_leaves(got.state.params),
+                  jax.tree_util.tree_leaves(want.state.params)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-10)
+  assert len(got.history) == 2
+  assert got.history[1]["train_loss"] < got.history[0]["train_loss"]
+
+
+def data_like(x, y):
+  import types
+  return types.SimpleNamespace(x_train=np.asarray(x), y_train=np.asarray(y),
+                               x_test=None, y_test=None, task="regression")
+
+
+def test_data_load_standardises_by_default_as_the_readme_says():
+  from funcnet import data
+  raw = data.load("digits", standardize=False)
+  ds = data.load("digits")
+  assert raw.x_train.max() == 16  # the pixels as sklearn ships them
+  mean, std = raw.x_train.mean(0), raw.x_train.std(0)
+  want = (raw.x_test - mean) / np.where(std > 0, std, 1)
+  np.testing.assert_allclose(ds.x_test, want, rtol=1e-5, atol=1e-5)
+  r = data.load("ratings")  # ids are never scaled
+  assert np.issubdtype(r.x_train.dtype, np.integer)

@@ -78,14 +78,18 @@ def _looks_like_path(name) -> bool:
   return bool(os.path.splitext(s)[1]) or os.sep in s or "/" in s
 
 
-def load(name_or_path, *, seed: int = 0, standardize: bool = False,
+def load(name_or_path, *, seed: int = 0, standardize: bool = True,
          **kwargs) -> Dataset:
   """A dataset by registered name (:data:`DATASETS`) or by file path.
 
   ``seed`` goes to every loader that draws anything (``xor`` and ``mnist1d``
   do not); ``kwargs`` are the loader's own options (for a file:
-  ``label``, ``task``, ``test_fraction``). ``standardize=True`` applies
-  :func:`standardize`.
+  ``label``, ``task``, ``test_fraction``). By default the inputs are
+  standardised (:func:`standardize`: mean 0, std 1 per feature, with the
+  training split's statistics), as ``funcnet train`` does
+  (``data.standardize``) and as the README says; a task whose inputs are
+  ids (ratings) is left as it is. ``standardize=False`` gives the raw
+  inputs (digits' 0-16 pixel values).
 
   Raises:
     UnknownNameError: a name that is neither registered nor a path.

@@ -42,7 +42,8 @@ def build_dataset(cfg, stats=None) -> data.Dataset:
   kwargs = {}
   if d["name"] not in data.DATASETS:
     kwargs = {"label": d["label"], "task": d["task"]}
-  ds = data.load(d["name"], seed=d["seed"], **kwargs)
+  # Raw: the classes and examples are chosen first, then standardised.
+  ds = data.load(d["name"], seed=d["seed"], standardize=False, **kwargs)
   if d["classes"]:
     ds = data.select_classes(ds, d["classes"])
   if d["train_per_class"]:
