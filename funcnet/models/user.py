@@ -71,8 +71,8 @@ def register_kind(name: str, build: Optional[Callable] = None, *,
     decorator when ``build`` is None.
 
   Raises:
-    ConfigError: ``name`` belongs to another builder (a built-in kind's, or
-      another function's); a key without a doc line.
+    ConfigError: ``name`` is one of funcnet's own kinds; a key without a
+      doc line. (A kind of one's own registered again is replaced.)
   """
   if build is None:
     return lambda fn: register_kind(name, fn, from_config=from_config,
@@ -80,9 +80,10 @@ def register_kind(name: str, build: Optional[Callable] = None, *,
                                     shown=shown)
   defaults, docs = dict(defaults or {}), dict(docs or {})
   old = registry.KINDS.get(name)
-  # The same function registered again is its module run again (a
-  # notebook cell, a file imported under a second name): it replaces.
-  if old is not None and _where(old.build) != _where(build):
+  # A kind of one's own registered again replaces the old one (a notebook
+  # cell run again, the module imported from a file after the session
+  # defined it); funcnet's own kinds are never replaced.
+  if old is not None and _where(old.build).startswith("funcnet."):
     raise ConfigError(f"model kind {name!r} is already registered by "
                       f"{_where(old.build)}; expected a new name for "
                       f"{_where(build)}")
