@@ -86,6 +86,8 @@ def output_delta(model: Model, loss, z_L, a_L, y):
   loss = losses.get(loss)
   out = model.output_activation
   losses.check_pair(loss, out)
+  if loss.batch is not None:  # one's own: its dC/dz, per term (as BP1's)
+    return (z_L.size // z_L.shape[-1]) * _own_grad(loss)(z_L, y)
   if out == loss.canonical:
     return a_L - y                                   # the canonical reduction
   g = loss.grad(a_L, y)                              # dC_i/da_L
@@ -166,7 +168,19 @@ def value_and_grad(model: Model, loss):
     raise ConfigError(
         f"the hand-written backprop does not cover model kind {model.kind!r} "
         "yet; expected grads = 'autodiff' (funcnet.autodiff) for it")
+  if losses.get(loss).batch is not None:
+    _own_grad(losses.get(loss))  # before anything is traced
   return model.backward(model, loss)
+
+
+def _own_grad(loss: losses.Loss):
+  """A loss of one's own's hand-written ``dC/dz``, or a one-line error."""
+  if loss.batch_grad is None:
+    raise ConfigError(
+        f"loss {loss.name!r} has no hand-written derivative, which the manual "
+        "gradient needs; expected (fn, grad) with grad(z, y) = dC/dz, or "
+        "grads = 'autodiff'")
+  return loss.batch_grad
 
 
 def deltas(model: Model, loss, params, x, y, key=None) -> list:

@@ -32,7 +32,8 @@ class Model(NamedTuple):
     logits: ``(params, x, key=None) -> z``, ``x: (m, *in_shape)``,
       ``z: (m, n_out)`` (a per-position model: ``(m, T, n_out)``).
     output_activation: the name of the activation that maps ``z`` to the
-      output ``a``.
+      output ``a`` (or a pair ``(f, f_prime)`` of one's own, see
+      :func:`funcnet.activations.from_functions`).
     in_shape: the shape of one example.
     n_out: the width of the output.
     spec: the hyperparameters that built the model (``spec["kind"]`` names

@@ -107,7 +107,7 @@ def options(name_or_path, table: dict) -> dict:
           if k in params and k not in given and k not in ("seed", "name")}
 
 
-def load(name_or_path, *, seed: int = 0, standardize: bool = False,
+def load(name_or_path, *, seed: int = 0, standardize: bool = True,
          **kwargs) -> Dataset:
   """A dataset by registered name (:data:`DATASETS`), token folder or file
   path.
@@ -115,7 +115,12 @@ def load(name_or_path, *, seed: int = 0, standardize: bool = False,
   ``seed`` goes to every loader that draws anything (``xor`` and ``mnist1d``
   do not); ``kwargs`` are the loader's own options (for a file:
   ``label``, ``task``, ``test_fraction``; :func:`options` picks them from
-  a config). ``standardize=True`` applies :func:`standardize`.
+  a config). By default the inputs are
+  standardised (:func:`standardize`: mean 0, std 1 per feature, with the
+  training split's statistics), as ``funcnet train`` does
+  (``data.standardize``) and as the README says; a task whose inputs are
+  ids (ratings, text) is left as it is. ``standardize=False`` gives the raw
+  inputs (digits' 0-16 pixel values).
 
   Raises:
     UnknownNameError: a name that is neither registered nor a path.
