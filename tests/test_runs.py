@@ -16,9 +16,10 @@ import jax
 import numpy as np
 import pytest
 
-from funcnet import cli, data
+from funcnet import cli, config, data
 from funcnet.errors import ConfigError
 from funcnet.run import rundir
+from helpers import cpu_sized
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--set", "model.mlp.hidden=[8]", "--set", "run.plots=false",
@@ -128,7 +129,11 @@ def test_gradcheck_passes_for_every_shipped_config(path, capsys, tmp_path,
                      "--out", "runs/digits_pretrain_0to4", "--set",
                      "train.epochs=1", "--set", "run.plots=false"]) == 0
     capsys.readouterr()
-  assert cli.main(["gradcheck", "--config", path]) == 0
+  name = os.path.basename(path)[:-5]
+  extra = [a for o in cpu_sized(name) for a in ("--set", o)]
+  if config.load(path)["data"]["name"] == "text":
+    extra += ["--batch", "2"]     # 2 x block_size positions
+  assert cli.main(["gradcheck", "--config", path, *extra]) == 0
   out = capsys.readouterr().out
   assert "\nOK (tolerances" in out
   rows = [l for l in out.splitlines()[3:] if l and not l.startswith(("OK", "-"))]
