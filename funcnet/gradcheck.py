@@ -251,9 +251,13 @@ def compare(model: Model, loss, params, x, y, *, eps: float = 1e-6,
                       float(np.linalg.norm(a)), ma_abs, ma_rel, ad_abs, ad_rel,
                       mf_abs, mf_rel, int(keep.sum()), int((~keep).sum())))
       offset += size
-  # Rounding in C(θ ± h e_k) is ~eps64 |C| each, so the difference quotient
-  # carries ~eps64 |C| / h of noise whatever the gradient: an array whose
-  # gradient is that small (a GPT's query and key weights at init, where
-  # attention is near uniform) is judged by it, not by its relative error.
-  floor = 4 * np.finfo(np.float64).eps * c_scale / eps
-  return Report(rows, manual_ok, atol_fd=max(1e-9, floor))
+  return Report(rows, manual_ok, atol_fd=_fd_floor(c_scale, eps))
+
+
+def _fd_floor(c_scale: float, h: float) -> float:
+  """The absolute tolerance of a central difference: rounding in ``C(θ ±
+  h e_k)`` is ~eps64 |C| each, so the quotient carries ~eps64 |C| / h of
+  noise whatever the gradient; an array whose gradient is that small (a
+  GPT's query and key weights at init, where attention is near uniform) is
+  judged by it, not by its relative error."""
+  return max(1e-9, 4 * np.finfo(np.float64).eps * c_scale / h)
