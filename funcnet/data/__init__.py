@@ -35,7 +35,7 @@ Where each part lives (every public name is re-exported here, so
 ``funcnet.data.X`` is the way to reach it):
 
   ``registry.py``    :class:`~funcnet.data.registry.Source`, ``DATASETS``,
-                     ``names``: the built-in sets
+                     ``names``, ``valid_range``: the built-in sets (a raw input range)
   ``dataset.py``     :class:`Dataset`, ``in_shape``,
                      ``n_features``, ``n_outputs``, ``spec`` (what model
                      builders read), ``summary``, ``split_indices``
@@ -60,7 +60,7 @@ import pkgutil
 
 # In this order, the order of the sets in config.py's doc line; then any
 # other module in the folder (a new one registers its sets when imported).
-from funcnet.data.registry import DATASETS, names
+from funcnet.data.registry import DATASETS, names, valid_range
 from funcnet.data.generated import moons, ratings, regression, spirals, xor
 from funcnet.data.bundled import digits, mnist1d
 from funcnet.data.dataset import (Dataset, in_shape, n_features,
