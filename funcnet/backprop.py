@@ -141,16 +141,22 @@ def backward(model: Model, loss, params, trace: Trace, y) -> Backward:
 
 
 def mlp_value_and_grad(model: Model, loss):
-  """BP1-BP4 for an MLP: ``(params, x, y, key=None) -> (C, grads)``.
+  """BP1-BP4 for an MLP: ``(params, x, y, key=None) -> (C, grads)``;
+  with ``wrt_input=True``, ``(C, grads, dC/dx)``, ``dC/dx = delta_1 W_1^T``
+  over the batch (``(m, n_0)``, the input's gradient).
 
   Every MLP's ``Model.backward``; call it through :func:`value_and_grad`.
   """
   losses.get(loss)
   losses.check_pair(loss, model.output_activation)
 
-  def fn(params, x, y, key=None):
+  def fn(params, x, y, key=None, wrt_input=False):
     result = backward(model, loss, params, forward(model, params, x, key), y)
-    return result.loss, result.grads
+    if not wrt_input:
+      return result.loss, result.grads
+    # One more step of BP2, to the input: dC/dx = delta_1 W_1^T / m
+    dx = result.deltas[0] @ params[0]["W"].T / x.shape[0]
+    return result.loss, result.grads, dx.astype(x.dtype)
   return fn
 
 

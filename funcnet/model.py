@@ -64,6 +64,12 @@ class Model(NamedTuple):
       (``t < max_len``; a GPT also needs ``max_len <= block_size``).
       Jittable, no Python loop inside. None for models that are not
       per-position language models.
+    embed: for a kind whose inputs are integer ids (tokens, ``(user,
+      item)`` pairs): ``(params, x) -> (e, logits_of)`` with ``e`` the
+      looked-up embedding vectors (what an input gradient is taken with
+      respect to, e.g. ``(m, T, d)``) and ``logits_of(e, key=None)`` the
+      rest of the model, so ``logits_of(e) = logits(params, x)``. None for
+      real-valued inputs (:mod:`funcnet.inputgrad`).
   """
   init: Callable
   logits: Callable
@@ -76,6 +82,7 @@ class Model(NamedTuple):
   kinks: Optional[Callable] = None
   trace: Optional[Callable] = None
   decoder: Optional[Callable] = None
+  embed: Optional[Callable] = None
 
   def apply(self, params, x, key=None):
     """``a = f(z)``: the model's output, ``(m, n_out)``."""
