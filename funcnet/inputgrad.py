@@ -17,6 +17,13 @@ The score ``F_i`` of example ``i`` is one of
   of="output"   a_i[t_i] = f(z_i)[t_i], the output after the output
                 activation (a probability for softmax).
 
+A per-position model (``z (m, T, n)``: gpt, rnn_lm) scores, for
+"logit"/"output", its LAST position by default: ``t_i`` a class index
+``(m,)`` is the token predicted after the whole window, ``F_i =
+z_i[T-1, t_i]`` (what a reader of a next-token prediction asks about);
+``t (m, T)``, one class per position, scores ``F_i = sum_t z_i[t,
+t_{i,t}]`` instead.
+
 Examples do not interact in evaluation mode (``key=None``), so the gradient
 of ``sum_i F_i`` with respect to ``x`` holds ``dF_i/dx_i`` in row ``i``.
 
@@ -31,7 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from funcnet import activations, autodiff, backprop, losses
-from funcnet.errors import ConfigError
+from funcnet.errors import ConfigError, ShapeError
 from funcnet.model import Model
 
 SCORES = ("loss", "logit", "output")
@@ -68,6 +75,33 @@ def embedded(model: Model, params, x):
   return x, lambda e, key=None: model.logits(params, e, key)
 
 
+def _weights(z, target):
+  """``w`` shaped like ``z (m, *T, n)`` with ``F_i = sum w_i * z_i``: one-hot
+  rows at each term's ``target`` (``target (m, *T)``), or only at the last
+  position (``target (m,)`` of per-position logits).
+
+  Raises:
+    ShapeError: a target of another shape (the shapes are static: this is
+      raised while tracing, before anything runs).
+  """
+  target = jnp.asarray(target)
+  onehot = jax.nn.one_hot(target, z.shape[-1], dtype=z.dtype)
+  if target.shape == z.shape[:-1]:
+    return onehot
+  if target.shape == z.shape[:1] and z.ndim > 2:
+    w = jnp.zeros_like(z).reshape(z.shape[0], -1, z.shape[-1])
+    return w.at[:, -1].set(onehot).reshape(z.shape)
+  raise ShapeError(
+      f"target has shape {tuple(target.shape)}; expected {z.shape[:1]} class "
+      f"indices or {z.shape[:-1]}, one per position, for logits {z.shape}")
+
+
+def _last_position(z):
+  """``z (m, *T, n) -> (m, n)``: the last position's logits (``z`` itself
+  for one output row per example)."""
+  return z.reshape(z.shape[0], -1, z.shape[-1])[:, -1]
+
+
 def _score_loss(of: str, output_activation, target):
   """A loss of one's own whose value is ``sum_i F_i`` and whose
   hand-written derivative is ``dF/dz`` (no 1/m: each row is its example's)."""
@@ -75,21 +109,18 @@ def _score_loss(of: str, output_activation, target):
 
   def value(z, y):
     del y
-    zt = jnp.take_along_axis(z, target[:, None], axis=-1)[:, 0]
-    if of == "logit":
-      return jnp.sum(zt)
-    a = act.f(z)
-    return jnp.sum(jnp.take_along_axis(a, target[:, None], axis=-1))
+    w = _weights(z, target)
+    return jnp.sum(w * (z if of == "logit" else act.f(z)))
 
   def grad(z, y):
     del y
-    onehot = jax.nn.one_hot(target, z.shape[-1], dtype=z.dtype)
+    w = _weights(z, target)
     if of == "logit":
-      return onehot
+      return w
     a = act.f(z)
-    if act.df is None:                     # softmax: J^T e_t = a (e_t - a_t)
-      return a * (onehot - jnp.sum(onehot * a, axis=-1, keepdims=True))
-    return onehot * act.df(z, a)
+    if act.df is None:                     # softmax: J^T w = a (w - sum w a)
+      return a * (w - jnp.sum(w * a, axis=-1, keepdims=True))
+    return w * act.df(z, a)
 
   return losses.from_function(value, grad, name=f"{of} score")
 
@@ -107,7 +138,8 @@ def input_grad(model: Model, params, x, y=None, *, of: str = "loss",
     of: ``"loss"``, ``"logit"`` or ``"output"`` (module docstring).
     loss: the loss for ``of="loss"`` (a name or one of one's own).
     target: ``(m,)`` class indices for ``"logit"``/``"output"``; default
-      the model's predicted class.
+      the model's predicted class (per-position logits: at the last
+      position; ``(m, T)`` scores every position, module docstring).
     source: ``"manual"`` (the kind's hand-written backward) or
       ``"autodiff"`` (``jax.grad``).
     key: dropout on (training mode); None: evaluation.
@@ -116,13 +148,14 @@ def input_grad(model: Model, params, x, y=None, *, of: str = "loss",
     ConfigError: an unknown ``of`` or ``source``; ``of="loss"`` without
       ``y``; a manual source for a kind whose backward returns no input
       gradient.
+    ShapeError: a ``target`` neither ``(m,)`` nor one per position.
   """
   _check(of, source)
   if of == "loss" and y is None:
     raise ConfigError("input gradient of the loss needs the targets y; "
                       "expected input_grad(model, params, x, y)")
   if of != "loss" and target is None:
-    target = jnp.argmax(model.logits(params, x), axis=-1)
+    target = jnp.argmax(_last_position(model.logits(params, x)), axis=-1)
   score = loss if of == "loss" else _score_loss(
       of, model.output_activation, jnp.asarray(target))
   y_in = y if of == "loss" else jnp.zeros(jnp.shape(x)[0], jnp.int32)

@@ -124,8 +124,12 @@ def gpt(block_size: int, vocab: int, n_layers: int = 4, n_heads: int = 4,
   def decoder_fn(params, m, max_len):
     return _decoder(spec, params, m, max_len)
 
+  def embed_fn(params, x):
+    return embed(spec, params, x)
+
   return Model(init_fn, logits_fn, "softmax", (block_size,), vocab, spec,
-               head=None, backward=_backward, decoder=decoder_fn)
+               head=None, backward=_backward, decoder=decoder_fn,
+               embed=embed_fn)
 
 
 # --- the tied head --------------------------------------------------------------
@@ -167,14 +171,41 @@ def forward(spec: dict, params, x, key=None):
   :mod:`funcnet.layers`) for :func:`_backward`. ``logits`` is this
   function's ``z``, so the backward sees the very masks ``logits`` draws
   with ``key``: one key per dropout site, split from ``key`` in a fixed
-  order.
+  order. The lookup ``E[x]`` is the one step before
+  :func:`forward_embedded`, which is the rest.
   """
   _check_ids(x, spec["block_size"])
+  e, tok_cache = layers.embed_forward(params["tok"], x)      # (m, T, d)
+  z, caches = forward_embedded(spec, params, e, key)
+  caches["tok"] = tok_cache
+  return z, caches
+
+
+def embed(spec: dict, params, x):
+  """``Model.embed``: ``(e, logits_of)`` with ``e = E[x] (m, T, d)`` the
+  token vectors and ``logits_of(e, key=None)`` :func:`forward_embedded`'s
+  ``z`` (the positions are added inside, so an input gradient is the token
+  vectors' alone)."""
+  _check_ids(x, spec["block_size"])
+
+  def logits_of(e, key=None):
+    return forward_embedded(spec, params, e, key)[0]
+  return layers.embed(params["tok"], x), logits_of
+
+
+def forward_embedded(spec: dict, params, e, key=None):
+  """:func:`forward` from the token vectors ``e = E[x]: (m, T, d)`` on:
+  ``(z, caches)`` without the lookup's cache."""
+  shape = tuple(jnp.shape(e))
+  if len(shape) != 3 or not 1 <= shape[1] <= spec["block_size"] \
+      or shape[2] != spec["d_model"]:
+    raise ShapeError(f"token vectors of shape {shape}; this gpt expects "
+                     f"(batch, T, {spec['d_model']}) with 1 <= T <= "
+                     f"block_size = {spec['block_size']}")
   rate, n_layers = spec["dropout"], spec["n_layers"]
   gelu = activations.get("gelu")
   caches = {}
-  e, caches["tok"] = layers.embed_forward(params["tok"], x)   # (m, T, d)
-  e = e + params["pos"]["E"][:x.shape[1]]
+  e = e + params["pos"]["E"][:shape[1]]
   keys = ([None] * (2 * n_layers + 1) if key is None
           else list(jax.random.split(key, 2 * n_layers + 1)))
   e, caches["drop"] = layers.dropout_forward(e, rate, keys.pop())
@@ -213,6 +244,11 @@ def _backward(model: Model, loss):
     positions    dP[:T] = sum_m de;  dP[T:] = 0 (rows not read)
     tokens       dE_embed[r] = sum of de[i, t] over x[i, t] = r  (scatter-add)
 
+  With ``wrt_input=True`` the result is ``(C, grads, dC/de)``: ``de (m, T,
+  d)`` there, before the scatter-add, the gradient with respect to the
+  looked-up token vectors ``e = E[x]`` (``Model.embed``; the positions add
+  ``P`` to ``e`` and pass ``de`` on unchanged).
+
   The tied weight ``E`` is used twice, so its gradient is the SUM of both
   uses: ``dE = dE_head + dE_embed``, the head's ``dz^T h`` over every
   position plus the lookup's scatter-add. The causal attention's backward
@@ -228,7 +264,7 @@ def _backward(model: Model, loss):
   spec = model.spec
   gelu = activations.get("gelu")
 
-  def vg(params, x, y, key=None):
+  def vg(params, x, y, key=None, wrt_input=False):
     z, caches = forward(spec, params, x, key)
     c, dz = backprop.loss_and_delta(model, loss, z, y)
     grads = {}
@@ -256,7 +292,9 @@ def _backward(model: Model, loss):
     grads["tok"] = {"E": d_tok["E"] + d_tok_head}          # both uses of E
     # Back to the params' dtype, as jax.grad returns it.
     grads = jax.tree_util.tree_map(lambda g, p: g.astype(p.dtype), grads, params)
-    return c, grads
+    if not wrt_input:
+      return c, grads
+    return c, grads, de                                    # dC/de, e = E[x]
   return vg
 
 

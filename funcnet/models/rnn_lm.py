@@ -277,29 +277,59 @@ def forward(spec: dict, params, x, key=None):
 
   ``logits`` is this ``z``, so the backward sees the masks ``logits`` draws
   with ``key``: one key per layer's output, ``jax.random.split(key, L)``.
+  The lookup ``e = E[x]`` is the one step before :func:`forward_embedded`,
+  which is the rest.
   """
   _check_ids(x)
+  ids = jnp.swapaxes(x, 0, 1)                       # time leads, for scan
+  u, _ = layers.embed_forward(params["embed"], ids)  # (T, m, d)
+  z, (caches, masks, head_in) = _layers_forward(spec, params, u, key)
+  return z, Trace(ids, caches, masks, head_in)
+
+
+def forward_embedded(spec: dict, params, e, key=None):
+  """:func:`forward` from the token vectors ``e = E[x]: (m, T, d)`` on:
+  ``z (m, T, V)`` (``Model.embed``'s ``logits_of``)."""
+  shape = tuple(jnp.shape(e))
+  if len(shape) != 3 or shape[1] < 1 or shape[2] != spec["d_embed"]:
+    raise ShapeError(f"token vectors of shape {shape}; rnn_lm expects "
+                     f"(batch, T, {spec['d_embed']})")
+  return _layers_forward(spec, params, jnp.swapaxes(e, 0, 1), key)[0]
+
+
+def embed(spec: dict, params, x):
+  """``Model.embed``: ``(e, logits_of)``, ``e = E[x] (m, T, d)`` and
+  ``logits_of(e, key=None)`` = :func:`forward_embedded`."""
+  _check_ids(x)
+
+  def logits_of(e, key=None):
+    return forward_embedded(spec, params, e, key)
+  return layers.embed(params["embed"], x), logits_of
+
+
+def _layers_forward(spec: dict, params, u, key):
+  """The layers and the head on ``u = e (T, m, d)``, time leading: ``(z
+  (m, T, V), (caches, masks, head_in))``, as :class:`Trace` keeps them."""
   cell = CELLS[spec["cell"]]
   n_layers, rate = spec["n_layers"], spec["dropout"]
   keys = ([None] * n_layers if key is None
           else list(jax.random.split(key, n_layers)))
-  ids = jnp.swapaxes(x, 0, 1)                       # time leads, for scan
-  u, _ = layers.embed_forward(params["embed"], ids)  # (T, m, d)
   # The scan's carry keeps one dtype: that of the params and the table mixed.
   dtype = jnp.result_type(u, params["head"]["W"])
   caches, masks = [], []
   for p, k in zip(params["layers"], keys):
-    state0 = _zero_state(cell, x.shape[0], spec["n_hidden"], dtype)
+    state0 = _zero_state(cell, u.shape[1], spec["n_hidden"], dtype)
     u, cache = layer_forward(cell, p, state0, u)
     u, mask = layers.dropout_forward(u, rate, k)
     caches.append(cache)
     masks.append(mask)
   z, head_in = layers.dense_forward(params["head"], jnp.swapaxes(u, 0, 1))
-  return z, Trace(ids, caches, masks, head_in)
+  return z, (caches, masks, head_in)
 
 
 def _value_grad_norms(model: Model, loss):
-  """``(params, x, y, key=None) -> (C, grads, dh_norms (L, T))``."""
+  """``(params, x, y, key=None) -> (C, grads, dh_norms (L, T), dC/de)``,
+  ``dC/de (m, T, d)`` the gradient with respect to the token vectors."""
   losses.get(loss)
   losses.check_pair(loss, model.output_activation)
   spec = model.spec
@@ -321,7 +351,7 @@ def _value_grad_norms(model: Model, loss):
     # In each param's own dtype, as jax.grad returns them.
     grads = jax.tree_util.tree_map(lambda g, p: g.astype(p.dtype), grads,
                                    params)
-    return c, grads, jnp.stack(norms)
+    return c, grads, jnp.stack(norms), jnp.swapaxes(du, 0, 1)
   return fn
 
 
@@ -337,6 +367,10 @@ def _backward(model: Model, loss):
       du^{l-1}, dparams^l = layer_backward(cell, dh^l)     BPTT (dh, dc)
     dE[r] = sum over (i, t) with x[i, t] = r of du^0[t, i]   scatter-add
 
+  With ``wrt_input=True`` the result is ``(C, grads, dC/de)``, ``dC/de[i,
+  t] = du^0[t, i]`` (``(m, T, d)``, before the scatter-add): the gradient
+  with respect to the token vectors ``e = E[x]`` (``Model.embed``).
+
   ``layer_backward``'s scan adds ``dh^l_t`` to what flows back from step
   ``t + 1`` (every position's loss reaches every earlier state), and the
   LSTM's steps follow :func:`lstm_step_deltas`: ``dc_t = dh_t o_t (1 -
@@ -344,9 +378,9 @@ def _backward(model: Model, loss):
   """
   vgn = _value_grad_norms(model, loss)
 
-  def fn(params, x, y, key=None):
-    c, grads, _ = vgn(params, x, y, key)
-    return c, grads
+  def fn(params, x, y, key=None, wrt_input=False):
+    c, grads, _, de = vgn(params, x, y, key)
+    return (c, grads, de) if wrt_input else (c, grads)
   return fn
 
 
@@ -480,8 +514,12 @@ def rnn_lm(in_shape, vocab_size: int, cell: str = "lstm", n_layers: int = 1,
   def logits_fn(params, x, key=None):
     return forward(spec, params, x, key)[0]
 
+  def embed_fn(params, x):
+    return embed(spec, params, x)
+
   return Model(init_fn, logits_fn, "softmax", in_shape, vocab_size, spec,
-               head=("head",), backward=_backward, decoder=_decoder(spec))
+               head=("head",), backward=_backward, decoder=_decoder(spec),
+               embed=embed_fn)
 
 
 def _from_config(table, spec):

@@ -227,17 +227,21 @@ def _backward(model: Model, loss):
     cls token    dcls = sum_m de[:, 0];  de = de[:, 1:]
     embedding    dtokens = de W_in^T;  dW_in = sum tokens^T de,  db_in = sum de
     stem         dh_{k-1} = conv^T(gelu'(.) * dh_k), k = K..1
+    input        dC/dx = dh_0, the patching undone (the stem's first
+                 convolution's dx; without a stem, dtokens reshaped)
 
   ``^T`` is each layer's backward (:mod:`funcnet.layers`). Pure and
   jittable; same signature and result as
-  :func:`funcnet.autodiff.value_and_grad`.
+  :func:`funcnet.autodiff.value_and_grad`; ``fn(params, x, y, key,
+  wrt_input=True)`` returns ``(C, grads, dC/dx)``, ``dC/dx`` shaped like
+  ``x`` (:mod:`funcnet.inputgrad`).
   """
   losses.get(loss)
   losses.check_pair(loss, model.output_activation)
   spec = model.spec
   gelu = activations.get("gelu")
 
-  def vg(params, x, y, key=None):
+  def vg(params, x, y, key=None, wrt_input=False):
     z, caches = forward(spec, params, x, key)
     c, dz = backprop.loss_and_delta(model, loss, z, y)
     grads = {}
@@ -270,9 +274,9 @@ def _backward(model: Model, loss):
       de = de[:, 1:]
     dtok, grads["embed"] = layers.dense_backward(params["embed"],
                                                  caches["embed"], de)
+    m, length = x.shape[0], spec["in_shape"][0]
+    dh = jnp.reshape(dtok, (m, length, -1))               # undo the patching
     if "stem" in params:
-      m, length = x.shape[0], spec["in_shape"][0]
-      dh = jnp.reshape(dtok, (m, length, -1))             # undo the patching
       grads["stem"] = [None] * len(params["stem"])
       for k in reversed(range(len(params["stem"]))):
         c_conv, c_act = caches["stem"][k]
@@ -282,7 +286,9 @@ def _backward(model: Model, loss):
     # Back to the params' dtype (a float32 x with float64 params promotes),
     # as jax.grad returns it.
     grads = jax.tree_util.tree_map(lambda g, p: g.astype(p.dtype), grads, params)
-    return c, grads
+    if not wrt_input:
+      return c, grads
+    return c, grads, jnp.reshape(dh, x.shape).astype(x.dtype)   # dC/dx = dh_0
   return vg
 
 
