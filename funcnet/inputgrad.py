@@ -164,10 +164,16 @@ def input_grad(model: Model, params, x, y=None, *, of: str = "loss",
   if source == "manual":
     return _manual(model, score, params, x, y_in, key) * scale
 
+  return _autodiff(model, score, params, x, y_in, key)[1] * scale
+
+
+def _autodiff(model: Model, loss, params, x, y, key):
+  """``(C, dC/de)`` by ``jax.value_and_grad``, ``e`` as :func:`embedded`
+  gives it (``x`` itself for real-valued inputs)."""
   e, logits_of = embedded(model, params, x)
   c_of = autodiff.loss_fn(model._replace(logits=lambda p, e_, k=None:
-                                         logits_of(e_, k)), score)
-  return jax.grad(lambda e_: c_of(params, e_, y_in, key))(e) * scale
+                                         logits_of(e_, k)), loss)
+  return jax.value_and_grad(lambda e_: c_of(params, e_, y, key))(e)
 
 
 def _manual(model: Model, score, params, x, y, key):
@@ -186,7 +192,8 @@ def _manual(model: Model, score, params, x, y, key):
 
 def value_and_input_grad(model: Model, loss, source: str = "manual"):
   """``(params, x, y, key=None) -> (C, dC/dx)`` for the batch-mean loss
-  (an attack's and adversarial training's gradient; jittable)."""
+  (an attack's and adversarial training's gradient; jittable); token
+  inputs: ``dC/de``, as :func:`input_grad`, by either source."""
   _check("loss", source)
   if source == "manual":
     fn = backprop.value_and_grad(model, loss)
@@ -195,9 +202,9 @@ def value_and_input_grad(model: Model, loss, source: str = "manual"):
       c, _, dx = fn(params, x, y, key, wrt_input=True)
       return c, dx
     return manual
-  c_of = autodiff.loss_fn(model, loss)
+  losses.check_pair(loss, model.output_activation)   # now, not when traced
 
   def auto(params, x, y, key=None):
-    return jax.value_and_grad(lambda x_: c_of(params, x_, y, key))(x)
+    return _autodiff(model, loss, params, x, y, key)
   return auto
 
