@@ -34,6 +34,10 @@ Params: ``{"tok": {"E": (V, d)}, "pos": {"E": (block_size, d)}, "blocks":
 The backward (:func:`_backward`) runs the same :func:`forward` and goes
 back through it layer by layer with the layers' ``*_backward``; the decoder
 (:func:`_decoder`) runs the same blocks one position at a time.
+``Model.embed`` (:func:`embed`) is the forward cut at the lookup: ``e =
+E[x]`` and :func:`forward_embedded`, the rest (which :func:`forward` runs
+too); an input gradient is ``dC/de``, which the backward returns with
+``wrt_input=True`` (:mod:`funcnet.inputgrad`).
 """
 
 import math

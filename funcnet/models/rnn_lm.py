@@ -39,6 +39,9 @@ layer's BPTT, a reverse ``lax.scan`` that carries ``dC/ds_t`` (``dh`` and,
 for the LSTM, ``dc``) and adds, at every step, the gradient arriving from
 the layer above (or the head) at ``h_t``; then the embedding's scatter-add.
 :func:`time_step_grad_norms` returns ``||dC/dh^l_t||`` from that scan.
+With ``wrt_input=True`` it also returns ``dC/de``, what reaches the token
+vectors ``e = E[x]`` before the scatter-add: ``Model.embed`` (:func:`embed`)
+cuts the forward there, :func:`forward_embedded` being the rest.
 
 The one-token form for sampling is ``Model.decoder``: the same cells fed
 one token at a time, the state ``(h, c)`` per layer carried between steps.
