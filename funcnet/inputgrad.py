@@ -77,9 +77,9 @@ def embedded(model: Model, params, x):
 
 def _weights(z, target):
   """``w`` shaped like ``z (m, *T, n)``, ``F_i = sum w_i * z_i`` (a logit;
-  ``w_i * a_i`` an output): one-hot
-  rows at each term's ``target`` (``target (m, *T)``), or only at the last
-  position (``target (m,)`` of per-position logits).
+  ``w_i * a_i`` an output): one-hot rows at each term's ``target``
+  (``target (m, *T)``), or only at the last position (``target (m,)`` of
+  per-position logits).
 
   Raises:
     ShapeError: a target of another shape (the shapes are static: this is
