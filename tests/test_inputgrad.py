@@ -144,14 +144,13 @@ def test_recommender_gradient_is_the_looked_up_rows_gradient(kind):
     e, logits_of = model.embed(params, x)
     de = inputgrad.input_grad(model, params, x, y, loss="mse")   # manual
     auto = inputgrad.input_grad(model, params, x, y, loss="mse",
-                              source="autodiff")
+                                source="autodiff")
     looked_up = jnp.stack([t[x[:, col]] for col, t in enumerate(rows(params))],
                           axis=1)
     return e, looked_up, logits_of(e), model.logits(params, x), de, ref, auto
 
   e, looked_up, z_of_e, z, de, ref, auto = grads(params, x, y)
-  d = 3
-  assert e.shape == de.shape == (4, 2, d)
+  assert e.shape == de.shape == (4, 2, 3)       # (m, user/item, d)
   np.testing.assert_array_equal(e, looked_up)  # e = [p_u, q_i], row by row
   np.testing.assert_allclose(z_of_e, z, rtol=1e-14)
   assert np.max(np.abs(ref)) > 1e-3
