@@ -25,6 +25,16 @@ sign between ``θ − h e_k`` and ``θ + h e_k``; for other models whose
 backward one-sided differences disagree by more than ``kink_tol`` relative
 (a straddled kink shows as a jump there). The report counts skipped entries.
 
+The input: for real-valued inputs (a kind without ``Model.embed``), one
+more row, ``input x``, compares ``dC/dx`` the same three ways (the
+batch-mean loss's gradient with respect to the batch ``x``, shaped like
+``x``; :mod:`funcnet.inputgrad`): the hand-written backward asked with
+``wrt_input=True`` (its manual cells are empty where the kind's backward
+does not return it), ``jax.grad`` with respect to ``x``, and central
+differences on up to ``max_entries`` entries of ``x``, with the same kink
+rules. ``report.input`` holds it (None for id inputs); ``report.rows``
+stays one row per parameter array.
+
 ``report.ok()`` passes when manual vs autodiff ``rel <= 1e-10`` and both vs
 finite differences ``rel <= 1e-6`` or, for arrays whose gradient is so small
 that rounding dominates, ``abs <= max(1e-9, 4 eps64 |C| / h)`` (the
@@ -74,19 +84,25 @@ def _fmt(v):
 
 
 class Report(NamedTuple):
-  """Per-array gradient errors with pass/fail tolerances."""
+  """Per-array gradient errors with pass/fail tolerances; ``input`` is the
+  input's row (``dC/dx``), None where the inputs are ids."""
   rows: list
   manual: bool
   rtol_manual: float = 1e-10
   rtol_fd: float = 1e-6
   atol_fd: float = 1e-9
+  input: Optional[Row] = None
+
+  def all_rows(self) -> list:
+    """The parameter rows, then the input's row where there is one."""
+    return list(self.rows) + ([self.input] if self.input is not None else [])
 
   def failures(self) -> list[str]:
     """One line for each comparison over its tolerance, and for each array
     that finite differences did not really check: none of its entries, or
     most of them skipped (a check that checks nothing must not pass)."""
     bad = []
-    for r in self.rows:
+    for r in self.all_rows():
       tried = r.fd_checked + r.fd_skipped
       if tried and (r.fd_checked == 0 or r.fd_skipped > r.fd_checked):
         bad.append(f"{r.name}: only {r.fd_checked} of {tried} finite-"
@@ -113,19 +129,21 @@ class Report(NamedTuple):
     return self
 
   def __str__(self):
-    w = max([14] + [len(r.name) + 1 for r in self.rows])
+    w = max([14] + [len(r.name) + 1 for r in self.all_rows()])
     head = (f"{'param':<{w}}{'shape':>12}{'|grad|':>10}  "
             f"{'man-auto abs':>12}{'rel':>9}  {'auto-fd abs':>11}{'rel':>9}  "
             f"{'man-fd abs':>10}{'rel':>9}  {'fd n':>5}{'skip':>5}")
     lines = [head, "-" * len(head)]
-    for r in self.rows:
+    for r in self.all_rows():
+      if r is self.input:              # dC/dx, set apart from the params
+        lines.append("-" * len(head))
       lines.append(
           f"{r.name:<{w}}{'x'.join(map(str, r.shape)) or '()':>12}"
           f"{r.grad_norm:10.2e}  {_fmt(r.manual_autodiff_abs):>12}"
           f"{_fmt(r.manual_autodiff_rel):>9}  {_fmt(r.autodiff_fd_abs):>11}"
           f"{_fmt(r.autodiff_fd_rel):>9}  {_fmt(r.manual_fd_abs):>10}"
           f"{_fmt(r.manual_fd_rel):>9}  {r.fd_checked:5d}{r.fd_skipped:5d}")
-    skipped = sum(r.fd_skipped for r in self.rows)
+    skipped = sum(r.fd_skipped for r in self.all_rows())
     if skipped:
       lines.append(f"{skipped} finite-difference entries skipped: their ±h "
                    "straddled a kink (relu/leaky_relu at z = 0)")
@@ -175,32 +193,41 @@ def compare(model: Model, loss, params, x, y, *, eps: float = 1e-6,
     kink_tol: see the module docstring (models other than MLPs).
 
   Returns:
-    A :class:`Report`; ``str(report)`` is a table, ``report.ok()`` the verdict.
+    A :class:`Report`; ``str(report)`` is a table, ``report.ok()`` the
+    verdict, ``report.input`` the input's row (module docstring).
   """
   if key is None:
     key = jax.random.key(0)
   with jax.enable_x64(True):
     params, x, y = _to64(params), _to64(x), _to64(y)
     loss_of = autodiff.loss_fn(model, loss)
-    _, auto = jax.jit(autodiff.value_and_grad(model, loss))(params, x, y)
-    manual_ok = model.backward is not None
-    if manual_ok:
-      _, manual = jax.jit(backprop.value_and_grad(model, loss))(params, x, y)
-    flat, unravel = jax.flatten_util.ravel_pytree(params)
-    leaves_p = jax.tree_util.tree_flatten_with_path(params)[0]
+    # theta = (params, x) for real-valued inputs: the input is one more
+    # array to differentiate and perturb; (params, None) for ids.
+    with_x = _real_input(model, x)
+    theta = (params, x if with_x else None)
+
+    def loss_at(t):
+      return loss_of(t[0], t[1] if with_x else x, y)
+    auto = jax.jit(jax.grad(loss_at))(theta)
+    manual = _manual(model, loss, params, x, y, with_x)
+    flat, unravel = jax.flatten_util.ravel_pytree(theta)
+    names = [_leaf_name(path) for path, _ in
+             jax.tree_util.tree_flatten_with_path(params)[0]]
+    names += ["input x"] if with_x else []
+    leaves = jax.tree_util.tree_leaves(theta)
     auto_leaves = jax.tree_util.tree_leaves(auto)
-    man_leaves = jax.tree_util.tree_leaves(manual) if manual_ok else None
+    man_leaves = _manual_leaves(manual, with_x, len(leaves))
 
     # Kinks: the exact test where the model exposes its kinked
     # pre-activations (model.kinks), else the one-sided test.
     kinked_exact = model.kinks is not None
     kinked_other = not kinked_exact and bool(model.spec.get("kinked", False))
 
-    def probe(theta):
-      p = unravel(theta)
-      c = loss_of(p, x, y)
+    def probe(vec):
+      t = unravel(vec)
+      c = loss_at(t)
       if kinked_exact:
-        return c, jnp.sign(model.kinks(p, x))
+        return c, jnp.sign(model.kinks(t[0], t[1] if with_x else x))
       return c, jnp.zeros((0,))
 
     # One compiled function for every array: it takes a fixed-length vector
@@ -211,12 +238,12 @@ def compare(model: Model, loss, params, x, y, *, eps: float = 1e-6,
     def shifted(idx, h):
       return jax.lax.map(lambda i: probe(flat.at[i].add(h)), idx)
 
-    c0 = jax.jit(loss_of)(params, x, y) if kinked_other else None
+    c0 = jax.jit(loss_at)(theta) if kinked_other else None
     rows, offset, c_scale = [], 0, 1.0
     # Entry choice: one integer seed per array from the key, then numpy's
     # generator (jax.random.choice would compile once per array size).
-    seeds = np.asarray(jax.random.randint(key, (len(leaves_p),), 0, 2**31 - 1))
-    for i, (path, leaf) in enumerate(leaves_p):
+    seeds = np.asarray(jax.random.randint(key, (len(leaves),), 0, 2**31 - 1))
+    for i, leaf in enumerate(leaves):
       size = int(np.prod(leaf.shape))
       if size <= max_entries:
         idx = np.arange(size)
@@ -239,19 +266,62 @@ def compare(model: Model, loss, params, x, y, *, eps: float = 1e-6,
         fwd = np.asarray((c_plus - c0) / eps)
         bwd = np.asarray((c0 - c_minus) / eps)
         keep = np.abs(fwd - bwd) <= kink_tol * np.maximum(np.abs(fd), 1e-8)
-      a = np.asarray(auto_leaves[i]).ravel()
-      ad_abs, ad_rel = _abs_rel(a[idx][keep], fd[keep])
-      if manual_ok:
-        mval = np.asarray(man_leaves[i]).ravel()
-        ma_abs, ma_rel = _abs_rel(mval, a)
-        mf_abs, mf_rel = _abs_rel(mval[idx][keep], fd[keep])
-      else:
-        ma_abs = ma_rel = mf_abs = mf_rel = None
-      rows.append(Row(_leaf_name(path), tuple(leaf.shape),
-                      float(np.linalg.norm(a)), ma_abs, ma_rel, ad_abs, ad_rel,
-                      mf_abs, mf_rel, int(keep.sum()), int((~keep).sum())))
+      rows.append(_row(names[i], leaf.shape, auto_leaves[i], man_leaves[i],
+                       idx, fd, keep))
       offset += size
-  return Report(rows, manual_ok, atol_fd=_fd_floor(c_scale, eps))
+  n_params = len(rows) - with_x
+  return Report(rows[:n_params], manual is not None,
+                atol_fd=_fd_floor(c_scale, eps),
+                input=rows[n_params] if with_x else None)
+
+
+def _real_input(model: Model, x) -> bool:
+  """Whether ``x`` is real-valued input to differentiate (not ids)."""
+  return (getattr(model, "embed", None) is None
+          and jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating))
+
+
+def _manual(model: Model, loss, params, x, y, with_x: bool):
+  """The hand-written ``(grads, dC/dx)`` (``dC/dx`` None where not asked
+  for or the kind's backward does not return it); None without a
+  hand-written backward."""
+  if model.backward is None:
+    return None
+  fn = backprop.value_and_grad(model, loss)
+  if with_x:
+    try:
+      out = jax.jit(lambda p, x_, y_: fn(p, x_, y_, wrt_input=True))(
+          params, x, y)
+      if len(out) == 3:          # (C, grads, dC/dx); a backward that
+        return out[1], out[2]    # ignores the flag gives (C, grads)
+    except TypeError as exc:     # a backward without wrt_input (yet)
+      if "wrt_input" not in str(exc):
+        raise
+  return jax.jit(fn)(params, x, y)[1], None
+
+
+def _manual_leaves(manual, with_x: bool, n: int) -> list:
+  """One manual array (or None) per row, in the rows' order."""
+  if manual is None:
+    return [None] * n
+  grads, dx = manual
+  return jax.tree_util.tree_leaves(grads) + ([dx] if with_x else [])
+
+
+def _row(name, shape, auto, manual, idx, fd, keep) -> Row:
+  """One array's row: ``auto``/``manual`` its two gradients (``manual``
+  None: not compared), ``fd`` the differences at flat entries ``idx``,
+  ``keep`` those not skipped at a kink."""
+  a = np.asarray(auto).ravel()
+  ad_abs, ad_rel = _abs_rel(a[idx][keep], fd[keep])
+  ma_abs = ma_rel = mf_abs = mf_rel = None
+  if manual is not None:
+    mval = np.asarray(manual).ravel()
+    ma_abs, ma_rel = _abs_rel(mval, a)
+    mf_abs, mf_rel = _abs_rel(mval[idx][keep], fd[keep])
+  return Row(name, tuple(shape), float(np.linalg.norm(a)), ma_abs, ma_rel,
+             ad_abs, ad_rel, mf_abs, mf_rel, int(keep.sum()),
+             int((~keep).sum()))
 
 
 def _fd_floor(c_scale: float, h: float) -> float:

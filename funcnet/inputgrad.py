@@ -60,18 +60,20 @@ def embedded(model: Model, params, x):
   ``e`` is ``x`` itself for real-valued inputs; for token or id inputs it
   is the looked-up embedding vectors (``Model.embed``), and ``logits_of(e,
   key=None)`` the rest of the model, so that ``logits_of(e) =
-  model.logits(params, x)``.
+  model.logits(params, x)``. A kind that exposes ``embed`` takes ids
+  whatever ``x``'s dtype (a recommender accepts whole-number floats), so
+  its ``embed`` is used for any ``x``.
 
   Raises:
     ConfigError: integer inputs of a kind that does not expose ``embed``.
   """
-  if jnp.issubdtype(jnp.asarray(x).dtype, jnp.integer):
-    if getattr(model, "embed", None) is None:
-      raise ConfigError(
-          f"model kind {model.kind!r} takes integer inputs (ids) and exposes "
-          "no embedding (Model.embed); expected real-valued inputs for an "
-          "input gradient")
+  if getattr(model, "embed", None) is not None:
     return model.embed(params, x)
+  if jnp.issubdtype(jnp.asarray(x).dtype, jnp.integer):
+    raise ConfigError(
+        f"model kind {model.kind!r} takes integer inputs (ids) and exposes "
+        "no embedding (Model.embed); expected real-valued inputs for an "
+        "input gradient")
   return x, lambda e, key=None: model.logits(params, e, key)
 
 

@@ -45,6 +45,8 @@ class Model(NamedTuple):
     backward: the kind's hand-written gradient, ``backward(model, loss) ->
       (params, x, y, key=None) -> (C, grads)``, written from the delta
       equations without ``jax.grad``; None where the kind has none yet.
+      Asked with ``wrt_input=True`` it returns ``(C, grads, dC/dx)``, the
+      input's gradient shaped like ``x`` (ids: like ``embed``'s ``e``).
       :func:`funcnet.backprop.value_and_grad` calls it.
     kinks: ``(params, x) -> (k,)``, the hidden pre-activations that sit
       before a kinked activation (relu), so the gradient check can skip a

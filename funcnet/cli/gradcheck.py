@@ -11,7 +11,8 @@ DESCRIPTION = (
     "params three ways, in float64, on a batch of its training data: the "
     "hand-written backward pass, jax.grad, and central finite differences "
     "(on sampled entries). Prints one row per parameter array (each layer's "
-    "W and b) with the largest absolute and relative differences; passes "
+    "W and b), and for real-valued inputs a last row for the input's "
+    "gradient dC/dx, with the largest absolute and relative differences; passes "
     "when manual vs autodiff agree to 1e-10 and both vs finite differences "
     "to 1e-6 (relative), else exit 1. See funcnet/gradcheck.py.")
 

@@ -40,6 +40,13 @@ b_k)``, and ``r`` the forward's dropout masks:
              or dh_0 reshaped to a_K's shape        (flatten)
   dc_k     = pool'(da_k) * f'(c_k)                  (pool, activation)
   da_{k-1}, dW_k, db_k = conv'(dc_k)                (layers.conv_backward)
+  dC/dx    = da_0 reshaped to x's shape             (wrt_input=True)
+
+``conv'`` gives ``da_{k-1}`` as the full correlation of ``dc_k`` with the
+kernel (flipped in space, its channels swapped); at ``k = 1`` that is the
+input's gradient, which ``fn(params, x, y, key, wrt_input=True)`` returns
+as a third result (the channel axis added for a one-channel input, and an
+``image_shape``'s reshape, undone).
 
 ``pool'`` sends each window's gradient to its first maximum (max) or
 spreads it over the window (avg); see :mod:`funcnet.layers.pool`.
@@ -250,7 +257,9 @@ def _forward(spec, params, x, key=None):
 
 def _backward(model: Model, loss):
   """The CNN's hand-written ``(params, x, y, key=None) -> (C, grads)``: the
-  chain of the module docstring, each step a layer's ``*_backward``.
+  chain of the module docstring, each step a layer's ``*_backward``; with
+  ``wrt_input=True``, ``(C, grads, dC/dx)``, ``dC/dx = da_0`` shaped like
+  ``x`` (the batch-mean loss's: the 1/m is in it).
 
   Same signature and result as :func:`funcnet.autodiff.value_and_grad`;
   pure and jittable. With a key, the dropout masks are the forward's.
@@ -262,7 +271,7 @@ def _backward(model: Model, loss):
   pool_backward = (layers.max_pool_backward if spec["pool_type"] == "max"
                    else layers.avg_pool_backward)
 
-  def fn(params, x, y, key=None):
+  def fn(params, x, y, key=None, wrt_input=False):
     z, trace = _forward(spec, params, x, key)
     c, dh = backprop.loss_and_delta(model, loss, z, y)    # dC/dz, 1/m in it
 
@@ -288,7 +297,11 @@ def _backward(model: Model, loss):
       dc = layers.activation_backward(act, act_cache, da)
       da, g = layers.conv_backward(p, conv_cache, dc)
       conv_grads.insert(0, g)
-    return c, {"conv": conv_grads, "dense": dense_grads}
+    grads = {"conv": conv_grads, "dense": dense_grads}
+    if not wrt_input:
+      return c, grads
+    # da_0 = dC/d(image with its channel axis): undo the forward's reshapes
+    return c, grads, da.reshape(x.shape).astype(x.dtype)
   return fn
 
 

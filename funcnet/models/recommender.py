@@ -35,6 +35,14 @@ gets both contributions:
         split as the concatenation was: dp_u = dh_0[:, :e], dq_i = dh_0[:, e:],
         then dE_user[u] += dp_u, dE_item[i] += dq_i (``embed_backward``).
 
+The input gradient (``wrt_input=True``, :mod:`funcnet.inputgrad`) is taken
+with respect to the looked-up vectors ``e = [p_u, q_i]: (m, 2, d)``
+(``Model.embed``; ``d`` the rank or the embedding width): row ``e`` of
+``x`` becomes a ``(2, d)`` pair of rows, as a token becomes its embedding.
+The manual backward returns ``dC/de`` before the scatter-adds above (mf:
+``[dr q_i, dr p_u]``; ncf: ``dh_0`` reshaped to ``(m, 2, e)``); mf's
+biases ``b_u, b_i`` are looked up too but are not part of ``e``.
+
 Ids are checked against ``n_users``/``n_items`` whenever ``x`` is concrete
 (outside ``jit``), since JAX would silently clamp an out-of-range index.
 Float arrays holding whole numbers are accepted and cast to ids.
@@ -68,14 +76,35 @@ def _ids(x, n_users, n_items, what):
   return ids[:, 0], ids[:, 1]
 
 
+def _mf_lookup(spec, params, x):
+  """``(u, i, e)``: the ids ``(m,)`` each and ``e = [p_u, q_i]: (m, 2, k)``,
+  the factor rows the pair looks up (``Model.embed``'s ``e``)."""
+  u, i = _ids(x, spec["n_users"], spec["n_items"], "mf")
+  return u, i, jnp.stack([params["P"][u], params["Q"][i]], axis=1)
+
+
+def _mf_rating(params, u, i, e):
+  """``z = r[:, None]``, ``r = mu + b_u + b_i + p_u . q_i`` from the looked-up
+  factors ``e = [p_u, q_i]: (m, 2, k)``."""
+  r = (params["mu"] + params["b_user"][u] + params["b_item"][i]
+       + jnp.sum(e[:, 0] * e[:, 1], axis=-1))
+  return r[:, None]
+
+
 def _mf_forward(spec, params, x):
   """``z = r[:, None]``, ``r = mu + b_u + b_i + p_u . q_i``; the cache is
   ``(u, i, p_u, q_i)``, ids ``(m,)`` and factors ``(m, k)``."""
-  u, i = _ids(x, spec["n_users"], spec["n_items"], "mf")
-  p_u, q_i = params["P"][u], params["Q"][i]
-  r = (params["mu"] + params["b_user"][u] + params["b_item"][i]
-       + jnp.sum(p_u * q_i, axis=-1))
-  return r[:, None], (u, i, p_u, q_i)
+  u, i, e = _mf_lookup(spec, params, x)
+  return _mf_rating(params, u, i, e), (u, i, e[:, 0], e[:, 1])
+
+
+def _mf_embed(spec):
+  """MF's ``Model.embed``: ``(params, x) -> (e, logits_of)``, ``e = [p_u,
+  q_i]: (m, 2, k)`` (the biases ``b_u, b_i`` stay inside ``logits_of``)."""
+  def embed(params, x):
+    u, i, e = _mf_lookup(spec, params, x)
+    return e, lambda e_, key=None: _mf_rating(params, u, i, e_)
+  return embed
 
 
 def _mf_backward(model, loss):
@@ -87,33 +116,55 @@ def _mf_backward(model, loss):
     dP[u] += dr_e q_i  (k,)                     dQ[i] += dr_e p_u  (k,)
 
   (``d(p_u . q_i)/dp_u = q_i``), summed by scatter-adds over repeated ids.
+  With ``wrt_input=True``, ``(C, grads, dC/de)``: the gradient with respect
+  to the looked-up factors ``e = [p_u, q_i]`` (``Model.embed``), ``(m, 2,
+  k)``, the per-example terms before the scatter-adds:
+
+    dC/dp_u = dr_e q_i        dC/dq_i = dr_e p_u
   """
   losses.check_pair(loss, model.output_activation)
   spec = model.spec
 
-  def fn(params, x, y, key=None):
+  def fn(params, x, y, key=None, wrt_input=False):
     del key  # no randomness in the forward pass
     z, (u, i, p_u, q_i) = _mf_forward(spec, params, x)
     c, dz = backprop.loss_and_delta(model, loss, z, y)
     dr = dz[:, 0]                                                  # (m,)
-    dP = jnp.zeros_like(params["P"]).at[u].add(dr[:, None] * q_i)
-    dQ = jnp.zeros_like(params["Q"]).at[i].add(dr[:, None] * p_u)
-    return c, {"mu": jnp.sum(dr),
-               "b_user": jnp.zeros_like(params["b_user"]).at[u].add(dr),
-               "b_item": jnp.zeros_like(params["b_item"]).at[i].add(dr),
-               "P": dP, "Q": dQ}
+    dp, dq = dr[:, None] * q_i, dr[:, None] * p_u                  # (m, k)
+    grads = {"mu": jnp.sum(dr),
+             "b_user": jnp.zeros_like(params["b_user"]).at[u].add(dr),
+             "b_item": jnp.zeros_like(params["b_item"]).at[i].add(dr),
+             "P": jnp.zeros_like(params["P"]).at[u].add(dp),
+             "Q": jnp.zeros_like(params["Q"]).at[i].add(dq)}
+    if not wrt_input:
+      return c, grads
+    return c, grads, jnp.stack([dp, dq], axis=1)
   return fn
+
+
+def _ncf_lookup(spec, params, x):
+  """``(e, caches)``: ``e = [p_u, q_i]: (m, 2, e)``, the embedding rows the
+  pair looks up (``Model.embed``'s ``e``), and the two lookups' caches."""
+  u, i = _ids(x, spec["n_users"], spec["n_items"], "ncf")
+  p_u, c_user = layers.embed_forward(params["user"], u)
+  q_i, c_item = layers.embed_forward(params["item"], i)
+  return jnp.stack([p_u, q_i], axis=1), (c_user, c_item)
 
 
 def _ncf_forward(spec, params, x, key=None):
   """``z = mu + dense(drop(h_J))`` as in the module docstring; the caches
   are the lookups', each hidden layer's ``(dense, activation)``, the
   dropout mask (None without a key) and the output layer's."""
-  u, i = _ids(x, spec["n_users"], spec["n_items"], "ncf")
+  e, (c_user, c_item) = _ncf_lookup(spec, params, x)
+  z, caches = _ncf_mlp(spec, params, e, key)
+  return z, (c_user, c_item) + caches
+
+
+def _ncf_mlp(spec, params, e, key=None):
+  """The model after the lookups, from ``e = [p_u, q_i]: (m, 2, e)``:
+  ``(z, (hidden caches, dropout mask, output layer's cache))``."""
   act = layers.hidden_activation(spec["activation"])
-  p_u, c_user = layers.embed_forward(params["user"], u)
-  q_i, c_item = layers.embed_forward(params["item"], i)
-  h = jnp.concatenate([p_u, q_i], axis=-1)                      # (m, 2 e)
+  h = e.reshape(e.shape[0], -1)                   # [p_u, q_i] concatenated: (m, 2 e)
   hidden = []
   for p in params["mlp"][:-1]:
     z, c_dense = layers.dense_forward(p, h)
@@ -121,7 +172,16 @@ def _ncf_forward(spec, params, x, key=None):
     hidden.append((c_dense, c_act))
   h, mask = layers.dropout_forward(h, spec["dropout"], key)
   out, c_out = layers.dense_forward(params["mlp"][-1], h)
-  return params["mu"] + out, (c_user, c_item, hidden, mask, c_out)
+  return params["mu"] + out, (hidden, mask, c_out)
+
+
+def _ncf_embed(spec):
+  """NCF's ``Model.embed``: ``(params, x) -> (e, logits_of)``, ``e = [p_u,
+  q_i]: (m, 2, e)`` and ``logits_of(e, key=None)`` the MLP on them."""
+  def embed(params, x):
+    e, _ = _ncf_lookup(spec, params, x)
+    return e, lambda e_, key=None: _ncf_mlp(spec, params, e_, key)[0]
+  return embed
 
 
 def _ncf_backward(model, loss):
@@ -136,14 +196,17 @@ def _ncf_backward(model, loss):
     dE_user[u] += dp_u,  dE_item[i] += dq_i       (scatter-adds)
 
   With a key, the dropout mask is the one ``model.logits(params, x, key)``
-  draws: both run :func:`_ncf_forward`.
+  draws: both run :func:`_ncf_forward`. With ``wrt_input=True``, ``(C,
+  grads, dC/de)``: ``dh_0`` before the split and the scatter-adds, as the
+  looked-up vectors ``e = [p_u, q_i]`` (``Model.embed``) stack it, ``(m, 2,
+  e)``.
   """
   losses.check_pair(loss, model.output_activation)
   spec = model.spec
   act = layers.hidden_activation(spec["activation"])
   e = spec["embed"]
 
-  def fn(params, x, y, key=None):
+  def fn(params, x, y, key=None, wrt_input=False):
     z, (c_user, c_item, hidden, mask, c_out) = _ncf_forward(spec, params, x,
                                                             key)
     c, dz = backprop.loss_and_delta(model, loss, z, y)            # (m, 1)
@@ -157,8 +220,10 @@ def _ncf_backward(model, loss):
       g_mlp.insert(0, g)
     _, g_user = layers.embed_backward(params["user"], c_user, dh[:, :e])
     _, g_item = layers.embed_backward(params["item"], c_item, dh[:, e:])
-    return c, {"mu": jnp.sum(dz), "user": g_user, "item": g_item,
-               "mlp": g_mlp}
+    grads = {"mu": jnp.sum(dz), "user": g_user, "item": g_item, "mlp": g_mlp}
+    if not wrt_input:
+      return c, grads
+    return c, grads, dh.reshape(dh.shape[0], 2, e)        # [dp_u, dq_i]
   return fn
 
 
@@ -209,7 +274,7 @@ def matrix_factorization(n_users: int, n_items: int, rank: int = 8,
     return _mf_forward(spec, params, x)[0]
 
   return Model(init_fn, logits_fn, "identity", (2,), 1, spec,
-               backward=_mf_backward)
+               backward=_mf_backward, embed=_mf_embed(spec))
 
 
 def ncf(n_users: int, n_items: int, embed: int = 8,
@@ -263,7 +328,7 @@ def ncf(n_users: int, n_items: int, embed: int = 8,
     return _ncf_forward(spec, params, x, key)[0]
 
   return Model(init_fn, logits_fn, "identity", (2,), 1, spec,
-               backward=_ncf_backward)
+               backward=_ncf_backward, embed=_ncf_embed(spec))
 
 
 def _from_config(table, spec):

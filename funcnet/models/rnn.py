@@ -43,6 +43,7 @@ and the weight gradients for all steps at once:
   dh_T     = (dC/dz @ V^T) * dropout mask                  from the head
   dh_{t-1}, delta_t = deltas(params, cache_t, dh_t)        t = T .. 1
   dC/dW    = sum_t dparams_t  (one product over t)         every cell weight
+  dC/dx_t  = dx_t^fwd + dx_t^bwd                           the input (wrt_input=True)
 
 :func:`hidden_grad_norms` returns ``||dC/dh_t||`` for every ``t``, from the
 same reverse scan: in a tanh RNN with small ``Wh`` it shrinks at least
@@ -372,8 +373,16 @@ def _forward(spec, params, x, key=None):
 
 
 def _value_grad_norms(model: Model, loss):
-  """``(params, x, y, key=None) -> (C, grads, dh_norms)``: the loss, its
-  gradient by BPTT and ``||dC/dh_t||`` (``(directions, T)``)."""
+  """``(params, x, y, key=None) -> (C, grads, dh_norms, dC/dx)``: the loss,
+  its gradient by BPTT, ``||dC/dh_t||`` (``(directions, T)``) and the
+  input's gradient, shaped like ``x``:
+
+    dC/dx_t = cell.input_grads(delta_t^fwd) + cell.input_grads(delta_t^bwd)
+
+  (``delta_t Wx^T`` for a tanh cell, summed over a GRU's three gates): both
+  directions read ``x_t``, and :func:`bptt` indexes each one's ``dxs`` by
+  the step it read, so the two add position by position. Under ``jit``
+  what a caller drops (the norms, ``dC/dx``) is not computed."""
   losses.get(loss)
   losses.check_pair(loss, model.output_activation)
   spec = model.spec
@@ -386,27 +395,32 @@ def _value_grad_norms(model: Model, loss):
     dh, g_head = layers.dense_backward(params["head"], trace.head_in, dz)
     dh = layers.dropout_backward(trace.mask, dh)             # dC/d[h_T, h_1^bwd]
     grads = {"head": g_head}
-    grads["fwd"], _, _, norms = bptt(cell, params["fwd"], trace.fwd,
-                                     dh[:, :hidden])
+    grads["fwd"], _, dxs, norms = bptt(cell, params["fwd"], trace.fwd,
+                                       dh[:, :hidden])
     norms = [norms]
     if spec["bidirectional"]:
       # The backward cell read x_T first, so its BPTT runs forward in time.
-      grads["bwd"], _, _, norms_bwd = bptt(cell, params["bwd"],
-                                           trace.bwd, dh[:, hidden:],
-                                           reverse=True)
+      grads["bwd"], _, dxs_bwd, norms_bwd = bptt(cell, params["bwd"],
+                                                 trace.bwd, dh[:, hidden:],
+                                                 reverse=True)
       norms.append(norms_bwd)
+      dxs = dxs + dxs_bwd                                    # (T, m, F)
+    # (T, m, F) back to the batch-leading layout x arrived in
+    dx = jnp.swapaxes(dxs, 0, 1).reshape(x.shape).astype(x.dtype)
     # Gradients in each param's own dtype, as jax.grad gives them (the
     # passes ran in the dtype of x and params mixed).
     grads = jax.tree_util.tree_map(lambda g, p: g.astype(p.dtype), grads,
                                    params)
-    return c, grads, jnp.stack(norms)
+    return c, grads, jnp.stack(norms), dx
   return fn
 
 
 def _backward(model: Model, loss):
   """BPTT for a recurrent classifier: ``(params, x, y, key=None) -> (C,
   grads)``, the ``Model.backward`` of kinds ``rnn`` and ``gru`` (call it
-  through :func:`funcnet.backprop.value_and_grad`).
+  through :func:`funcnet.backprop.value_and_grad`); with ``wrt_input=True``,
+  ``(C, grads, dC/dx)`` with ``dC/dx`` shaped like ``x``, the batch-mean
+  loss's (see :func:`_value_grad_norms`).
 
   ``dC/dz`` (:func:`funcnet.backprop.loss_and_delta`) goes back through the
   head (:func:`funcnet.layers.dense_backward`), the final state's dropout
@@ -414,9 +428,9 @@ def _backward(model: Model, loss):
   """
   vgn = _value_grad_norms(model, loss)
 
-  def fn(params, x, y, key=None):
-    c, grads, _ = vgn(params, x, y, key)
-    return c, grads
+  def fn(params, x, y, key=None, wrt_input=False):
+    c, grads, _, dx = vgn(params, x, y, key)
+    return (c, grads, dx) if wrt_input else (c, grads)
   return fn
 
 
