@@ -90,7 +90,8 @@ def check(eps, settings: Settings) -> None:
                       f"one of {', '.join(inputgrad.SOURCES)}")
 
 
-def in_model_units(eps, mean, std, valid_range, in_shape) -> Budget:
+def in_model_units(eps, mean, std, valid_range, in_shape,
+                   dtype=np.float32) -> Budget:
   """The raw-unit ``eps`` list and valid range in the model's units.
 
   Args:
@@ -99,18 +100,19 @@ def in_model_units(eps, mean, std, valid_range, in_shape) -> Budget:
       standardisation: raw units are the model's).
     valid_range: ``(lo, hi)`` raw, or None (no clipping).
     in_shape: one example's shape.
+    dtype: the model's input dtype.
 
   Returns:
     A :class:`Budget`: ``eps[e] / std``, ``(lo - mean) / std``, ``(hi -
-    mean) / std``, in float32.
+    mean) / std``, computed in float64 and given in ``dtype``.
   """
   mean = np.zeros(in_shape) if mean is None else np.asarray(mean, np.float64)
   std = np.ones(in_shape) if std is None else np.asarray(std, np.float64)
   e = np.asarray(eps, np.float64).reshape((-1,) + (1,) * len(in_shape)) / std
   lo, hi = (-np.inf, np.inf) if valid_range is None else valid_range
-  f32 = lambda a: np.broadcast_to(a, in_shape).astype(np.float32)
-  return Budget(e.astype(np.float32), f32((lo - mean) / std),
-                f32((hi - mean) / std))
+  cast = lambda a: np.broadcast_to(a, in_shape).astype(dtype)
+  return Budget(e.astype(dtype), cast((lo - mean) / std),
+                cast((hi - mean) / std))
 
 
 def predicted(z):

@@ -70,9 +70,9 @@ def attack_run(run, eps, settings: evaluate.Settings, *, target=None,
   aim = _targets(target, y, ds.n_classes) if settings.targeted else None
   mean, std = loaded.stats if loaded.stats is not None else (None, None)
   valid = data.valid_range(loaded.config["data"]["name"])
-  budget = evaluate.in_model_units(eps, mean, std, valid,
-                                   loaded.model.in_shape)
   dtype = np.dtype(loaded.config["train"]["dtype"])
+  budget = evaluate.in_model_units(eps, mean, std, valid,
+                                   loaded.model.in_shape, dtype)
   sweep = evaluate.make_sweep(loaded.model, loaded.config["train"]["loss"],
                               settings, KEEP)
   import jax
