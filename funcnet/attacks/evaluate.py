@@ -124,7 +124,8 @@ def predicted(z):
 
 
 def make_sweep(model, loss, settings: Settings, keep: int = 8):
-  """The jitted ``sweep(params, x, y, target, budget, key)``.
+  """``sweep(params, x, y, target, budget, key)``, one jitted program, its
+  results on the host (numpy).
 
   Args (of ``sweep``):
     params: the model's params.
@@ -165,20 +166,19 @@ def make_sweep(model, loss, settings: Settings, keep: int = 8):
       out[method] = jax.lax.map(one, (budget.eps, keys))
     return predicted(model.logits(params, x)), out
 
-  return jax.jit(sweep)
+  compiled = jax.jit(sweep)
 
-
-def run_sweep(sweep, params, x, y, target, budget: Budget, key):
-  """``sweep(...)`` on host arrays, a kind whose hand-written backward gives
-  no input gradient turned into one line (:func:`make_sweep`)."""
-  try:
-    return jax.device_get(sweep(params, x, y, target, budget, key))
-  except TypeError as exc:
-    if "wrt_input" not in str(exc):
-      raise
-    raise ConfigError(
-        "this model kind's hand-written backward returns no input gradient "
-        "yet; expected --source autodiff (source='autodiff')") from None
+  def on_host(params, x, y, target, budget, key):
+    try:
+      return jax.device_get(compiled(params, x, y, target, budget, key))
+    except TypeError as exc:  # raised while tracing, before any work
+      if "wrt_input" not in str(exc):
+        raise
+      raise ConfigError(
+          f"the hand-written backward of model kind {model.kind!r} returns no "
+          "input gradient yet; expected --source autodiff "
+          "(source='autodiff')") from None
+  return on_host
 
 
 def accuracies(pred, y, target=None) -> dict:

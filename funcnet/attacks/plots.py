@@ -117,7 +117,7 @@ def _signals(plt, x, x_adv, y, pred_clean, pred_adv, eps):
     for e in range(len(eps)):
       ax.plot(x_adv[e, i], color=colors[e], lw=0.9,
               label=f"eps {eps[e]:g}: {pred_adv[e, i]}")
-    ax.set_title(f"y={y[i]}, predicted", fontsize=8)
+    ax.set_title(f"label {y[i]} (legend: predicted class)", fontsize=8)
     ax.legend(fontsize=5.5, loc="best")
     ax.tick_params(labelsize=6)
   return fig

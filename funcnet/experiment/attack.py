@@ -76,9 +76,8 @@ def attack_run(run, eps, settings: evaluate.Settings, *, target=None,
   sweep = evaluate.make_sweep(loaded.model, loaded.config["train"]["loss"],
                               settings, KEEP)
   import jax
-  clean, adv = evaluate.run_sweep(
-      sweep, loaded.params, x.astype(dtype), y,
-      y if aim is None else aim, budget, jax.random.key(seed))
+  clean, adv = sweep(loaded.params, x.astype(dtype), y,
+                     y if aim is None else aim, budget, jax.random.key(seed))
   scores = {"clean_accuracy": float(np.mean(np.asarray(clean) == y)),
             "methods": {m: evaluate.accuracies(adv[m][0], y, aim)
                         for m in settings.methods}}
