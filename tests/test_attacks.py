@@ -109,6 +109,23 @@ def test_eps_in_data_units_is_eps_over_std_per_feature():
   assert np.all(free.eps == 1) and np.all(np.isinf(free.lo))
 
 
+def test_the_report_of_a_targeted_attack_has_a_success_column():
+  from funcnet.experiment.attack import markdown
+  record = {
+      "run": "r", "epoch": 3, "data": "d", "examples": 10, "units": "U",
+      "eps": [1.0, 2.0], "eps_model_units": [[0.5, 4.0], [1.0, 8.0]],
+      "clean_accuracy": 0.9,
+      "settings": {"steps": 4, "step_size": 0.625, "random_start": False,
+                   "targeted": True, "target": 3, "source": "manual"},
+      "methods": {"pgd": {"accuracy": [0.5, 0.25],
+                          "success": [0.125, 0.75]}}}
+  text = markdown(record)
+  assert "| eps | clean acc | PGD acc | PGD success |" in text
+  assert "| 2 | 90.0% | 25.0% | 75.0% |" in text
+  assert "eps is in U." in text and "targeted at 3" in text
+  assert "1 to 8 at eps = 2" in text
+
+
 TINY = ["train.epochs=6", "optimizer.learning_rate=0.01", "model.mlp.hidden=[16]", "data.train_per_class=20",
         "train.batch_size=50", "run.plots=false", "run.checkpoint_every=6"]
 

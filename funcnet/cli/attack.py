@@ -35,8 +35,9 @@ def add_arguments(p) -> None:
   p.add_argument("--targeted", action="store_true",
                  help="push each example towards --target-class instead of "
                  "away from its label")
-  p.add_argument("--target-class", default="next", metavar="K",
-                 help="a class index, or 'next' (label + 1; the default)")
+  p.add_argument("--target-class", metavar="K",
+                 help="the class to push towards: an index, or 'next' "
+                 "(each label + 1, the default); implies --targeted")
   p.add_argument("--source", default="manual", metavar="S",
                  help="the input gradient: manual (the hand-written "
                  "backward, default) or autodiff")
@@ -57,8 +58,8 @@ def _eps(text: str) -> list:
                       "commas, e.g. 0.5,1,2") from None
 
 
-def _target(text: str):
-  if text == "next":
+def _target(text):
+  if text is None or text == "next":
     return text
   try:
     return int(text)
@@ -71,16 +72,17 @@ def run(args) -> int:
   from funcnet.attacks import evaluate
   from funcnet.run import rundir
   methods = tuple(m.strip() for m in args.method.split(",") if m.strip())
+  targeted = args.targeted or args.target_class is not None
   settings = evaluate.Settings(methods, args.steps, args.step_size,
-                               args.random_start, args.targeted, args.source)
+                               args.random_start, targeted, args.source)
   eps = _eps(args.eps)
   evaluate.check(eps, settings)  # before anything is loaded
   target = _target(args.target_class)
   common.do_imports(args)
   common.start_jax(rundir.read_config(args.run, what="--run"))
-  from funcnet.experiment.attack import attack_run
+  from funcnet.experiment.attack import attack_run, markdown
   record = attack_run(args.run, eps, settings, target=target,
-                      examples=args.examples, out=args.out, seed=args.seed)
-  from funcnet.experiment.attack import markdown
+                      examples=args.examples, out=args.out, seed=args.seed,
+                      imports=args.imports)
   print(markdown(record), end="")
   return 0

@@ -155,6 +155,7 @@ def markdown(record: dict) -> str:
                                 else "") for m in methods) + " |",
       "|" + " --- |" * (2 + len(methods) * (2 if s["targeted"] else 1)),
   ]
+  rows = []
   for i, e in enumerate(record["eps"]):
     cells = [f"{e:g}", f"{100 * record['clean_accuracy']:.1f}%"]
     for m in methods:
@@ -162,8 +163,14 @@ def markdown(record: dict) -> str:
       cells.append(f"{100 * r['accuracy'][i]:.1f}%")
       if s["targeted"]:
         cells.append(f"{100 * r['success'][i]:.1f}%")
-    lines.append("| " + " | ".join(cells) + " |")
-  return "\n".join(lines) + "\n"
+    rows.append("| " + " | ".join(cells) + " |")
+  lo, hi = record["eps_model_units"][-1]
+  note = ("" if not s["targeted"] else
+          "\nsuccess: the share of examples (their label not the target) "
+          "predicted as the target.\n")
+  return "\n".join(lines + rows) + (
+      f"\n\nIn the model's standardised inputs eps is eps / std per feature: "
+      f"{lo:.3g} to {hi:.3g} at eps = {record['eps'][-1]:g}.\n" + note)
 
 
 def _write(out, record, x, y, clean, adv, mean, std) -> None:
