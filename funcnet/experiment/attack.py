@@ -66,7 +66,10 @@ def attack_run(run, eps, settings: evaluate.Settings, *, target=None,
         f"attack of run {os.fspath(run)!r}: its data {ds.name!r} is a "
         f"{ds.task} set with {task.inputs} as inputs; expected a classifier "
         "of real-valued inputs (an attack perturbs numbers, not ids)")
-  x, y = ds.x_test[:examples], np.asarray(ds.y_test[:examples])
+  if ds.x_test is None or not len(ds.y_test):
+    raise ConfigError(f"attack of run {os.fspath(run)!r}: its data "
+                      f"{ds.name!r} has no test split; expected one to attack")
+  x, y = np.asarray(ds.x_test[:examples]), np.asarray(ds.y_test[:examples])
   aim = _targets(target, y, ds.n_classes) if settings.targeted else None
   mean, std = loaded.stats if loaded.stats is not None else (None, None)
   valid = data.valid_range(loaded.config["data"]["name"])
