@@ -35,7 +35,12 @@ def _problem(rng, m=12, d=6, k=3):
 
 def _sweep(model, params, xs, y, target, budget, settings, keep):
   sweep = evaluate.make_sweep(model, "cross_entropy", settings, keep)
-  return sweep(params, xs, y, target, budget, jax.random.key(0))
+  out = sweep(params, xs, y, target, budget, jax.random.key(0))
+  # eps is traced: another list of the same length compiles nothing new
+  sweep(params, xs, y, target, budget._replace(eps=2 * budget.eps),
+        jax.random.key(1))
+  assert sweep.compiled._cache_size() == 1
+  return out
 
 
 def test_fgsm_on_a_linear_model_is_the_closed_form_and_one_pgd_step(x64):

@@ -178,6 +178,7 @@ def make_sweep(model, loss, settings: Settings, keep: int = 8):
           f"the hand-written backward of model kind {model.kind!r} returns no "
           "input gradient yet; expected --source autodiff "
           "(source='autodiff')") from None
+  on_host.compiled = compiled  # one program for every eps list of a length
   return on_host
 
 
