@@ -20,6 +20,7 @@ import json
 import os
 from typing import Optional
 
+import jax
 import numpy as np
 
 from funcnet import data, tasks
@@ -78,7 +79,6 @@ def attack_run(run, eps, settings: evaluate.Settings, *, target=None,
                                    loaded.model.in_shape, dtype)
   sweep = evaluate.make_sweep(loaded.model, loaded.config["train"]["loss"],
                               settings, KEEP)
-  import jax
   clean, adv = sweep(loaded.params, x.astype(dtype), y,
                      y if aim is None else aim, budget, jax.random.key(seed))
   scores = {"clean_accuracy": float(np.mean(np.asarray(clean) == y)),
