@@ -15,6 +15,7 @@ EXAMPLES = """examples:
   funcnet train --out runs/mp --coordinator 127.0.0.1:7777 --num-processes 2 --process-id 0
   funcnet gradcheck --config configs/digits_mlp.toml
   funcnet eval --run runs/try
+  funcnet attack --run runs/try --method fgsm,pgd --eps 0.5,1,2,4,8
   funcnet sweep --grid optimizer.learning_rate=0.01,0.001 --grid seed=0,1,2,3
   funcnet sweep --search optuna --space optimizer.learning_rate=loguniform:1e-4,1e-1
   funcnet data convert mnist1d shards/mnist1d        # then --set data.name='shards/mnist1d'

@@ -13,7 +13,8 @@ folder is :mod:`funcnet.run.rundir`'s.
 One job per module: ``setup`` (what a config builds), ``loop`` (the run
 loop, a :class:`~funcnet.experiment.loop.Run` with one method per phase),
 ``summary`` (the summary record), ``verify`` (evaluate, gradcheck,
-compare-training), ``loaded`` (a run folder in Python).
+compare-training), ``loaded`` (a run folder in Python), ``attack`` (a run
+under FGSM / PGD, ``funcnet attack``).
 """
 
 from funcnet.experiment.loaded import LoadedRun, load_run
