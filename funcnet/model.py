@@ -63,6 +63,12 @@ class Model(NamedTuple):
       (``t < max_len``; a GPT also needs ``max_len <= block_size``).
       Jittable, no Python loop inside. None for models that are not
       per-position language models.
+    refresh: ``(old_params, new_params, x, key) -> new_params`` for models
+      with state in their params that is not learned by gradient (batch
+      norm's running statistics): ``train_step`` calls it after the
+      optimizer's update with the step's batch; it returns ``new_params``
+      with those leaves recomputed from ``old_params`` and ``x``. None:
+      params are only what the optimizer makes them.
   """
   init: Callable
   logits: Callable
@@ -75,6 +81,7 @@ class Model(NamedTuple):
   kinks: Optional[Callable] = None
   trace: Optional[Callable] = None
   decoder: Optional[Callable] = None
+  refresh: Optional[Callable] = None
 
   def apply(self, params, x, key=None):
     """``a = f(z)``: the model's output, ``(m, n_out)``."""
