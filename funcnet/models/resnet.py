@@ -22,7 +22,7 @@ by the running statistics. So a model with batch norm must be trained with
 a key, which :func:`funcnet.train.train_step` always passes.
 
 Params: ``{"stem": unit, "blocks": [{"a": unit, "b": unit[, "proj":
-unit]}], "head": {"W", "b"}}`` with ``unit = {"conv": {"W", "b"}, "bn":
+unit]}], "head": {"W", "b"}}`` with ``unit = {"conv": {"W"}, "bn":
 {"scale", "bias"}, "stats": {"mean", "var"}}``. The running statistics
 live in the params, so checkpoints, resume, sharding and ``load_run`` carry
 them unchanged. No forward in training mode reads them, so their gradient
@@ -98,7 +98,9 @@ def resnet(in_shape, n_classes: int, channels: Sequence[int] = (32, 64),
           "dropout": dropout, "init": init, "kinked": True}
 
   def unit_init(key, k, c0, c1, dtype):
-    return {"conv": layers.conv_init(key, (k,), c0, c1, dtype, init),
+    # No conv bias: BN's mean subtraction cancels it (its gradient is 0 up
+    # to rounding, which Adam would scale up to full-size noisy steps).
+    return {"conv": {"W": layers.conv_init(key, (k,), c0, c1, dtype, init)["W"]},
             "bn": layers.batch_norm_init(c1, dtype),
             "stats": layers.batch_norm_stats_init(c1, dtype)}
 
@@ -141,7 +143,9 @@ def _unit_forward(spec, p, a, stride, train):
   """conv then BN: ``(y, cache, (mu, var))``; the cache holds the conv's
   and the BN's (training: batch_norm_forward's; inference: ``(x_hat,
   1/sigma)`` of the running statistics)."""
-  c, conv_cache = layers.conv_forward(p["conv"], a, stride, "SAME")
+  W = p["conv"]["W"]
+  c, conv_cache = layers.conv_forward({"W": W, "b": jnp.zeros(W.shape[-1:], W.dtype)},
+                                      a, stride, "SAME")
   batch = layers.batch_stats(c)
   if train:
     y, bn_cache = layers.batch_norm_forward(p["bn"], c, spec["eps"])
@@ -173,7 +177,7 @@ def _unit_backward(p, cache, dy, train):
     g_stats = {"mean": -jnp.sum(dc, axis=axes),
                "var": -0.5 * inv * g_bn["scale"] * p["bn"]["scale"] * inv}
   da, g_conv = layers.conv_backward(p["conv"], conv_cache, dc)
-  return da, {"conv": g_conv, "bn": g_bn, "stats": g_stats}
+  return da, {"conv": {"W": g_conv["W"]}, "bn": g_bn, "stats": g_stats}
 
 
 def _forward(spec, params, x, key=None, train=None):
