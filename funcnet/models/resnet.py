@@ -139,13 +139,17 @@ def _stride(spec, i: int) -> int:
   return 2 if i > 0 and i % spec["blocks"] == 0 else 1
 
 
+def _conv(p):
+  """A unit's conv as :func:`funcnet.layers.conv_forward` takes it: a zero bias."""
+  W = p["conv"]["W"]
+  return {"W": W, "b": jnp.zeros(W.shape[-1:], W.dtype)}
+
+
 def _unit_forward(spec, p, a, stride, train):
   """conv then BN: ``(y, cache, (mu, var))``; the cache holds the conv's
   and the BN's (training: batch_norm_forward's; inference: ``(x_hat,
   1/sigma)`` of the running statistics)."""
-  W = p["conv"]["W"]
-  c, conv_cache = layers.conv_forward({"W": W, "b": jnp.zeros(W.shape[-1:], W.dtype)},
-                                      a, stride, "SAME")
+  c, conv_cache = layers.conv_forward(_conv(p), a, stride, "SAME")
   batch = layers.batch_stats(c)
   if train:
     y, bn_cache = layers.batch_norm_forward(p["bn"], c, spec["eps"])
@@ -176,7 +180,7 @@ def _unit_backward(p, cache, dy, train):
     axes = tuple(range(dy.ndim - 1))
     g_stats = {"mean": -jnp.sum(dc, axis=axes),
                "var": -0.5 * inv * g_bn["scale"] * p["bn"]["scale"] * inv}
-  da, g_conv = layers.conv_backward(p["conv"], conv_cache, dc)
+  da, g_conv = layers.conv_backward(_conv(p), conv_cache, dc)
   return da, {"conv": {"W": g_conv["W"]}, "bn": g_bn, "stats": g_stats}
 
 
