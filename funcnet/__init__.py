@@ -13,6 +13,7 @@ The public surface, one list (each name lives in a small module of its own):
   funcnet.data.load(name), funcnet.fit(model, loss, opt, data, ...)  (train.fit)
   funcnet.config.load(path), funcnet.experiment.train_and_evaluate(cfg, dir)
   funcnet.load_run(dir)  a run folder: model, params, config, data, predict, ...
+  funcnet.register_kind(name, build, ...)  a model kind of your own, for configs
   funcnet.parallel (meshes, multi-process), funcnet.bench.step_time (benchmarks)
 
 Every name is imported on first use (PEP 562 module ``__getattr__``):
@@ -32,13 +33,13 @@ _NAMES = {"FuncnetError": "funcnet.errors", "Model": "funcnet.model",
           "mlp": "funcnet.models", "fit": "funcnet.train",
           "load_run": "funcnet.experiment", "check_backward": "funcnet.check",
           "check_model_backward": "funcnet.check", "check_jvp": "funcnet.check",
-          "check_hvp": "funcnet.check"}
+          "check_hvp": "funcnet.check", "register_kind": "funcnet.models.user"}
 
 __all__ = [
     "FuncnetError", "Model", "activations", "autodiff", "backprop",
     "check_backward", "check_hvp", "check_jvp", "check_model_backward", "data",
     "errors", "fit", "gradcheck", "initializers", "load_run", "losses", "mlp",
-    "models", "optimizers", "schedules", "train",
+    "models", "optimizers", "register_kind", "schedules", "train",
 ]
 
 

@@ -16,6 +16,13 @@ too because several derivatives are cheapest in terms of the output
 :mod:`funcnet.backprop` applies the Jacobian-vector product
 ``J^T g = a * (g - sum(g * a))`` directly.
 
+An activation of one's own is a pair of functions ``(f, f_prime)``, each
+``z -> array`` of ``z``'s shape, accepted wherever a name is (the MLP's
+``activation`` and ``output_activation``, ``Model.output_activation``):
+:func:`from_functions` registers it under ``f.__name__``, so a model's
+``spec`` still holds a name (that process can rebuild it; another process
+must define the pair again).
+
 Conventions at kinks (``relu``, ``leaky_relu`` at ``z = 0``) follow the
 forward rule's ``jnp.where(z > 0, ...)``, so autodiff and the manual
 derivative pick the same one-sided value.
@@ -108,10 +115,42 @@ ACTIVATIONS = {
 OUTPUT_ONLY = frozenset({"softmax"})
 
 
-def get(name: str) -> Activation:
-  """The activation called ``name``; an ``UnknownNameError`` names the known ones."""
+_BUILT_IN = frozenset(ACTIVATIONS)
+_OWN: dict = {}  # (f, f_prime) -> its Activation
+
+
+def from_functions(f: Callable, f_prime: Callable, name: Optional[str] = None,
+                   kink: bool = False) -> Activation:
+  """An activation of one's own, ``a = f(z)`` with ``f'(z) = f_prime(z)``,
+  registered under ``name`` (default ``f.__name__``) so that :func:`get`
+  finds it by name too. The same name given anew (a notebook cell run
+  again) replaces it; a built-in name is refused.
+
+  Args:
+    f, f_prime: elementwise ``z -> array``, ``z``'s shape.
+    kink: whether ``f_prime`` jumps at ``z = 0`` (the gradient check then
+      avoids finite differences that straddle it).
+  """
+  if (f, f_prime) in _OWN:
+    return _OWN[f, f_prime]
+  name = name or getattr(f, "__name__", "activation")
+  if name in _BUILT_IN:
+    raise UnknownNameError(f"activation {name!r} is a built-in name; expected "
+                           "another name for your own (name=...)")
+  act = Activation(name, f, lambda z, a: f_prime(z), kink)
+  _OWN[f, f_prime] = ACTIVATIONS[name] = act
+  return act
+
+
+def get(name) -> Activation:
+  """The activation called ``name``, or one of one's own given as ``(f,
+  f_prime)`` (:func:`from_functions`); an ``UnknownNameError`` names the
+  known ones."""
   if isinstance(name, Activation):
     return name
+  if isinstance(name, (tuple, list)) and len(name) == 2 \
+      and all(callable(g) for g in name):
+    return from_functions(*name)
   return lookup("activation", name, ACTIVATIONS)
 
 
@@ -119,5 +158,5 @@ def names() -> list[str]:
   return sorted(ACTIVATIONS)
 
 
-__all__ = ["Activation", "ACTIVATIONS", "OUTPUT_ONLY", "get", "names",
+__all__ = ["Activation", "ACTIVATIONS", "OUTPUT_ONLY", "from_functions", "get", "names",
            "UnknownNameError"]

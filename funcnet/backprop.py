@@ -86,6 +86,8 @@ def output_delta(model: Model, loss, z_L, a_L, y):
   loss = losses.get(loss)
   out = model.output_activation
   losses.check_pair(loss, out)
+  if loss.batch is not None:  # one's own: its dC/dz, per term (as BP1's)
+    return (z_L.size // z_L.shape[-1]) * _own_grad(loss)(z_L, y)
   if out == loss.canonical:
     return a_L - y                                   # the canonical reduction
   g = loss.grad(a_L, y)                              # dC_i/da_L
@@ -139,16 +141,22 @@ def backward(model: Model, loss, params, trace: Trace, y) -> Backward:
 
 
 def mlp_value_and_grad(model: Model, loss):
-  """BP1-BP4 for an MLP: ``(params, x, y, key=None) -> (C, grads)``.
+  """BP1-BP4 for an MLP: ``(params, x, y, key=None) -> (C, grads)``;
+  with ``wrt_input=True``, ``(C, grads, dC/dx)``, ``dC/dx = delta_1 W_1^T``
+  over the batch (``(m, n_0)``, the input's gradient).
 
   Every MLP's ``Model.backward``; call it through :func:`value_and_grad`.
   """
   losses.get(loss)
   losses.check_pair(loss, model.output_activation)
 
-  def fn(params, x, y, key=None):
+  def fn(params, x, y, key=None, wrt_input=False):
     result = backward(model, loss, params, forward(model, params, x, key), y)
-    return result.loss, result.grads
+    if not wrt_input:
+      return result.loss, result.grads
+    # One more step of BP2, to the input: dC/dx = delta_1 W_1^T / m
+    dx = result.deltas[0] @ params[0]["W"].T / x.shape[0]
+    return result.loss, result.grads, dx.astype(x.dtype)
   return fn
 
 
@@ -166,7 +174,19 @@ def value_and_grad(model: Model, loss):
     raise ConfigError(
         f"the hand-written backprop does not cover model kind {model.kind!r} "
         "yet; expected grads = 'autodiff' (funcnet.autodiff) for it")
+  if losses.get(loss).batch is not None:
+    _own_grad(losses.get(loss))  # before anything is traced
   return model.backward(model, loss)
+
+
+def _own_grad(loss: losses.Loss):
+  """A loss of one's own's hand-written ``dC/dz``, or a one-line error."""
+  if loss.batch_grad is None:
+    raise ConfigError(
+        f"loss {loss.name!r} has no hand-written derivative, which the manual "
+        "gradient needs; expected (fn, grad) with grad(z, y) = dC/dz, or "
+        "grads = 'autodiff'")
+  return loss.batch_grad
 
 
 def deltas(model: Model, loss, params, x, y, key=None) -> list:

@@ -23,7 +23,7 @@ from typing import Any
 from funcnet import data, optimizers, schedules, tasks
 from funcnet.errors import ConfigError, FuncnetError
 from funcnet.tracing import is_off
-from funcnet.models import registry
+from funcnet.models import registry, user
 
 # Each leaf: default value. Types are taken from the default (an int default
 # also accepts nothing but ints; a float default accepts ints; a list default
@@ -48,7 +48,8 @@ DEFAULTS: dict = {
         "vocab_size": 512,
         "val_tokens": 0,
     },
-    "model": {"kind": "mlp"},  # then one table per kind, from the registry
+    # then one table per kind, from the registry
+    "model": {"kind": "mlp", "import": ""},
     "train": {
         "loss": "cross_entropy",
         "epochs": 30,
@@ -124,6 +125,7 @@ DOCS: dict = {
     "data.tokenizer": "text: char (one id per character of the training split, plus unknown) | bpe (byte-level BPE, the [bpe] extra)",
     "data.vocab_size": "text with data.tokenizer = bpe: tokens in the vocabulary (256 bytes, then merges)",
     "data.val_tokens": "text: validate on the first N validation tokens only (0: all of them; a corpus larger than memory)",
+    "model.import": "the module that registers a kind of your own, imported before the config is read: a module name on sys.path, or a path to a .py file relative to the config file (\"\": none; see funcnet.register_kind)",
     "train.loss": f"{tasks.loss_doc()}; hinge needs an identity output",
     "train.epochs": "passes over the training data",
     "train.batch_size": "examples per gradient step (= n_train for full-batch gradient descent)",
@@ -211,13 +213,18 @@ RANGES = [
 ]
 
 
-def _add_model_tables() -> None:
-  """The ``[model.<kind>]`` tables: defaults and docs of every kind in the
-  registry (each kind declares its own in its module; its builder checks
-  the values)."""
-  for name, kind in registry.KINDS.items():
-    DEFAULTS["model"][name] = kind.defaults
-    DOCS.update({f"model.{name}.{k}": v for k, v in kind.docs.items()})
+def _add_model_table(kind: registry.Kind) -> None:
+  """The ``[model.<kind>]`` table: the kind's defaults and docs (each kind
+  declares its own; its builder checks the values). Called for every kind
+  the registry holds, and for each one registered later (a user's kind,
+  :func:`funcnet.register_kind`), so no table is missing whenever the kind
+  was registered."""
+  DEFAULTS["model"][kind.name] = kind.defaults
+  for key in [k for k in DOCS if k.startswith(f"model.{kind.name}.")]:
+    del DOCS[key]  # a kind registered anew: its old keys go
+  DOCS.update({f"model.{kind.name}.{k}": v for k, v in kind.docs.items()})
+  DOCS["model.kind"] = (f"which model: {' | '.join(registry.KINDS)} (each "
+                        "has its [model.<kind>] table)")
 
 
 def _add_names() -> None:
@@ -227,14 +234,12 @@ def _add_names() -> None:
   DOCS["data.name"] = (f"a built-in dataset ({', '.join(data.DATASETS)}) or "
                        "a path to a .npz/.csv file, a shards folder or a text's token folder "
                        "(funcnet data convert)")
-  DOCS["model.kind"] = (f"which model: {' | '.join(registry.KINDS)} (each "
-                        "has its [model.<kind>] table)")
   DOCS["optimizer.name"] = " | ".join(optimizers.OPTIMIZERS)
   DOCS["schedule.name"] = " | ".join(n for n in schedules.SCHEDULES
                                      if n != "warmup")
 
 
-_add_model_tables()
+registry.on_register(_add_model_table)
 _add_names()
 
 
@@ -412,7 +417,8 @@ def _check_applies(cfg: dict, explicit) -> None:
             f"config key {key!r} does not apply to {section}.name = {name!r}; "
             f"expected it only with {section}.name = {' | '.join(users)}, or "
             f"one of {', '.join(sorted(uses(section, name) - {'name'}))}")
-    elif section == "model" and rest != "kind" and rest.split(".")[0] != kind:
+    elif section == "model" and rest not in ("kind", "import") \
+        and rest.split(".")[0] != kind:
       raise ConfigError(
           f"config key {key!r} belongs to model.kind = {rest.split('.')[0]!r}; "
           f"this config's model.kind is {kind!r}; expected [model.{kind}] "
@@ -497,8 +503,56 @@ def validate(cfg: dict, explicit=()) -> dict:
   return cfg
 
 
+def _user_kind(tree: dict, overrides, base) -> str:
+  """Imports the module that registers the config's kind, when the config
+  names one (``model.import`` in the file, ``base`` its folder, or in
+  ``--set``), then finds the kind (an installed package's entry point is
+  loaded here), before the kind's table is read. Returns the module as a
+  saved config names it (a file's absolute path)."""
+  model = tree.get("model") if isinstance(tree.get("model"), dict) else {}
+  ref, kind = model.get("import", ""), model.get("kind")
+  for text in overrides:
+    key, value = parse_override(text)
+    if key == "model.import":
+      ref, base = value, None  # a --set path: from the working directory
+    elif key == "model.kind":
+      kind = value
+  if isinstance(ref, str) and ref:
+    ref = user.import_module(ref, base)
+  if isinstance(kind, str):
+    registry.get(kind)
+  return ref
+
+
+def require_kind(tree: dict) -> None:
+  """A saved config's kind must be registered already: reading a config
+  never imports the module it names (:mod:`funcnet.models.user`)."""
+  model = tree.get("model") if isinstance(tree.get("model"), dict) else {}
+  kind, ref = model.get("kind"), model.get("import") or ""
+  if not isinstance(kind, str) or registry.find(kind) is not None:
+    return
+  if ref:
+    raise ConfigError(
+        f"model.kind = {kind!r} is not registered; the config names the "
+        f"module {ref!r} (model.import), which funcnet does not import from "
+        f"a saved config by itself; expected --import {ref} (funcnet eval, "
+        f"funcnet train --resume), funcnet.load_run(dir, imports=[{ref!r}]), "
+        "importing it yourself first, or an installed 'funcnet.models' "
+        "entry point")
+  raise ConfigError(
+      f"model.kind = {kind!r} is not registered, and the config names no "
+      "module for it; expected the module that registers it imported first "
+      "(--import MODULE, funcnet.load_run(dir, imports=[...])) or an "
+      "installed 'funcnet.models' entry point")
+
+
 def from_dict(tree: dict, overrides=()) -> dict:
-  """A config from a nested dict (e.g. a run's ``config.json``), checked."""
+  """A config from a nested dict (e.g. a run's ``config.json``), checked.
+
+  Imports nothing: a kind of the user's own must be registered already
+  (its module imported by the caller, or an installed entry point), else a
+  one-line :class:`ConfigError` names the module the config records."""
+  require_kind(tree)
   cfg, explicit = copy.deepcopy(DEFAULTS), set()
   _merge(cfg, tree, set())  # a saved config holds every key: not "set"
   for text in overrides:
@@ -509,13 +563,17 @@ def from_dict(tree: dict, overrides=()) -> dict:
 def load(path=None, overrides=()) -> dict:
   """The resolved config: defaults, then the TOML file, then ``overrides``.
 
+  A config that names a module (``[model] import``) has it imported first
+  (:func:`funcnet.models.user.import_module`): the user named it.
+
   Args:
     path: a ``.toml`` file or None for the defaults alone.
     overrides: ``"key=value"`` strings (the ``--set`` flags).
   """
-  cfg, explicit = copy.deepcopy(DEFAULTS), set()
+  explicit, tree, base = set(), {}, None
   if path is not None:
     path = os.fspath(path)
+    base = os.path.dirname(os.path.abspath(path))
     if not os.path.exists(path):
       raise ConfigError(f"config file {path!r} does not exist")
     try:
@@ -525,11 +583,16 @@ def load(path=None, overrides=()) -> dict:
       raise ConfigError(f"config file {path!r} is not valid TOML: {e}") from None
     except (OSError, UnicodeDecodeError) as e:
       raise ConfigError(f"config file {path!r} cannot be read: {e}") from None
+  module = _user_kind(tree, overrides, base)  # before its table is read
+  cfg = copy.deepcopy(DEFAULTS)  # with the tables of the kinds it registered
+  if path is not None:
     _merge(cfg, tree, explicit)
     if not cfg["name"]:
       cfg["name"] = os.path.splitext(os.path.basename(path))[0]
   for text in overrides:
     _set(cfg, *parse_override(text), explicit)
+  if cfg["model"]["import"]:  # a file by its absolute path, for the run
+    cfg["model"]["import"] = module
   if not cfg["name"]:
     cfg["name"] = "default"
   return validate(cfg, explicit)

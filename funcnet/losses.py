@@ -43,6 +43,15 @@ outlying targets do not dominate the gradient. ``huber`` is mse within 1 of
 the target and mae (less 1/2) beyond, smooth at the seam; ``mae`` has a kink
 at ``a = y``, where ``grad`` takes the subgradient ``sign(0) = 0``.
 
+A loss of one's own is a plain function ``C = fn(z, y)`` of the logits
+``z (m, *T, n_out)`` and the targets as the data holds them (labels stay
+labels), returning the batch's scalar loss, optionally with its
+hand-written derivative ``dC/dz = grad(z, y)`` (shaped like ``z``, the
+``1/m`` included) for the manual path: pass ``fn``, ``(fn, grad)`` or
+:func:`from_function` wherever a loss name is taken (``fit``, the
+backward passes, the gradient check). It reads the logits whatever the
+model's output activation: apply your own ``softmax`` inside ``fn``.
+
 ``hinge`` is the multi-class SVM loss of Weston & Watkins (1999) (CS231n's
 "SVM loss") on the output layer's scores ``a = z`` (identity output only):
 each wrong class scoring within the margin 1 of the true class costs its
@@ -75,6 +84,10 @@ class Loss(NamedTuple):
     outputs: the output activations this loss accepts (``None``: any).
     labels: whether ``(m,)`` integer targets are class labels, turned into
       one-hot rows (cross-entropy, hinge).
+    batch: a loss of one's own (:func:`from_function`): ``(z, y) -> C``,
+      the batch's scalar loss from the logits; None for the named losses.
+    batch_grad: its hand-written ``(z, y) -> dC/dz`` (``z``'s shape), or
+      None (autodiff only).
   """
   name: str
   value: Callable
@@ -83,6 +96,8 @@ class Loss(NamedTuple):
   from_logits: Callable
   outputs: Optional[frozenset] = None
   labels: bool = False
+  batch: Optional[Callable] = None
+  batch_grad: Optional[Callable] = None
 
 
 def _mse(a, y):
@@ -170,10 +185,39 @@ LOSSES = {
 }
 
 
+_OWN: dict = {}  # (fn, grad) -> its Loss: the same object for the same pair
+
+
+def from_function(fn: Callable, grad: Optional[Callable] = None,
+                  name: Optional[str] = None) -> Loss:
+  """A loss of one's own: ``C = fn(z, y)``, a scalar for the whole batch.
+
+  Args:
+    fn: ``(z, y) -> C`` from the logits ``z (m, *T, n_out)`` and the targets
+      ``y`` as the data holds them (integer labels stay integers; float
+      targets are cast to ``z``'s dtype).
+    grad: the hand-written ``(z, y) -> dC/dz``, shaped like ``z`` (with
+      the batch mean's ``1/m`` in it), for ``grads = "manual"``; None:
+      autodiff only (the manual path says so in one line).
+    name: for messages; default ``fn.__name__``.
+  """
+  if (fn, grad) not in _OWN:
+    _OWN[fn, grad] = Loss(name or getattr(fn, "__name__", "loss"), None, None,
+                          None, None, batch=fn, batch_grad=grad)
+  return _OWN[fn, grad]
+
+
 def get(name) -> Loss:
-  """The loss called ``name``; an ``UnknownNameError`` names the known ones."""
+  """The loss called ``name``, or a loss of one's own given as ``fn`` or
+  ``(fn, grad)`` (:func:`from_function`); an ``UnknownNameError`` names
+  the known ones."""
   if isinstance(name, Loss):
     return name
+  if callable(name):
+    return from_function(name)
+  if isinstance(name, (tuple, list)) and len(name) == 2 \
+      and all(f is None or callable(f) for f in name) and callable(name[0]):
+    return from_function(*name)
   return lookup("loss", name, LOSSES)
 
 
@@ -229,6 +273,8 @@ def prepare_targets(loss, y, shape, dtype):
     raise ShapeError(
         f"x has {batch} examples but y has "
         f"{y.shape[0] if y.ndim else 'a scalar'}; expected the same batch size")
+  if loss.batch is not None:  # one's own loss reads the targets as they are
+    return y.astype(dtype) if jnp.issubdtype(y.dtype, jnp.floating) else y
   if y.ndim == len(shape) - 1 and y.shape == shape[:-1] and loss.labels:
     if not jnp.issubdtype(y.dtype, jnp.integer):
       raise ShapeError(
@@ -259,6 +305,9 @@ def per_example(loss, output_activation: str, z, y):
   canonical one, else the loss of ``a = f(z)``. ``y`` is prepared.
   """
   loss = get(loss)
+  if loss.batch is not None:
+    raise ShapeError(f"loss {loss.name!r} is a function of the whole batch; "
+                     "it has no per-example terms (expected losses.mean)")
   if output_activation == loss.canonical:
     return loss.from_logits(z, y)
   return loss.value(activations.get(output_activation).f(z), y)
@@ -267,5 +316,9 @@ def per_example(loss, output_activation: str, z, y):
 def mean(loss, output_activation: str, z, y):
   """The mean loss ``C`` (a scalar) over every loss term of ``z (m, *T, n)``
   and the prepared ``y``: the batch mean for ``z (m, n)``, the mean over
-  examples and positions for per-position outputs."""
+  examples and positions for per-position outputs. A loss of one's own
+  (:func:`from_function`) is its function's value."""
+  loss = get(loss)
+  if loss.batch is not None:
+    return loss.batch(z, y)
   return jnp.mean(per_example(loss, output_activation, z, y))

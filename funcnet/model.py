@@ -32,7 +32,8 @@ class Model(NamedTuple):
     logits: ``(params, x, key=None) -> z``, ``x: (m, *in_shape)``,
       ``z: (m, n_out)`` (a per-position model: ``(m, T, n_out)``).
     output_activation: the name of the activation that maps ``z`` to the
-      output ``a``.
+      output ``a`` (or a pair ``(f, f_prime)`` of one's own, see
+      :func:`funcnet.activations.from_functions`).
     in_shape: the shape of one example.
     n_out: the width of the output.
     spec: the hyperparameters that built the model (``spec["kind"]`` names
@@ -69,6 +70,12 @@ class Model(NamedTuple):
       optimizer's update with the step's batch; it returns ``new_params``
       with those leaves recomputed from ``old_params`` and ``x``. None:
       params are only what the optimizer makes them.
+    embed: for a kind whose inputs are integer ids (tokens, ``(user,
+      item)`` pairs): ``(params, x) -> (e, logits_of)`` with ``e`` the
+      looked-up embedding vectors (what an input gradient is taken with
+      respect to, e.g. ``(m, T, d)``) and ``logits_of(e, key=None)`` the
+      rest of the model, so ``logits_of(e) = logits(params, x)``. None for
+      real-valued inputs (:mod:`funcnet.inputgrad`).
   """
   init: Callable
   logits: Callable
@@ -82,6 +89,7 @@ class Model(NamedTuple):
   trace: Optional[Callable] = None
   decoder: Optional[Callable] = None
   refresh: Optional[Callable] = None
+  embed: Optional[Callable] = None
 
   def apply(self, params, x, key=None):
     """``a = f(z)``: the model's output, ``(m, n_out)``."""

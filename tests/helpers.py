@@ -138,3 +138,15 @@ def wait_all(procs, timeout):
         os.killpg(p.pid, signal.SIGKILL)
         p.communicate()
   return outs
+
+
+# Shipped configs sized for an accelerator, and the overrides that let a CPU
+# test train and gradient-check the same structure: a GPT at nanoGPT's
+# one-GPU size is ~200 TFLOP of float64 finite differences at batch 8.
+CPU_SIZED = {"text_gpt_large": ["model.gpt.n_layers=2", "model.gpt.d_model=48"]}
+
+
+def cpu_sized(name: str) -> list[str]:
+  """``--set`` values (``key=value``) for ``configs/<name>.toml`` on a CPU
+  test (``name`` without the folder or ``.toml``); empty for most."""
+  return list(CPU_SIZED.get(name, []))

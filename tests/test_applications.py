@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from funcnet import cli, config, data, experiment
-from helpers import read_json
+from helpers import cpu_sized, read_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(os.path.basename(p)[:-5]
@@ -27,15 +27,28 @@ CONFIGS = sorted(os.path.basename(p)[:-5]
 # mnist1d_logistic an MLP without hidden layers).
 SLOW = {"mnist1d_cnn", "mnist1d_gru", "mnist1d_mlp", "mnist1d_transformer",
         "compare_grads", "digits_pretrain_0to4", "ratings_mf",
-        "mnist1d_logistic"}
+        "mnist1d_logistic", "text_gpt_large"}
+# Float64 finite differences cost a forward per entry checked: the CPU
+# GPT's fast check runs at a quarter of its width and half its depth (the
+# slow test_runs.py gradcheck checks it at full size).
+FAST_SIZED = {"text_gpt": ["model.gpt.n_layers=2", "model.gpt.d_model=32"]}
 TINY = ["train.epochs=1", "run.plots=false", "run.progress=never"]
 
 
 def tiny(name) -> list[str]:
   """Overrides that make ``configs/<name>.toml`` train in a second or two:
-  one epoch, and for classification 8 labelled examples per class."""
+  one epoch, for classification 8 labelled examples per class, for text
+  two batches of windows and four windows of validation (a whole epoch of
+  text_gpt is minutes: it once made CI time out)."""
   cfg = config.load(os.path.join(ROOT, "configs", f"{name}.toml"))
-  out = list(TINY)
+  out = list(TINY) + cpu_sized(name) + FAST_SIZED.get(name, [])
+  if cfg["data"]["name"] == "text":
+    block = cfg["data"]["block_size"]
+    batch = min(cfg["train"]["batch_size"], 8)
+    # the built-in text trains on ~418k tokens: a stride of a 16th of it
+    # leaves 16 windows, two batches
+    out += [f"data.stride={418_000 // (2 * batch)}",
+            f"data.val_tokens={4 * block + 1}", f"train.batch_size={batch}"]
   if cfg["data"]["name"] in ("digits", "mnist1d"):
     per_class = cfg["data"]["train_per_class"] or 8
     n_classes = len(cfg["data"]["classes"]) or 10
@@ -87,7 +100,10 @@ def test_config_trains_one_epoch_manually_and_passes_gradcheck(name, tmp_path, p
   loss = summary["final"]["train_loss"]
   assert np.isfinite(loss)
   capsys.readouterr()
-  code = main("gradcheck", "--config", path, *sets(overrides), "--batch", 4)
+  # a text example is block_size positions: one is as many terms as digits'
+  # batch of 4 has pixels, and finite differences cost a forward each
+  batch = 1 if config.load(path)["data"]["name"] == "text" else 4
+  code = main("gradcheck", "--config", path, *sets(overrides), "--batch", batch)
   out = capsys.readouterr().out
   assert code == 0, out
   assert "OK" in out

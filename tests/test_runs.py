@@ -16,9 +16,10 @@ import jax
 import numpy as np
 import pytest
 
-from funcnet import cli, data
+from funcnet import cli, config, data
 from funcnet.errors import ConfigError
 from funcnet.run import rundir
+from helpers import cpu_sized
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--set", "model.mlp.hidden=[8]", "--set", "run.plots=false",
@@ -61,7 +62,7 @@ def test_fine_tuning_reads_the_saved_statistics_not_the_old_data(tmp_path,
   from funcnet import config, experiment
   run = _train(tmp_path / "pre", "data.classes=[0, 1, 2, 3, 4]")
   # the statistics are those of the pre-training split, in numpy
-  ds = data.select_classes(data.load("digits"), [0, 1, 2, 3, 4])
+  ds = data.select_classes(data.load("digits", standardize=False), [0, 1, 2, 3, 4])
   mean, std = rundir.read_stats(run)
   np.testing.assert_allclose(mean, ds.x_train.mean(0), rtol=1e-6, atol=1e-6)
   assert std.shape == mean.shape == ds.x_train.shape[1:]
@@ -75,7 +76,8 @@ def test_fine_tuning_reads_the_saved_statistics_not_the_old_data(tmp_path,
   assert loaded == [("digits",)]          # this run's data, once; not the old run's
   np.testing.assert_array_equal(setup.pretrained.stats[0], mean)
   # this data is scaled with the old run's statistics, not its own
-  new = data.select_classes(real_load("digits"), [5, 6, 7, 8, 9])
+  new = data.select_classes(real_load("digits", standardize=False),
+                            [5, 6, 7, 8, 9])
   np.testing.assert_allclose(setup.ds.x_train, (new.x_train - mean) / std,
                              rtol=1e-5, atol=1e-5)
   # and its body is the old run's last checkpoint
@@ -127,7 +129,11 @@ def test_gradcheck_passes_for_every_shipped_config(path, capsys, tmp_path,
                      "--out", "runs/digits_pretrain_0to4", "--set",
                      "train.epochs=1", "--set", "run.plots=false"]) == 0
     capsys.readouterr()
-  assert cli.main(["gradcheck", "--config", path]) == 0
+  name = os.path.basename(path)[:-5]
+  extra = [a for o in cpu_sized(name) for a in ("--set", o)]
+  if config.load(path)["data"]["name"] == "text":
+    extra += ["--batch", "2"]     # 2 x block_size positions
+  assert cli.main(["gradcheck", "--config", path, *extra]) == 0
   out = capsys.readouterr().out
   assert "\nOK (tolerances" in out
   rows = [l for l in out.splitlines()[3:] if l and not l.startswith(("OK", "-"))]

@@ -30,7 +30,7 @@ def digits_shards(tmp_path_factory):
   cross shard boundaries."""
   dst = tmp_path_factory.mktemp("stream") / "digits"
   shard_writer.convert("digits", str(dst), shard_rows=500)
-  return shards.Shards(dst), data.load("digits")
+  return shards.Shards(dst), data.load("digits", standardize=False)
 
 
 def _folder_bytes(path):
@@ -172,7 +172,7 @@ def test_npz_and_csv_sources_read_back_exactly(tmp_path, kind):
     lines = ["a,b,label,c,d"] + [
         f"{r[0]},{r[1]},{c},{r[2]},{r[3]}" for r, c in zip(x, y)]
     src.write_text("\n".join(lines) + "\n")
-  raw = data.load(str(src), seed=5, label="label")
+  raw = data.load(str(src), seed=5, label="label", standardize=False)
   shard_writer.convert(str(src), str(tmp_path / "sh"), seed=5)
   sh = shards.Shards(tmp_path / "sh")
   assert (sh.n_train, sh.n_test) == (len(raw.y_train), len(raw.y_test))
@@ -359,7 +359,8 @@ def test_data_commands_in_process(tmp_path, capsys):
   assert cli.main(["data", "convert", "spirals", str(tmp_path / "s"),
                    "--set", "data.seed=3", "--shard-rows", "100"]) == 0
   assert "in 10 shards" in capsys.readouterr().out
-  sh, raw = shards.Shards(tmp_path / "s"), data.load("spirals", seed=3)
+  sh, raw = shards.Shards(tmp_path / "s"), data.load("spirals", seed=3,
+                                                      standardize=False)
   np.testing.assert_array_equal(sh.read("train", [0, 5], False)[0],
                                 raw.x_train[[0, 5]])
   assert cli.main(["data", "generate", str(tmp_path / "g"), "--train", "100",

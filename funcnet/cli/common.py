@@ -21,6 +21,23 @@ def config_flags(p) -> None:
                  "(repeatable; values are TOML: 0.1, [64,64], true, adam)")
 
 
+def import_flag(p) -> None:
+  """``--import MODULE`` (repeatable): the user's own code, imported first."""
+  p.add_argument("--import", dest="imports", action="append", default=[],
+                 metavar="MODULE",
+                 help="import this module first (a name on sys.path or a "
+                 "path to a .py file), e.g. the one that registers a model "
+                 "kind of your own; a run folder's config is never a reason "
+                 "to import one by itself (repeatable)")
+
+
+def do_imports(args) -> None:
+  """Imports the ``--import`` modules (:func:`funcnet.models.user.import_all`)."""
+  if args.imports:
+    from funcnet.models import user
+    user.import_all(args.imports)
+
+
 def device_flags(p) -> None:
   """``--cpu-devices`` and the multi-process flags (docs/parallel.md)."""
   d = p.add_argument_group(

@@ -16,11 +16,13 @@ DESCRIPTION = (
 
 def add_arguments(p) -> None:
   p.add_argument("--run", required=True, metavar="DIR", help="a run folder")
+  common.import_flag(p)
 
 
 def run(args) -> int:
   from funcnet import experiment
   from funcnet.run import rundir
+  common.do_imports(args)
   common.start_jax(rundir.read_config(args.run, what="--run"))
   print(json.dumps(experiment.evaluate(args.run), indent=2))
   return 0

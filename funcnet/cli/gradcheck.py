@@ -18,6 +18,7 @@ DESCRIPTION = (
 
 def add_arguments(p) -> None:
   common.config_flags(p)
+  common.import_flag(p)
   p.add_argument("--batch", type=int, metavar="N",
                  help="examples in the batch (default 8, or the whole "
                  "training split when it is smaller)")
@@ -25,6 +26,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
   from funcnet import config as config_lib, experiment
+  common.do_imports(args)
   cfg = config_lib.load(args.config, args.overrides)
   common.start_jax(cfg)
   report, heading = experiment.gradcheck(cfg, args.batch)

@@ -28,6 +28,7 @@ def add_arguments(p) -> None:
                  "SIGTERM stopped it after saving)")
   p.add_argument("--progress", choices=("auto", "always", "never"),
                  help="progress bar (default: run.progress)")
+  common.import_flag(p)
   common.device_flags(p)
 
 
@@ -97,6 +98,7 @@ def _train_with(args, plotter) -> int:
     import jax
     from funcnet import experiment  # config and rundir come with it
   with timings.phase("config"):
+    common.do_imports(args)
     cfg = _config(args)
   common.start_jax(cfg, args)
   if jax.process_count() > 1 and not args.out:

@@ -35,7 +35,7 @@ Where each part lives (every public name is re-exported here, so
 ``funcnet.data.X`` is the way to reach it):
 
   ``registry.py``    :class:`~funcnet.data.registry.Source`, ``DATASETS``,
-                     ``names``: the built-in sets
+                     ``names``, ``valid_range``: the built-in sets (a raw input range)
   ``dataset.py``     :class:`Dataset`, ``in_shape``,
                      ``n_features``, ``n_outputs``, ``spec`` (what model
                      builders read), ``summary``, ``split_indices``
@@ -60,7 +60,7 @@ import pkgutil
 
 # In this order, the order of the sets in config.py's doc line; then any
 # other module in the folder (a new one registers its sets when imported).
-from funcnet.data.registry import DATASETS, names
+from funcnet.data.registry import DATASETS, names, valid_range
 from funcnet.data.generated import moons, ratings, regression, spirals, xor
 from funcnet.data.bundled import digits, mnist1d
 from funcnet.data.dataset import (Dataset, in_shape, n_features,
@@ -107,7 +107,7 @@ def options(name_or_path, table: dict) -> dict:
           if k in params and k not in given and k not in ("seed", "name")}
 
 
-def load(name_or_path, *, seed: int = 0, standardize: bool = False,
+def load(name_or_path, *, seed: int = 0, standardize: bool = True,
          **kwargs) -> Dataset:
   """A dataset by registered name (:data:`DATASETS`), token folder or file
   path.
@@ -115,7 +115,12 @@ def load(name_or_path, *, seed: int = 0, standardize: bool = False,
   ``seed`` goes to every loader that draws anything (``xor`` and ``mnist1d``
   do not); ``kwargs`` are the loader's own options (for a file:
   ``label``, ``task``, ``test_fraction``; :func:`options` picks them from
-  a config). ``standardize=True`` applies :func:`standardize`.
+  a config). By default the inputs are
+  standardised (:func:`standardize`: mean 0, std 1 per feature, with the
+  training split's statistics), as ``funcnet train`` does
+  (``data.standardize``) and as the README says; a task whose inputs are
+  ids (ratings, text) is left as it is. ``standardize=False`` gives the raw
+  inputs (digits' 0-16 pixel values).
 
   Raises:
     UnknownNameError: a name that is neither registered nor a path.

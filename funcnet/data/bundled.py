@@ -154,7 +154,8 @@ def mnist1d(cache_dir: Optional[str] = None) -> Dataset:
 
 registry.register(registry.Source(
     "digits", digits, "classification",
-    "scikit-learn's bundled 8x8 digits, 1,437 train / 360 test"))
+    "scikit-learn's bundled 8x8 digits, 1,437 train / 360 test",
+    valid_range=(0.0, 16.0)))
 registry.register(registry.Source(
     "mnist1d", mnist1d, "classification",
     "MNIST-1D with its default arguments, 4,000 / 1,000, cached as .npz"))

@@ -10,7 +10,7 @@ doc line for ``data.name`` and ``funcnet data convert`` take the names from
 here, and nothing outside ``funcnet/data/`` names a dataset.
 """
 
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 from funcnet.errors import unknown
 
@@ -25,11 +25,15 @@ class Source(NamedTuple):
       when it draws anything (:func:`funcnet.data.load` passes it then).
     task: the task of its data (``"classification"``, ...).
     doc: one line: what the set is, its size.
+    valid_range: ``(lo, hi)``, the values a raw input may take (digits'
+      pixel intensities 0-16), which attacks clip to; None where the data
+      has no natural bound (MNIST-1D's signals, generated points).
   """
   name: str
   load: Callable
   task: str
   doc: str
+  valid_range: Optional[tuple] = None
 
 
 DATASETS: dict = {}
@@ -53,3 +57,10 @@ def get(name: str) -> Source:
 def names() -> list[str]:
   """The registered names, sorted."""
   return sorted(DATASETS)
+
+
+def valid_range(name) -> Optional[tuple]:
+  """The raw input range ``(lo, hi)`` that dataset ``name`` states, or None
+  (no statement, or not a registered name: a file or a shard folder)."""
+  source = DATASETS.get(name) if isinstance(name, str) else None
+  return source.valid_range if source is not None else None

@@ -425,9 +425,10 @@ def convert(src, dst, *, seed: int = 0, label: str = "label",
   from funcnet import data
   _check_dst(os.path.normpath(os.fspath(dst)))
   if isinstance(src, str) and src in data.DATASETS:
-    ds = data.load(src, seed=seed)
+    ds = data.load(src, seed=seed, standardize=False)
   else:
-    ds = data.load(src, seed=seed, label=label, task=task)
+    ds = data.load(src, seed=seed, label=label, task=task,
+                   standardize=False)
   splits = {"train": _chunks(ds.x_train, ds.y_train, _CONVERT_CHUNK),
             "test": _chunks(ds.x_test, ds.y_test, _CONVERT_CHUNK)}
   return write(dst, splits, name=ds.name, task=ds.task, n_classes=ds.n_classes,

@@ -9,7 +9,9 @@
 
 Loading reads the run folder through :mod:`funcnet.run.rundir` only, as
 ``funcnet eval`` does: the model from ``model.json`` (the registry's kinds;
-no module is imported that the user did not name), the params from the
+no module is imported that the user did not name: a run of a kind of
+one's own needs ``imports=[module]``, the module imported first, or an
+installed entry point), the params from the
 newest intact checkpoint (a damaged newer one is reported in one line and
 skipped; nothing on disk moves), no optimizer state. The data is built only
 when asked for, standardised with the run's own training statistics
@@ -26,20 +28,27 @@ from funcnet.experiment.setup import build_dataset
 from funcnet.run import rundir
 
 
-def load_run(run, epoch: Optional[int] = None) -> "LoadedRun":
+def load_run(run, epoch: Optional[int] = None, imports=()) -> "LoadedRun":
   """The run folder ``run`` (``funcnet train --out``), loaded.
 
   Args:
     run: the run folder (a path).
     epoch: the checkpoint to load; None: the newest intact one.
+    imports: modules to import first (names on ``sys.path`` or paths to
+      ``.py`` files), e.g. the one that registers the run's kind of your
+      own (:func:`funcnet.register_kind`). The run's saved config may name
+      one; it is never imported unless listed here.
 
   Raises:
     ConfigError: no such folder, or one without ``config.json`` or
       ``model.json`` (one line naming what is missing); a float64 run
-      while JAX is 32-bit.
+      while JAX is 32-bit; a kind that is not registered (naming the
+      module its config records).
     CheckpointError: no checkpoint, or none intact.
   """
   import jax
+  from funcnet.models import user
+  user.import_all(imports, what="load_run imports")
   run = os.fspath(run)
   dtype = rundir.read_config(run, what="load_run")["train"]["dtype"]
   if dtype == "float64" and not jax.config.jax_enable_x64:

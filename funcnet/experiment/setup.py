@@ -39,7 +39,9 @@ def build_dataset(cfg, stats=None) -> data.Dataset:
             f"streamed from shards ({d['name']!r}) cannot; expected it "
             "applied before funcnet data convert")
     return streamed.load(d["name"], d["standardize"], stats)
-  ds = data.load(d["name"], seed=d["seed"], **data.options(d["name"], d))
+  # Raw: the classes and examples are chosen first, then standardised.
+  ds = data.load(d["name"], seed=d["seed"], standardize=False,
+                 **data.options(d["name"], d))
   if d["classes"]:
     ds = data.select_classes(ds, d["classes"])
   if d["train_per_class"]:

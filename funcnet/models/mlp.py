@@ -31,8 +31,10 @@ def mlp(sizes: Sequence[int], activation: str = "sigmoid",
 
   Args:
     sizes: ``[n_in, n_hidden..., n_out]``, at least two entries.
-    activation: the hidden activation, by name (see :mod:`funcnet.activations`).
-    output_activation: the output activation; ``softmax`` is allowed only here.
+    activation: the hidden activation, by name (see :mod:`funcnet.activations`)
+      or a pair of functions ``(f, f_prime)`` of one's own.
+    output_activation: the output activation (a name or a pair);
+      ``softmax`` is allowed only here.
     init: ``"normal"``, ``"xavier"`` or ``"he"`` for the weights; biases are 0.
     dropout: the probability of dropping a hidden unit in training, in [0, 1).
 
@@ -52,7 +54,8 @@ def mlp(sizes: Sequence[int], activation: str = "sigmoid",
     raise ConfigError(f"sizes {sizes} must list at least an input and an "
                       "output width")
   hidden = layers.hidden_activation(activation)
-  f_out = activations.get(output_activation).f
+  out = activations.get(output_activation)  # a name, or a pair of functions
+  f_out, output_activation = out.f, out.name
   init_w = initializers.get(init)
   dropout = layers.require_rate("dropout", dropout)
   n_layers = len(sizes) - 1

@@ -9,6 +9,14 @@ config table (defaults, one doc line per key). Each module of
 one new module (plus its config and tests): nothing outside
 ``funcnet/models/`` names a kind.
 
+A kind from outside the package (a user's own, :func:`funcnet.register_kind`
+in :mod:`funcnet.models.user`) is registered the same way, at any time:
+whoever keeps a table per kind (the config's ``[model.<kind>]`` tables)
+listens with :func:`on_register`. An installed package may also declare
+kinds as entry points of the group :data:`ENTRY_POINTS` (the entry
+point's name is the kind's); :func:`find` loads one only when its kind is
+asked for and not registered.
+
 What a built model carries for the rest of the library (where its head is,
 its hand-written backward) is on the :class:`funcnet.model.Model` itself.
 """
@@ -53,25 +61,57 @@ class Kind(NamedTuple):
 
 KINDS: dict = {}
 
+ENTRY_POINTS = "funcnet.models"
+"""The entry-point group an installed package declares its kinds in: ``mine =
+"my_package.models"`` (a module that registers ``mine`` when imported) or
+``"my_package.models:KIND"`` (a :class:`Kind`)."""
 
-def register(kind: Kind) -> Kind:
-  """Adds ``kind`` to :data:`KINDS`; a name can be registered once."""
-  if kind.name in KINDS and KINDS[kind.name] is not kind:
+_LISTENERS: list = []
+
+
+def on_register(listener: Callable) -> None:
+  """Calls ``listener(kind)`` for every kind registered, now and later."""
+  _LISTENERS.append(listener)
+  for kind in list(KINDS.values()):
+    listener(kind)
+
+
+def register(kind: Kind, replace: bool = False) -> Kind:
+  """Adds ``kind`` to :data:`KINDS`; a name can be registered once (or,
+  with ``replace``, again: a user's module imported anew)."""
+  if kind.name in KINDS and KINDS[kind.name] is not kind and not replace:
     raise ValueError(f"model kind {kind.name!r} is registered twice")
   missing = set(kind.defaults) ^ set(kind.docs)
   if missing:  # every key documented, every documented key real
     raise ValueError(f"model kind {kind.name!r}: keys without a doc line or "
                      f"docs without a key: {sorted(missing)}")
   KINDS[kind.name] = kind
+  for listener in _LISTENERS:
+    listener(kind)
   return kind
+
+
+def find(name: str) -> Optional[Kind]:
+  """The kind called ``name``: registered, or declared by an installed
+  package's entry point (loaded now); None when neither."""
+  if name not in KINDS and isinstance(name, str):
+    from importlib.metadata import entry_points
+    for ep in entry_points(group=ENTRY_POINTS, name=name):
+      loaded = ep.load()  # the package's module registers its kinds
+      if isinstance(loaded, Kind) and loaded.name not in KINDS:
+        register(loaded)
+      break
+  return KINDS.get(name)
 
 
 def get(name: str) -> Kind:
   """The kind called ``name``, or a one-line :class:`ConfigError`."""
-  if name not in KINDS:
+  kind = find(name)
+  if kind is None:
     raise ConfigError(f"config key 'model.kind' = {name!r}; expected one of "
-                      f"{', '.join(KINDS)}")
-  return KINDS[name]
+                      f"{', '.join(KINDS)}, or a kind of your own with the "
+                      "module that registers it named in [model] import")
+  return kind
 
 
 def describe(spec: dict) -> str:

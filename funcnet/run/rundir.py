@@ -201,6 +201,10 @@ def read_config(run: str, overrides=(), what: str = "run folder") -> dict:
   if not isinstance(saved, dict):
     raise ConfigError(f"{what} {run!r}: {CONFIG} holds a "
                       f"{type(saved).__name__}; expected a JSON object")
+  try:  # a user's kind: its module is imported by the user, never here
+    config_lib.require_kind(saved)
+  except ConfigError as e:
+    raise ConfigError(f"{what} {run!r}: {e}") from None
   return config_lib.from_dict(saved, overrides)
 
 

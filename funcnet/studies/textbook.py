@@ -177,7 +177,7 @@ def _run(out: str, p: dict) -> dict:
     model = mlp([2, p["hidden"], 1], activation="sigmoid",
                 output_activation="sigmoid", init="normal")
     params = model.init(jax.random.key(seed), jnp.float64)
-    ds = data.load("xor")
+    ds = data.load("xor", standardize=False)
     X = np.asarray(ds.x_train, np.float64)
     Y = np.asarray(ds.y_train, np.float64)[:, None]       # (4, 1), one output unit
     init = _to_numpy(params)
