@@ -198,6 +198,34 @@ print(json.dumps(out))
 '''
 
 
+def test_a_resumed_run_carries_the_running_statistics_on(x64):
+  """Batch norm's running statistics live in the params, so a run resumed
+  from epoch 2 (fit's TrainState, what a checkpoint restores) repeats the
+  uninterrupted run's statistics and weights exactly."""
+  import types
+  model = resnet((8,), 3, channels=(2, 3), blocks=1, kernel_size=3,
+                 momentum=0.8, dropout=0.2)
+  rng = np.random.default_rng(0)
+  data = types.SimpleNamespace(x_train=rng.normal(size=(24, 8)),
+                               y_train=np.arange(24) % 3, x_test=None,
+                               y_test=None, task="classification")
+  kw = dict(batch_size=8, key=jax.random.key(3), dtype=jnp.float64,
+            grads="manual")
+  fit = lambda epochs, state=None: train.fit(
+      model, "cross_entropy", optax.adam(1e-2), data,
+      options=train.FitOptions(epochs=epochs, **kw), state=state)
+  whole, first = fit(4), fit(2)
+  rest = fit(4, first.state)
+  moved = whole.state.params["stem"]["stats"]["mean"] - first.state.params[
+      "stem"]["stats"]["mean"]
+  assert float(jnp.max(jnp.abs(moved))) > 1e-4    # epochs 3-4 moved them
+  for (k, u), v in zip(jax.tree_util.tree_flatten_with_path(
+      whole.state.params)[0], jax.tree_util.tree_leaves(rest.state.params)):
+    np.testing.assert_array_equal(np.asarray(u), np.asarray(v),
+                                  err_msg=jax.tree_util.keystr(k))
+
+
+@pytest.mark.slow   # a subprocess with 8 fake devices: 8 s
 def test_one_and_eight_devices_give_the_same_statistics_and_params():
   env = {k: v for k, v in os.environ.items()
          if k not in ("XLA_FLAGS", "JAX_ENABLE_X64", "JAX_NUM_CPU_DEVICES")}
