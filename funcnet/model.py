@@ -66,6 +66,12 @@ class Model(NamedTuple):
       (``t < max_len``; a GPT also needs ``max_len <= block_size``).
       Jittable, no Python loop inside. None for models that are not
       per-position language models.
+    refresh: ``(old_params, new_params, x, key) -> new_params`` for models
+      with state in their params that is not learned by gradient (batch
+      norm's running statistics): ``train_step`` calls it after the
+      optimizer's update with the step's batch; it returns ``new_params``
+      with those leaves recomputed from ``old_params`` and ``x``. None:
+      params are only what the optimizer makes them.
     embed: for a kind whose inputs are integer ids (tokens, ``(user,
       item)`` pairs): ``(params, x) -> (e, logits_of)`` with ``e`` the
       looked-up embedding vectors (what an input gradient is taken with
@@ -84,6 +90,7 @@ class Model(NamedTuple):
   kinks: Optional[Callable] = None
   trace: Optional[Callable] = None
   decoder: Optional[Callable] = None
+  refresh: Optional[Callable] = None
   embed: Optional[Callable] = None
 
   def apply(self, params, x, key=None):

@@ -197,7 +197,7 @@ def test_every_dataset_is_registered_once_and_the_config_lists_the_registries():
 
 def test_every_kind_is_registered_once_with_a_documented_config_table():
   assert list(registry.KINDS) == ["mlp", "cnn", "rnn", "gru", "transformer",
-                                  "mf", "ncf", "gpt", "rnn_lm"]
+                                  "mf", "ncf", "gpt", "resnet", "rnn_lm"]
   for name, kind in registry.KINDS.items():
     assert config.DEFAULTS["model"][name] == kind.defaults
     for key in kind.defaults:

@@ -160,6 +160,11 @@ def _layer_norm():
   return f, b, ({"scale": _normal(4), "bias": _normal(4)}, _normal(3, 4))
 
 
+def _batch_norm():
+  f, b = _swap((layers.batch_norm_forward, layers.batch_norm_backward, {}))
+  return f, b, ({"scale": _normal(4), "bias": _normal(4)}, _normal(3, 2, 4))
+
+
 def _embed():
   f, b = _swap((layers.embed_forward, layers.embed_backward, {}))
   return f, b, ({"E": _normal(5, 3)}, np.array([[0, 2, 2], [4, 1, 0]]))
@@ -192,6 +197,7 @@ LAYERS = {
                                      layers.global_max_pool_backward, 1),
     "self_attention": _attention,
     "layer_norm": _layer_norm,
+    "batch_norm": _batch_norm,
     "embed": _embed,
     "dropout_fixed_mask": _dropout,
 }

@@ -151,7 +151,7 @@ def _variant_step(setup: experiment.Setup, traced: list, norms: bool,
         setup.mixed.accumulate)
     state, metrics = train.train_step(
         train.TrainState(params, opt_state), train.Batch(xs, ys, key),
-        vg=vg, optimizer=opt, norms=norms)
+        vg=vg, optimizer=opt, norms=norms, refresh=m.refresh)
     return state.params, state.opt_state, metrics
 
   if loop == "map":

@@ -62,7 +62,8 @@ def _keep_layout(tree, state_sharding):
   return jax.lax.with_sharding_constraint(tree, state_sharding)
 
 
-def _step(vg, optimizer, xb, yb, k_drop, norms, data_sharding, offset=None):
+def _step(vg, optimizer, xb, yb, k_drop, norms, data_sharding, offset=None,
+          refresh=None):
   """``step(i, (params, opt_state, bad_step, sums))``: step ``i`` of
   ``xb, yb`` as ``fori_loop``'s body. Its index in the epoch is ``s = i``
   (``offset + i`` in a chunk): dropout from ``fold_in(k_drop, s)``,
@@ -78,7 +79,7 @@ def _step(vg, optimizer, xb, yb, k_drop, norms, data_sharding, offset=None):
     state, m = train_step(
         TrainState(params, opt_state),
         Batch(xs, ys, jax.random.fold_in(k_drop, s)),
-        vg=vg, optimizer=optimizer, norms=norms)
+        vg=vg, optimizer=optimizer, norms=norms, refresh=refresh)
     params, opt_state = state.params, state.opt_state
     bad_step = jnp.where((bad_step < 0) & ~jnp.isfinite(m[0]), s, bad_step)
     sums = tuple(a + b.astype(a.dtype) for a, b in zip(sums, m))
@@ -158,7 +159,8 @@ def make_epoch(model: Model, loss, optimizer: optax.GradientTransformation,
       perm = perm[: n_batches * batch_size]
       xb = x[perm].reshape((n_batches, batch_size) + x.shape[1:])
       yb = y[perm].reshape((n_batches, batch_size) + y.shape[1:])
-    step = _step(vg, optimizer, xb, yb, k_drop, norms, data_sharding)
+    step = _step(vg, optimizer, xb, yb, k_drop, norms, data_sharding,
+                 refresh=model.refresh)
     params, opt_state, bad_step, sums = _guarded(
         step, params, opt_state, n_batches, jnp.int32(-1),
         metric_zeros(params, norms))
@@ -198,7 +200,8 @@ def make_chunk(model: Model, loss, optimizer: optax.GradientTransformation,
   def chunk(params, opt_state, key, xb, yb, offset, n_steps, bad_step, sums):
     _, k_drop = jax.random.split(key)
     params, opt_state = _keep_layout((params, opt_state), state_sharding)
-    step = _step(vg, optimizer, xb, yb, k_drop, norms, data_sharding, offset)
+    step = _step(vg, optimizer, xb, yb, k_drop, norms, data_sharding, offset,
+                 model.refresh)
     params, opt_state, bad_step, sums = _guarded(
         step, params, opt_state, n_steps, bad_step, sums, offset)
     params, opt_state = _keep_layout((params, opt_state), state_sharding)

@@ -138,7 +138,7 @@ class Batch(NamedTuple):
 
 
 def train_step(state: TrainState, batch: Batch, *, vg, optimizer,
-               norms: bool = True):
+               norms: bool = True, refresh=None):
   """One gradient step, ``train_step(state, batch) -> (state, metrics)``:
 
     C, g           = vg(params, x, y, key)
@@ -153,10 +153,16 @@ def train_step(state: TrainState, batch: Batch, *, vg, optimizer,
   (:func:`metric_zeros`). The one step of the jitted epoch and chunk
   programs (:mod:`funcnet.train.programs`) and of :mod:`funcnet.sweep`'s
   vectorised epochs.
+
+  ``refresh`` (a model's ``Model.refresh``, e.g. batch norm's running
+  statistics) then sets the params' non-learned leaves from the step's
+  batch: ``params := refresh(old params, params, x, key)``.
   """
   c, g = vg(state.params, batch.x, batch.y, batch.key)
   updates, opt_state = optimizer.update(g, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
+  if refresh is not None:
+    params = refresh(state.params, params, batch.x, batch.key)
   acc = jnp.promote_types(c.dtype, jnp.float32)
   m = (c.astype(acc),) + (step_norms(g, updates, acc) if norms else ())
   return state._replace(params=params, opt_state=opt_state), m
