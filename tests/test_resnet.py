@@ -65,6 +65,28 @@ def test_manual_equals_autodiff_in_training_mode_and_stats_get_zero(x64):
   assert all(float(jnp.max(jnp.abs(s))) == 0.0 for s in auto_stats)
 
 
+def test_the_input_gradient_equals_jax_grad_in_both_modes(x64):
+  """dC/dx by the hand-written chain (wrt_input=True) against jax.grad of a
+  cross-entropy written here, in training mode (batch statistics couple the
+  examples) and in inference mode (running statistics)."""
+  model, params, x, y = _setup()
+  vg = model.backward(model, "cross_entropy")
+
+  def ref(x_, key):
+    z = model.logits(params, x_, key)
+    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(z), y[:, None], 1))
+
+  key = jax.random.key(3)
+  (c_t, _, dx_t), (c_i, _, dx_i), r_t, r_i = jax.jit(lambda x_: (
+      vg(params, x_, y, key, wrt_input=True),
+      vg(params, x_, y, None, wrt_input=True),
+      jax.grad(ref)(x_, key), jax.grad(ref)(x_, None)))(x)
+  assert dx_t.shape == x.shape
+  assert float(jnp.max(jnp.abs(dx_t - r_t))) <= 1e-10 * float(jnp.max(jnp.abs(r_t)))
+  assert float(jnp.max(jnp.abs(dx_i - r_i))) <= 1e-10 * float(jnp.max(jnp.abs(r_i)))
+  assert float(jnp.max(jnp.abs(dx_t - dx_i))) > 1e-6   # the modes differ
+
+
 def _np_conv(x, W, b, stride):
   """SAME 1-D cross-correlation, x (m, L, c), W (k, c, o)."""
   k = W.shape[0]

@@ -237,13 +237,17 @@ def _with_stats(spec, old, new, batch):
 
 def _backward(model: Model, loss):
   """The hand-written ``(params, x, y, key=None) -> (C, grads)``: training
-  mode with a key, inference mode without (as ``logits``)."""
+  mode with a key, inference mode without (as ``logits``). With
+  ``wrt_input=True``, ``(C, grads, dC/dx)``: the stem's ``dx``, the last
+  step of the same chain (batch norm's compact backward in training mode
+  couples the examples, so there ``dC/dx_i`` holds the other examples'
+  share through the batch statistics, as ``jax.grad`` does)."""
   losses.get(loss)
   losses.check_pair(loss, model.output_activation)
   spec = model.spec
   relu = activations.get("relu")
 
-  def fn(params, x, y, key=None):
+  def fn(params, x, y, key=None, wrt_input=False):
     train = key is not None
     z, caches, _ = _forward(spec, params, x, key)
     stem_cache, stem_act, blk_caches, features, mask, head_cache = caches
@@ -266,8 +270,11 @@ def _backward(model: Model, loss):
         da = da + dshort
       g_blocks.insert(0, g)
     da = layers.activation_backward(relu, stem_act, da)
-    _, g_stem = _unit_backward(params["stem"], stem_cache, da, train)
-    return c, {"stem": g_stem, "blocks": g_blocks, "head": g_head}
+    dx, g_stem = _unit_backward(params["stem"], stem_cache, da, train)
+    grads = {"stem": g_stem, "blocks": g_blocks, "head": g_head}
+    if not wrt_input:
+      return c, grads
+    return c, grads, jnp.reshape(dx, x.shape).astype(x.dtype)
   return fn
 
 
