@@ -58,6 +58,29 @@ def test_token_inputs_are_refused_before_anything_is_built():
     experiment.build_adversarial(cfg, tokens)
 
 
+def test_a_kind_without_a_hand_written_input_gradient_is_one_line():
+  """train.grads = manual needs the kind's backward to return dC/dx
+  (wrt_input=True); one without it is refused on shapes alone."""
+  model = mlp([4, 3], output_activation="softmax")
+
+  def backward(model, loss):
+    def fn(params, x, y, key=None):  # parameter gradients only
+      return jnp.zeros(()), params
+    return fn
+  old = model._replace(backward=backward)
+  x = jax.ShapeDtypeStruct((2, 4), jnp.float32)
+  y = jax.ShapeDtypeStruct((2,), jnp.int32)
+  with pytest.raises(ConfigError, match="the hand-written backward of model "
+                     "kind 'mlp' returns no input gradient, which adversarial "
+                     "training with train.grads = 'manual' needs"):
+    train.adversarial.check_traces(old, "cross_entropy", "manual", x, y,
+                                   jnp.float32)
+  train.adversarial.check_traces(old, "cross_entropy", "autodiff", x, y,
+                                 jnp.float32)
+  train.adversarial.check_traces(model, "cross_entropy", "manual", x, y,
+                                 jnp.float32)
+
+
 # ---------------------------------------------------------------------------
 # The step.
 

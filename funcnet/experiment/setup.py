@@ -127,6 +127,16 @@ def build_adversarial(cfg, ds):
       step_size=a["step_size"] or None, source=cfg["train"]["grads"])
 
 
+def _batch_shapes(ds, dtype, rows: int = 2):
+  """``(x, y)`` as ``jax.ShapeDtypeStruct`` s of a ``rows``-example batch
+  as fit feeds it (float inputs in ``dtype``)."""
+  def struct(a):
+    dt = np.dtype(a.dtype)
+    return jax.ShapeDtypeStruct((rows, *np.shape(a)[1:]),
+                                dtype if np.issubdtype(dt, np.floating) else dt)
+  return struct(ds.x_train), struct(ds.y_train)
+
+
 class Setup:
   """Everything built from a config: data, model, schedule, optimizer.
 
@@ -147,9 +157,13 @@ class Setup:
     check(cfg, self.ds, self.model)
     self.schedule, self.optimizer = build_optimizer(
         cfg, self.model, self.pretrained is not None)
-    self.adversarial = build_adversarial(cfg, self.ds)
     self.loss = t["loss"]
     self.dtype = jnp.dtype(t["dtype"])
+    self.adversarial = build_adversarial(cfg, self.ds)
+    if self.adversarial is not None:  # shapes only: a kind without dC/dx
+      adversarial.check_traces(self.model, t["loss"], t["grads"],
+                               *_batch_shapes(self.ds, self.dtype),
+                               self.dtype)
     cd = t["compute_dtype"]
     # None keeps the plain step (bit-identical to a run without the key).
     self.mixed = precision.Mixed(

@@ -150,6 +150,36 @@ def examples(adv: Adversarial, input_vg, params, x, y, key=None):
   return jax.lax.stop_gradient(out)
 
 
+def input_gradient(model: Model, loss, source: str):
+  """``(params, x, y, key=None) -> (C, dC/dx)`` by ``source``
+  (:func:`funcnet.inputgrad.value_and_input_grad`), with a manual source
+  whose kind's backward returns no ``dC/dx`` a one-line
+  :class:`ConfigError` when traced, not a ``TypeError``."""
+  input_vg = inputgrad.value_and_input_grad(model, loss, source)
+
+  def fn(params, x, y, key=None):
+    try:
+      return input_vg(params, x, y, key)
+    except TypeError as exc:
+      if "wrt_input" not in str(exc):
+        raise
+      raise ConfigError(
+          f"the hand-written backward of model kind {model.kind!r} returns no "
+          "input gradient, which adversarial training with train.grads = "
+          "'manual' needs; expected train.grads = 'autodiff'") from None
+  return fn
+
+
+def check_traces(model: Model, loss, source: str, x, y, dtype) -> None:
+  """The attack's input gradient traced on shapes only (``x``, ``y``:
+  ``jax.ShapeDtypeStruct`` s of a batch; nothing allocated or compiled),
+  so that a kind without a hand-written ``dC/dx`` is a one-line error
+  before a run writes anything."""
+  key = jax.eval_shape(jax.random.key, 0)
+  params = jax.eval_shape(lambda k: model.init(k, dtype), key)
+  jax.eval_shape(input_gradient(model, loss, source), params, x, y)
+
+
 def value_and_grad(vg, model: Model, loss, adv: Optional[Adversarial]):
   """``vg(params, x, y, key) -> (C, g)`` taken on the batch with its first
   ``round(ratio b)`` rows attacked (module docstring); the same signature.
@@ -158,7 +188,7 @@ def value_and_grad(vg, model: Model, loss, adv: Optional[Adversarial]):
   if adv is None:
     return vg
   check(adv)
-  input_vg = inputgrad.value_and_input_grad(model, loss, adv.source)
+  input_vg = input_gradient(model, loss, adv.source)
 
   def fn(params, x, y, key=None):
     k = n_adversarial(x.shape[0], adv.ratio)  # static: x's shape
@@ -169,5 +199,6 @@ def value_and_grad(vg, model: Model, loss, adv: Optional[Adversarial]):
   return fn
 
 
-__all__ = ["ATTACK_STREAM", "Adversarial", "METHODS", "check", "examples",
-           "from_raw", "n_adversarial", "value_and_grad"]
+__all__ = ["ATTACK_STREAM", "Adversarial", "METHODS", "check",
+           "check_traces", "examples", "from_raw", "input_gradient",
+           "n_adversarial", "value_and_grad"]
