@@ -132,7 +132,8 @@ def test_one_fgsm_step_with_ratio_1_equals_a_reference(x64):
   adv = train.adversarial.from_raw("fgsm", eps, 1.0, stats=(mean, std),
                                    valid_range=(lo, hi), source="autodiff")
 
-  def compare(params):
+  def compare(key):
+    params = model.init(key, jnp.float64)
     raw = x * std + mean
     g_raw = jax.grad(lambda r: _loss(model, params, (r - mean) / std, y))(raw)
     raw_adv = jnp.clip(raw + eps * jnp.sign(g_raw), lo, hi)
@@ -144,8 +145,7 @@ def test_one_fgsm_step_with_ratio_1_equals_a_reference(x64):
                  jax.random.key(0))
     return want, got, clean
 
-  params = model.init(jax.random.key(3), jnp.float64)
-  want, got, clean = jax.jit(compare)(params)
+  want, got, clean = jax.jit(compare)(jax.random.key(3))
   for a, b, c in zip(*map(jax.tree_util.tree_leaves, (want, got, clean)),
                      strict=True):
     np.testing.assert_allclose(b, a, rtol=0, atol=1e-12)
@@ -158,14 +158,14 @@ def test_manual_and_autodiff_sources_train_alike_in_float64(x64):
   x, y, stats = _data(n=12)
   model = mlp([4, 6, 3], activation="tanh", output_activation="softmax")
 
-  def both(params):
-    return [_steps(model, train.adversarial.from_raw(
+  def both(key):
+    params = model.init(key, jnp.float64)
+    return params, [_steps(model, train.adversarial.from_raw(
         "pgd", 0.5, 0.5, stats=stats, valid_range=(0.0, 8.0), steps=2,
         source=source), optimizers.adam(0.05), params, x.reshape(3, 4, 4),
         y.reshape(3, 4), jax.random.key(1)) for source in ("manual", "autodiff")]
 
-  params = model.init(jax.random.key(2), jnp.float64)
-  manual, auto = jax.jit(both)(params)
+  params, (manual, auto) = jax.jit(both)(jax.random.key(2))
   for a, b, p in zip(*map(jax.tree_util.tree_leaves, (manual, auto, params)),
                      strict=True):
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-10)
