@@ -200,10 +200,18 @@ def test_ratio_0_is_the_standard_step_bit_for_bit():
 def test_a_resumed_pgd_run_with_dropout_equals_an_uninterrupted_one():
   """PGD's random starts come from the step's key, as dropout does: the
   state after epoch 2, copied to the host as a checkpoint saves it, and
-  resumed, repeats the uninterrupted run's last two epochs."""
+  resumed, repeats the uninterrupted run's last two epochs. Each run
+  traces its step once, however many epochs (the attack's eps, lo, hi are
+  constants of the one compiled epoch)."""
   x, y, stats = _data(n=16)
-  model = mlp([4, 6, 3], activation="tanh", output_activation="softmax",
-              dropout=0.2)
+  base = mlp([4, 6, 3], activation="tanh", output_activation="softmax",
+             dropout=0.2)
+  traces = []
+
+  def logits(params, x, key=None):
+    traces.append(x.shape)  # runs only while JAX traces
+    return base.logits(params, x, key)
+  model = base._replace(logits=logits)
   adv = train.adversarial.from_raw("pgd", 0.5, 0.75, stats=stats,
                                    valid_range=(0.0, 8.0), steps=1)
   saved = []
@@ -216,7 +224,9 @@ def test_a_resumed_pgd_run_with_dropout_equals_an_uninterrupted_one():
   whole = fit(on_epoch=lambda record, state, status: saved.append(
       jax.device_get(state)) if record["epoch"] == 2 else None)
   assert saved[0].epoch == 2
+  whole_traces, traces[:] = len(traces), []
   rest = fit(saved[0])
+  assert len(traces) == whole_traces > 0  # 4 epochs, then 2: traced alike
   _leaves_equal(whole.state.params, rest.state.params)
   strip = lambda h: [{k: v for k, v in r.items() if k != "time"} for r in h]
   assert strip(whole.history[2:]) == strip(rest.history)
