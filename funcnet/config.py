@@ -63,6 +63,13 @@ DEFAULTS: dict = {
         "chunk_steps": 0,
         "compare_grads": False,
     },
+    "adversarial": {
+        "method": "none",
+        "eps": 0.0,
+        "ratio": 0.5,
+        "steps": 10,
+        "step_size": 0.0,
+    },
     "optimizer": {
         "name": "adam",
         "impl": "funcnet",
@@ -137,6 +144,11 @@ DOCS: dict = {
     "train.accumulate": "micro-batches per step: the step's gradient is their mean (same as the whole batch's, less memory); must divide train.batch_size",
     "train.chunk_steps": "data streamed from shards (data.name = a folder of funcnet data convert): steps per compiled call, each chunk's batches read a chunk ahead (0: the epoch, up to 64 MB of batches); in-memory data runs one call per epoch",
     "train.compare_grads": "also train with the other gradient source from the same seed and record the parameter difference",
+    "adversarial.method": "adversarial training: none | fgsm | pgd, attacks made inside each step from the current params (real-valued inputs only)",
+    "adversarial.eps": "the L-infinity radius in the data's raw units (digits: pixel intensities 0..16), eps / std per feature for standardised inputs; attacks clip to the dataset's valid range",
+    "adversarial.ratio": "the fraction of each batch replaced by its attack, in [0, 1] (1: all adversarial)",
+    "adversarial.steps": "pgd: steps of the attack (random start, projection onto the eps ball)",
+    "adversarial.step_size": "pgd: each step's size in raw units (0: 2.5 eps / steps)",
     "optimizer.impl": "funcnet (the update rules written out here) | optax (the production library)",
     "optimizer.learning_rate": "eta in w := w - eta dC/dw (the peak rate under a schedule)",
     # the keys of one optimizer or schedule: _add_users() puts its name first
@@ -179,6 +191,7 @@ CHOICES = {
     "train.grads": ("manual", "autodiff"),
     "train.dtype": ("float32", "float64"),
     "train.compute_dtype": ("same", "float32", "bfloat16"),
+    "adversarial.method": ("none", "fgsm", "pgd"),
     "optimizer.impl": ("funcnet", "optax"),
     "run.progress": ("auto", "always", "never"),
 }
@@ -209,6 +222,8 @@ RANGES = [
     ("parallel.heartbeat_timeout", 1, None, True),
     ("parallel.shutdown_timeout", 1, None, True),
     ("parallel.init_timeout", 1, None, True),
+    ("adversarial.eps", 0.0, None, True), ("adversarial.ratio", 0.0, 1.0, True),
+    ("adversarial.steps", 1, None, True), ("adversarial.step_size", 0.0, None, True),
     ("seed", *SEED_RANGE, True), ("data.seed", *SEED_RANGE, True),
 ]
 

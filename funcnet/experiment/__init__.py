@@ -19,14 +19,14 @@ under FGSM / PGD, ``funcnet attack``).
 
 from funcnet.experiment.loaded import LoadedRun, load_run
 from funcnet.experiment.loop import Run, train_and_evaluate
-from funcnet.experiment.setup import (Setup, build_dataset,
+from funcnet.experiment.setup import (Setup, build_adversarial, build_dataset,
                                       build_model, build_optimizer, check,
                                       n_outputs)
 from funcnet.experiment.summary import default_workdir
 from funcnet.experiment.verify import compare_training, evaluate, gradcheck
 
 __all__ = [
-    "LoadedRun", "Run", "Setup", "build_dataset",
+    "LoadedRun", "Run", "Setup", "build_adversarial", "build_dataset",
     "build_model", "build_optimizer", "check", "compare_training",
     "default_workdir", "evaluate", "gradcheck", "load_run", "n_outputs",
     "train_and_evaluate",

@@ -272,6 +272,11 @@ class Run:
              + (f", compute {compute.name}" if compute is not None else "")
              + (f", {t['accumulate']} micro-batches" if t["accumulate"] > 1
                 else ""))
+    if setup.adversarial is not None:
+      a = cfg["adversarial"]
+      self.log(f"attack {a['method']} eps {a['eps']:g} (raw units) on "
+               f"{a['ratio']:.0%} of each batch"
+               + (f", {a['steps']} steps" if a["method"] == "pgd" else ""))
 
   def train(self):
     """``(result, seconds)`` of ``train.fit`` from :attr:`state`, the

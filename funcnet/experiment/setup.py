@@ -3,6 +3,7 @@
   build_dataset(cfg)       the dataset the config names, standardised when asked
   build_model(cfg, ds)     the model, sized to the data
   build_optimizer(cfg, m)  (schedule, optimizer), wrapped for fine-tuning
+  build_adversarial(cfg, ds)  adversarial training's attack in model units
   check(cfg, ds, model)    cross-key checks that need the data
   Setup(cfg)               all of them, checked, with the run's key, its
                            initial state and ``fit`` as the config says
@@ -16,6 +17,7 @@ import hashlib
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from funcnet import backprop, config as config_lib, data, finetune, losses
 from funcnet import parallel, tasks, train
@@ -23,7 +25,7 @@ from funcnet.data import streamed
 from funcnet.errors import ConfigError
 from funcnet.models import registry
 from funcnet.run import preflight
-from funcnet.train import precision
+from funcnet.train import adversarial, precision
 
 def build_dataset(cfg, stats=None) -> data.Dataset:
   """The dataset the config names: its classes (``data.classes``), few labels
@@ -99,6 +101,42 @@ def build_optimizer(cfg, model, fine_tuning: bool = False):
   return schedule, optimizer
 
 
+def build_adversarial(cfg, ds):
+  """``[adversarial]`` as a :class:`funcnet.train.Adversarial` in the
+  model's input units (eps / std per feature, the dataset's valid range
+  standardised; :func:`funcnet.train.adversarial.from_raw`), its source
+  ``train.grads``; None when ``method = "none"``.
+
+  Raises:
+    ConfigError: an attack on integer inputs (ids, tokens), which have no
+      L-infinity ball.
+  """
+  a = cfg["adversarial"]
+  if a["method"] == "none":
+    return None
+  dtype = np.dtype(ds.x_train.dtype)
+  if not np.issubdtype(dtype, np.floating):
+    raise ConfigError(
+        f"config key 'adversarial.method' = {a['method']!r} needs real-valued "
+        f"inputs; the {ds.task} data {ds.name!r} has {dtype.name} inputs "
+        "(ids or tokens); expected adversarial.method = 'none'")
+  stats = (ds.info["mean"], ds.info["std"]) if "mean" in ds.info else None
+  return adversarial.from_raw(
+      a["method"], a["eps"], a["ratio"], stats=stats,
+      valid_range=data.valid_range(cfg["data"]["name"]), steps=a["steps"],
+      step_size=a["step_size"] or None, source=cfg["train"]["grads"])
+
+
+def _batch_shapes(ds, dtype, rows: int = 2):
+  """``(x, y)`` as ``jax.ShapeDtypeStruct`` s of a ``rows``-example batch
+  as fit feeds it (float inputs in ``dtype``)."""
+  def struct(a):
+    dt = np.dtype(a.dtype)
+    return jax.ShapeDtypeStruct((rows, *np.shape(a)[1:]),
+                                dtype if np.issubdtype(dt, np.floating) else dt)
+  return struct(ds.x_train), struct(ds.y_train)
+
+
 class Setup:
   """Everything built from a config: data, model, schedule, optimizer.
 
@@ -121,6 +159,11 @@ class Setup:
         cfg, self.model, self.pretrained is not None)
     self.loss = t["loss"]
     self.dtype = jnp.dtype(t["dtype"])
+    self.adversarial = build_adversarial(cfg, self.ds)
+    if self.adversarial is not None:  # shapes only: a kind without dC/dx
+      adversarial.check_traces(self.model, t["loss"], t["grads"],
+                               *_batch_shapes(self.ds, self.dtype),
+                               self.dtype)
     cd = t["compute_dtype"]
     # None keeps the plain step (bit-identical to a run without the key).
     self.mixed = precision.Mixed(
@@ -188,15 +231,24 @@ class Setup:
     t = self.cfg["train"]
     return train.FitOptions(
         epochs=t["epochs"], batch_size=t["batch_size"], key=self.key,
-        grads=t["grads"], dtype=self.dtype, evaluation=self.evaluation,
+        grads=self.gradient(), dtype=self.dtype, evaluation=self.evaluation,
         mixed=self.mixed, plan=self.plan, lr_schedule=self.schedule,
         chunk_steps=t["chunk_steps"])
+
+  def gradient(self, source=None):
+    """The step's gradient (``train.fit``'s ``grads``): ``source`` (None:
+    ``train.grads``), or adversarial training's
+    :class:`funcnet.train.Adversarial` with that source."""
+    source = source or self.cfg["train"]["grads"]
+    if self.adversarial is None:
+      return source
+    return self.adversarial._replace(source=source)
 
   def fit(self, state=None, *, callbacks=train.Callbacks(), **overrides):
     """``train.fit`` as the config says, from ``state`` (a
     ``train.TrainState`` to resume; None: a fresh one, or the fine-tuned
     run's body with a new head); ``overrides`` replace fields of
-    :meth:`options` (``grads="manual"``, ``norms=False``)."""
+    :meth:`options` (``grads=self.gradient("manual")``, ``norms=False``)."""
     if self.pretrained is not None and state is None:
       state = train.TrainState(*self.init_state())
     return train.fit(self.model, self.loss, self.optimizer, self.ds,

@@ -98,7 +98,7 @@ def sample_batch(ds, batch=None, seed: int = 0, what: str = "--batch"):
 def compare_training(setup: Setup, params, log=print) -> dict:
   """Trains again with the other gradient source, same seed; compares params."""
   other = "autodiff" if setup.cfg["train"]["grads"] == "manual" else "manual"
-  res = setup.fit(grads=other)
+  res = setup.fit(grads=setup.gradient(other))  # adversarial too, if set
   a = jax.tree_util.tree_leaves(params)
   b = jax.tree_util.tree_leaves(res.state.params)
   diff = max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(a, b))

@@ -39,6 +39,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from funcnet import config as config_lib, experiment, tasks, train
+from funcnet.errors import ConfigError
 from funcnet.train import precision
 from funcnet.run import rundir
 from funcnet.sweep import grid as grid_lib
@@ -134,7 +135,7 @@ def _variant_step(setup: experiment.Setup, traced: list, norms: bool,
   each with the model and optimizer its traced hyperparameters ``hp``
   build; ``loop``: see :func:`variant_loop`."""
   cfg, ds, model = setup.cfg, setup.ds, setup.model
-  loss, grads = cfg["train"]["loss"], cfg["train"]["grads"]
+  loss, grads = cfg["train"]["loss"], setup.gradient()
   model_keys = [k for k in traced if k.startswith("model.")]
 
   def build(hp):
@@ -290,6 +291,7 @@ def train_group(variants, setups, placement: Placement, *, norms: bool = True,
     numpy arrays), as ``train.fit`` would give for it alone.
   """
   rep = setups[0]
+  _check_same_attack(setups)
   cfgs = [s.cfg for s in setups]
   traced = grid_lib.traced_keys(cfgs)
   datas = [s.ds for s in setups]
@@ -328,6 +330,23 @@ def train_group(variants, setups, placement: Placement, *, norms: bool = True,
            "params": jax.tree_util.tree_map(lambda a: a[i], params),
            "group_wall_s": wall}
           for i, mon in enumerate(monitors)]
+
+
+def _check_same_attack(setups) -> None:
+  """The group's step makes its first variant's adversarial examples
+  (:func:`_variant_step`): refused, in one line, when a variant's data
+  gives its attack other model units (e.g. another ``data.seed``, whose
+  split has another std)."""
+  first = setups[0].adversarial
+  for s in setups[1:]:
+    same = (s.adversarial is None) == (first is None) and (first is None or all(
+        np.array_equal(np.asarray(a), np.asarray(b))
+        for a, b in zip(first, s.adversarial)))
+    if not same:
+      raise ConfigError(
+          "a sweep's variants whose data scale adversarial.eps differently "
+          "(eps / std of each training split) cannot share a compiled step; "
+          "expected the same data for every variant, or --sequential")
 
 
 def _compile_group(rep, traced, norms, shared, placement, state, log):

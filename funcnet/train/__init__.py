@@ -32,6 +32,8 @@ One job per module:
               divergence verdict
   evaluate    make_evaluate: held-out metrics
   precision   mixed precision and gradient accumulation (wrappers of vg)
+  adversarial adversarial training: each batch mixed with FGSM or PGD
+              attacks on it, made inside the step (a wrapper of vg)
   loop        fit, FitOptions, Callbacks, FitResult
 
 On several devices (``FitOptions(plan=...)``, see :mod:`funcnet.parallel`)
@@ -41,6 +43,7 @@ devices, and the step above runs unchanged; XLA sums the gradient over
 devices. ``mixed`` (bfloat16, micro-batches) wraps ``value_and_grad``.
 """
 
+from funcnet.train.adversarial import Adversarial
 from funcnet.train.evaluate import make_evaluate, predict
 from funcnet.train.feed import (CHUNK_BYTES, CHUNKS_IN_FLIGHT, Chunk,
                                 InMemoryFeed, StreamedFeed, as_arrays,
@@ -55,7 +58,7 @@ from funcnet.train.step import (Batch, EpochMetrics, epoch_metrics,
                                 metric_zeros, step_norms, train_step)
 
 __all__ = [
-    "Batch", "CHUNK_BYTES", "CHUNKS_IN_FLIGHT", "Callbacks", "Chunk",
+    "Adversarial", "Batch", "CHUNK_BYTES", "CHUNKS_IN_FLIGHT", "Callbacks", "Chunk",
     "EpochMetrics", "Evaluation", "FitOptions", "FitResult", "InMemoryFeed",
     "LOSS_GROWTH_LIMIT", "Layout", "Monitor", "STATUSES", "StreamedFeed",
     "TrainState", "as_arrays", "batch_order", "check_batch", "chunk_length",

@@ -17,7 +17,7 @@ run resumed from a ``TrainState`` repeats an uninterrupted one bit for bit.
 """
 
 import time
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +28,7 @@ from funcnet import losses, tasks
 from funcnet.data import streamed as streamed_data
 from funcnet.model import Model
 from funcnet.train import precision
+from funcnet.train.adversarial import Adversarial
 from funcnet.train.evaluate import make_evaluate, to_host
 from funcnet.train.feed import (InMemoryFeed, StreamedFeed, key_bits,
                                 as_arrays, check_batch, host_arrays)
@@ -48,7 +49,9 @@ class FitOptions(NamedTuple):
       ``k_init`` when no ``state`` is given; epoch ``e`` takes its
       mini-batches in ``batch_order(k_train, e, ...)`` and its dropout keys
       from ``fold_in(k_train, e)``.
-    grads: ``"autodiff"`` or ``"manual"``.
+    grads: ``"autodiff"`` or ``"manual"``, or an
+      :class:`funcnet.train.adversarial.Adversarial` naming its source
+      (each batch mixed with attacks on it, made inside the step).
     dtype: the float dtype of params and inputs.
     evaluation: an :class:`~funcnet.train.monitor.Evaluation`: how often,
       and early stopping.
@@ -70,7 +73,7 @@ class FitOptions(NamedTuple):
   epochs: int
   batch_size: int
   key: Any
-  grads: str = "autodiff"
+  grads: Union[str, Adversarial] = "autodiff"
   dtype: Any = jnp.float32
   evaluation: Evaluation = Evaluation()
   mixed: precision.Mixed = precision.Mixed()

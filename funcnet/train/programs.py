@@ -120,13 +120,15 @@ def _guarded(step, params, opt_state, n_steps, bad_step, sums, offset=None):
 
 
 def make_epoch(model: Model, loss, optimizer: optax.GradientTransformation,
-               batch_size: int, grads: str = "autodiff", *, jit: bool = True,
+               batch_size: int, grads="autodiff", *, jit: bool = True,
                layout: Layout = Layout(), prebatched: bool = False,
                mixed: precision.Mixed = precision.Mixed(), norms: bool = True):
   """The function that runs one epoch; jitted with params and state donated.
 
   Returns ``epoch(params, opt_state, key, x, y) -> (params, opt_state,
-  EpochMetrics)`` with ``x: (n, *in_shape)``, ``y: (n, ...)``.
+  EpochMetrics)`` with ``x: (n, *in_shape)``, ``y: (n, ...)``. ``grads``:
+  a source name or an adversarial training's
+  :class:`funcnet.train.adversarial.Adversarial` (:func:`gradient_fn`).
 
   ``prebatched`` epochs take ``x: (B, b, *in_shape)``, ``y: (B, b, ...)``
   already in :func:`funcnet.train.feed.batch_order` (as ``fit`` passes
@@ -171,7 +173,7 @@ def make_epoch(model: Model, loss, optimizer: optax.GradientTransformation,
 
 
 def make_chunk(model: Model, loss, optimizer: optax.GradientTransformation,
-               grads: str = "autodiff", *, layout: Layout = Layout(),
+               grads="autodiff", *, layout: Layout = Layout(),
                mixed: precision.Mixed = precision.Mixed(), norms: bool = True):
   """Some steps of an epoch in one jitted call: the epoch of data streamed
   from shards, a chunk at a time (:func:`funcnet.train.loop.fit`);

@@ -21,7 +21,7 @@ import optax
 from funcnet import autodiff, backprop
 from funcnet.errors import ConfigError
 from funcnet.model import Model
-from funcnet.train import precision
+from funcnet.train import adversarial, precision
 from funcnet.train.state import TrainState
 
 
@@ -74,13 +74,20 @@ def layer_subtrees(params) -> list:
   return [p for _, p in _layers(params)]
 
 
-def gradient_fn(model: Model, loss, grads: str, compute_dtype=None):
+def gradient_fn(model: Model, loss, grads, compute_dtype=None):
   """``(params, x, y, key) -> (C, g)`` from the chosen gradient source.
 
+  ``grads``: ``"manual"`` or ``"autodiff"``, or an
+  :class:`funcnet.train.adversarial.Adversarial` (adversarial training: the
+  gradient, by its ``source``, of each batch mixed with attacks on it).
   ``compute_dtype`` (e.g. ``bfloat16``) runs the forward and backward passes
   in that dtype while params, ``C`` and ``g`` keep theirs (mixed precision,
   see :mod:`funcnet.train.precision`); None computes in the params' dtype.
   """
+  if isinstance(grads, adversarial.Adversarial):
+    return adversarial.value_and_grad(
+        gradient_fn(model, loss, grads.source, compute_dtype), model, loss,
+        grads)
   if grads == "manual":
     vg = backprop.value_and_grad(model, loss)
     return vg if compute_dtype is None else precision.in_dtype(vg, compute_dtype)
