@@ -73,7 +73,7 @@ BAD = [
     (["model.mlp.hidden=[0]"], r"config key 'model.mlp.hidden' entry 0 must be a positive integer"),
     (["train.loss=mse"], "does not suit the classification data"),
     (["schedule.name=cosine"], "expected one of"),
-    (["model.kind=resnet"], "'model.kind' = 'resnet'"),
+    (["model.kind=vgg"], "'model.kind' = 'vgg'"),
     (["nonsense"], "expected key=value"),
 ]
 
