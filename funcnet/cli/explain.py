@@ -67,32 +67,45 @@ def parse_examples(text: str, n_test: int) -> list:
   return values
 
 
-def run(args) -> int:
+def _check_task(name: str, run: str) -> None:
+  """A one-line ConfigError unless the task has classes and real inputs."""
+  from funcnet import tasks
   from funcnet.errors import ConfigError
-  from funcnet.run import rundir
-  cfg = rundir.read_config(args.run, what="--run")
-  common.start_jax(cfg)
-  import numpy as np
-  from funcnet import explain, tasks
-  from funcnet.experiment.loaded import load_run
-  loaded = load_run(args.run)
-  methods = explain.report.parse_methods(args.method, loaded.model)
-  ds = loaded.dataset
-  task = tasks.get(ds.task)
+  task = tasks.get(name)
   if not task.classes or task.inputs != "features":
     raise ConfigError(
-        f"--run {args.run!r} is a {ds.task} run whose inputs are "
-        f"{task.inputs}; expected a classification run with real-valued "
-        "inputs to explain")
+        f"--run {run!r} is a {name} run whose inputs are {task.inputs}; "
+        "expected a classification run with real-valued inputs to explain")
+
+
+def run(args) -> int:
+  from funcnet.run import rundir
+  from funcnet.explain.report import parse_methods
+  from funcnet.explain.methods import check_source
+  parse_methods(args.method)             # the names, before loading anything
+  check_source(args.source)
+  from funcnet.models import registry
+  cfg = rundir.read_config(args.run, what="--run")
+  kind = registry.find(cfg["model"]["kind"])
+  if kind is not None and kind.task is not None:   # refused before loading
+    _check_task(kind.task, args.run)
+  common.start_jax(cfg)
+  import numpy as np
+  from funcnet import explain
+  from funcnet.experiment.loaded import load_run
+  loaded = load_run(args.run)
+  methods = parse_methods(args.method, loaded.model)
+  ds = loaded.dataset
+  _check_task(ds.task, args.run)
   indices = parse_examples(args.examples, len(ds.y_test))
   x = np.asarray(ds.x_test)[indices]
   y = np.asarray(ds.y_test)[indices]
   out = args.out or os.path.join(args.run, "explain")
   steps = explain.methods.STEPS if args.steps is None else args.steps
+  settings = explain.Settings(methods, args.source, steps, args.rule,
+                              args.seed)
   res = explain.explain(loaded.model, loaded.params, x, y, indices, out,
-                        methods=methods, source=args.source, steps=steps,
-                        rule=args.rule, stats=loaded.stats, seed=args.seed,
-                        run=args.run)
+                        settings, stats=loaded.stats, run=args.run)
   with open(os.path.join(out, "explain.md")) as f:
     print(f.read(), end="")
   common.log(f"wrote {', '.join(res['files'])} into {out}")

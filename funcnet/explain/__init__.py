@@ -16,11 +16,11 @@ from funcnet.explain.attention import attention_maps, has_attention
 from funcnet.explain.methods import (IG, grad_times_input, ig_until_complete,
                                      integrated_gradients, quadrature,
                                      saliency, score, smoothgrad)
-from funcnet.explain.report import METHODS, explain
+from funcnet.explain.report import METHODS, Settings, explain
 from funcnet.explain.sanity import Sanity, cascade, spearman
 from funcnet.explain.sanity import check as sanity_check
 
-__all__ = ["IG", "METHODS", "Sanity", "attention_maps", "cascade", "explain",
+__all__ = ["IG", "METHODS", "Sanity", "Settings", "attention_maps", "cascade", "explain",
            "grad_times_input", "has_attention", "ig_until_complete",
            "integrated_gradients", "quadrature", "saliency", "sanity_check",
            "score", "smoothgrad", "spearman"]

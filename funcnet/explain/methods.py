@@ -198,25 +198,26 @@ def integrated_gradients(model, params, x, target=None,
 
 
 def ig_until_complete(model, params, x, target=None, source: str = "manual",
-                      *, baseline=None, steps: int = STEPS,
-                      rule: str = "gausslegendre", of: str = "logit",
-                      tol: float = TOLERANCE, max_steps: int = 3200,
-                      ig=None) -> IG:
+                      *, steps: int = STEPS, tol: float = TOLERANCE,
+                      max_steps: int = 3200, **options) -> IG:
   """:func:`integrated_gradients` with ``m`` doubled from ``steps`` until
   each example's gap is at most ``tol`` (or ``m`` would pass
   ``max_steps``): the attributions and gap of each example at the first
   ``m`` that reached it, and that ``m`` per example in ``steps``.
 
-  A Python loop over step counts (each a new compilation), never over
-  examples. ``ig``: the function to call, ``ig(params, x, target, steps)
-  -> IG`` (e.g. a jitted :func:`integrated_gradients` with the model
-  closed over); default the plain one with these arguments.
+  ``options``: ``baseline``, ``rule``, ``of`` of
+  :func:`integrated_gradients`. A Python loop over step counts (each
+  compiled once), never over examples.
   """
-  if ig is None:
-    def ig(p, x_, t, m_):
-      return integrated_gradients(model, p, x_, t, source, baseline=baseline,
-                                  steps=m_, rule=rule, of=of)
+  ig = compiled_ig(model, source, **options)
   target = _targets(model, params, x, target)
+  return double_until_complete(ig, params, x, target, steps, tol, max_steps)
+
+
+def double_until_complete(ig, params, x, target, steps: int = STEPS,
+                          tol: float = TOLERANCE, max_steps: int = 3200) -> IG:
+  """The loop of :func:`ig_until_complete` for ``ig(params, x, target, m)
+  -> IG`` (a :func:`compiled_ig`, shared with other calls)."""
   res = ig(params, x, target, steps)
   attr, gap = np.asarray(res.attributions), np.asarray(res.gap)
   used = np.full(gap.shape, steps)
@@ -232,6 +233,16 @@ def ig_until_complete(model, params, x, target=None, source: str = "manual",
   return IG(attr, gap, np.asarray(res.delta), used)
 
 
+def compiled_ig(model, source: str = "manual", **kwargs):
+  """``ig(params, x, target, steps) -> IG``: :func:`integrated_gradients`
+  with ``model`` and ``kwargs`` closed over, compiled once per step count."""
+  @functools.lru_cache(maxsize=None)
+  def at(steps):
+    return jax.jit(lambda p, x, t: integrated_gradients(
+        model, p, x, t, source, steps=steps, **kwargs))
+  return lambda p, x, t, steps: at(steps)(p, x, t)
+
+
 def check_source(source: str) -> str:
   """``source`` if it names a gradient source, else a one-line ConfigError."""
   if source not in inputgrad.SOURCES:
@@ -240,7 +251,8 @@ def check_source(source: str) -> str:
   return source
 
 
-__all__ = ["IG", "RULES", "STEPS", "TOLERANCE", "grad_times_input",
+__all__ = ["IG", "RULES", "STEPS", "TOLERANCE", "compiled_ig",
+           "double_until_complete", "grad_times_input",
            "ig_until_complete", "integrated_gradients", "quadrature",
            "saliency", "score", "smoothgrad", "check_source"]
 

@@ -20,9 +20,9 @@ and returns the results as a dict. Every map method is compiled once
 stages.
 """
 
-import functools
 import json
 import os
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -38,57 +38,88 @@ METHODS = MAP_METHODS + ("attention", "sanity")
 SIGMA, SAMPLES = 0.15, 50
 
 
-def parse_methods(text, model) -> list:
+def parse_methods(text, model=None) -> list:
   """``"saliency,ig"`` -> the method names, checked; None: every method
-  that applies (attention only for a model with attention)."""
+  that applies to ``model`` (attention only for a model with attention).
+  Without ``model`` only the names are checked."""
   if text is None:
-    return [k for k in METHODS
-            if k != "attention" or attention_lib.has_attention(model)]
+    return [k for k in METHODS if k != "attention" or (
+        model is not None and attention_lib.has_attention(model))]
   names = [t.strip() for t in str(text).split(",") if t.strip()]
   bad = [n for n in names if n not in METHODS]
   if bad or not names:
     raise ConfigError(f"unknown explanation method {(bad or [text])[0]!r}; "
                       f"expected a comma-separated list of: {', '.join(METHODS)}")
-  if "attention" in names and not attention_lib.has_attention(model):
+  if "attention" in names and model is not None \
+      and not attention_lib.has_attention(model):
     attention_lib.attention_maps(model, None, None)   # its one-line error
   return list(dict.fromkeys(names))
 
 
 def map_functions(model, names, *, source, steps, rule, key, sigma=SIGMA,
-                  samples=SAMPLES) -> dict:
-  """``{name: jitted fn(params, x, target) -> maps}`` for the map methods
-  in ``names`` (IG at ``steps``, its attributions only)."""
+                  samples=SAMPLES, ig=None) -> dict:
+  """``{name: fn(params, x, target) -> maps}``, each compiled once, for the
+  map methods in ``names`` (IG at ``steps``, its attributions only;
+  ``ig``: a :func:`funcnet.explain.methods.compiled_ig` to share)."""
+  ig = ig or m_lib.compiled_ig(model, source, rule=rule)
   fns = {
       "saliency": lambda p, x, t: m_lib.saliency(model, p, x, t, source),
       "grad_x_input": lambda p, x, t: m_lib.grad_times_input(model, p, x, t,
                                                              source),
       "smoothgrad": lambda p, x, t: m_lib.smoothgrad(
           model, p, x, t, source, key=key, sigma=sigma, n=samples),
-      "ig": lambda p, x, t: m_lib.integrated_gradients(
-          model, p, x, t, source, steps=steps, rule=rule).attributions}
-  return {k: jax.jit(fns[k]) for k in MAP_METHODS if k in names}
+      }
+  out = {k: jax.jit(fns[k]) for k in MAP_METHODS if k in fns and k in names}
+  if "ig" in names:
+    out["ig"] = lambda p, x, t: ig(p, x, t, steps).attributions
+  return out
 
 
-def explain(model, params, x, y, indices, out: str, *, methods=None,
-            source: str = "manual", steps: int = m_lib.STEPS,
-            rule: str = "gausslegendre", stats=None, seed: int = 0,
-            image_shape=None, run: str = "") -> dict:
+class Settings(NamedTuple):
+  """How :func:`explain` explains.
+
+  Attributes:
+    methods: names from :data:`METHODS`; None: every one that applies.
+    source: ``"manual"`` or ``"autodiff"`` input gradients.
+    steps: Integrated Gradients' starting step count (doubled until the
+      completeness gap is at most 1%).
+    rule: its quadrature, ``"gausslegendre"`` or ``"trapezoid"``.
+    seed: the key of SmoothGrad's noise and of the sanity check's
+      re-initialisation.
+    sigma, samples: SmoothGrad's noise level (a fraction of each input's
+      range) and sample count.
+  """
+  methods: Optional[list] = None
+  source: str = "manual"
+  steps: int = m_lib.STEPS
+  rule: str = "gausslegendre"
+  seed: int = 0
+  sigma: float = SIGMA
+  samples: int = SAMPLES
+
+
+def explain(model, params, x, y, indices, out: str,
+            settings: Settings = Settings(), *, stats=None,
+            run: str = "") -> dict:
   """Explains the examples ``x (m, *in_shape)`` (model units) with labels
   ``y (m,)`` and test-split ``indices``, writing the files of the module
   docstring into ``out``. ``stats``: the ``(mean, std)`` the inputs were
-  standardised with, undone for the pictures."""
-  methods = parse_methods(None, model) if methods is None else list(methods)
+  standardised with, undone for the pictures; ``run``: its name there."""
+  methods, source, steps, rule, seed, sigma, samples = settings
+  methods = parse_methods(methods, model) if methods is None or isinstance(
+      methods, str) else list(methods)
   m_lib.check_source(source)
   m_lib.quadrature(steps, rule)                         # checks both
   os.makedirs(out, exist_ok=True)
   x = jnp.asarray(x)
   key_noise, key_init = jax.random.split(jax.random.key(seed))
-  logits = np.asarray(model.logits(params, x))
+  logits = np.asarray(jax.jit(model.logits)(params, x))
   target = jnp.asarray(np.argmax(logits, axis=-1), jnp.int32)
   predicted = (np.argmax(logits, -1) if logits.shape[-1] > 1
                else (logits[:, 0] > 0).astype(int))
+  ig = m_lib.compiled_ig(model, source, rule=rule)
   fns = map_functions(model, methods, source=source, steps=steps, rule=rule,
-                      key=key_noise)
+                      key=key_noise, sigma=sigma, samples=samples, ig=ig)
   res = {"run": run, "source": source, "methods": methods,
          "examples": [{"index": int(i), "label": _label(yi),
                        "predicted": int(p)}
@@ -97,8 +128,7 @@ def explain(model, params, x, y, indices, out: str, *, methods=None,
   maps = {k: np.asarray(f(params, x, target)) for k, f in fns.items()
           if k != "ig"}
   if "ig" in methods:
-    maps["ig"] = _ig(model, params, x, target, res, source=source,
-                     steps=steps, rule=rule)
+    maps["ig"] = _ig(ig, params, x, target, res, steps=steps, rule=rule)
   raw = _raw(np.asarray(x), stats)
   if maps:
     rows = [f"#{e['index']}: {e['label']} -> {e['predicted']}"
@@ -114,7 +144,7 @@ def explain(model, params, x, y, indices, out: str, *, methods=None,
   if "sanity" in methods:
     res["sanity"] = _sanity(model, params, x, target, out, fns or map_functions(
         model, MAP_METHODS, source=source, steps=steps, rule=rule,
-        key=key_noise), key_init)
+        key=key_noise, sigma=sigma, samples=samples, ig=ig), key_init)
     res["files"].append("sanity.png")
   _write(res, out)
   return res
@@ -133,17 +163,11 @@ def _raw(x, stats):
   return x * std + mean
 
 
-def _ig(model, params, x, target, res, *, source, steps, rule):
+def _ig(ig, params, x, target, res, *, steps, rule):
   """IG with ``m`` doubled until complete; the gap and ``m`` per example go
   into ``res``."""
-  @functools.lru_cache(maxsize=None)
-  def compiled(m_):
-    return jax.jit(lambda p, x_, t: m_lib.integrated_gradients(
-        model, p, x_, t, source, steps=m_, rule=rule))
-  fixed = compiled(steps)(params, x, target)
-  done = m_lib.ig_until_complete(
-      model, params, x, target, source, steps=steps, rule=rule,
-      ig=lambda p, x_, t, m_: compiled(m_)(p, x_, t))
+  fixed = ig(params, x, target, steps)
+  done = m_lib.double_until_complete(ig, params, x, target, steps)
   for e, g0, g, used, d in zip(res["examples"], np.asarray(fixed.gap),
                                done.gap, done.steps, done.delta):
     e.update(ig_gap_at_steps=float(g0), ig_gap=float(g), ig_steps=int(used),

@@ -82,9 +82,18 @@ def cascade(model, params, key) -> list:
   dtype), cascading from the output down. ``name`` is the last layer
   randomised (``"trained"`` first)."""
   dtype = jax.tree_util.tree_leaves(params)[0].dtype
-  fresh = model.init(key, dtype)
+  order = []
+
+  def init(k):
+    p = model.init(k, dtype)
+    order.append(layer_paths(p))     # init's own order, before jit sorts keys
+    return p
+  fresh = jax.jit(init)(key)
+  # placed as the trained params are, so compiled maps are reused as they are
+  fresh = jax.tree_util.tree_map(lambda f, p: jax.device_put(f, p.sharding),
+                                 fresh, params)
   stages, current = [("trained", params)], params
-  for path in reversed(layer_paths(fresh)):
+  for path in reversed(order[0]):
     current = _set(current, path, _get(fresh, path))
     stages.append((_name(path), current))
   return stages
@@ -159,7 +168,8 @@ def check(model, params, x, methods: dict, *, key, threshold: float = THRESHOLD,
   """
   stages = cascade(model, params, key)
   if target is None:
-    target = jnp.argmax(model.logits(params, x), axis=-1)
+    target = jax.jit(lambda p, x_: jnp.argmax(model.logits(p, x_), -1))(
+        params, x)
   per = {}
   for name, fn in methods.items():
     ref = np.abs(np.asarray(fn(params, x, target)))
