@@ -81,7 +81,7 @@ def attributions(raw, maps: dict, labels, path: str, image_shape=None) -> None:
                              figsize=(1.7 * cols + 0.8, 1.7 * m + 0.6))
   else:
     fig, axes = plt.subplots(2 * m, cols, squeeze=False,
-                             figsize=(3.0 * cols + 0.8, 2.0 * m + 0.6),
+                             figsize=(max(6.0, 3.2 * cols + 0.8), 1.9 * m + 0.8),
                              gridspec_kw={"height_ratios": [3, 1] * m})
   for i in range(m):
     if image_shape:
@@ -94,8 +94,8 @@ def attributions(raw, maps: dict, labels, path: str, image_shape=None) -> None:
   heads = (["input"] if image_shape else []) + names
   for j, name in enumerate(heads):
     axes[0, j].set_title(name, fontsize=9)
-  fig.suptitle("attributions (red: raises the explained score, blue: "
-               "lowers it)", fontsize=9)
+  fig.suptitle("attributions\n(red: raises the explained score, blue: "
+               "lowers it)", fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
