@@ -17,8 +17,8 @@ probability instead) and ``g(x) = dF/dx`` from :func:`funcnet.input_grad`
 all in the model's input units (standardised inputs where the run
 standardised them). Each is pure and jittable (close over ``model``:
 ``jax.jit(lambda p, x: saliency(model, p, x))``); the ``n`` noise samples
-and the ``m`` integration points are one ``jax.vmap``, never a Python loop,
-and the examples are the batch axis throughout.
+and the ``m`` integration points of every example are one batch, never a
+Python loop.
 
 Integrated Gradients comes with its own sanity number, as Captum's
 ``return_convergence_delta``: by completeness ``sum_j IG_j = F(x) - F(b)``
@@ -65,6 +65,20 @@ def _grad(model, params, x, target, source, of):
                               source=source)
 
 
+def _grads_at(model, params, points, target, source, of):
+  """``dF/dx`` at ``points (K, m, *in_shape)``, the ``m`` examples' targets
+  at every one of the ``K`` points: one batch of ``K m`` examples (they do
+  not interact in evaluation), one forward and one backward, no Python
+  loop. (The same as ``jax.vmap`` over ``K``, which in float32 gave the
+  Transformer's hand-written gradient of a logit wrong at ``K = 50``
+  while right at ``K = 8``: jax 0.10 on CPU, params traced; a batch is
+  what the backward is tested on.)"""
+  k, m = points.shape[:2]
+  flat = jnp.reshape(points, (k * m,) + points.shape[2:])
+  g = _grad(model, params, flat, jnp.tile(target, k), source, of)
+  return jnp.reshape(g, points.shape)
+
+
 def saliency(model, params, x, target=None, source: str = "manual", *,
              of: str = "logit", absolute: bool = False):
   """The vanilla gradient ``dF_i/dx_i``, ``(m, *in_shape)``.
@@ -97,8 +111,8 @@ def smoothgrad(model, params, x, target=None, source: str = "manual", *,
   ``eps_k ~ N(0, s_i^2)`` with ``s_i = sigma (max_j x_ij - min_j x_ij)``,
   the noise a fraction ``sigma`` of each example's own input range (the
   paper finds 10-20% best). The target stays the class of the clean
-  ``x``. ``sigma = 0`` is :func:`saliency`. One ``vmap`` over the ``n``
-  samples: ``(n, m, *in_shape)`` gradients at once.
+  ``x``. ``sigma = 0`` is :func:`saliency`. The ``n`` samples are one
+  batch: ``(n, m, *in_shape)`` gradients at once.
 
   Args:
     key: the noise's key (explicit: the same key, the same map).
@@ -112,8 +126,8 @@ def smoothgrad(model, params, x, target=None, source: str = "manual", *,
   spread = jnp.max(x, axis=axes, keepdims=True) - jnp.min(x, axis=axes,
                                                           keepdims=True)
   noise = jax.random.normal(key, (n,) + jnp.shape(x), jnp.result_type(x))
-  grads = jax.vmap(lambda e: _grad(model, params, x + sigma * spread * e,
-                                   target, source, of))(noise)
+  grads = _grads_at(model, params, x + sigma * spread * noise, target,
+                    source, of)                              # (n, m, ...)
   return jnp.mean(grads, axis=0)
 
 
@@ -166,8 +180,8 @@ def integrated_gradients(model, params, x, target=None,
 
     IG_ij = (x_ij - b_ij) sum_k w_k dF_i/dx_ij (b + a_k (x - b))
 
-  with the points and weights of :func:`quadrature`: one ``vmap`` over
-  the ``K`` points, each a batch of all ``m`` examples.
+  with the points and weights of :func:`quadrature`: the ``K`` points of
+  all ``m`` examples are one batch of ``K m``.
 
   Args:
     baseline: ``b``, broadcasting against ``x``, in the model's input units;
@@ -185,8 +199,9 @@ def integrated_gradients(model, params, x, target=None,
   alphas, weights = quadrature(steps, rule)
   dtype = jnp.result_type(x)
   alphas, weights = jnp.asarray(alphas, dtype), jnp.asarray(weights, dtype)
-  grads = jax.vmap(lambda a: _grad(model, params, b + a * (x - b), target,
-                                   source, of))(alphas)       # (K, m, ...)
+  shape = (-1,) + (1,) * jnp.ndim(x)
+  grads = _grads_at(model, params, b + jnp.reshape(alphas, shape) * (x - b),
+                    target, source, of)                       # (K, m, ...)
   avg = jnp.tensordot(weights, grads, axes=1)
   attr = (x - b) * avg
   delta = score(model, params, x, target, of) - score(model, params, b,
