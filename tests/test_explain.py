@@ -156,6 +156,13 @@ def test_explain_command_writes_pictures_table_and_numbers(digits_run, capsys):
   ref = jax.jit(lambda p: _logit_grad(loaded.model, p, x, jnp.asarray(want)))(
       loaded.params)
   np.testing.assert_allclose(maps["saliency"], ref, rtol=1e-4, atol=1e-5)
+  # what only the loaded run can refuse: attention of an MLP, an index
+  # past the test split
+  for argv, says in ((["--method", "attention"], "need a model with attention"),
+                     (["--examples", "2,9999"], "outside the test split")):
+    assert cli.main(["explain", "--run", digits_run, *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and says in err, err
 
 
 def _trained_digits_mlp():
