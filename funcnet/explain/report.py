@@ -106,8 +106,8 @@ def explain(model, params, x, y, indices, out: str,
   docstring into ``out``. ``stats``: the ``(mean, std)`` the inputs were
   standardised with, undone for the pictures; ``run``: its name there."""
   methods, source, steps, rule, seed, sigma, samples = settings
-  methods = parse_methods(methods, model) if methods is None or isinstance(
-      methods, str) else list(methods)
+  methods = parse_methods(methods if methods is None or isinstance(
+      methods, str) else ",".join(methods), model)
   m_lib.check_source(source)
   m_lib.quadrature(steps, rule)                         # checks both
   os.makedirs(out, exist_ok=True)
