@@ -11,6 +11,9 @@
   funcnet attack    --run DIR [--method fgsm,pgd] [--eps 0.5,1,2,4,8]
                     [--steps N] [--step-size R] [--no-random-start]
                     [--targeted [--target-class K|next]] [--source S] [--out DIR]
+  funcnet explain   --run DIR [--method saliency,grad_x_input,smoothgrad,ig,
+                    attention,sanity] [--examples N|I,J] [--source manual|autodiff]
+                    [--steps M] [--out DIR]
   funcnet sweep     [--config FILE] [--set ...] --grid KEY=V1,V2 ... [--out DIR]
                     [--sequential] | --search optuna --space KEY=DIST ...
   funcnet study     NAME [--out DIR] [--quick] [--set key=value ...] | --list
@@ -43,12 +46,12 @@ import threading
 
 from funcnet import timings
 from funcnet.cli import (attack, baseline, bench, compare, data, evaluate,
-                         gradcheck, sample, study, sweep, train)
+                         explain, gradcheck, sample, study, sweep, train)
 from funcnet.cli.parser import build_parser
 from funcnet.errors import FuncnetError
 
-COMMANDS = (train, gradcheck, evaluate, sample, attack, baseline, sweep,
-            study, compare, data, bench)
+COMMANDS = (train, gradcheck, evaluate, sample, explain, attack, baseline,
+            sweep, study, compare, data, bench)
 
 INTERNAL = 70  # sysexits.h's EX_SOFTWARE
 
