@@ -1,0 +1,235 @@
+"""Study ``robustness``: adversarial training against FGSM and PGD.
+
+For each model (``kinds``: an MLP and a CNN on ``data``), two runs from the
+same seed: one trained on clean examples, one adversarially (the config's
+``[adversarial]`` table: a ``adv_ratio`` share of every batch replaced by
+``adv_method`` examples of radius ``adv_eps`` made from the current params).
+Then, on the whole test split, in the data's own units (digits: pixel
+intensities 0-16, clipped to that range):
+
+  clean accuracy;
+  accuracy under FGSM and under PGD (``pgd_steps`` steps of 2.5 eps /
+  steps, a random start) for each eps of ``eps_list``;
+  saliency maps |dz_t/dx| (the logit of the true class) of the first
+  ``examples`` test inputs, and how much they look like the input: the
+  Pearson correlation of |dz_t/dx| with the raw input over its pixels,
+  averaged over the test split.
+
+The claims are decided by those numbers (``verdicts`` in results.json),
+not asserted: (1) the adversarially trained model keeps at least 3x the
+standard model's accuracy under PGD at ``eps_mid``; (2) its clean accuracy
+is within 3 points of the standard model's; (3) PGD is never weaker than
+FGSM (accuracy under PGD <= under FGSM + 0.5 points at each eps); (4) the
+adversarially trained model's saliency correlates more with the input (Tsipras
+et al. 2019: robust models' gradients look like the digit).
+
+Gradients come from the runs' own source (``grads``: the hand-written input
+gradient or autodiff's).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from funcnet import attacks, config as config_lib, data, inputgrad
+from funcnet.errors import ConfigError
+from funcnet.experiment import Setup
+from funcnet.studies import report
+from funcnet.studies.registry import Study, register
+
+CLAIM = ("Adversarial training keeps at least 3x the standard model's "
+         "accuracy under PGD at a mid-range eps with clean accuracy within 3 "
+         "points; PGD is never weaker than FGSM; and the robust model's "
+         "saliency maps look more like the input.")
+
+TRAININGS = ("standard", "adversarial")
+
+
+def _overrides(p: dict, kind: str, training: str) -> list:
+  out = [f'data.name="{p["data"]}"', f'model.kind="{kind}"',
+         f"train.epochs={p['epochs']}", f"train.batch_size={p['batch_size']}",
+         f"optimizer.learning_rate={p['lr']}", f"seed={p['seed']}",
+         f'train.grads="{p["grads"]}"', "run.progress=\"never\""]
+  out += p["model_sets"].get(kind, [])
+  if training == "adversarial":
+    out += [f'adversarial.method="{p["adv_method"]}"',
+            f"adversarial.eps={p['adv_eps']}",
+            f"adversarial.ratio={p['adv_ratio']}",
+            f"adversarial.steps={p['adv_steps']}"]
+  return out
+
+
+def _units(setup: Setup, eps_scale=1.0):
+  """``(per_eps, lo, hi)``: one data unit of eps in model units (per
+  feature), and the valid range in model units (+-inf where none)."""
+  stats = setup.stats
+  mean, std = ((np.float32(0.0), np.float32(1.0)) if stats is None
+               else (np.asarray(stats[0]), np.asarray(stats[1])))
+  rng = data.valid_range(setup.cfg["data"]["name"])
+  lo, hi = ((-np.inf, np.inf) if rng is None
+            else ((rng[0] - mean) / std, (rng[1] - mean) / std))
+  return (jnp.asarray(eps_scale / std, setup.dtype), jnp.asarray(lo, setup.dtype),
+          jnp.asarray(hi, setup.dtype))
+
+
+def _attack_accuracy(setup: Setup, params, x, y, p: dict):
+  """Accuracy under FGSM and PGD at every eps of ``eps_list``: one compiled
+  program per method, eps traced."""
+  per_eps, lo, hi = _units(setup)
+  vg = inputgrad.value_and_input_grad(setup.model, setup.loss, p["grads"])
+
+  def grad_of(u, yy):
+    return vg(params, u, yy)[1]
+
+  def accuracy(u):
+    return jnp.mean(jnp.argmax(setup.model.logits(params, u), -1) == y)
+
+  @jax.jit
+  def both(eps, key):
+    e = eps * per_eps
+    x_f = attacks.fgsm(grad_of, x, y, e, lo, hi)
+    x_p = attacks.pgd(grad_of, x, y, e, lo, hi, step_size=2.5 * e / p["pgd_steps"],
+                      steps=p["pgd_steps"], key=key)
+    return accuracy(x_f), accuracy(x_p)
+
+  keys = jax.random.split(jax.random.key(p["seed"] + 1), len(p["eps_list"]))
+  out = [jax.device_get(both(jnp.asarray(e, setup.dtype), k))
+         for e, k in zip(p["eps_list"], keys)]
+  return ([float(a) for a, _ in out], [float(b) for _, b in out],
+          float(accuracy(x)))
+
+
+def _saliency(setup: Setup, params, x, y, raw, p: dict):
+  """|dz_y/dx| of every test input, and its Pearson correlation with the
+  raw input over the pixels (mean over the split)."""
+  g = np.abs(np.asarray(inputgrad.input_grad(
+      setup.model, params, x, of="logit", target=y, source=p["grads"])))
+  g = g.reshape(len(g), -1)
+  r = raw.reshape(len(raw), -1)
+  gc, rc = g - g.mean(1, keepdims=True), r - r.mean(1, keepdims=True)
+  corr = (gc * rc).sum(1) / np.maximum(
+      np.linalg.norm(gc, axis=1) * np.linalg.norm(rc, axis=1), 1e-30)
+  return g[:p["examples"]], float(np.mean(corr))
+
+
+def _one(p: dict, kind: str, training: str) -> dict:
+  setup = Setup(config_lib.load(None, _overrides(p, kind, training)))
+  res = setup.fit(norms=False)
+  x = jnp.asarray(setup.ds.x_test, setup.dtype)
+  y = jnp.asarray(setup.ds.y_test)
+  fgsm, pgd, clean = _attack_accuracy(setup, res.state.params, x, y, p)
+  mean, std = setup.stats if setup.stats is not None else (0.0, 1.0)
+  raw = np.asarray(setup.ds.x_test) * std + mean
+  maps, corr = _saliency(setup, res.state.params, x, y, raw, p)
+  return {"clean_accuracy": clean, "fgsm": fgsm, "pgd": pgd,
+          "saliency_input_corr": corr, "maps": maps, "inputs": raw[:p["examples"]],
+          "epochs": len(res.history)}
+
+
+def _verdicts(p: dict, runs: dict) -> dict:
+  mid = p["eps_list"].index(p["eps_mid"])
+  out = {}
+  for kind, r in runs.items():
+    s, a = r["standard"], r["adversarial"]
+    ratio = a["pgd"][mid] / max(s["pgd"][mid], 1e-9)
+    out[kind] = {
+        "pgd_ratio_at_eps_mid": ratio, "keeps_3x": ratio >= 3.0,
+        "clean_drop_points": 100 * (s["clean_accuracy"] - a["clean_accuracy"]),
+        "clean_within_3_points": abs(s["clean_accuracy"] - a["clean_accuracy"]) <= 0.03,
+        "pgd_never_weaker": all(pg <= fg + 0.005 for t in (s, a)
+                                for pg, fg in zip(t["pgd"], t["fgsm"])),
+        "saliency_more_like_input": a["saliency_input_corr"] > s["saliency_input_corr"]}
+  return out
+
+
+def _plot_curves(out: str, p: dict, runs: dict) -> str:
+  fig, axes = report.plt.subplots(1, len(runs), figsize=(5.2 * len(runs), 3.8),
+                                  squeeze=False)
+  for ax, (kind, r) in zip(axes[0], runs.items()):
+    for i, t in enumerate(TRAININGS):
+      ax.plot([0] + p["eps_list"], [r[t]["clean_accuracy"]] + r[t]["pgd"],
+              color=f"C{i}", marker="o", label=f"{t}, PGD")
+      ax.plot([0] + p["eps_list"], [r[t]["clean_accuracy"]] + r[t]["fgsm"],
+              color=f"C{i}", ls="--", label=f"{t}, FGSM")
+    ax.set(xlabel=f"eps ({p['data']}'s own units)", ylabel="test accuracy",
+           title=f"{kind}: accuracy under attack", ylim=(0, 1))
+    ax.legend(fontsize=7)
+  return report.save(fig, out, "accuracy_vs_eps.png")
+
+
+def _plot_maps(out: str, p: dict, runs: dict) -> str:
+  n = p["examples"]
+  cols = 1 + 2 * len(runs)
+  fig, axes = report.plt.subplots(n, cols, figsize=(1.6 * cols, 1.6 * n),
+                                  squeeze=False)
+  first = runs[next(iter(runs))]["standard"]
+  side = int(round(np.sqrt(first["inputs"][0].size)))
+  square = side * side == first["inputs"][0].size
+  for i in range(n):
+    panels = [("input", first["inputs"][i])] + [
+        (f"{kind} {t}", runs[kind][t]["maps"][i]) for kind in runs for t in TRAININGS]
+    for ax, (title, img) in zip(axes[i], panels):
+      if square:
+        ax.imshow(np.reshape(img, (side, side)), cmap="gray" if title == "input"
+                  else "inferno")
+      else:
+        ax.plot(np.ravel(img), lw=1)
+      ax.set_xticks([]), ax.set_yticks([])
+      if i == 0:
+        ax.set_title(title, fontsize=7)
+  return report.save(fig, out, "saliency.png")
+
+
+def _run(out: str, p: dict) -> dict:
+  if p["eps_mid"] not in p["eps_list"]:
+    raise ConfigError(f"study parameter eps_mid = {p['eps_mid']} is not in "
+                      f"eps_list {p['eps_list']}; expected one of its values")
+  runs = {k: {t: _one(p, k, t) for t in TRAININGS} for k in p["kinds"]}
+  verdicts = _verdicts(p, runs)
+  figures = [_plot_curves(out, p, runs), _plot_maps(out, p, runs)]
+  rows = [[k, t, r["clean_accuracy"], *r["fgsm"], *r["pgd"], r["saliency_input_corr"]]
+          for k in runs for t, r in runs[k].items()]
+  table = report.markdown_table(
+      ["model", "training", "clean"] + [f"FGSM {e:g}" for e in p["eps_list"]]
+      + [f"PGD {e:g}" for e in p["eps_list"]] + ["corr(|saliency|, input)"],
+      rows, fmt="{:.3f}")
+  measured = " ".join(
+      f"{k}: PGD accuracy at eps {p['eps_mid']:g} is {v['pgd_ratio_at_eps_mid']:.1f}x "
+      f"the standard model's ({'holds' if v['keeps_3x'] else 'does not hold'}: >= 3x); "
+      f"clean accuracy {v['clean_drop_points']:+.1f} points lower "
+      f"({'within' if v['clean_within_3_points'] else 'not within'} 3); PGD "
+      f"{'never weaker than' if v['pgd_never_weaker'] else 'sometimes weaker than'} "
+      f"FGSM; the robust saliency correlates "
+      f"{'more' if v['saliency_more_like_input'] else 'less'} with the input "
+      f"({runs[k]['adversarial']['saliency_input_corr']:.2f} vs "
+      f"{runs[k]['standard']['saliency_input_corr']:.2f})."
+      for k, v in verdicts.items())
+  measured = (f"{p['data']}, {p['epochs']} epochs, adversarial training: "
+              f"{p['adv_method']} eps {p['adv_eps']:g}, ratio {p['adv_ratio']:g}; "
+              f"attacks: PGD {p['pgd_steps']} steps. " + measured)
+  report.write_readme(out, "robustness: adversarial training against FGSM and PGD",
+                      CLAIM, measured, figures, table,
+                      command="funcnet study robustness --out docs/studies/robustness")
+  for k in runs:
+    for t in TRAININGS:
+      runs[k][t] = {key: v for key, v in runs[k][t].items()
+                    if key not in ("maps", "inputs")}
+  return {"runs": runs, "verdicts": verdicts}
+
+
+STUDY = register(Study(
+    name="robustness",
+    claim=CLAIM,
+    run=_run,
+    defaults={"kinds": ["mlp", "cnn"], "data": "digits", "epochs": 30,
+              "batch_size": 32, "lr": 0.001, "grads": "manual", "seed": 0,
+              "adv_method": "pgd", "adv_eps": 2.0, "adv_ratio": 0.5,
+              "adv_steps": 7, "eps_list": [0.5, 1.0, 2.0, 4.0, 8.0],
+              "eps_mid": 2.0, "pgd_steps": 20, "examples": 4,
+              "model_sets": {"mlp": ["model.mlp.hidden=[128]",
+                                     'model.mlp.activation="relu"',
+                                     'model.mlp.output_activation="softmax"'],
+                             "cnn": ["model.cnn.image_shape=[8, 8]"]}},
+    quick={"kinds": ["mlp"], "epochs": 3, "eps_list": [1.0, 4.0],
+           "eps_mid": 1.0, "pgd_steps": 5, "adv_steps": 2, "examples": 2},
+))
