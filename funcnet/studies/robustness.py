@@ -31,7 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from funcnet import attacks, config as config_lib, data, inputgrad
+from funcnet import config as config_lib, data, inputgrad
+from funcnet.attacks import evaluate
 from funcnet.errors import ConfigError
 from funcnet.experiment import Setup
 from funcnet.studies import report
@@ -59,44 +60,21 @@ def _overrides(p: dict, kind: str, training: str) -> list:
   return out
 
 
-def _units(setup: Setup, eps_scale=1.0):
-  """``(per_eps, lo, hi)``: one data unit of eps in model units (per
-  feature), and the valid range in model units (+-inf where none)."""
-  stats = setup.stats
-  mean, std = ((np.float32(0.0), np.float32(1.0)) if stats is None
-               else (np.asarray(stats[0]), np.asarray(stats[1])))
-  rng = data.valid_range(setup.cfg["data"]["name"])
-  lo, hi = ((-np.inf, np.inf) if rng is None
-            else ((rng[0] - mean) / std, (rng[1] - mean) / std))
-  return (jnp.asarray(eps_scale / std, setup.dtype), jnp.asarray(lo, setup.dtype),
-          jnp.asarray(hi, setup.dtype))
-
-
 def _attack_accuracy(setup: Setup, params, x, y, p: dict):
-  """Accuracy under FGSM and PGD at every eps of ``eps_list``: one compiled
-  program per method, eps traced."""
-  per_eps, lo, hi = _units(setup)
-  vg = inputgrad.value_and_input_grad(setup.model, setup.loss, p["grads"])
-
-  def grad_of(u, yy):
-    return vg(params, u, yy)[1]
-
-  def accuracy(u):
-    return jnp.mean(jnp.argmax(setup.model.logits(params, u), -1) == y)
-
-  @jax.jit
-  def both(eps, key):
-    e = eps * per_eps
-    x_f = attacks.fgsm(grad_of, x, y, e, lo, hi)
-    x_p = attacks.pgd(grad_of, x, y, e, lo, hi, step_size=2.5 * e / p["pgd_steps"],
-                      steps=p["pgd_steps"], key=key)
-    return accuracy(x_f), accuracy(x_p)
-
-  keys = jax.random.split(jax.random.key(p["seed"] + 1), len(p["eps_list"]))
-  out = [jax.device_get(both(jnp.asarray(e, setup.dtype), k))
-         for e, k in zip(p["eps_list"], keys)]
-  return ([float(a) for a, _ in out], [float(b) for _, b in out],
-          float(accuracy(x)))
+  """Accuracy under FGSM and PGD at every eps of ``eps_list`` (data units):
+  ``funcnet attack``'s own sweep (:mod:`funcnet.attacks.evaluate`), one
+  compiled program for every eps and both methods."""
+  stats = setup.stats
+  mean, std = (None, None) if stats is None else (stats[0], stats[1])
+  budget = evaluate.in_model_units(
+      p["eps_list"], mean, std, data.valid_range(setup.cfg["data"]["name"]),
+      tuple(x.shape[1:]), np.dtype(setup.dtype))
+  sweep = evaluate.make_sweep(setup.model, setup.loss, evaluate.Settings(
+      steps=p["pgd_steps"], source=p["grads"]), keep=0)
+  clean, out = sweep(params, x, y, y, budget, jax.random.key(p["seed"] + 1))
+  acc = {m: evaluate.accuracies(pred, y)["accuracy"]
+         for m, (pred, _) in out.items()}
+  return acc["fgsm"], acc["pgd"], float(np.mean(np.asarray(clean) == np.asarray(y)))
 
 
 def _saliency(setup: Setup, params, x, y, raw, p: dict):
