@@ -109,9 +109,13 @@ def _verdicts(p: dict, runs: dict) -> dict:
   out = {}
   for kind, r in runs.items():
     s, a = r["standard"], r["adversarial"]
-    ratio = a["pgd"][mid] / max(s["pgd"][mid], 1e-9)
+    # The ratio is None where the standard model is at 0 (any accuracy is
+    # infinitely more): the verdict then needs the robust model above 0.
+    ratio = a["pgd"][mid] / s["pgd"][mid] if s["pgd"][mid] > 0 else None
     out[kind] = {
-        "pgd_ratio_at_eps_mid": ratio, "keeps_3x": ratio >= 3.0,
+        "pgd_at_eps_mid": {"standard": s["pgd"][mid], "adversarial": a["pgd"][mid]},
+        "pgd_ratio_at_eps_mid": ratio,
+        "keeps_3x": a["pgd"][mid] >= 3.0 * s["pgd"][mid] and a["pgd"][mid] > 0,
         "clean_drop_points": 100 * (s["clean_accuracy"] - a["clean_accuracy"]),
         "clean_within_3_points": abs(s["clean_accuracy"] - a["clean_accuracy"]) <= 0.03,
         "pgd_never_weaker": all(pg <= fg + 0.005 for t in (s, a)
@@ -172,8 +176,10 @@ def _run(out: str, p: dict) -> dict:
       + [f"PGD {e:g}" for e in p["eps_list"]] + ["corr(|saliency|, input)"],
       rows, fmt="{:.3f}")
   measured = " ".join(
-      f"{k}: PGD accuracy at eps {p['eps_mid']:g} is {v['pgd_ratio_at_eps_mid']:.1f}x "
-      f"the standard model's ({'holds' if v['keeps_3x'] else 'does not hold'}: >= 3x); "
+      f"{k}: PGD accuracy at eps {p['eps_mid']:g} is "
+      f"{100 * v['pgd_at_eps_mid']['adversarial']:.1f}% adversarially trained vs "
+      f"{100 * v['pgd_at_eps_mid']['standard']:.1f}% standard "
+      f"({'holds' if v['keeps_3x'] else 'does not hold'}: >= 3x); "
       f"clean accuracy {v['clean_drop_points']:+.1f} points lower "
       f"({'within' if v['clean_within_3_points'] else 'not within'} 3); PGD "
       f"{'never weaker than' if v['pgd_never_weaker'] else 'sometimes weaker than'} "
@@ -199,15 +205,18 @@ STUDY = register(Study(
     name="robustness",
     claim=CLAIM,
     run=_run,
-    defaults={"kinds": ["mlp", "cnn"], "data": "digits", "epochs": 30,
+    defaults={"kinds": ["mlp", "cnn"], "data": "digits", "epochs": 60,
               "batch_size": 32, "lr": 0.001, "grads": "manual", "seed": 0,
               "adv_method": "pgd", "adv_eps": 2.0, "adv_ratio": 0.5,
-              "adv_steps": 7, "eps_list": [0.5, 1.0, 2.0, 4.0, 8.0],
-              "eps_mid": 2.0, "pgd_steps": 20, "examples": 4,
+              "adv_steps": 10, "eps_list": [0.5, 1.0, 2.0, 4.0, 8.0],
+              "eps_mid": 1.0, "pgd_steps": 20, "examples": 4,
               "model_sets": {"mlp": ["model.mlp.hidden=[128]",
                                      'model.mlp.activation="relu"',
                                      'model.mlp.output_activation="softmax"'],
-                             "cnn": ["model.cnn.image_shape=[8, 8]"]}},
+                             "cnn": ["model.cnn.image_shape=[8, 8]",
+                                     # at 1e-3 the adversarial CNN's clean
+                                     # accuracy fell 10 points in 60 epochs
+                                     "optimizer.learning_rate=0.003"]}},
     quick={"kinds": ["mlp"], "epochs": 3, "eps_list": [1.0, 4.0],
            "eps_mid": 1.0, "pgd_steps": 5, "adv_steps": 2, "examples": 2},
 ))
