@@ -14,7 +14,8 @@
   funcnet explain   --run DIR [--method saliency,grad_x_input,smoothgrad,ig,
                     attention,sanity] [--examples N|I,J] [--source manual|autodiff]
                     [--steps M] [--out DIR]
-  funcnet quantize  --run DIR [--bits 8] [--mode weights] [--out DIR]
+  funcnet quantize  --run DIR [--bits 8] [--mode weights|weights+activations]
+                    [--out DIR]
   funcnet sweep     [--config FILE] [--set ...] --grid KEY=V1,V2 ... [--out DIR]
                     [--sequential] | --search optuna --space KEY=DIST ...
   funcnet study     NAME [--out DIR] [--quick] [--set key=value ...] | --list

@@ -21,7 +21,10 @@ def add_arguments(p) -> None:
   p.add_argument("--bits", type=int, default=8, metavar="B",
                  help="bits per weight (supported: 8; default 8)")
   p.add_argument("--mode", default="weights", metavar="MODE",
-                 help="what is quantized: weights (weight-only; default)")
+                 help="weights (weight-only, dequantised at the matmul; "
+                 "default) or weights+activations (each weight's matmul an "
+                 "int8 x int8 product, activations per tensor calibrated on "
+                 "8 training batches of 128)")
   p.add_argument("--out", metavar="DIR",
                  help="the quantized run folder (default: RUN-int<bits>)")
   p.add_argument("--repeats", type=int, default=20, metavar="N",

@@ -31,13 +31,15 @@ import numpy as np
 from funcnet import tasks, train
 from funcnet.errors import ConfigError
 from funcnet.experiment.setup import build_dataset
-from funcnet.quantize import weights
+from funcnet.quantize import activations, weights
 from funcnet.run import rundir
 from funcnet.train.evaluate import to_host
 
 QUANTIZED = "quantized.npz"
 REPORT = "quantize.json"
-MODES = ("weights",)
+MODES = ("weights", "weights+activations")
+ACT_SCALES = "activations|scale"  # the calibrated scales in quantized.npz
+CALIBRATION = (8, 128)  # training batches x examples each
 
 
 def is_quantized(run) -> bool:
@@ -56,9 +58,14 @@ def load_quantized(run, what: str = "--run") -> rundir.Trained:
   model = rundir.read_model(run, what)
   dtype = jnp.dtype(cfg["train"]["dtype"])
   template = jax.eval_shape(lambda k: model.init(k, dtype), jax.random.key(0))
-  qparams = weights.load(os.path.join(run, QUANTIZED), template)
+  path = os.path.join(run, QUANTIZED)
+  qparams = weights.load(path, template)
+  with np.load(path) as f:
+    act = f[ACT_SCALES] if ACT_SCALES in f.files else None
+  qmodel = (weights.model_on(model, dtype) if act is None
+            else activations.model_on(model, act, dtype))
   report = _read_report(run)
-  return rundir.Trained(run, cfg, weights.model_on(model, dtype), qparams,
+  return rundir.Trained(run, cfg, qmodel, qparams,
                         int(report.get("epoch", 0)), rundir.read_stats(run))
 
 
@@ -103,6 +110,16 @@ def _float_npz_bytes(params) -> int:
   return _npz_bytes({jax.tree_util.keystr(p): np.asarray(a) for p, a in flat})
 
 
+def _calibrate(model, qparams, ds, dtype) -> np.ndarray:
+  """Per-tensor activation scales from the first ``CALIBRATION`` training
+  batches (standardised as trained)."""
+  n, b = CALIBRATION
+  x = np.asarray(ds.x_train[:n * b])
+  return activations.calibrate(
+      model, qparams, [x[i:i + b].astype(dtype) for i in range(0, len(x), b)],
+      dtype)
+
+
 def _nbytes(tree) -> int:
   """The bytes of the arrays themselves (no file format around them)."""
   import jax
@@ -144,7 +161,9 @@ def quantize_run(run, bits: int = 8, mode: str = "weights", out=None,
   ds = build_dataset(cfg, trained.stats)
   x, y = train.as_arrays(ds.x_test, ds.y_test, dtype)
   qparams = weights.quantize(trained.params, bits)
-  qmodel = weights.model_on(model, dtype)
+  act = _calibrate(model, qparams, ds, dtype) if mode != "weights" else None
+  qmodel = (weights.model_on(model, dtype) if act is None
+            else activations.model_on(model, act, dtype))
   ev_f = train.make_evaluate(model, cfg["train"]["loss"], ds.task)
   ev_q = train.make_evaluate(qmodel, cfg["train"]["loss"], ds.task)
   m_f, m_q = (to_host(e(p, x, y)) for e, p in
@@ -155,7 +174,8 @@ def quantize_run(run, bits: int = 8, mode: str = "weights", out=None,
   rundir.write_config(out, cfg)
   rundir.write_model(out, model)
   rundir.write_stats(out, trained.stats)
-  weights.save(os.path.join(out, QUANTIZED), qparams)
+  weights.save(os.path.join(out, QUANTIZED), qparams,
+               {} if act is None else {ACT_SCALES: act})
   head, _ = tasks.headline(ds.task)
   key = head[len("test_"):]
   n_q = sum(isinstance(a, weights.QWeight) for a in _leaves(qparams))
@@ -172,7 +192,8 @@ def quantize_run(run, bits: int = 8, mode: str = "weights", out=None,
       "array_bytes": {"float": _nbytes(trained.params),
                       "quantized": _nbytes(qparams)},
       "eval_seconds": {"float": t_f, "quantized": t_q},
-      "test_examples": int(x.shape[0])}
+      "test_examples": int(x.shape[0]),
+      "int8_matmuls": None if act is None else int(act.shape[0])}
   _write_report(out, report)
   log(_lines(report))
   return report
@@ -198,7 +219,8 @@ def _lines(r: dict) -> str:
   return "\n".join([
       f"quantized {r['run']} (epoch {r['epoch']}) -> {r['out']}: "
       f"{r['weights_quantized']} weight arrays as int{r['bits']}, "
-      f"per output channel",
+      f"per output channel" + ("" if r["int8_matmuls"] is None else
+      f"; activations per tensor: {r['int8_matmuls']} int8 x int8 matmuls"),
       f"{head:<16} float {r['float'][head]:.4f}   int{r['bits']} "
       f"{r['quantized'][head]:.4f}   delta {r['delta']:+.4f}",
       f"{'params on disk':<16} float {b['float']:,} B   int{r['bits']} "

@@ -117,11 +117,12 @@ def _key(path) -> str:
   return jax.tree_util.keystr(path)
 
 
-def save(path: str, qparams) -> None:
+def save(path: str, qparams, extra=None) -> None:
   """One ``.npz`` (uncompressed, so its size is the arrays' bytes): a
   weight at tree path ``P`` as ``P|q`` (int8) and ``P|scale`` (float32),
-  any other leaf as ``P``."""
-  arrays = {}
+  any other leaf as ``P``; ``extra``: more named arrays (a name with a
+  ``|`` and no tree path, so :func:`load` passes it by)."""
+  arrays = dict(extra or {})
   for p, leaf in jax.tree_util.tree_flatten_with_path(
       qparams, is_leaf=_is_q)[0]:
     if _is_q(leaf):
