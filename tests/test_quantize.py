@@ -14,7 +14,7 @@ import pytest
 
 import funcnet
 from funcnet import cli
-from funcnet.quantize import weights
+from funcnet.quantize import activations, weights
 
 
 def _reference(w):
@@ -67,6 +67,36 @@ def test_the_quantized_model_reads_int8_and_computes_q_times_s():
   ins = jax.make_jaxpr(qmodel.logits)(qparams, x).in_avals
   assert [str(a.dtype) for a in ins].count("int8") == 2
   assert all(a.dtype != jnp.int8 or a.ndim == 2 for a in ins)
+
+
+def test_int8_activations_are_a_numpy_integer_product():
+  rng = np.random.default_rng(2)
+  model = funcnet.mlp([6, 8, 3], activation="relu")
+  qparams = weights.quantize(jax.device_get(model.init(jax.random.key(1))))
+  calib = [rng.normal(size=(7, 6)).astype(np.float32) for _ in range(2)]
+  x = rng.normal(size=(5, 6)).astype(np.float32)
+  s_x = activations.calibrate(model, qparams, calib)
+  qmodel = activations.model_on(model, s_x)
+  z = jax.jit(qmodel.logits)(qparams, x)
+  # reference: scales from the float forward pass, integer products in int64
+  (w1, b1), (w2, b2) = [(p["W"], p["b"]) for p in qparams]
+  deq = [w.q * w.scale.astype(np.float64) for w in (w1, w2)]
+  h_cal = [np.maximum(c @ deq[0] + b1, 0) for c in calib]
+  ref_s = [max(np.abs(c).max() for c in calib) / 127,
+           max(np.abs(h).max() for h in h_cal) / 127]
+  np.testing.assert_allclose(s_x, ref_s, rtol=1e-5)
+
+  def int_layer(a, w, s):
+    qa = np.clip(np.round(a / s), -127, 127).astype(np.int64)
+    return (qa @ w.q.astype(np.int64)) * s * w.scale
+
+  h = np.maximum(int_layer(x, w1, s_x[0]) + b1, 0)
+  np.testing.assert_allclose(z, int_layer(h, w2, s_x[1]) + b2, rtol=1e-4,
+                             atol=1e-4)
+  # the program multiplies int8 by int8 into int32
+  hlo = jax.jit(qmodel.logits).lower(qparams, x).as_text()
+  dots = [l for l in hlo.splitlines() if "stablehlo.dot_general" in l]
+  assert len(dots) == 2 and all("xi8>" in l and "xi32>" in l for l in dots)
 
 
 def test_saved_codes_are_int8_and_four_times_smaller(tmp_path):
@@ -131,6 +161,18 @@ def test_a_digits_mlp_quantized_by_the_command_keeps_its_accuracy(
                                    "quantized": n_w + 8 * n_b}
   assert report["params_bytes"]["quantized"] == os.path.getsize(
       os.path.join(out, "quantized.npz"))
+
+
+def test_weights_and_activations_through_the_command(run, tmp_path, capsys):
+  out = str(tmp_path / "a8")
+  assert cli.main(["quantize", "--run", run, "--out", out, "--repeats", "1",
+                   "--mode", "weights+activations"]) == 0
+  capsys.readouterr()
+  float_acc = funcnet.load_run(run).evaluate()["test_accuracy"]
+  quant = funcnet.load_run(out).evaluate()
+  assert abs(quant["test_accuracy"] - float_acc) <= 0.005
+  with np.load(os.path.join(out, "quantized.npz")) as f:
+    assert f["activations|scale"].shape == (2,)
 
 
 @pytest.mark.parametrize("argv, words", [
