@@ -192,3 +192,52 @@ def test_a_missing_or_quantized_run_is_one_line(run, tmp_path, capsys):
   assert "nope" in err and err.count("\n") == 1
   assert cli.main(["quantize", "--run", run, "--out", run]) == 2
   assert "the run folder itself" in capsys.readouterr().err
+
+
+# --- magnitude pruning (funcnet prune), on the same trained run -----------
+
+def test_global_masks_remove_the_k_smallest_weights_and_no_bias():
+  from funcnet.prune import magnitude
+  rng = np.random.default_rng(3)
+  params = [{"W": rng.normal(size=(4, 5)), "b": rng.normal(size=5) * 1e-6},
+            {"W": rng.normal(size=(3, 5, 2)) * 0.1, "b": np.zeros(2)}]
+  params[0]["W"][0, :2] = 0.5  # a tie
+  m = magnitude.masks(params, 0.6)
+  # reference: the 60% smallest |w| over both layers, by a sort in numpy
+  both = np.concatenate([np.abs(params[0]["W"]).ravel(),
+                         np.abs(params[1]["W"]).ravel()])
+  k = int(0.6 * both.size)
+  kept = np.concatenate([m[0]["W"].ravel(), m[1]["W"].ravel()])
+  assert kept.sum() == both.size - k
+  assert np.abs(both[kept == 0]).max() <= np.abs(both[kept == 1]).min()
+  assert m[0]["b"].tolist() == [1.0] * 5 and m[1]["b"].tolist() == [1.0] * 2
+  # the small second layer loses more than the first: the cut is global
+  assert m[1]["W"].mean() < m[0]["W"].mean()
+  assert magnitude.sparsity(magnitude.apply(params, m)) == pytest.approx(
+      k / both.size)
+
+
+@pytest.mark.slow  # an orbax save and a fine-tuning compile: ~4 s of CPU
+def test_a_run_pruned_by_the_command_keeps_its_zeros(run, tmp_path, capsys):
+  out = str(tmp_path / "pruned")
+  assert cli.main(["prune", "--run", run, "--sparsity", "0.5",
+                   "--epochs", "1", "--out", out]) == 0
+  capsys.readouterr()
+  pruned = funcnet.load_run(out)
+  with np.load(os.path.join(out, "masks.npz")) as f:
+    masks = {k: f[k] for k in f.files}
+  ws = [np.asarray(p["W"]) for p in pruned.params]
+  assert [masks[f"[{i}]['W']"].shape for i in range(2)] == \
+      [w.shape for w in ws]
+  for i, w in enumerate(ws):  # fine-tuning left every pruned weight at 0
+    assert np.all(w[~masks[f"[{i}]['W']"]] == 0)
+  n = sum(w.size for w in ws)
+  assert sum(np.count_nonzero(w == 0) for w in ws) == n // 2
+  with open(os.path.join(out, "prune.json")) as f:
+    report = json.load(f)
+  assert report["finetuned"]["test_accuracy"] == pytest.approx(
+      pruned.evaluate()["test_accuracy"])
+  assert cli.main(["prune", "--run", run, "--sparsity", "1"]) == 2
+  err = capsys.readouterr().err
+  assert "--sparsity 1.0: expected a fraction in [0, 1)" in err
+  assert err.count("\n") == 1
