@@ -9,8 +9,9 @@ DESCRIPTION = (
     "Loads the newest intact checkpoint of a run folder, sets the smallest "
     "--sparsity fraction of its weights (matrices and kernels, ranked by "
     "|w| over all layers at once; biases stay) to zero, fine-tunes --epochs "
-    "with Adam keeping them zero, and writes a run folder (--out, default "
-    "RUN-pruned<percent>) with the checkpoint, masks.npz and prune.json; "
+    "with Adam keeping them zero, and writes a run folder (--out; by default "
+    "the run's name and pruned<percent>) with the checkpoint, masks.npz and "
+    "prune.json; "
     "prints the test metric dense, pruned and fine-tuned.")
 
 
