@@ -192,6 +192,12 @@ def test_a_missing_or_quantized_run_is_one_line(run, tmp_path, capsys):
   assert "nope" in err and err.count("\n") == 1
   assert cli.main(["quantize", "--run", run, "--out", run]) == 2
   assert "the run folder itself" in capsys.readouterr().err
+  other = tmp_path / "other"   # a folder that holds some run
+  other.mkdir()
+  (other / "config.json").write_text("{}")
+  assert cli.main(["quantize", "--run", run, "--out", str(other)]) == 2
+  assert "holds a run" in capsys.readouterr().err
+  assert os.listdir(other) == ["config.json"]
 
 
 # --- magnitude pruning (funcnet prune), on the same trained run -----------

@@ -94,6 +94,10 @@ def check_request(run, bits: int, mode: str, out) -> str:
   if os.path.abspath(out) == os.path.abspath(run):
     raise ConfigError(f"--out {out!r} is the run folder itself; expected a "
                       "new folder for the quantized run")
+  if (os.path.exists(os.path.join(out, "config.json"))
+      and not is_quantized(out)):  # a quantized run is rewritten, a run never
+    raise ConfigError(f"--out {out!r} holds a run; expected a new folder or "
+                      "a quantized run to replace")
   return out
 
 
