@@ -6,6 +6,8 @@ integers, its evaluation run on them.
   weights.dequantize(qparams)        back to floats (inside jit, at the matmul)
   weights.model_on(model)            the Model whose logits read qparams
   weights.save(path, qparams) / load(path, template)   one .npz file
+  activations.calibrate(model, qparams, batches)   per-tensor activation scales
+  activations.model_on(model, scales)  every weight's matmul int8 x int8 -> int32
 """
 
 from funcnet.quantize.weights import (SUPPORTED_BITS, QWeight, dequantize,
