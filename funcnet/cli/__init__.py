@@ -14,6 +14,10 @@
   funcnet explain   --run DIR [--method saliency,grad_x_input,smoothgrad,ig,
                     attention,sanity] [--examples N|I,J] [--source manual|autodiff]
                     [--steps M] [--out DIR]
+  funcnet quantize  --run DIR [--bits 8] [--mode weights|weights+activations]
+                    [--out DIR]
+  funcnet prune     --run DIR --sparsity P [--epochs N] [--learning-rate LR]
+                    [--out DIR]
   funcnet sweep     [--config FILE] [--set ...] --grid KEY=V1,V2 ... [--out DIR]
                     [--sequential] | --search optuna --space KEY=DIST ...
   funcnet study     NAME [--out DIR] [--quick] [--set key=value ...] | --list
@@ -46,12 +50,13 @@ import threading
 
 from funcnet import timings
 from funcnet.cli import (attack, baseline, bench, compare, data, evaluate,
-                         explain, gradcheck, sample, study, sweep, train)
+                         explain, gradcheck, prune, quantize, sample, study,
+                         sweep, train)
 from funcnet.cli.parser import build_parser
 from funcnet.errors import FuncnetError
 
-COMMANDS = (train, gradcheck, evaluate, sample, explain, attack, baseline,
-            sweep, study, compare, data, bench)
+COMMANDS = (train, gradcheck, evaluate, sample, explain, attack, quantize,
+            prune, baseline, sweep, study, compare, data, bench)
 
 INTERNAL = 70  # sysexits.h's EX_SOFTWARE
 

@@ -56,6 +56,9 @@ def load_run(run, epoch: Optional[int] = None, imports=()) -> "LoadedRun":
                       "needs 64-bit JAX; expected JAX_ENABLE_X64=1 in the "
                       "environment (or jax.config.update('jax_enable_x64', "
                       "True) before loading)")
+  from funcnet.experiment import quantize
+  if quantize.is_quantized(run):  # funcnet quantize's folder: int8 params
+    return LoadedRun(quantize.load_quantized(run, "load_run"))
   return LoadedRun(rundir.load_trained(run, "load_run", epoch))
 
 

@@ -21,14 +21,17 @@ def evaluate(run) -> dict:
   """The latest checkpoint of the run folder ``run`` on its test split.
 
   The model comes from the run's ``model.json`` and its params from its
-  checkpoints (wherever ``run.checkpoint_dir`` put them); the test split is
+  checkpoints (wherever ``run.checkpoint_dir`` put them), or for a quantized
+  run folder (``funcnet quantize``) its int8 params; the test split is
   the config's, standardised with the run's saved training statistics.
 
   Returns:
     ``{"run", "epoch", "test_<metric>": ...}`` (the metrics of
     :func:`funcnet.train.make_evaluate`).
   """
-  trained = rundir.load_trained(run, "--run")
+  from funcnet.experiment import quantize
+  trained = (quantize.load_quantized(run) if quantize.is_quantized(run)
+             else rundir.load_trained(run, "--run"))
   ds = build_dataset(trained.cfg, trained.stats)
   return {"run": run, "epoch": trained.epoch,
           **evaluate_params(trained, ds, "test", f"--run {run!r}")}
