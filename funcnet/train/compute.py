@@ -332,3 +332,17 @@ def human(flops: float) -> str:
     if abs(flops) >= k:
       return f"{flops / k:.3g} {unit}FLOP"
   return f"{flops:.3g} FLOP"
+
+
+def line(record: dict) -> str:
+  """One line of a summary's ``compute``: ``params 73.4k (294 kB), forward
+  1.2 MFLOP/example, step 277 MFLOP, run 1.1 TFLOP, 3.2 GFLOP/s``."""
+  parts = [f"params {record['params']:,} ({record['param_bytes']:,} bytes)",
+           f"forward {human(record['forward_flops_per_example'])}/example",
+           f"step {human(record['train_step_flops'])}",
+           f"run {human(record['total_train_flops'])}"]
+  if record.get("achieved_flops_per_s"):
+    parts.append(f"{human(record['achieved_flops_per_s'])}/s")
+  if record.get("energy_j") is not None:
+    parts.append(f"energy {record['energy_j']:.4g} J (RAPL)")
+  return ", ".join(parts)
