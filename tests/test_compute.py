@@ -1,14 +1,18 @@
 """Compute accounting (funcnet/train/compute.py): FLOPs counted from the
 model's layers against independent references.
 
-* XLA's own count of the compiled training step (``cost_analysis()``), the
-  issue's bar: within 10%, for each model kind of the shipped configs at
-  tiny sizes (the kinds, not the configs themselves: the shipped sizes
-  compile for up to 90 s each, unrolled; their numbers are in the report of
-  ``scripts``-free runs and in summary.json of every run);
+* XLA's own count of the training step (``cost_analysis()``), the issue's
+  bar: within 10%. Fast: each model kind of the shipped configs at tiny
+  sizes, XLA's count of the lowered step (no compilation), and of the
+  compiled step for the MLP. Slow: every shipped config at its
+  own sizes against the compiled step (the LSTM's unrolled step compiles
+  for a minute);
 * an MLP's forward and step by hand: ``2 m sum n_{l-1} n_l`` products
   forward, ``3x`` inside the net and ``2x`` for the first layer.
 """
+
+import glob
+import os
 
 import jax
 import jax.numpy as jnp
@@ -48,7 +52,8 @@ def test_layer_count_agrees_with_xla_within_ten_percent(kind, over, spec,
   table = {**registry.get(kind).defaults, **over}
   model = registry.from_config(kind, table, spec)
   x, y = _batch(spec, m)
-  c = compute.account(model, loss, optimizers.adamw(1e-3), x, y)
+  c = compute.account(model, loss, optimizers.adamw(1e-3), x, y,
+                      xla="compiled" if kind == "mlp" else "lowered")
   assert c.xla_train_step_flops > 0
   assert abs(compute.agreement(c)) < 0.10, (c.train_step_flops,
                                             c.xla_train_step_flops)
@@ -62,7 +67,7 @@ def test_mlp_forward_and_step_products_by_hand():
       "mlp", {**registry.get("mlp").defaults, "hidden": [32, 16]}, FEATURES)
   x, y = _batch(FEATURES, 16)
   c = compute.account(model, "cross_entropy", optimizers.sgd(0.1), x, y,
-                      xla=False)
+                      xla=None)
   sizes = (12, 32, 16, 3)
   products = [2 * 16 * a * b for a, b in zip(sizes[:-1], sizes[1:])]
   assert c.forward.matmul == sum(products)
@@ -85,3 +90,23 @@ def test_xla_flops_reads_a_dict_or_a_list_of_dicts():
   assert compute.xla_flops(Fake([{"flops": 2.0}, {"flops": 3.0}])) == 5.0
   assert compute.xla_flops(Fake(None)) is None
   assert compute.xla_flops(Fake([{}])) is None
+
+
+CONFIGS = sorted(glob.glob(os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
+    "*.toml")))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", CONFIGS,
+                         ids=[os.path.basename(p)[:-5] for p in CONFIGS])
+def test_every_shipped_config_step_agrees_with_compiled_xla(path):
+  from funcnet import config as config_lib, experiment
+  from funcnet.errors import ConfigError
+  try:
+    setup = experiment.Setup(config_lib.load(path))
+  except ConfigError as e:  # a fine-tuning config before its pre-training
+    pytest.skip(str(e))
+  c = setup.compute("compiled")
+  assert abs(compute.agreement(c)) < 0.10, (c.train_step_flops,
+                                            c.xla_train_step_flops)

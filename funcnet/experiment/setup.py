@@ -255,9 +255,10 @@ class Setup:
                      options=self.options()._replace(**overrides),
                      state=state, callbacks=callbacks)
 
-  def compute(self, xla: bool = False):
+  def compute(self, xla="lowered"):
     """:func:`funcnet.train.compute.account` of one training step at the
-    config's batch size (``xla``: compile it for XLA's count too)."""
+    config's batch size (``xla``: its argument; the default, XLA's count
+    of the lowered step, costs no compilation)."""
     from funcnet.train import compute
     t = self.cfg["train"]
     x, y = _batch_shapes(self.ds, self.dtype, t["batch_size"])

@@ -222,7 +222,8 @@ def count_step(model, loss, optimizer, params, x, y) -> tuple[Flops, float]:
 
 
 def xla_flops(compiled) -> Optional[float]:
-  """The ``flops`` entry of XLA's cost analysis of a compiled program: a
+  """The ``flops`` entry of XLA's cost analysis of a compiled (or lowered)
+  program: a
   dict, or (older JAX) a list of one dict per computation, summed; None
   where the backend gives none."""
   try:
@@ -299,11 +300,16 @@ def unrolled_scans():
 
 
 def account(model, loss, optimizer, x, y, grads="manual", dtype=jnp.float32,
-            xla: bool = True) -> Compute:
+            xla: Optional[str] = "compiled") -> Compute:
   """Counts one training step of ``model`` on the batch ``(x, y)`` (arrays
-  or shape structs) from its layers, and (``xla``) lowers and compiles the
-  real step for XLA's count. ``dtype``: the params'. Nothing runs;
-  ``xla=False`` compiles nothing."""
+  or shape structs) from its layers, and takes XLA's count of the real
+  step: ``xla="compiled"`` of the optimised program (what runs; a
+  compilation, seconds), ``"lowered"`` of the program before XLA's passes
+  (``Lowered.cost_analysis()``, milliseconds: fusion and simplification
+  may remove a few percent), None not at all. ``dtype``: the params'.
+  Nothing runs."""
+  if xla not in ("compiled", "lowered", None):
+    raise ValueError(f"xla={xla!r}: expected 'compiled', 'lowered' or None")
   params = jax.eval_shape(lambda k: model.init(k, dtype), jax.random.key(0))
   n, nbytes = param_count(params)
   fwd, counted = count_step(model, loss, optimizer, params, x, y)
@@ -313,7 +319,7 @@ def account(model, loss, optimizer, x, y, grads="manual", dtype=jnp.float32,
     opt_state = jax.eval_shape(optimizer.init, params)
     with unrolled_scans():
       lowered = jax.jit(step).lower(params, opt_state, x, y)
-    measured = xla_flops(lowered.compile())
+    measured = xla_flops(lowered.compile() if xla == "compiled" else lowered)
   return Compute(n, nbytes, int(x.shape[0]), fwd, counted, measured)
 
 
