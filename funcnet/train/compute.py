@@ -36,6 +36,7 @@ config at reduced sizes.
 
 import contextlib
 import math
+import os
 from typing import NamedTuple, Optional
 
 import jax
@@ -340,6 +341,57 @@ def human(flops: float) -> str:
   return f"{flops:.3g} FLOP"
 
 
+RAPL = "/sys/class/powercap"
+
+
+def rapl_joules(root: str = RAPL) -> Optional[tuple]:
+  """The machine's energy counters now: ``((joules, wrap joules), ...)``
+  of each package domain ``intel-rapl:N`` (Linux RAPL, ``energy_uj`` and
+  ``max_energy_range_uj``), or None where none is readable (another OS, a
+  VM, a counter readable by root only)."""
+  try:
+    names = sorted(n for n in os.listdir(root)
+                   if n.startswith("intel-rapl:") and n.count(":") == 1)
+    out = []
+    for n in names:
+      with open(os.path.join(root, n, "energy_uj")) as f:
+        e = int(f.read())
+      with open(os.path.join(root, n, "max_energy_range_uj")) as f:
+        wrap = int(f.read())
+      out.append((e * 1e-6, wrap * 1e-6))
+  except (OSError, ValueError):
+    return None
+  return tuple(out) or None
+
+
+def rapl_used(start, end) -> Optional[float]:
+  """Joules between two :func:`rapl_joules` readings, each counter's wrap
+  at ``max_energy_range_uj`` undone (one wrap at most: a package's counter
+  wraps after hours at full power); None without both readings."""
+  if not start or not end or len(start) != len(end):
+    return None
+  return sum((e - s) % w if w > 0 else e - s
+             for (s, w), (e, _) in zip(start, end))
+
+
+def energy(record: dict, seconds: float, rapl=None,
+           power_watts: float = 0.0) -> dict:
+  """``record`` (a summary's ``compute``) with its energy: ``energy_j`` the
+  RAPL counters' joules over the ``seconds`` of training (``rapl``: the
+  start and end readings), where readable; else, with ``power_watts`` > 0
+  (the user's figure, ``run.power_watts``), ``energy_estimate_j`` =
+  watts x seconds with its assumption spelled out; neither otherwise."""
+  used = rapl_used(*rapl) if rapl else None
+  if used is not None:
+    record["energy_j"] = used
+    record["energy_source"] = "Linux RAPL package counters"
+  elif power_watts and power_watts > 0:
+    record["energy_estimate_j"] = power_watts * seconds
+    record["energy_assumption"] = (f"{power_watts:g} W (run.power_watts) x "
+                                   f"{seconds:.1f} s of training")
+  return record
+
+
 def line(record: dict) -> str:
   """One line of a summary's ``compute``: ``params 73.4k (294 kB), forward
   1.2 MFLOP/example, step 277 MFLOP, run 1.1 TFLOP, 3.2 GFLOP/s``."""
@@ -351,4 +403,7 @@ def line(record: dict) -> str:
     parts.append(f"{human(record['achieved_flops_per_s'])}/s")
   if record.get("energy_j") is not None:
     parts.append(f"energy {record['energy_j']:.4g} J (RAPL)")
+  elif record.get("energy_estimate_j") is not None:
+    parts.append(f"energy ~{record['energy_estimate_j']:.4g} J "
+                 f"(assumed {record['energy_assumption']})")
   return ", ".join(parts)
