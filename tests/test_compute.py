@@ -110,3 +110,38 @@ def test_every_shipped_config_step_agrees_with_compiled_xla(path):
   c = setup.compute("compiled")
   assert abs(compute.agreement(c)) < 0.10, (c.train_step_flops,
                                             c.xla_train_step_flops)
+
+
+def _rapl(root, joules, wrap):
+  for i, (e, w) in enumerate(zip(joules, wrap)):
+    d = root / f"intel-rapl:{i}"
+    d.mkdir(exist_ok=True)
+    (d / "energy_uj").write_text(f"{int(e * 1e6)}\n")
+    (d / "max_energy_range_uj").write_text(f"{int(w * 1e6)}\n")
+  sub = root / "intel-rapl:0:0"  # a subzone (core): inside package 0
+  sub.mkdir(exist_ok=True)
+  (sub / "energy_uj").write_text("1\n")
+
+
+def test_energy_from_rapl_counters_with_a_wrap(tmp_path):
+  _rapl(tmp_path, [100.0, 7.0], [1000.0, 1000.0])
+  start = compute.rapl_joules(str(tmp_path))
+  _rapl(tmp_path, [130.0, 2.0], [1000.0, 1000.0])  # package 1 wrapped
+  end = compute.rapl_joules(str(tmp_path))
+  rec = compute.energy({}, 10.0, (start, end), power_watts=50.0)
+  assert rec["energy_j"] == pytest.approx(30.0 + (1000.0 - 7.0 + 2.0))
+  assert "energy_estimate_j" not in rec
+
+
+def test_energy_is_only_estimated_from_the_users_power_figure(tmp_path):
+  assert compute.rapl_joules(str(tmp_path / "none")) is None
+  assert compute.energy({}, 4.0, (None, None)) == {}
+  rec = compute.energy({}, 4.0, (None, None), power_watts=25.0)
+  assert rec["energy_estimate_j"] == 100.0
+  assert "25 W" in rec["energy_assumption"]
+  assert "energy_j" not in rec
+  line = compute.line({"params": 3, "param_bytes": 12,
+                       "forward_flops_per_example": 10.0,
+                       "train_step_flops": 2e6, "total_train_flops": 4e9,
+                       "achieved_flops_per_s": None, **rec})
+  assert "2 MFLOP" in line and "4 GFLOP" in line and "assumed 25 W" in line
