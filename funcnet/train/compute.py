@@ -131,6 +131,23 @@ def _sub_deps(eqn, deps):
   return subs
 
 
+# Linear operations whose derivative moves the gradient through unchanged
+# (a sum's is a broadcast, an add's the identity): no backward arithmetic.
+_LINEAR = frozenset(("add", "sub", "neg", "reduce_sum", "add_any", "cumsum"))
+
+
+def _factor(name: str, ins: list) -> int:
+  """How many times a training step does one elementwise operation of the
+  forward: once on the input alone; a linear one once (see ``_LINEAR``); a
+  product once more for each operand that needs a gradient; anything else
+  (a nonlinearity: its forward, its derivative, the chain product) 3x."""
+  if not any(ins) or name in _LINEAR:
+    return 1
+  if name == "mul":
+    return 1 + sum(ins)
+  return 3
+
+
 def _walk(jaxpr, deps) -> tuple[Flops, Flops]:
   """``(forward, training step)`` FLOPs of a jaxpr whose inputs depend on
   the params as ``deps`` says (one bool an input).
@@ -138,9 +155,8 @@ def _walk(jaxpr, deps) -> tuple[Flops, Flops]:
   The step's factor per operation, by what needs a gradient: a product
   ``a @ b`` costs its forward once more for each operand that depends on
   the params (dC/dW for a weight, dC/da for an activation: 3x inside the
-  network, 2x in the first layer, whose input needs no gradient); any
-  other operation on something that depends on the params 3x (forward, its
-  derivative, the chain product); operations on the input alone 1x.
+  network, 2x in the first layer, whose input needs no gradient); the
+  elementwise ones by :func:`_factor`; operations on the input alone 1x.
   """
   jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
   dep = dict(zip(jaxpr.invars, deps))
@@ -161,7 +177,7 @@ def _walk(jaxpr, deps) -> tuple[Flops, Flops]:
         e = float(_size(eqn.invars[0].aval) if name in _REDUCE
                   else sum(_size(v.aval) for v in eqn.outvars))
         fwd += Flops(0.0, e)
-        step += Flops(0.0, e * (3 if anyd else 1))
+        step += Flops(0.0, e * _factor(name, ins))
       for j, times, d in subs:
         if j == "branches":
           f, t = max((_walk(b, d) for b in times), key=lambda ft: ft[1].total)
