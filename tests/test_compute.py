@@ -5,8 +5,9 @@ model's layers against independent references.
   bar: within 10%. Fast: each model kind of the shipped configs at tiny
   sizes, XLA's count of the lowered step (no compilation), and of the
   compiled step for the MLP. Slow: every shipped config at its
-  own sizes against the compiled step (the LSTM's unrolled step compiles
-  for a minute);
+  own sizes against XLA's count of its lowered step (the compiled one is
+  within 10% too, measured in the issue's report, but the LSTM's unrolled
+  step compiles for two minutes);
 * an MLP's forward and step by hand: ``2 m sum n_{l-1} n_l`` products
   forward, ``3x`` inside the net and ``2x`` for the first layer.
 """
@@ -100,14 +101,14 @@ CONFIGS = sorted(glob.glob(os.path.join(
 @pytest.mark.slow
 @pytest.mark.parametrize("path", CONFIGS,
                          ids=[os.path.basename(p)[:-5] for p in CONFIGS])
-def test_every_shipped_config_step_agrees_with_compiled_xla(path):
+def test_every_shipped_config_step_agrees_with_xla(path):
   from funcnet import config as config_lib, experiment
   from funcnet.errors import ConfigError
   try:
     setup = experiment.Setup(config_lib.load(path))
   except ConfigError as e:  # a fine-tuning config before its pre-training
     pytest.skip(str(e))
-  c = setup.compute("compiled")
+  c = setup.compute("lowered")
   assert abs(compute.agreement(c)) < 0.10, (c.train_step_flops,
                                             c.xla_train_step_flops)
 
