@@ -101,6 +101,7 @@ DEFAULTS: dict = {
         "checkpoint_dir": "",
         "tensorboard": False,
         "compilation_cache": True,
+        "power_watts": 0.0,
     },
     "finetune": {
         "from_run": "",
@@ -173,6 +174,7 @@ DOCS: dict = {
     "run.progress": "auto (a bar on a terminal) | always | never",
     "run.tensorboard": "also write TensorBoard event files into the run folder (needs the [tensorboard] extra: tensorboardX)",
     "run.compilation_cache": "keep compiled programs on disk, so the next run of the same program compiles nothing: in $FUNCNET_COMPILATION_CACHE, else ~/.cache/funcnet/xla (`FUNCNET_COMPILATION_CACHE=off` turns it off too; delete the folder to clear it)",
+    "run.power_watts": "the machine's power draw in watts while training, your figure: summary.json's compute then carries energy_estimate_j = watts x training seconds with that assumption; 0: no estimate (energy is reported only where Linux RAPL counters are readable)",
     "run.checkpoint_dir": "where checkpoints go (default: <run folder>/checkpoints); on several hosts a folder they all see, e.g. gs://bucket/run",
     "finetune.from_run": "a run folder to fine-tune from: its checkpoint gives the body, the head is made afresh for this data's classes (\"\": train from scratch)",
     "finetune.freeze_body": "fine-tuning: zero updates for everything but the head",

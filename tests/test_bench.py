@@ -193,7 +193,7 @@ def test_each_subcommand_runs_its_benchmark(monkeypatch, tmp_path, capsys):
                    "--json", str(tmp_path / "m.json")]) == 0
   assert models[0] == ("run", (("mnist1d_cnn", "mnist1d_gru",
                                 "mnist1d_transformer"),),
-                       {"repeats": 2, "min_time": 0.5})
+                       {"repeats": 2, "min_time": 0.5, "peak_size": 0})
   assert models[2][1] == (["digits_mlp", "mnist1d_cnn"],)
   assert json.loads((tmp_path / "m.json").read_text()) == [{"m": 1}]
 

@@ -75,6 +75,16 @@ def test_train_writes_every_file_of_the_run_folder(small_run):
   assert s["test_accuracy"] == lines[-1]["test_accuracy"] > 0.6
   assert s["device_kind"] and s["steps_per_s"] > 0
   assert s["best"]["test_accuracy"] == max(l["test_accuracy"] for l in lines)
+  # compute: a [64, 16, 10] MLP at batch 32 (products by hand; the first
+  # layer's twice in a step, no dC/dx), XLA's count within 10%.
+  c = s["compute"]
+  assert (c["params"], c["param_bytes"]) == (1210, 4 * 1210)
+  products = 32 * (2 * 2 * 64 * 16 + 3 * 2 * 16 * 10)
+  assert 2 * (64 * 16 + 16 * 10) < c["forward_flops_per_example"] < 2600
+  assert products < c["train_step_flops"] < 1.2 * products
+  assert c["total_train_flops"] == c["train_step_flops"] * 4 * steps
+  assert abs(c["train_step_flops"] / c["xla_train_step_flops"] - 1) < 0.1
+  assert "compute params 1,210" in r.stdout
 
   for png in ("loss.png", "grad_norms.png"):
     with open(os.path.join(run, png), "rb") as f:

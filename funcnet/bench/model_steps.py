@@ -13,6 +13,13 @@ optimizer, on mini-batches of the config's data:
            (``memory_analysis().temp_size_in_bytes``): what the backward
            keeps alive besides params, optimizer state and the batch
 
+  compute  parameters and their bytes, FLOPs of one training step counted
+           from the layers and XLA's count of the compiled step
+           (:mod:`funcnet.train.compute`), and the GFLOP/s each source
+           achieves with it; with ``peak_size``, set against the matmul peak
+           (:func:`funcnet.bench.step_time.matmul_peak`) measured once
+           before the configs
+
 A hand-written backward chooses what to keep (its caches), so its step
 should need no more temporary memory than autodiff's, and should run as
 fast (the issue's bar: within 10%).
@@ -77,10 +84,14 @@ def time_step(setup, grads: str, *, repeats: int, min_time: float) -> step_time.
 
 
 def run(configs: Sequence[str] = CONFIGS, *, rounds: int = 3, repeats: int = 3,
-        min_time: float = 0.5, log: Callable = print) -> list:
+        min_time: float = 0.5, log: Callable = print,
+        peak_size: int = 0) -> list:
   """One record per config: ms per step and temp bytes of each gradient
-  source, and manual / autodiff ratios."""
+  source, and manual / autodiff ratios, its compute (see the module
+  docstring; ``peak_size`` > 0 measures the peak with ``n x n`` matmuls)."""
   records = []
+  peak = (step_time.matmul_peak(peak_size, min_time=min_time)["gflops"]
+          if peak_size else None)
   for name in configs:
     cfg = config_lib.load(_config_path(name))
     setup = experiment.Setup(cfg)
@@ -99,9 +110,25 @@ def run(configs: Sequence[str] = CONFIGS, *, rounds: int = 3, repeats: int = 3,
            "autodiff_temp_bytes": mem["autodiff"],
            "memory_ratio": mem["manual"] / max(mem["autodiff"], 1),
            "device": step_time.device_description()}
+    rec.update(_compute(setup, ms, peak))
     log(json.dumps(rec))
     records.append(rec)
   return records
+
+
+def _compute(setup, ms: dict, peak) -> dict:
+  """The compute fields of one record: counts, XLA's, GFLOP/s by source."""
+  c = setup.compute("compiled")
+  out = {"params": c.params, "param_bytes": c.param_bytes,
+         "forward_flops_per_example": c.forward_flops_per_example,
+         "train_step_flops": c.train_step_flops,
+         "xla_train_step_flops": c.xla_train_step_flops,
+         "peak_gflops": peak}
+  for g, t in ms.items():
+    out[f"{g}_gflops"] = c.train_step_flops / (t * 1e-3) / 1e9
+    out[f"{g}_fraction_of_peak"] = (out[f"{g}_gflops"] / peak if peak
+                                    else None)
+  return out
 
 
 def format_table(records: list) -> str:
@@ -114,4 +141,16 @@ def format_table(records: list) -> str:
         f"{r['autodiff_ms']:.3f} | {r['time_ratio']:.2f} | "
         f"{r['manual_temp_bytes'] / 1024:.0f} KiB | "
         f"{r['autodiff_temp_bytes'] / 1024:.0f} KiB | {r['memory_ratio']:.2f} |")
+  rows += ["", "| config | params | step FLOPs (layers) | step FLOPs (XLA) | "
+           "manual GFLOP/s | autodiff GFLOP/s | of peak (manual) |",
+           "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+  for r in records:
+    if "train_step_flops" not in r:
+      continue
+    xla, frac = r["xla_train_step_flops"], r["manual_fraction_of_peak"]
+    rows.append(
+        f"| {r['config']} | {r['params']:,} | {r['train_step_flops']:.4g} | "
+        + (f"{xla:.4g} | " if xla else "n/a | ")
+        + f"{r['manual_gflops']:.3g} | {r['autodiff_gflops']:.3g} | "
+        + (f"{frac:.1%} |" if frac else "n/a |"))
   return "\n".join(rows)

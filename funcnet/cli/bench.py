@@ -154,6 +154,9 @@ def _models_arguments(p) -> None:
   _repeats_flag(p, 5, "timed repeats after warm-up")
   p.add_argument("--min-time", type=float, default=1.0, metavar="S",
                  help="seconds each repeat runs at least (default 1.0)")
+  p.add_argument("--peak-size", type=int, default=0, metavar="N",
+                 help="also measure the matmul peak with N x N products and "
+                 "set each step's GFLOP/s against it (default 0: not)")
   _json_flag(p)
 
 
@@ -162,7 +165,7 @@ def models(args) -> int:
   _check_repeats(args)
   records = model_steps.run(args.configs or model_steps.CONFIGS,
                             repeats=args.repeats, min_time=args.min_time,
-                            log=common.log)
+                            log=common.log, peak_size=args.peak_size)
   print(model_steps.format_table(records))
   common.write_json(args.json, records)
   return 0

@@ -114,6 +114,9 @@ def _train_with(args, plotter) -> int:
   shown = {k: summary[k] for k in tasks.evaluated_keys(summary["task"])
            + ("val_bpc", "steps_per_s") if summary.get(k) is not None}
   print("result " + ", ".join(f"{k} {v:.4g}" for k, v in shown.items()))
+  if summary.get("compute"):
+    from funcnet.train import compute
+    print("compute " + compute.line(summary["compute"]))
   files = sorted(f for f in os.listdir(workdir)
                  if not f.endswith(".tmp") and not f.startswith("."))
   print(f"run folder {workdir}: {', '.join(files)}")

@@ -33,7 +33,7 @@ from funcnet.models import registry
 from funcnet.run import checkpoints, preemption
 from funcnet.run import resume as resume_lib, rundir
 from funcnet.run.progress import Progress
-from funcnet.train import Callbacks, TrainState
+from funcnet.train import Callbacks, TrainState, compute
 
 
 def train_and_evaluate(cfg, workdir, *, resume=False, progress="auto",
@@ -285,7 +285,7 @@ class Run:
     self.bar = Progress(t["epochs"], self.state.epoch, mode=self.progress,
                         task=self.setup.ds.task)
     self.metrics = rundir.MetricsWriter(self.workdir) if self.is_main else None
-    t0 = time.perf_counter()
+    t0, rapl0 = time.perf_counter(), compute.rapl_joules()
     try:
       with timings.phase("train"):
         result = self.setup.fit(self.state, callbacks=Callbacks(
@@ -295,6 +295,7 @@ class Run:
       for f in (self.metrics, self.board):
         if f:
           f.close()
+    self.rapl = (rapl0, compute.rapl_joules())
     return result, time.perf_counter() - t0
 
   def on_epoch(self, record: dict, state: TrainState,
@@ -343,6 +344,10 @@ class Run:
     summary = summary_lib.record(self.setup, result, self.history, elapsed,
                                  self.signal_name)
     summary.update(language.summary_keys(self.history))
+    if summary.get("compute"):
+      summary["compute"] = compute.energy(
+          summary["compute"], elapsed, getattr(self, "rapl", None),
+          cfg["run"]["power_watts"])
     if self.is_main and summary["status"] == "finished":
       text = language.end_sample(self.setup.model, result.state.params,
                                  self.setup.ds.info.get("tokenizer"))

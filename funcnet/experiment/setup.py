@@ -255,6 +255,17 @@ class Setup:
                      options=self.options()._replace(**overrides),
                      state=state, callbacks=callbacks)
 
+  def compute(self, xla="lowered"):
+    """:func:`funcnet.train.compute.account` of one training step at the
+    config's batch size (``xla``: its argument; the default, XLA's count
+    of the lowered step, costs no compilation)."""
+    from funcnet.train import compute
+    t = self.cfg["train"]
+    x, y = _batch_shapes(self.ds, self.dtype, t["batch_size"])
+    return compute.account(self.model, self.loss, self.optimizer, x, y,
+                           t["grads"] if isinstance(t["grads"], str)
+                           else "manual", self.dtype, xla=xla)
+
   def device(self) -> str:
     """``"cpu"``, or e.g. ``"8 x TPU v4 (mesh data=8 fsdp=1, 2 processes)"``."""
     return (self.plan.describe() if self.plan is not None

@@ -4,7 +4,16 @@ prints at the end and what sweeps and comparisons read.
   {"name", "status", "fit_status", "stopped", "epochs", "total_steps",
    "steps_per_s", "wall_time_s", "device_kind", "device_count", "task",
    "devices_used", "process_count", "device", "final", "best",
-   "test_<metric>" (the last evaluation's), "compare_grads" (when asked)}
+   "test_<metric>" (the last evaluation's), "compare_grads" (when asked),
+   "compute"}
+
+``compute`` (:mod:`funcnet.train.compute`): ``params``, ``param_bytes``,
+``forward_flops_per_example``, ``train_step_flops`` (counted from the
+layers at the config's batch size), ``total_train_flops`` (that x the
+steps trained), ``achieved_flops_per_s`` (that x ``steps_per_s``, the
+steps after the compiling first epoch), and ``energy_j`` only where the
+machine reports it (Linux RAPL, the package counters' difference over the
+run; None elsewhere, never estimated without a stated power figure).
 
 ``status`` is ``"finished"``, ``"diverged"`` or ``"preempted"``;
 ``fit_status`` is ``train.fit``'s (``"done"``, ``"early_stopped"``, ...).
@@ -12,6 +21,7 @@ prints at the end and what sweeps and comparisons read.
 
 import os
 import time
+from typing import Optional
 
 import jax
 
@@ -73,4 +83,19 @@ def record(setup, result, history: list, elapsed: float,
     last = [h[k] for h in history if k in h]
     if last:
       summary[k] = last[-1]
+  summary["compute"] = compute_record(setup, summary)
   return summary
+
+
+def compute_record(setup, summary: dict) -> Optional[dict]:
+  """summary.json's ``compute``; None where the model cannot be traced
+  abstractly (a user's kind that needs concrete arrays)."""
+  try:
+    c = setup.compute()
+  except Exception:  # noqa: BLE001 - accounting must never fail a run
+    return None
+  record = c.record(summary["total_steps"])
+  rate = summary.get("steps_per_s")
+  record["achieved_flops_per_s"] = (c.train_step_flops * rate if rate
+                                    else None)
+  return record

@@ -29,6 +29,7 @@ SAFE = ("name", "train.epochs", "train.compare_grads", "train.chunk_steps",
         "run.checkpoint_every", "run.checkpoint_every_steps",
         "run.keep_checkpoints", "run.plots",
         "run.progress", "run.tensorboard", "run.compilation_cache",
+        "run.power_watts",
         "parallel.")
 
 
