@@ -184,7 +184,7 @@ DOCS: dict = {
     "finetune.body_lr_scale": "fine-tuning with freeze_body = false: the body's learning rate is optimizer.learning_rate times this",
     "distill.teacher": "knowledge distillation (Hinton et al. 2015): a classifier's run folder whose logits on the training inputs become soft targets (\"\": train from labels alone); needs train.loss = cross_entropy",
     "distill.temperature": "distillation: T > 0 softening both softmaxes; the soft term is scaled by T^2",
-    "distill.alpha": "distillation: the soft term's weight in [0, 1]; C = alpha T^2 KL(teacher || student) + (1 - alpha) cross-entropy",
+    "distill.alpha": "distillation: the soft term's weight in [0, 1]; C = alpha T^2 KL(teacher to student) + (1 - alpha) cross-entropy",
     "parallel.devices": "devices to train on: 0 = every device of every process (data parallel when more than one), 1 = the single-device path, N = the first N (one process)",
     "parallel.fsdp": "devices along the fsdp mesh axis that split params and optimizer state (1: replicate them); must divide the device count",
     "parallel.fsdp_min_size": "arrays with fewer entries stay replicated under fsdp",

@@ -34,6 +34,10 @@ from funcnet.errors import ConfigError, FuncnetError
 
 _WHAT = "config key 'distill.teacher' ="
 
+# The shipped configs (a teacher run named after one is trained from it).
+_CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "configs")
+
 # Teacher inputs per compiled call: bounded memory for a large split.
 _CHUNK = 4096
 
@@ -63,8 +67,8 @@ def load_teacher(cfg, ds, model):
         "distill.teacher: distillation replaces the loss; expected "
         "train.loss = 'cross_entropy'")
   if not os.path.isdir(path):
-    raise ConfigError(f"{_WHAT} {path!r}: no such run folder; expected the "
-                      "folder of a trained run (funcnet train --out DIR)")
+    raise ConfigError(f"{_WHAT} {path!r}: no such run folder; expected "
+                      f"a trained run: {_how_to_train(path)}")
   try:
     teacher = rundir.load_trained(path, _WHAT)
   except FuncnetError as e:
@@ -78,6 +82,19 @@ def load_teacher(cfg, ds, model):
         f"{_WHAT} {path!r}: the teacher has {teacher.model.n_out} outputs, "
         f"the student {model.n_out}; expected the same classes")
   return teacher
+
+
+def _how_to_train(path: str) -> str:
+  """The command that makes the teacher run ``path``: with the shipped
+  config of its name (``runs/mnist1d_cnn``: ``configs/mnist1d_cnn.toml``)
+  when there is one."""
+  config = os.path.join(_CONFIGS, os.path.basename(os.path.normpath(path))
+                        + ".toml")
+  if os.path.isfile(config):
+    rel = os.path.relpath(config)
+    return (f"funcnet train --config {config if rel.startswith('..') else rel}"
+            f" --out {path}")
+  return f"funcnet train --config TEACHER.toml --out {path}"
 
 
 def _stats(ds):
