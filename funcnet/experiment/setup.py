@@ -184,6 +184,9 @@ class Setup:
     # Last: the run must fit in memory (shapes only, nothing allocated; a
     # model too large for the machine is refused before its init runs).
     preflight.check_memory(cfg, self.model, self.ds, self.optimizer, self.plan)
+    # The data as the config builds them, what a caller may pass back as
+    # ``ds`` (a sweep's next variant); ``ds`` itself may carry a teacher's.
+    self.built_ds = self.ds
     if self.teacher is not None:  # after every check: the teacher's logits
       self.loss, self.ds = distill.distill(cfg, self.ds, self.teacher)
 
