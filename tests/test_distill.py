@@ -3,10 +3,10 @@ distill, the [distill] config table).
 
 The loss's value is checked against the formula in plain numpy; its
 hand-written dC/dz, and a student's manual gradient through it, against
-jax.grad in float64; alpha = 0
-(the gradient) against plain cross-entropy's; the teacher's logits in the
-targets against the teacher's own predictions;
-and each mistake is one line (exit status 2 from the command line).
+jax.grad in float64, and at alpha = 0 against plain cross-entropy's; the
+teacher's logits in the targets against the teacher's own predictions; a
+command-line run distils a digits student; each mistake is one line (exit
+status 2 from the command line).
 """
 
 import json
