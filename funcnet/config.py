@@ -108,6 +108,11 @@ DEFAULTS: dict = {
         "freeze_body": True,
         "body_lr_scale": 0.1,
     },
+    "distill": {
+        "teacher": "",
+        "temperature": 4.0,
+        "alpha": 0.9,
+    },
     "parallel": {
         "devices": 0,
         "fsdp": 1,
@@ -179,6 +184,9 @@ DOCS: dict = {
     "finetune.from_run": "a run folder to fine-tune from: its checkpoint gives the body, the head is made afresh for this data's classes (\"\": train from scratch)",
     "finetune.freeze_body": "fine-tuning: zero updates for everything but the head",
     "finetune.body_lr_scale": "fine-tuning with freeze_body = false: the body's learning rate is optimizer.learning_rate times this",
+    "distill.teacher": "knowledge distillation (Hinton et al. 2015): a classifier's run folder whose logits on the training inputs become soft targets (\"\": train from labels alone); needs train.loss = cross_entropy",
+    "distill.temperature": "distillation: T > 0 softening both softmaxes; the soft term is scaled by T^2",
+    "distill.alpha": "distillation: the soft term's weight in [0, 1]; C = alpha T^2 KL(teacher to student) + (1 - alpha) cross-entropy",
     "parallel.devices": "devices to train on: 0 = every device of every process (data parallel when more than one), 1 = the single-device path, N = the first N (one process)",
     "parallel.fsdp": "devices along the fsdp mesh axis that split params and optimizer state (1: replicate them); must divide the device count",
     "parallel.fsdp_min_size": "arrays with fewer entries stay replicated under fsdp",
@@ -226,6 +234,8 @@ RANGES = [
     ("parallel.init_timeout", 1, None, True),
     ("adversarial.eps", 0.0, None, True), ("adversarial.ratio", 0.0, 1.0, True),
     ("adversarial.steps", 1, None, True), ("adversarial.step_size", 0.0, None, True),
+    ("distill.temperature", 0.0, None, False),
+    ("distill.alpha", 0.0, 1.0, True),
     ("seed", *SEED_RANGE, True), ("data.seed", *SEED_RANGE, True),
 ]
 

@@ -59,6 +59,7 @@ shortfall. At a margin exactly met (``1 + a_j - a_c = 0``), ``grad`` takes
 the subgradient 0 for that class.
 """
 
+import functools
 from typing import Callable, NamedTuple, Optional
 
 import jax
@@ -322,3 +323,67 @@ def mean(loss, output_activation: str, z, y):
   if loss.batch is not None:
     return loss.batch(z, y)
   return jnp.mean(per_example(loss, output_activation, z, y))
+
+
+# --- knowledge distillation ----------------------------------------------------
+
+def _distill_parts(z, y):
+  """``(teacher_logits, one_hot)`` from distillation targets ``y``:
+  ``(m, *T, n + 1)`` rows of the teacher's ``n`` logits then the label
+  (as a float), or plain labels ``(m, *T)`` (no teacher: the held-out
+  split), whose teacher part is None."""
+  n = z.shape[-1]
+  if y.ndim == z.ndim - 1:
+    return None, jax.nn.one_hot(y, n, dtype=z.dtype)
+  return y[..., :n], jax.nn.one_hot(y[..., n].astype(jnp.int32), n,
+                                    dtype=z.dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def distillation(temperature: float, alpha: float) -> Loss:
+  """Hinton et al. (2015)'s distillation loss, a loss of one's own
+  (:func:`from_function`) from the student's logits ``z (m, *T, n)``.
+
+  With ``p^T = softmax(z / T)`` the student's and ``q^T = softmax(z_t / T)``
+  the teacher's softened distributions, and ``c`` the true class,
+
+    C_i = alpha T^2 KL(q^T || p^T) + (1 - alpha) (logsumexp(z) - z_c)
+
+  averaged over the ``m * prod(T)`` terms. ``T^2`` keeps the soft term's
+  gradient the size of the hard term's as ``T`` grows (its gradient carries
+  a ``1/T``). The hand-written derivative, per term, over the count:
+
+    dC_i/dz = alpha T (p^T - q^T) + (1 - alpha) (softmax(z) - onehot(c))
+
+  Targets ``y``: ``(m, *T, n + 1)``, the teacher's logits ``z_t`` with the
+  label appended as a float (one array, so the batches are shuffled and
+  fed as any target); or plain integer labels ``(m, *T)``, which give
+  the cross-entropy alone (the held-out split has no teacher outputs, and
+  its loss stays the usual one). ``alpha = 0`` is plain cross-entropy.
+
+  The same ``(temperature, alpha)`` gives the same :class:`Loss` (one
+  compiled step for one loss).
+  """
+  t, a = float(temperature), float(alpha)
+
+  def distill(z, y):
+    zt, onehot = _distill_parts(z, y)
+    ce = jax.nn.logsumexp(z, axis=-1) - jnp.sum(onehot * z, axis=-1)
+    if zt is None:
+      return jnp.mean(ce)
+    log_q = jax.nn.log_softmax(zt / t, axis=-1)
+    kl = jnp.sum(jnp.exp(log_q) * (log_q - jax.nn.log_softmax(z / t, axis=-1)),
+                 axis=-1)
+    return jnp.mean(a * t * t * kl + (1 - a) * ce)
+
+  def distill_grad(z, y):
+    zt, onehot = _distill_parts(z, y)
+    count = np.prod(z.shape[:-1])
+    hard = jax.nn.softmax(z, axis=-1) - onehot
+    if zt is None:
+      return hard / count
+    soft = jax.nn.softmax(z / t, axis=-1) - jax.nn.softmax(zt / t, axis=-1)
+    return (a * t * soft + (1 - a) * hard) / count
+
+  return from_function(distill, distill_grad,
+                       name=f"distillation(T={t:g}, alpha={a:g})")

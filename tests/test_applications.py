@@ -28,7 +28,8 @@ CONFIGS = sorted(os.path.basename(p)[:-5]
 # digits_mlp's MLP, its adversarial step tests/test_adversarial_training.py's).
 SLOW = {"mnist1d_cnn", "mnist1d_gru", "mnist1d_mlp", "mnist1d_transformer",
         "compare_grads", "digits_pretrain_0to4", "ratings_mf",
-        "mnist1d_logistic", "text_gpt_large", "digits_mlp_adversarial"}
+        "mnist1d_logistic", "text_gpt_large", "digits_mlp_adversarial",
+        "mnist1d_mlp_distilled"}
 # Float64 finite differences cost a forward per entry checked: the CPU
 # GPT's fast check runs at a quarter of its width and half its depth (the
 # slow test_runs.py gradcheck checks it at full size).
@@ -91,6 +92,13 @@ def test_config_trains_one_epoch_manually_and_passes_gradcheck(name, tmp_path, p
   overrides = tiny(name)
   if config.load(path)["finetune"]["from_run"]:
     overrides.append(f"finetune.from_run={pretrained!r}")
+  if config.load(path)["distill"]["teacher"]:  # a tiny teacher of the same data
+    teacher = str(tmp_path / "teacher")
+    assert main("train", *sets(overrides + ["model.kind=mlp",
+                                            "model.mlp.hidden=[8]"]),
+                "--set", f"data.name={config.load(path)['data']['name']!r}",
+                "--out", teacher) == 0
+    overrides.append(f"distill.teacher={teacher!r}")
   run = tmp_path / "run"
   # trained with the hand-written backward: every shipped config trains
   # with train.grads = "manual" (autodiff training is every other test's)

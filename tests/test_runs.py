@@ -129,6 +129,15 @@ def test_gradcheck_passes_for_every_shipped_config(path, capsys, tmp_path,
                      "--out", "runs/digits_pretrain_0to4", "--set",
                      "train.epochs=1", "--set", "run.plots=false"]) == 0
     capsys.readouterr()
+  teacher = config.load(path)["distill"]["teacher"]
+  if teacher:
+    # likewise: the teacher run it distils from (one epoch of its config)
+    monkeypatch.chdir(tmp_path)
+    shipped = os.path.join(os.path.dirname(path),
+                           os.path.basename(teacher) + ".toml")
+    assert cli.main(["train", "--config", shipped, "--out", teacher, "--set",
+                     "train.epochs=1", "--set", "run.plots=false"]) == 0
+    capsys.readouterr()
   name = os.path.basename(path)[:-5]
   extra = [a for o in cpu_sized(name) for a in ("--set", o)]
   if config.load(path)["data"]["name"] == "text":

@@ -14,7 +14,8 @@ One job per module: ``setup`` (what a config builds), ``loop`` (the run
 loop, a :class:`~funcnet.experiment.loop.Run` with one method per phase),
 ``summary`` (the summary record), ``verify`` (evaluate, gradcheck,
 compare-training), ``loaded`` (a run folder in Python), ``attack`` (a run
-under FGSM / PGD, ``funcnet attack``).
+under FGSM / PGD, ``funcnet attack``), ``distill`` (``[distill]``: a
+teacher run's logits in the targets, the distillation loss).
 """
 
 from funcnet.experiment.loaded import LoadedRun, load_run

@@ -272,6 +272,11 @@ class Run:
              + (f", compute {compute.name}" if compute is not None else "")
              + (f", {t['accumulate']} micro-batches" if t["accumulate"] > 1
                 else ""))
+    if setup.teacher is not None:
+      d = cfg["distill"]
+      self.log(f"distil from {setup.teacher.run} ({setup.teacher.model.kind}, "
+               f"epoch {setup.teacher.epoch}), T {d['temperature']:g}, "
+               f"alpha {d['alpha']:g}")
     if setup.adversarial is not None:
       a = cfg["adversarial"]
       self.log(f"attack {a['method']} eps {a['eps']:g} (raw units) on "

@@ -7,6 +7,9 @@
   check(cfg, ds, model)    cross-key checks that need the data
   Setup(cfg)               all of them, checked, with the run's key, its
                            initial state and ``fit`` as the config says
+                           (``[distill]``: the teacher's logits in the
+                           targets, the distillation loss; see
+                           :mod:`funcnet.experiment.distill`)
 
 Every check runs before anything is compiled or written, so a mistake is
 one line (:mod:`funcnet.errors`).
@@ -22,6 +25,7 @@ import numpy as np
 from funcnet import backprop, config as config_lib, data, finetune, losses
 from funcnet import parallel, tasks, train
 from funcnet.data import streamed
+from funcnet.experiment import distill
 from funcnet.errors import ConfigError
 from funcnet.models import registry
 from funcnet.run import preflight
@@ -155,6 +159,9 @@ class Setup:
         cfg, self.pretrained and self.pretrained.stats)
     self.model = build_model(cfg, self.ds)
     check(cfg, self.ds, self.model)
+    # Distillation: the teacher is read and checked now, run at the end.
+    self.teacher = (distill.load_teacher(cfg, self.ds, self.model)
+                    if distill.enabled(cfg) else None)
     self.schedule, self.optimizer = build_optimizer(
         cfg, self.model, self.pretrained is not None)
     self.loss = t["loss"]
@@ -177,6 +184,11 @@ class Setup:
     # Last: the run must fit in memory (shapes only, nothing allocated; a
     # model too large for the machine is refused before its init runs).
     preflight.check_memory(cfg, self.model, self.ds, self.optimizer, self.plan)
+    # The data as the config builds them, what a caller may pass back as
+    # ``ds`` (a sweep's next variant); ``ds`` itself may carry a teacher's.
+    self.built_ds = self.ds
+    if self.teacher is not None:  # after every check: the teacher's logits
+      self.loss, self.ds = distill.distill(cfg, self.ds, self.teacher)
 
   @functools.cached_property
   def key(self):

@@ -79,7 +79,8 @@ def gradcheck(cfg, batch=None):
   report = gradcheck_lib.compare(setup.model, setup.loss, params, x, y,
                                  key=jax.random.key(cfg["seed"]))
   heading = (f"gradient check of {cfg['name']}: {setup.model.kind}, loss "
-             f"{setup.loss}, {len(y)} examples of {ds.name}, float64")
+             f"{getattr(setup.loss, 'name', setup.loss)}, {len(y)} examples "
+             f"of {ds.name}, float64")
   return report, heading
 
 

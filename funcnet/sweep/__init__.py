@@ -127,7 +127,7 @@ def train_variants(vs, *, sequential: bool = False, cache=None, group_base=0,
   for v in vs:
     key = _data_key(v.cfg)
     setup = experiment.Setup(v.cfg, ds=datasets.get(key))
-    datasets.setdefault(key, setup.ds)
+    datasets.setdefault(key, setup.built_ds)  # without a teacher's targets
     setups.append(setup)
   groups = {}
   for i, (v, s) in enumerate(zip(vs, setups)):

@@ -135,7 +135,7 @@ def _variant_step(setup: experiment.Setup, traced: list, norms: bool,
   each with the model and optimizer its traced hyperparameters ``hp``
   build; ``loop``: see :func:`variant_loop`."""
   cfg, ds, model = setup.cfg, setup.ds, setup.model
-  loss, grads = cfg["train"]["loss"], setup.gradient()
+  loss, grads = setup.loss, setup.gradient()  # [distill]: its own loss
   model_keys = [k for k in traced if k.startswith("model.")]
 
   def build(hp):
@@ -237,7 +237,7 @@ def _group_program(setup: experiment.Setup, traced: list, norms: bool,
         p, sums, n_batches, bad)
     return p, o, metrics
 
-  evaluate = train.make_evaluate(setup.model, setup.cfg["train"]["loss"],
+  evaluate = train.make_evaluate(setup.model, setup.loss,
                                  setup.ds.task)
   return epoch, evaluate
 
