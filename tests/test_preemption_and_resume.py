@@ -88,7 +88,9 @@ def epochs_only(records):
           if "event" not in r]
 
 
-NOT_NUMBERS_TO_COMPARE = {"wall_time_s", "steps_per_s", "status"}
+NOT_NUMBERS_TO_COMPARE = {"wall_time_s", "steps_per_s", "status",
+                          # compute: measured speed and energy, not results
+                          "achieved_flops_per_s", "energy_j", "energy_estimate_j"}
 
 
 def summary(run):
