@@ -1,6 +1,7 @@
-"""Global magnitude pruning (Han et al. 2015; Zhu & Gupta 2017's baseline).
+"""Magnitude pruning (Han et al. 2015; Zhu & Gupta 2017's baseline), global
+or per layer.
 
-Over all weights (the floating leaves of rank >= 2, as
+Global (``scope="global"``): over all weights (the floating leaves of rank >= 2, as
 :func:`funcnet.quantize.weights.is_weight`: matrices and kernels; biases
 and norms are never pruned), with ``N`` weights in all and sparsity ``p``,
 the ``k = floor(p N)`` of smallest ``|w|`` are removed::
@@ -11,6 +12,11 @@ Ties at ``t`` are broken by position (a stable sort), so exactly ``k``
 weights go. Global rather than per layer: a layer whose weights are
 small in magnitude (a wide dense layer) loses more than a small first
 convolution, which the accuracy tolerates better than an equal cut.
+
+Per layer (``scope="layer"``): each weight leaf ``l`` of ``N_l`` weights
+loses its own ``k_l = floor(p N_l)`` smallest ``|w|``, against its own
+threshold ``t_l``, so every layer ends at sparsity ``p`` (up to the floor),
+the first convolution's few weights as much as the wide dense layer's.
 """
 
 import jax
@@ -27,17 +33,40 @@ def check_sparsity(p, what: str = "--sparsity") -> float:
   return float(p)
 
 
-def masks(params, sparsity: float):
+SCOPES = ("global", "layer")
+
+
+def check_scope(scope: str) -> str:
+  """``scope`` one of :data:`SCOPES`, else a one-line ConfigError."""
+  if scope not in SCOPES:
+    raise ConfigError(f"--scope {scope!r}: expected one of "
+                      f"{', '.join(SCOPES)}")
+  return scope
+
+
+def _keep(w, sparsity: float):
+  """Bool keep-flags over the flat magnitudes ``w``: all but the
+  ``floor(sparsity w.size)`` smallest (ties by position)."""
+  keep = np.ones(w.size, bool)
+  keep[np.argsort(w, kind="stable")[:int(np.floor(sparsity * w.size))]] = False
+  return keep
+
+
+def masks(params, sparsity: float, scope: str = "global"):
   """The masks (float arrays of 0 and 1 shaped as each leaf; all ones for
-  a leaf that is not a weight) removing ``floor(sparsity N)`` weights."""
+  a leaf that is not a weight) removing ``floor(sparsity N)`` weights over
+  all layers (``scope="global"``), or ``floor(sparsity N_l)`` from each
+  layer (``scope="layer"``)."""
   check_sparsity(sparsity, "sparsity =")
+  check_scope(scope)
   params = jax.device_get(params)
   leaves, tree = jax.tree_util.tree_flatten(params)
   weights = [np.abs(np.asarray(a)).ravel() for a in leaves if is_weight(a)]
-  flat = np.concatenate(weights) if weights else np.zeros(0)
-  k = int(np.floor(sparsity * flat.size))
-  keep = np.ones(flat.size, bool)
-  keep[np.argsort(flat, kind="stable")[:k]] = False
+  if scope == "layer":
+    keep = np.concatenate([_keep(w, sparsity) for w in weights] or
+                          [np.ones(0, bool)])
+  else:
+    keep = _keep(np.concatenate(weights) if weights else np.zeros(0), sparsity)
   out, start = [], 0
   for a in leaves:
     a = np.asarray(a)
