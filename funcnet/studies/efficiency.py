@@ -25,8 +25,10 @@ split:
   accuracy       the run's own evaluation (``train.make_evaluate``)
   parameters     all of them, and the nonzero ones (what pruning removes)
   bytes          the stored arrays as an ``.npz`` (int8 codes and their
-                 scales for int8), and the same compressed (zeros and
-                 repeated codes shrink: what pruning saves on disk)
+                 scales for int8), the same compressed (zeros and
+                 repeated codes shrink: what pruning saves on disk), and
+                 the arrays' own bytes (no container: the .npz's headers
+                 outweigh a tiny model's int8 savings)
   FLOPs          of one example's forward pass, counted from the layers
                  (:func:`funcnet.train.compute.count_forward`); the dense
                  count for a pruned model (dense kernels skip no zero) and
@@ -43,6 +45,7 @@ teacher pruned (global) to ``headline_sparsity`` is within
 """
 
 import io
+import json
 import os
 import time
 
@@ -88,11 +91,35 @@ def _config(p: dict, name: str, family: str, extra=()) -> dict:
   return config_lib.load(path, sets)
 
 
+def _same(saved: dict, cfg: dict) -> bool:
+  """Whether a saved run's config agrees with ``cfg`` in every key it holds,
+  its reporting (``run``) and its teacher's folder aside."""
+  for table, value in saved.items():
+    if table == "run":
+      continue
+    want = cfg.get(table)
+    if table == "distill" and isinstance(value, dict) and want:
+      value = {**value, "teacher": bool(value.get("teacher"))}
+      want = {**want, "teacher": bool(want.get("teacher"))}
+    if value != want:
+      return False
+  return True
+
+
 def _train(out: str, p: dict, name: str, config: str, family: str,
            extra=()) -> str:
+  """The run folder ``<out>/runs/<name>`` trained from ``config``; a
+  finished run already there with the same config is kept (a study run
+  again after an interruption, or seeded with runs trained before)."""
   run = os.path.join(out, "runs", name)
-  train_and_evaluate(_config(p, config, family, extra), run,
-                     progress="never", log=_quiet)
+  cfg = _config(p, config, family, extra)
+  if os.path.exists(os.path.join(run, "summary.json")):
+    with open(os.path.join(run, "config.json")) as f:
+      saved = json.load(f)
+    if (rundir.read_summary(run).get("status") == "finished"
+        and _same(saved, json.loads(config_lib.to_json(cfg)))):
+      return run
+  train_and_evaluate(cfg, run, progress="never", log=_quiet)
   return run
 
 
@@ -141,6 +168,7 @@ def _measure(trained, ds, p: dict, int8: bool = False) -> dict:
           "params": int(sum(a.size for a in leaves)),
           "nonzero_params": int(sum(np.count_nonzero(a) for a in leaves)),
           "bytes": int(n_bytes), "compressed_bytes": int(zipped),
+          "array_bytes": int(sum(np.asarray(a).nbytes for a in stored)),
           "flops": float(flops),
           "latency_us": 1e6 * _latency(model.logits, params,
                                        x[:p["latency_batch"]], p["repeats"])}
@@ -328,7 +356,7 @@ STUDY = register(Study(
               "int8_points": 0.5, "prune_points": 1.0, "latency_batch": 1000,
               "repeats": 20},
     quick={"epochs": 1, "prune_epochs": 2, "sparsities": [0.8],
-           "prune_methods": ["global", "gradual"], "repeats": 2,
+           "prune_methods": ["global"], "repeats": 2,
            "latency_batch": 100,
            "sets": {"teacher": ["model.cnn.channels=[8, 8, 8]",
                                 "model.cnn.hidden=[16]"],
