@@ -274,9 +274,10 @@ class Setup:
     from funcnet.train import compute
     t = self.cfg["train"]
     x, y = _batch_shapes(self.ds, self.dtype, t["batch_size"])
+    source = t["grads"] if isinstance(t["grads"], str) else "manual"
+    # adversarial training: the step with its attacks, counted and measured
     return compute.account(self.model, self.loss, self.optimizer, x, y,
-                           t["grads"] if isinstance(t["grads"], str)
-                           else "manual", self.dtype, xla=xla)
+                           self.gradient(source), self.dtype, xla=xla)
 
   def device(self) -> str:
     """``"cpu"``, or e.g. ``"8 x TPU v4 (mesh data=8 fsdp=1, 2 processes)"``."""

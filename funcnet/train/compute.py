@@ -43,8 +43,17 @@ multiply-adds the same way and elementwise ops once each.
 tiny sizes (fast) and every shipped config at its own (slow); measured:
 -7.6% (GRU, compiled) to +8.0% (CNN, compiled).
 
-Not counted: an adversarial step's attacks (the plain step of the same
-model is), dropout's masks (the count traces the evaluation forward).
+An adversarial training step (``grads`` an :class:`funcnet.train.
+adversarial.Adversarial`) adds its attacks (:func:`count_attack`): on the
+``k = round(ratio b)`` attacked rows, ``n`` input gradients (FGSM 1, PGD
+``steps``), each a forward and the backward to the input only (the walk
+with only ``x`` needing a gradient: a product 2x, the params' dC/dW never
+taken), plus the loss 2x, plus the attack's own arithmetic (sign, step,
+projection) counted from its program::
+
+  F_step(adversarial) = F_step + n (F_dx + 2 F_loss)[k rows] + F_update
+
+Not counted: dropout's masks (the count traces the evaluation forward).
 """
 
 import contextlib
@@ -245,6 +254,34 @@ def count_step(model, loss, optimizer, params, x, y) -> tuple[Flops, float]:
   return fwd, step.total + 2 * loss_fwd.total + opt.total
 
 
+def count_attack(model, loss, adv, params, x, y) -> Flops:
+  """FLOPs of adversarial training's attacks in one step on the batch
+  ``(x, y)`` (shape structs suffice): ``n (F_dx + 2 F_loss) + F_update``
+  on its first ``round(adv.ratio b)`` rows (module docstring). The attack
+  starts at ``x`` (the random start's draw is 0 FLOPs, its projection is
+  counted in ``F_update`` once)."""
+  from funcnet.train import adversarial
+  k = adversarial.n_adversarial(int(x.shape[0]), adv.ratio)
+  if k == 0:
+    return Flops(0.0, 0.0)
+  xk = jax.ShapeDtypeStruct((k, *x.shape[1:]), x.dtype)
+  yk = jax.ShapeDtypeStruct((k, *y.shape[1:]), y.dtype)
+  _, dx = _walk(jax.make_jaxpr(model.logits)(params, xk),
+                _deps(False, params) + _deps(True, xk))
+  z = jax.eval_shape(model.logits, params, xk)
+  loss_fwd = count_jaxpr(jax.make_jaxpr(lambda z, y: losses.mean(
+      loss, model.output_activation, z,
+      losses.prepare_targets(loss, y, z.shape, z.dtype)))(z, yk))
+  n = 1 if adv.method == "fgsm" else int(adv.steps)
+
+  def free_gradient(params, u, t, key=None):  # the update's own arithmetic
+    del params, t, key
+    return 0.0, u
+  update = count_jaxpr(jax.make_jaxpr(lambda u, t: adversarial.examples(
+      adv, free_gradient, params, u, t, None))(xk, yk))
+  return (dx + loss_fwd.scale(2)).scale(n) + update
+
+
 def xla_flops(compiled) -> Optional[float]:
   """The ``flops`` entry of XLA's cost analysis of a compiled (or lowered)
   program: a
@@ -306,27 +343,36 @@ def make_step(model, loss, optimizer, grads="manual"):
 
 @contextlib.contextmanager
 def unrolled_scans():
-  """``jax.lax.scan`` unrolled while the step is traced for XLA's count:
-  XLA's cost analysis counts a while loop's body once, whatever its trip
-  count, so a recurrence over T steps would read as one step. Unrolled,
-  the same arithmetic is counted T times (the program is only lowered and
-  compiled for its count, never run)."""
-  scan = jax.lax.scan
+  """``jax.lax.scan`` unrolled, and ``jax.lax.fori_loop`` with Python-int
+  bounds (PGD's steps) a Python loop, while the step is traced for XLA's
+  count: XLA's cost analysis counts a while loop's body once, whatever its
+  trip count, so a recurrence over T steps would read as one step.
+  Unrolled, the same arithmetic is counted T times (the program is only
+  lowered and compiled for its count, never run)."""
+  scan, fori_loop = jax.lax.scan, jax.lax.fori_loop
 
   def unrolled(*args, **kw):
     kw["unroll"] = True
     return scan(*args, **kw)
-  jax.lax.scan = unrolled
+
+  def unrolled_fori(lower, upper, body, init, **kw):
+    if not (isinstance(lower, int) and isinstance(upper, int)):
+      return fori_loop(lower, upper, body, init, **kw)
+    for i in range(lower, upper):
+      init = body(i, init)
+    return init
+  jax.lax.scan, jax.lax.fori_loop = unrolled, unrolled_fori
   try:
     yield
   finally:
-    jax.lax.scan = scan
+    jax.lax.scan, jax.lax.fori_loop = scan, fori_loop
 
 
 def account(model, loss, optimizer, x, y, grads="manual", dtype=jnp.float32,
             xla: Optional[str] = "compiled") -> Compute:
   """Counts one training step of ``model`` on the batch ``(x, y)`` (arrays
-  or shape structs) from its layers, and takes XLA's count of the real
+  or shape structs) from its layers (an adversarial step's attacks too:
+  ``grads`` an ``Adversarial``), and takes XLA's count of the real
   step: ``xla="compiled"`` of the optimised program (what runs; a
   compilation, seconds), ``"lowered"`` of the program before XLA's passes
   (``Lowered.cost_analysis()``, milliseconds: fusion and simplification
@@ -334,9 +380,12 @@ def account(model, loss, optimizer, x, y, grads="manual", dtype=jnp.float32,
   Nothing runs."""
   if xla not in ("compiled", "lowered", None):
     raise ValueError(f"xla={xla!r}: expected 'compiled', 'lowered' or None")
+  from funcnet.train import adversarial
   params = jax.eval_shape(lambda k: model.init(k, dtype), jax.random.key(0))
   n, nbytes = param_count(params)
   fwd, counted = count_step(model, loss, optimizer, params, x, y)
+  if isinstance(grads, adversarial.Adversarial):
+    counted += count_attack(model, loss, grads, params, x, y).total
   measured = None
   if xla:
     step = make_step(model, loss, optimizer, grads)
