@@ -57,6 +57,10 @@ def test_quick_efficiency_study(tmp_path):
   for fam, d in v["distilled_beats_scratch"].items():
     assert d["holds"] == (pts[f"{fam}-distilled"]["accuracy"]
                           > pts[fam]["accuracy"])
+  for base, d in v["int8_keeps_accuracy"].items():
+    q, f = pts[f"{base}-int8"], pts[base]
+    assert d["holds"] == (abs(q["accuracy"] - f["accuracy"]) <= 0.005
+                          and f["array_bytes"] >= 3.5 * q["array_bytes"])
   d = v["pruned_teacher_within"]
   assert d["holds"] == (pts["teacher-pruned80-global"]["accuracy"]
                         >= pts["teacher"]["accuracy"] - 0.01)
