@@ -93,16 +93,19 @@ def _config(p: dict, name: str, family: str, extra=()) -> dict:
   return config_lib.load(path, sets)
 
 
-def _same(saved: dict, cfg: dict) -> bool:
+def _same(saved: dict, cfg: dict, defaults: dict) -> bool:
   """Whether a saved run's config agrees with ``cfg`` in every key it holds,
-  its reporting (``run``) and its teacher's folder aside."""
-  for table, value in saved.items():
+  its reporting (``run``) and its teacher's folder aside; a key newer than
+  the saved run must be at its default (what the run did without it)."""
+  for table, want in cfg.items():
     if table == "run":
       continue
-    want = cfg.get(table)
-    if table == "distill" and isinstance(value, dict) and want:
-      value = {**value, "teacher": bool(value.get("teacher"))}
-      want = {**want, "teacher": bool(want.get("teacher"))}
+    value = saved.get(table, defaults.get(table))
+    if isinstance(want, dict) and isinstance(value, dict):
+      value = {**defaults.get(table, {}), **value}
+      if table == "distill":
+        value = {**value, "teacher": bool(value.get("teacher"))}
+        want = {**want, "teacher": bool(want.get("teacher"))}
     if value != want:
       return False
   return True
@@ -119,7 +122,8 @@ def _train(out: str, p: dict, name: str, config: str, family: str,
     with open(os.path.join(run, "config.json")) as f:
       saved = json.load(f)
     if (rundir.read_summary(run).get("status") == "finished"
-        and _same(saved, json.loads(config_lib.to_json(cfg)))):
+        and _same(saved, json.loads(config_lib.to_json(cfg)),
+                  json.loads(config_lib.to_json(config_lib.load(None))))):
       return run
   train_and_evaluate(cfg, run, progress="never", log=_quiet)
   return run
