@@ -12,6 +12,8 @@
   lr-strategies          fixed, decayed and adaptive learning rates side by side
   regularisation         none, L2, dropout, early stopping: the generalisation gap
   architecture           width x depth: where depth helps and where it stops
+  efficiency             distilled, int8 and pruned models: accuracy vs size,
+                         FLOPs and latency
 
 Each study is one module of this package that registers a :class:`Study`
 (importing the package imports every module, as :mod:`funcnet.models`
