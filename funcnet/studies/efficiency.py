@@ -412,12 +412,13 @@ STUDY = register(Study(
               "prune_epochs": 10, "prune_lr": 1e-3, "headline_sparsity": 0.8,
               "int8_points": 0.5, "prune_points": 1.0, "latency_batch": 1000,
               "repeats": 20},
+    # --quick: the teacher and the MLP student only, tiny, one epoch
     quick={"epochs": 1, "prune_epochs": 2, "sparsities": [0.8],
+           "students": {"mlp": ["mnist1d_mlp.toml",
+                                "mnist1d_mlp_distilled.toml"]},
            "prune_methods": ["global"], "repeats": 2,
            "latency_batch": 100,
            "sets": {"teacher": ["model.cnn.channels=[8, 8, 8]",
                                 "model.cnn.hidden=[16]"],
-                    "mlp": ["model.mlp.hidden=[32]"],
-                    "cnn_small": ["model.cnn.channels=[4, 4, 4]",
-                                  "model.cnn.hidden=[8]"]}},
+                    "mlp": ["model.mlp.hidden=[32]"]}},
 ))
