@@ -24,7 +24,7 @@ rate, for the final test accuracy.
 
 Per cell ``(B, eta)`` and seed, from the validation records:
 
-  val loss, val accuracy   the last epoch's (mean and std over seeds)
+  val loss, val accuracy   the last epoch's (mean and sample std over seeds)
   diverged                 the loss became non-finite (the sweep's guard)
   unstable                 the loss grew: some epoch's mean training loss
                            exceeds the first epoch's, or it diverged
