@@ -8,7 +8,7 @@
   textbook               the article's numpy network = funcnet manual = autodiff
   vanishing-exploding    gradient norm per layer against depth, activation, init
   saddle-points          optimizers on 2-D surfaces and a deep linear network
-  learning-rate-batch    lr x batch grid, with Goyal et al.'s lr ∝ batch line
+  learning-rate-batch    best rate vs batch (slope, 95% interval), stability limit
   lr-strategies          fixed, decayed and adaptive learning rates side by side
   regularisation         none, L2, dropout, early stopping: the generalisation gap
   architecture           width x depth: where depth helps and where it stops
