@@ -145,6 +145,8 @@ def _sgd_quadratic_steps(start, lr, tol, steps):
     if 0.1 * x ** 2 + 2 * y ** 2 < tol:
       return t
     x, y = (1 - 0.2 * lr) * x, (1 - 4 * lr) * y
+    if abs(y) > 1e100:  # diverged
+      return None
   return None
 
 

@@ -46,13 +46,13 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from funcnet import backprop, optimizers
 from funcnet.errors import ConfigError
 from funcnet.models import mlp
-from funcnet.studies import claims
+from funcnet.studies import claims, saddle_points_report as rep
 from funcnet.studies.registry import Study, register
+from funcnet.studies.saddle_points_report import describe
 
 CLAIM = ("Does gradient descent linger at saddle points and plateaus, and do "
          "momentum and adaptive steps leave them sooner, with every optimizer "
@@ -345,20 +345,6 @@ def _sooner(a: dict, b: dict, margin: float, spread: bool = False) -> bool:
   return ok and (not spread or gap > a.get("std", 0) + b.get("std", 0))
 
 
-def describe(o: dict) -> str:
-  """``"72 steps at lr 0.01"``, ``"diverged at lr 1"``, ``"not reached"``."""
-  if o["lr"] is None:
-    return "no rate"
-  lr = f"lr {o['lr']:g}"
-  if o["diverged"]:
-    return f"diverged at {lr}"
-  if o["steps"] is None:
-    return f"not reached at {lr} (best of the grid)"
-  sd = f" ± {o['std']:.0f}" if "std" in o else ""
-  unit = "step" if o["steps"] == 1 and not sd else "steps"
-  return f"{o['steps']:.0f}{sd} {unit} at {lr}"
-
-
 def _versus(text, view, a, b, margin, spread=False, missing=None) -> dict:
   if missing:
     return claims.clause(text, None, missing)
@@ -454,7 +440,6 @@ def _check(p: dict) -> None:
 
 
 def _run(out: str, p: dict) -> dict:
-  from funcnet.studies import saddle_points_report as rep
   _check(p)
   grids = {s.name: rep.grid(s.f, s.box) for s in SURFACES}
   solved = _surfaces(p, grids)

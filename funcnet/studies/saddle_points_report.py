@@ -9,9 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcnet.studies import claims, report
-from funcnet.studies.saddle_points import OPTIMIZERS, describe, leave_steps
-
-_COLORS = {n: f"C{i}" for i, n in enumerate(OPTIMIZERS)}
+# One colour per optimizer of funcnet.studies.saddle_points.OPTIMIZERS, in every figure.
+_COLORS = {n: f"C{i}" for i, n in enumerate(
+    ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"))}
 _CLAUSE = {"saddle": ("at each one's tuned rate, momentum escapes",
                       "tuned rates: momentum escapes the saddle sooner than sgd"),
            "quadratic": ("at each one's tuned rate, momentum reaches the ill",
@@ -27,6 +27,20 @@ def grid(f, box, n: int = 241):
   X, Y = np.meshgrid(np.linspace(box[0], box[1], n), np.linspace(box[2], box[3], n))
   Z = jax.jit(f)(jnp.asarray(np.stack([X, Y]), jnp.float32))
   return X, Y, np.asarray(Z, np.float64)
+
+
+def describe(o: dict) -> str:
+  """``"72 steps at lr 0.01"``, ``"diverged at lr 1"``, ``"not reached"``."""
+  if o["lr"] is None:
+    return "no rate"
+  lr = f"lr {o['lr']:g}"
+  if o["diverged"]:
+    return f"diverged at {lr}"
+  if o["steps"] is None:
+    return f"not reached (closest at {lr})"
+  sd = f" ± {o['std']:.0f}" if "std" in o else ""
+  unit = "step" if o["steps"] == 1 and not sd else "steps"
+  return f"{o['steps']:.0f}{sd} {unit} at {lr}"
 
 
 def _inside(pts, box):
@@ -142,16 +156,22 @@ def plot_deep(out, deep, results, p) -> str:
 
 def table(results, p) -> str:
   names = p["optimizers"]
+  edges = (min(p["lr_grid"]), max(p["lr_grid"]))
+
+  def cell(o, view):
+    mark = " (grid edge)" if view == "tuned" and o["steps"] is not None and o["lr"] in edges else ""
+    return describe(o) + mark
   rows = []
   for s, r in results["surfaces"].items():
     for view in ("tuned", "shared"):
-      rows.append([f"{s} ({r['goal']})", view] + [describe(r[view][n]) for n in names])
+      rows.append([f"{s} ({r['goal']})", view] + [cell(r[view][n], view) for n in names])
   d = results["deep_linear"]
   for view in ("tuned", "shared"):
     rows.append([f"deep linear (loss < {p['plateau']:g} × initial)", view]
-                + [describe(d[view][n]) for n in names])
+                + [cell(d[view][n], view) for n in names])
   return ("Steps until each goal is met, each optimizer at its tuned rate (the "
-          "grid's fastest without diverging) and at the shared rate (deep linear: "
+          "grid's fastest without diverging; \"grid edge\": the grid's smallest or "
+          "largest rate, so a rate beyond it may be faster) and at the shared rate (deep linear: "
           f"mean ± std over seeds {p['seeds']}):\n\n"
           + report.markdown_table(["surface (goal)", "rate"] + list(names), rows))
 
