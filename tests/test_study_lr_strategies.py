@@ -55,9 +55,14 @@ def test_a_strategy_that_diverged_at_every_rate_fails_the_clauses_about_it():
   assert got[2]["holds"] is False   # rmsprop still compared
 
 
+class _Model(NamedTuple):
+  n_out: int = 10
+
+
 class _Run(NamedTuple):
   status: str
   history: list
+  model: _Model = _Model()
 
 
 def _hist(train, val_loss, val_acc):
@@ -70,7 +75,9 @@ def test_diverged_summarise_and_tune():
   ok2 = _Run("done", _hist([1.2, 0.3], [0.8, 0.6], [0.6, 0.8]))
   grew = _Run("done", _hist([1.0, 3.0], [0.9, 0.1], [0.7, 0.95]))
   guard = _Run("diverged", _hist([1.0], [0.9], [0.7]))
+  spike = _Run("done", _hist([5.0, 0.5], [0.9, 0.4], [0.7, 0.9]))  # above ln 10 once
   assert not ls.diverged(ok1) and ls.diverged(grew) and ls.diverged(guard)
+  assert ls.diverged(spike) and not ls.diverged(spike._replace(model=_Model(1000)))
   row = ls.summarise([ok1, ok2])
   assert row["val_loss"] == pytest.approx(np.mean([0.4, 0.6]))
   assert row["val_loss_std"] == pytest.approx(np.std([0.4, 0.6]))

@@ -15,8 +15,8 @@ trains at every peak rate ``eta`` of ``learning_rates`` and every seed of
 is the one with the lowest final validation loss, mean over seeds, among the
 rates where no seed diverged (Choi et al. 2019 compare optimizers this
 way); a run *diverged* when the divergence guard stopped it (a non-finite
-loss) or its final training loss is above its first epoch's (the loss
-grew). Only then, at the tuned rates, is the test split read, once per run,
+loss) or its training loss grew: some epoch's mean above twice ``ln n_out``
+(a uniform guess's loss), or the last epoch's above the first's. Only then, at the tuned rates, is the test split read, once per run,
 for the final numbers. The *shared-rate* view is every strategy at the one
 rate ``shared_lr`` (from the same sweep).
 
@@ -147,10 +147,12 @@ def _train(p, total, warmup) -> dict:
 
 
 def diverged(v) -> bool:
-  """Stopped by the divergence guard, or its training loss grew: the last
-  epoch's mean above the first's."""
-  h = v.history
+  """Stopped by the divergence guard, or its training loss grew: some
+  epoch's mean above twice ``ln n_out`` (a uniform guess's loss, about where
+  a network starts), or the last epoch's above the first's."""
+  h, chance = v.history, 2 * math.log(v.model.n_out)
   return (v.status == "diverged" or not h
+          or any(not r["train_loss"] <= chance for r in h)
           or not h[-1]["train_loss"] < h[0]["train_loss"]
           or not math.isfinite(h[-1].get("test_loss", math.nan)))
 
@@ -319,10 +321,10 @@ def _run(out: str, p: dict) -> dict:
   # Every schedule's rates, trained or not (building a Setup trains nothing).
   curves = {s: np.asarray(Setup(_config(p, s, eta, 0, total, warmup)).schedule(
       jnp.arange(total))).tolist() for s in STRATEGIES}
-  measured = measure(_train(p, total, warmup), p)
+  m = measure(_train(p, total, warmup), p)
   results = {"steps_per_epoch": per_epoch, "total_steps": total,
              "warmup_steps": warmup, "lr_curves": curves, "lr_curves_eta": eta,
-             **measured, "claims": decide(measured, p)}
+             **m, "claims": decide(m, p)}
   results["grid"] = {s: {f"{lr:g}": r for lr, r in by_lr.items()}
                      for s, by_lr in results["grid"].items()}
   results["shared"] = {s: {k: v for k, v in r.items() if not k.endswith("curve")}
@@ -377,14 +379,16 @@ def plot_tuned(out, results, p) -> str:
       continue
     top.errorbar(i, 100 * r["test_accuracy"], yerr=100 * r["test_accuracy_std"],
                  fmt="o", color=_style(s)["color"], capsize=4,
-                 label=f"{s} (lr {r['lr']:g})")
-  top.set_xticks(range(len(names)), [s.replace("+", "\n+") for s in names], fontsize=8)
+                 label="mean ± std over seeds" if i == 0 else None)
+  top.set_xticks(range(len(names)), [
+      s.replace("+", "\n+") + ("\nevery lr diverged" if tuned[s]["lr"] is None
+                               else f"\nlr {tuned[s]['lr']:g}") for s in names], fontsize=8)
   top.set(ylabel="test accuracy (%)", title=_title(
       results, "at each one's tuned rate, every strategy",
       "tuned rates: every strategy within 2 points of the best")
       + f"\n(mean ± std over seeds {p['seeds']}; rate chosen on validation loss)")
   top.title.set_fontsize(9)
-  top.legend(fontsize=7, ncol=5, loc="lower center")
+  top.legend(fontsize=8, loc="upper left")
   for k, (name, keep) in enumerate(_FAMILIES):
     ax = fig.add_subplot(2, 3, 4 + k)
     for s in _members(results, keep):
