@@ -30,14 +30,17 @@ def grid(f, box, n: int = 241):
 
 
 def describe(o: dict) -> str:
-  """``"72 steps at lr 0.01"``, ``"diverged at lr 1"``, ``"not reached"``."""
+  """``"72 steps at lr 0.01"``, ``"diverged at lr 1"``, ``"not reached at
+  lr 0.1"``; a tuned outcome (it has an ``index``) that did not reach the
+  goal says that no rate of the grid did, and which one is drawn."""
   if o["lr"] is None:
     return "no rate"
   lr = f"lr {o['lr']:g}"
   if o["diverged"]:
     return f"diverged at {lr}"
   if o["steps"] is None:
-    return f"not reached (closest at {lr})"
+    return (f"no rate reached it (drawn: {lr})" if "index" in o
+            else f"not reached at {lr}")
   sd = f" ± {o['std']:.0f}" if "std" in o else ""
   unit = "step" if o["steps"] == 1 and not sd else "steps"
   return f"{o['steps']:.0f}{sd} {unit} at {lr}"
