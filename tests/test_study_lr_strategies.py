@@ -94,9 +94,10 @@ def test_a_failed_clause_titles_the_figure_as_failed(tmp_path, monkeypatch):
   titles = []
   monkeypatch.setattr(report, "save",
                       lambda fig, out, name: titles.append(fig.axes[0].get_title()))
-  m = _measured(tuned={"adam": _t(0.01, 0.90)})
+  m = _measured(tuned={"adam": _t(0.01, 0.90), "rmsprop": {"lr": None}})
   results = {"claims": ls.decide(m, P), "tuned": m["tuned"],
-             "grid": {s: {f"{r['lr']:g}": {"diverged": False, "train_loss_curve": [1.0, 0.5]}}
+             "grid": {s: {f"{r['lr'] or 1:g}": {"diverged": r["lr"] is None,
+                                                "train_loss_curve": [1.0, 0.5]}}
                       for s, r in m["tuned"].items()}}
   ls.plot_tuned(str(tmp_path), results, {"seeds": [0, 1, 2]})
   assert titles[0].startswith("NOT: tuned rates: every strategy within 2 points")

@@ -375,7 +375,8 @@ def plot_tuned(out, results, p) -> str:
   for i, s in enumerate(names):
     r = tuned[s]
     if r["lr"] is None:
-      top.plot(i, 0, "x", color="k", ms=8)
+      top.annotate("every rate\ndiverged", (i, 0.05), xycoords=("data", "axes fraction"),
+                   ha="center", fontsize=8)
       continue
     top.errorbar(i, 100 * r["test_accuracy"], yerr=100 * r["test_accuracy_std"],
                  fmt="o", color=_style(s)["color"], capsize=4,
@@ -400,7 +401,7 @@ def plot_tuned(out, results, p) -> str:
     ax.set(yscale="log", xlabel="epoch", ylabel="training loss (cross-entropy)",
            title=f"{name} vs fixed sgd, each at its tuned rate")
     ax.title.set_fontsize(9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=8)
   return report.save(fig, out, "tuned.png")
 
 
@@ -417,7 +418,7 @@ def _sensitivity(ax, results, members, key, label):
     ax.plot(lrs[bad], np.full(bad.sum(), top * 1.5), "x", color=st["color"], ms=7)
   ax.plot([], [], "kx", label="diverged")
   ax.set(xscale="log", yscale="log", xlabel="peak learning rate", ylabel=label)
-  ax.legend(fontsize=7)
+  ax.legend(fontsize=8)
 
 
 def plot_sensitivity(out, results, p) -> str:
@@ -449,7 +450,7 @@ def plot_schedules(out, p, curves, total) -> str:
          title=f"The rate each schedule gives at each step ({total} steps; "
                f"adaptive methods: constant eta)")
   ax.title.set_fontsize(9)
-  ax.legend(fontsize=7.5)
+  ax.legend(fontsize=8)
   return report.save(fig, out, "schedules.png")
 
 

@@ -73,7 +73,7 @@ def _panel(ax, s, grid_xyz, solved, view, index_of, title):
             label="minimum")
   ax.set(xlim=s.box[:2], ylim=s.box[2:], xlabel="x", ylabel="y", title=title)
   ax.title.set_fontsize(9)
-  ax.legend(fontsize=7.5, loc="best")
+  ax.legend(fontsize=8, loc="best")
 
 
 def plot_surface(out, s, grid_xyz, solved, results, p) -> str:
@@ -113,7 +113,7 @@ def _sensitivity_panel(ax, rows_of, budget, title, ylabel):
   ax.set(xscale="log", yscale="log", xlabel="learning rate", ylabel=ylabel,
          title=title)
   ax.title.set_fontsize(9)
-  ax.legend(fontsize=7, ncol=2)
+  ax.legend(fontsize=8, ncol=2)
 
 
 def plot_sensitivity(out, results, p) -> str:
@@ -153,7 +153,7 @@ def plot_deep(out, deep, results, p) -> str:
                 f"\n{p['deep_depth']} linear layers of width {p['deep_width']}, init × "
                 f"{p['deep_init_scale']:g}, {len(p['seeds'])} seed(s)"))
   ax.title.set_fontsize(9)
-  ax.legend(fontsize=7.5)
+  ax.legend(fontsize=8)
   return report.save(fig, out, "deep_linear.png")
 
 
