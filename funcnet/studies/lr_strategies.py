@@ -16,8 +16,9 @@ is the one with the lowest final validation loss, mean over seeds, among the
 rates where no seed diverged (Choi et al. 2019 compare optimizers this
 way); a run *diverged* when the divergence guard stopped it (a non-finite
 loss) or its training loss grew: some epoch's mean above twice ``ln n_out``
-(a uniform guess's loss), or the last epoch's above the first's. Only then, at the tuned rates, is the test split read, once per run,
-for the final numbers. The *shared-rate* view is every strategy at the one
+(a uniform guess's loss), or the last epoch's above the first's. Only
+then, at the tuned rates, is the test split read, once per run, for the
+final numbers. The *shared-rate* view is every strategy at the one
 rate ``shared_lr`` (from the same sweep).
 
 The decays are set so that each ends at ``final_fraction * eta`` on the last

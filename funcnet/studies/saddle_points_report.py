@@ -149,7 +149,8 @@ def plot_deep(out, deep, results, p) -> str:
   clause = claims.find(results["claims"], "in the deep linear network, at each one's "
                        "tuned rate, momentum")
   ax.set(yscale="log", xlabel="step (full batch)", ylabel="training loss (mse)",
-         title=(f"{claims.title(clause, 'tuned rates: momentum leaves the plateau sooner than sgd')}"
+         title=(claims.title(clause, "tuned rates: momentum leaves the plateau sooner "
+                             "than sgd") +
                 f"\n{p['deep_depth']} linear layers of width {p['deep_width']}, init × "
                 f"{p['deep_init_scale']:g}, {len(p['seeds'])} seed(s)"))
   ax.title.set_fontsize(9)
