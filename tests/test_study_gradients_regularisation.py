@@ -1,4 +1,4 @@
-"""The ``vanishing-exploding``, ``regularisation`` and ``lr-strategies``
+"""The ``vanishing-exploding`` and ``regularisation``
 studies: each run once, quick, and its claim asserted on the numbers it
 produced, against references written here (a float64 numpy backprop, the
 schedule equations in plain Python, the data's own sizes).
@@ -18,7 +18,6 @@ import pytest
 from funcnet import config as config_lib, data, studies
 from funcnet.errors import ConfigError
 from funcnet.experiment import Setup
-from funcnet.studies import lr_strategies
 
 
 def _files(out, names):
@@ -210,82 +209,3 @@ def test_regularisation_rejects_an_unknown_variant(tmp_path):
   with pytest.raises(ConfigError, match="variants"):
     studies.run("regularisation", out=str(tmp_path), quick=True,
                 overrides=['variants=["none", "weight_noise"]'])
-
-
-# --- lr-strategies ----------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def strategies(tmp_path_factory):
-  out = str(tmp_path_factory.mktemp("lr-strategies"))
-  return studies.run("lr-strategies", out=out, quick=True)
-
-
-def _cosine_with_warmup(t, eta, T, W, alpha):
-  """Linear warm-up from 0 over W steps, then half a cosine from eta to
-  alpha * eta over the remaining T - W steps, then flat."""
-  if t < W:
-    return eta * t / W
-  s = min(t - W, T - W)
-  return eta * ((1 - alpha) * (1 + math.cos(math.pi * s / (T - W))) / 2 + alpha)
-
-
-@pytest.mark.slow
-def test_adaptive_rates_train_faster_than_fixed_sgd(strategies):
-  _common_files(strategies["out"])
-  _files(strategies["out"], ["strategies.png", "schedules.png"])
-  (eta,) = strategies["params"]["learning_rates"]
-  k = f"{eta:g}"
-  runs = strategies["runs"]
-  sgd = runs["sgd"][k]["final_train_loss"]
-  for name in ("adagrad", "rmsprop"):
-    assert runs[name][k]["final_train_loss"] < 0.7 * sgd, name
-
-
-@pytest.mark.slow
-def test_recorded_learning_rates_follow_the_equations(strategies):
-  p = strategies["params"]
-  eta, alpha = p["learning_rates"][0], p["final_fraction"]
-  per_epoch = len(data.load(p["data"]).y_train) // p["batch_size"]
-  T = p["epochs"] * per_epoch
-  W = round(p["warmup_fraction"] * T)
-  assert strategies["total_steps"] == T and strategies["warmup_steps"] == W
-  curve = strategies["lr_curves"]["cosine_decay+warmup"]
-  assert len(curve) == T
-  want = [_cosine_with_warmup(t, eta, T, W, alpha) for t in range(T)]
-  np.testing.assert_allclose(curve, want, rtol=1e-5, atol=1e-9)
-  assert curve[0] == 0.0
-  assert curve[-1] == pytest.approx(alpha * eta, rel=0.01)
-  assert all(v == pytest.approx(eta) for v in strategies["lr_curves"]["sgd"])
-  # What fit recorded after each epoch of the sgd run: the fixed rate.
-  assert strategies["runs"]["sgd"][f"{eta:g}"]["lr_at_epoch_end"] == \
-      pytest.approx([eta] * p["epochs"])
-
-
-@pytest.mark.parametrize("strategy", ["step_decay", "exponential_decay",
-                                      "cosine_decay", "step_decay+warmup",
-                                      "exponential_decay+warmup"])
-def test_every_decay_ends_at_the_final_fraction(strategy):
-  T, W, eta, frac = 200, 20, 0.05, 0.1
-  cfg = config_lib.load(None, [f"optimizer.learning_rate={eta}"]
-                        + lr_strategies.schedule_overrides(strategy, T, W, frac))
-  sched = config_lib.schedule_from_config(cfg)
-  rates = [float(sched(t)) for t in (0, W, T - 1)]
-  w = W if strategy.endswith("+warmup") else 0
-  if w:
-    assert rates[0] == 0.0 and rates[1] == pytest.approx(eta)
-  else:
-    assert rates[0] == pytest.approx(eta)
-  name = strategy.partition("+")[0]
-  H = T - w
-  last = {"step_decay": eta * frac,                    # two drops of sqrt(frac)
-          "exponential_decay": eta * frac ** ((T - 1 - w) / H),
-          "cosine_decay": eta * ((1 - frac) * (1 + math.cos(math.pi * (T - 1 - w) / H)) / 2
-                                 + frac)}[name]
-  assert rates[2] == pytest.approx(last, rel=1e-5)
-  assert rates[2] == pytest.approx(eta * frac, rel=0.03)
-
-
-def test_lr_strategies_rejects_an_unknown_strategy(tmp_path):
-  with pytest.raises(ConfigError, match="strategies"):
-    studies.run("lr-strategies", out=str(tmp_path), quick=True,
-                overrides=['strategies=["sgd", "newton"]'])
