@@ -54,6 +54,12 @@ def test_first_layer_threshold():
   assert claims.find(architecture.decide(s, P), "a first")["holds"] is False
 
 
+def test_later_change_threshold():
+  s = _series()
+  s["acc"][32, 3] = [a + 0.04 for a in s["acc"][32, 3]]   # 0.05 > 0.03
+  assert claims.find(architecture.decide(s, P), "layers beyond")["holds"] is False
+
+
 def _arch(width, depth, val, test):
   return {"width": width, "depth": depth, "hidden": [width] * depth,
           "val_accuracy": val, "test_accuracy": test}

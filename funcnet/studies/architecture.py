@@ -39,9 +39,9 @@ from funcnet.studies import architecture_report as figures
 from funcnet.studies import claims, spread
 from funcnet.studies.registry import Study, register
 
-CLAIM = ("On MNIST-1D a first hidden layer lifts an MLP far above logistic "
-         "regression and a second adds less; further layers change test "
-         "accuracy by a few points at most while the training loss keeps "
+CLAIM = ("Whether, on MNIST-1D, a first hidden layer lifts an MLP far above "
+         "logistic regression and a second adds less, further layers change "
+         "test accuracy by a few points at most while the training loss keeps "
          "falling, and width helps at every depth (3 seeds, depth chosen on "
          "validation).")
 
@@ -162,7 +162,7 @@ def _series(m: dict, p: dict) -> dict:
 def _all(results: list):
   """A clause over widths/depths: False if any part fails, else None if
   any is untested, else True."""
-  if any(r is False for r in results):
+  if any(r is not None and not r for r in results):  # numpy bools too
     return False
   return None if any(r is None for r in results) else True
 
@@ -198,7 +198,7 @@ def decide(s: dict, p: dict) -> list:
   later = [d for d in D if d > 2]
   if 2 in D and later:
     change = {(w, d): spread.paired(acc[w, 2], acc[w, d]) for w in W for d in later}
-    r = [None if n < k else abs(np.mean(c)) <= p["max_later_change"]
+    r = [None if n < k else bool(abs(np.mean(c)) <= p["max_later_change"])
          for c in change.values()]
     out.append(claims.clause(
         f"layers beyond the second change mean test accuracy by at most "

@@ -5,6 +5,8 @@ nats, never both), a legend on each panel, mean ± std over seeds (bands and
 error bars), and titles written from the decided clauses.
 """
 
+import textwrap
+
 import numpy as np
 
 from funcnet.studies import claims, report, spread
@@ -69,19 +71,19 @@ def _verdicts(cs, suffix: str) -> str:
              if claims.status(c) == status]
     if names:
       parts.append(f"{word}: {', '.join(names)}")
-  return "; ".join(parts) or "no variant"
+  return textwrap.fill("; ".join(parts) or "no variant", 60)
 
 
 def _gaps(out, p, runs, cs) -> str:
   names = list(runs)
   idx = np.arange(len(names))
-  fig, axes = report.plt.subplots(1, 3, figsize=(15, 4.4))
+  fig, axes = report.plt.subplots(1, 3, figsize=(16, 5.2))
   for k, (split, text) in enumerate((("train", "train"), ("val", "validation"),
                                      ("test", "test"))):
     axes[0].bar(idx + (k - 1) * 0.27, [runs[n][f"{split}_accuracy"] for n in names],
                 0.27, yerr=[runs[n][f"{split}_accuracy_std"] for n in names],
                 capsize=2, color=f"C{k}", label=text)
-  axes[0].set(ylabel="accuracy", title="test accuracy raised over none? "
+  axes[0].set(ylabel="accuracy", title="test accuracy raised over none?\n"
               f"{_verdicts(cs, 'raises test')}")
   for ax, key, unit, suffix in (
       (axes[1], "gap_accuracy", "train − test accuracy", "accuracy"),
@@ -91,7 +93,7 @@ def _gaps(out, p, runs, cs) -> str:
            color=["0.55" if n == "none" else "C4" for n in names],
            label="mean ± std over seeds")
     ax.axhline(runs["none"][key], color="k", ls="--", lw=1, label="none")
-    ax.set(ylabel=unit, title=f"{suffix} gap narrower than none? "
+    ax.set(ylabel=unit, title=f"{suffix} gap narrower than none?\n"
            f"{_verdicts(cs, f'narrows the {suffix}')}")
   for ax in axes:
     ax.set_xticks(idx, [_label(n, runs[n]) for n in names], fontsize=8,
