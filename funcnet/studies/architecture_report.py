@@ -69,7 +69,7 @@ def plot(out: str, m: dict, p: dict, cs: list) -> str:
   for ax in axes.flat:
     ax.set_xticks(p["depths"]) if ax in (acc_d, loss_d) else None
     ax.title.set_fontsize(9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=8)
   fig.suptitle(f"MLPs on {p['data']}: {p['optimizer']} (lr {p['learning_rate']:g}), "
                f"{p['epochs']} epochs of batch {p['batch_size']}, mean ± std over "
                f"{len(p['seeds'])} seed(s)", fontsize=10)

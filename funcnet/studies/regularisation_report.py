@@ -54,7 +54,7 @@ def _curves(out, p, runs, regime) -> str:
       if j == 0:
         ax.set_ylabel(unit, fontsize=9)
       ax.set_title(_label(name, r), fontsize=9)
-      ax.legend(fontsize=7)
+      ax.legend(fontsize=8)
   fig.suptitle(claims.title(regime) + f" — mean ± std over {len(p['seeds'])} "
                "seed(s)", fontsize=10)
   return report.save(fig, out, "curves.png")
