@@ -1,6 +1,5 @@
-"""The ``vanishing-exploding`` and ``regularisation``
-studies: each run once, quick, and its claim asserted on the numbers it
-produced, against references written here (a float64 numpy backprop, the
+"""The ``vanishing-exploding`` study: run once, quick, and its claim
+asserted on the numbers it produced, against references written here (a float64 numpy backprop, the
 schedule equations in plain Python, the data's own sizes).
 
 Each quick run spends most of its time compiling one small XLA program per
@@ -152,60 +151,3 @@ def test_vanishing_exploding_rejects_a_malformed_config(tmp_path):
                 overrides=['configs=["relu"]'])
 
 
-# --- regularisation ---------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def regularisation(tmp_path_factory):
-  out = str(tmp_path_factory.mktemp("regularisation"))
-  return studies.run("regularisation", out=out, quick=True)
-
-
-@pytest.mark.slow
-def test_regularisation_narrows_the_gap(regularisation):
-  _common_files(regularisation["out"])
-  _files(regularisation["out"], ["curves.png", "gaps.png"])
-  p, v = regularisation["params"], regularisation["variants"]
-  n_classes = data.load(p["data"]).n_classes
-  assert v["none"]["n_train"] == p["train_per_class"] * n_classes
-  # The regime overfits: the plain network memorises its training set.
-  assert v["none"]["train_accuracy"] >= 0.99
-  assert v["none"]["test_accuracy"] < 0.6
-  single = [v[k] for k in ("l2", "dropout") if k in v]
-  assert single, "quick runs l2 or dropout alone"
-  for gap in ("gap_accuracy", "gap_loss"):
-    assert v["all"][gap] < v["none"][gap], gap
-    assert min(r[gap] for r in single) < v["none"][gap], gap
-  # The gap is what it says: train minus test accuracy, test minus train loss.
-  for r in v.values():
-    assert r["gap_accuracy"] == pytest.approx(r["train_accuracy"] - r["test_accuracy"])
-    assert r["gap_loss"] == pytest.approx(r["test_loss"] - r["train_loss"])
-
-
-def test_regularisation_numbers_are_those_of_its_own_curves(tmp_path):
-  """Fast: one small variant (digits, 5 examples a class, 8 epochs), its
-  reported numbers recomputed from its per-epoch curves. The parameters are
-  chosen so that the best test accuracy is not the last epoch's."""
-  r = studies.run("regularisation", out=str(tmp_path), quick=True, overrides=[
-      'variants=["none"]', 'data="digits"', "train_per_class=5",
-      "hidden=[16]", "epochs=8", "lr=0.05", "batch_size=16"])
-  v = r["variants"]["none"]
-  c = v["curves"]
-  assert c["epoch"] == list(range(1, 9)) and v["epochs_run"] == 8
-  assert v["n_train"] == 50
-  assert max(c["test_accuracy"]) > c["test_accuracy"][-1]  # the case's point
-  assert v["best_test_accuracy"] == max(c["test_accuracy"])
-  assert v["test_accuracy"] == c["test_accuracy"][-1]
-  assert v["test_loss"] == c["test_loss"][-1]
-  assert v["train_accuracy"] == c["train_accuracy"][-1]
-  assert v["train_loss"] == c["train_loss"][-1]
-  assert v["gap_accuracy"] == v["train_accuracy"] - v["test_accuracy"]
-  assert v["gap_loss"] == v["test_loss"] - v["train_loss"]
-  with open(os.path.join(r["out"], "table.md")) as f:
-    row = [line for line in f if line.startswith("| none")][0]
-  assert f"{v['best_test_accuracy']:.3f}" in row.split("|")[5]
-
-
-def test_regularisation_rejects_an_unknown_variant(tmp_path):
-  with pytest.raises(ConfigError, match="variants"):
-    studies.run("regularisation", out=str(tmp_path), quick=True,
-                overrides=['variants=["none", "weight_noise"]'])
