@@ -63,7 +63,7 @@ def _numbers(sigmoid=1e-9, explode=1e9, he=(0.5, 1.5), diff=1e-16, clipped=0.08,
                       for lr, a in zip([0.001, 0.003, 0.01], accs)]}
   return {"per_layer": per_layer, "max_rel_diff_manual_autodiff": diff,
           "clipping": {"grid": grid, "reference": _row(0.1, 0.0, 0.7, config="relu/he")},
-          "recurrent": {"tanh RNN": cell("rnn", 0.0, 0.2, rnn_acc),
+          "recurrent": {"tanh RNN": cell("rnn", None, 0.2, rnn_acc),
                         "GRU, b_u = 0": cell("gru", 0.0, gru0, [gru_acc] * 3),
                         "GRU, b_u = 2": cell("gru", 2.0, grub, [gru_acc] * 3)}}
 

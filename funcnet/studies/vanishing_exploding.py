@@ -262,8 +262,9 @@ def _clipping(p: dict) -> dict:
 # --- part 3: through time ------------------------------------------------------------
 
 def cells(p: dict) -> list:
-  """``(label, kind, update_bias)`` of every recurrent net the study trains."""
-  return [("tanh RNN", "rnn", 0.0)] + [
+  """``(label, kind, update_bias)`` of every recurrent net the study trains
+  (``update_bias`` None: the cell has no update gate)."""
+  return [("tanh RNN", "rnn", None)] + [
       (f"GRU, b_u = {b:g}", "gru", float(b)) for b in p["gru_biases"]]
 
 
@@ -275,7 +276,7 @@ def _recurrent(p: dict) -> dict:
         f"seed={p['seeds'][0]}", f"model.{kind}.hidden={p['rnn_hidden']}",
         f"data.validation={VALIDATION}", 'run.progress="never"',
         f"train.epochs={max(p['rnn_epochs'], 1)}",
-        *([f"model.gru.update_bias={bias}"] if kind == "gru" else [])])
+        *([f"model.{kind}.update_bias={bias}"] if bias is not None else [])])
     setup = Setup(cfg)
     xb = jnp.asarray(setup.ds.x_train[:p["rnn_batch"]])
     yb = jnp.asarray(setup.ds.y_train[:p["rnn_batch"]])

@@ -134,8 +134,9 @@ def _clipping(m, p) -> list:
 def _time(m, p) -> list:
   R, out = m["recurrent"], []
   rnn = R.get("tanh RNN")
-  gru0 = next((r for r in R.values() if r["kind"] == "gru" and r["update_bias"] == 0), None)
-  grub = max((r for r in R.values() if r["kind"] == "gru" and r["update_bias"] > 0),
+  gated = [r for r in R.values() if r["update_bias"] is not None]   # the GRUs
+  gru0 = next((r for r in gated if r["update_bias"] == 0), None)
+  grub = max((r for r in gated if r["update_bias"] > 0),
              key=lambda r: r["update_bias"], default=None)
   first = lambda r: [x[0] if x else 0.0 for x in r["init"]]
   if rnn and gru0:
@@ -172,7 +173,7 @@ def _time(m, p) -> list:
         (acc[top] is not None and acc[top] < LEARNS) if trained else None,
         "mean test accuracy by rate: " + ", ".join(
             f"{lr:g}: {'–' if a is None else f'{a:.3f}'}" for lr, a in acc.items()) + why))
-  grus = [(k, r) for k, r in R.items() if r["kind"] == "gru" and r["rates"]]
+  grus = [(k, r) for k, r in R.items() if r["update_bias"] is not None and r["rates"]]
   if grus:
     accs = {(k, x["lr"]): _mean(x["accuracy"]) for k, r in grus for x in r["rates"]}
     out.append(claims_lib.clause(

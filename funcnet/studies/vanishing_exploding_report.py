@@ -83,7 +83,8 @@ def _plot_clipping(out, p, m, claims) -> tuple:
   for j, clip in enumerate(clips):
     mine = [r for r in rows if r["clip_norm"] == clip]
     lrs = [r["lr"] for r in mine]
-    label = "no clipping" if clip == 0 else f"clip_norm {clip:g}"
+    label = ("no clipping (seeds that did not diverge)" if clip == 0
+             else f"clip_norm {clip:g}")
     for ax, key in ((axes[0], "accuracy"), (axes[1], "constant")):
       ms = [_mean_sd(r[key]) for r in mine]
       ax.errorbar(lrs, [a for a, _ in ms], yerr=[s for _, s in ms], capsize=2,
