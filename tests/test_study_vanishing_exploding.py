@@ -3,8 +3,8 @@ numbers (and the README, table and figure titles following a clause that
 fails), its choices made on validation numbers only, and one quick run whose
 per-layer numbers are checked against a float64 numpy backprop written here.
 
-The quick run compiles a few float64 networks and three small sweeps (about
-a minute on a loaded 2-core CPU): a module fixture, marked slow. The tests
+The quick run compiles a few float64 networks, a small sweep and three
+recurrent nets' BPTT (about 40 s on a loaded 2-core CPU): a module fixture, marked slow. The tests
 that train nothing stay in the fast loop.
 """
 
@@ -218,13 +218,15 @@ def test_quick_run_writes_its_report_and_decides_its_clauses(vanishing):
   for f in ("README.md", "table.md", "results.json", "gradient_by_layer.png",
             "clipping.png", "through_time.png"):
     assert os.path.isfile(os.path.join(out, f)), f
-  readme = open(os.path.join(out, "README.md")).read()
+  with open(os.path.join(out, "README.md")) as f:
+    readme = f.read()
   assert "funcnet study vanishing-exploding --quick" in readme
   held = [c["holds"] for c in vanishing["claims"]]
   # At init every clause is decided (and holds); on trained nets, 1 seed
   # cannot decide them.
   assert held[:6] == [True] * 6 and held[8:10] == [True, True]
   assert held[6] is held[7] is None
+  assert len(held) == 13 and held[10:] == [None] * 3     # rnn_epochs = 0
   grid = vanishing["clipping"]["grid"]
   bare = next(r for r in grid if r["clip_norm"] == 0)
   clipped = next(r for r in grid if r["clip_norm"] > 0)

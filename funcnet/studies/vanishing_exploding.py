@@ -354,7 +354,8 @@ STUDY = register(Study(
               "rnn_batch": 256, "rnn_epochs": 20,
               "rnn_lrs": [0.0003, 0.001, 0.003, 0.01],
               "gru_biases": [0.0, 2.0]},
+    # --quick: every net at init, one clipping epoch; no recurrent training
     quick={"seeds": [0], "epochs": 0, "clip_epochs": 1, "clip_lrs": [0.1],
-           "clip_norms": [0.0, 1.0], "clip_reference": False, "rnn_epochs": 1,
+           "clip_norms": [0.0, 1.0], "clip_reference": False, "rnn_epochs": 0,
            "rnn_lrs": [0.01]},
 ))

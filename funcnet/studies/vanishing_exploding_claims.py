@@ -173,8 +173,20 @@ def _time(m, p) -> list:
         (acc[top] is not None and acc[top] < LEARNS) if trained else None,
         "mean test accuracy by rate: " + ", ".join(
             f"{lr:g}: {'–' if a is None else f'{a:.3f}'}" for lr, a in acc.items()) + why))
-  grus = [(k, r) for k, r in R.items() if r["update_bias"] is not None and r["rates"]]
-  if grus:
+  elif rnn:
+    out += [claims_lib.clause(t, None, f"not trained (rnn_epochs = {p['rnn_epochs']})")
+            for t in (f"the tanh RNN learns at the rate chosen on validation (mean "
+                      f"test accuracy >= {LEARNS:g}) and there its trained gradient "
+                      f"reaches t = 1 (ratio >= {REACH:g} on every seed)",
+                      f"at the largest rate the tanh RNN does not learn (mean test "
+                      f"accuracy < {LEARNS:g})")]
+  grus = [(k, r) for k, r in R.items() if r["update_bias"] is not None]
+  if grus and not any(r["rates"] for _, r in grus):
+    out.append(claims_lib.clause(
+        f"the GRU learns at every rate of the range with every bias (mean test "
+        f"accuracy >= {GRU_LEARNS:g})", None,
+        f"not trained (rnn_epochs = {p['rnn_epochs']})"))
+  elif grus:
     accs = {(k, x["lr"]): _mean(x["accuracy"]) for k, r in grus for x in r["rates"]}
     out.append(claims_lib.clause(
         f"the GRU learns at every rate of the range with every bias (mean test "
