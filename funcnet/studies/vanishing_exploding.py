@@ -62,7 +62,7 @@ from funcnet.experiment import Setup
 from funcnet.models.rnn import hidden_grad_norms
 from funcnet.studies import vanishing_exploding_report as show
 from funcnet.studies.registry import Study, register
-from funcnet.studies.vanishing_exploding_claims import decide
+from funcnet.studies.vanishing_exploding_claims import choose, decide  # noqa: F401
 
 CLAIM = ("Whether the error backprop carries shrinks or grows by one factor "
          "per layer (sigmoid, relu with N(0, 1) weights, He init), what "
@@ -128,12 +128,6 @@ def on_test(model, params, x, y) -> dict:
   return {"accuracy": float(np.mean(pred == y)),
           "constant": float(np.bincount(pred).max() / len(pred)),
           "loss": float(-np.mean(logp[np.arange(len(y)), y]))}
-
-
-def choose(rows: list, key: str = "val_accuracy") -> dict:
-  """The row with the highest mean ``key`` over its seeds (a validation
-  number: the choice never reads the test split)."""
-  return max(rows, key=lambda r: np.mean(r[key]))
 
 
 # --- part 1: per layer ----------------------------------------------------------

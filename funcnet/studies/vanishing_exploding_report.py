@@ -5,8 +5,8 @@ paragraph. Reads only the measurements and the clauses."""
 import numpy as np
 
 from funcnet.studies import claims as claims_lib, report
-from funcnet.studies.vanishing_exploding_claims import (EXPLODE, LEVEL, LN10,
-                                                        REACH, VANISH)
+from funcnet.studies.vanishing_exploding_claims import (EXPLODE, LN10, REACH,
+                                                        VANISH, choose)
 
 
 def _gmean(rows):
@@ -223,8 +223,7 @@ def measured(p, m) -> str:
            f"difference {m['max_rel_diff_manual_autodiff']:.1e} (float64).")
   c = m["clipping"]
   if c:
-    best = max((r for r in c["grid"] if r["clip_norm"] > 0),
-               key=lambda r: np.mean(r["val_accuracy"]))
+    best = choose([r for r in c["grid"] if r["clip_norm"] > 0])
     s.append(f"Clipped SGD on relu/normal, best on validation: lr {best['lr']:g}, "
              f"clip_norm {best['clip_norm']:g}, test accuracy {_fmt(best['accuracy'])}, "
              f"{_fmt(best['constant'], '{:.2f}')} of predictions in one class.")
