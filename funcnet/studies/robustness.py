@@ -147,7 +147,9 @@ def decide(runs: dict, p: dict) -> list:
     out.append(claims_lib.clause(
         f"{kind}: its clean accuracy is within 3 points of the standard model's",
         None if untested else k["clean_within_3_points"],
-        f"{k['clean_drop_points']:+.1f} points lower, 1 seed" + why))
+        f"clean {100 * runs[kind]['adversarial']['clean_accuracy']:.1f}% vs "
+        f"{100 * runs[kind]['standard']['clean_accuracy']:.1f}% "
+        f"({k['clean_drop_points']:.1f} points lower), 1 seed" + why))
     r = runs[kind]
     out.append(claims_lib.clause(
         f"{kind}: the robust model's |saliency| correlates more with the input",
