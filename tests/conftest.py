@@ -113,7 +113,7 @@ SLOW_IN_THE_FAST_LOOP = {
     "test_backward_attention.py::test_layer_norm_eagerly_differences_and_cache",
     # test_backward_cnn.py::test_gradient_check_has_the_manual_column[2d_digits_like]
     "test_backward_cnn.py::test_gradient_check_has_the_manual_column[1d_mnist1d_like]",
-    # test_study_textbook_saddle.py::test_textbook_study_numpy_manual_and_autodiff_agree
+    # test_study_textbook.py::test_textbook_study_numpy_manual_and_autodiff_agree
     "test_study_saddle_points.py::test_study_cli_rejects_an_unknown_parameter",
     # test_stream.py::test_data_commands_in_process
     "test_stream.py::test_data_convert_command_exits_0_then_2",

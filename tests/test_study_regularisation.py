@@ -178,6 +178,12 @@ def test_early_stopping_reads_no_test_label(monkeypatch):
               "train_loss", "val_accuracy", "val_loss"):
     assert plain[key] == shuffled[key], key
   assert plain["test_loss"] != shuffled["test_loss"]
+  # The gaps as the study defines them (train − test accuracy, test − train
+  # loss), and on the test split: only they move with the test labels.
+  for r in (plain, shuffled):
+    assert r["gap_accuracy"] == pytest.approx(r["train_accuracy"] - r["test_accuracy"])
+    assert r["gap_loss"] == pytest.approx(r["test_loss"] - r["train_loss"])
+  assert plain["gap_loss"] != shuffled["gap_loss"]
   # The restored params are those of the epoch with the lowest validation loss.
   c = plain["curves"]
   best = int(np.argmin(c["val_loss"]))

@@ -465,7 +465,8 @@ def hidden_grad_norms(model: Model, loss, params, x, y, key=None):
 
 def rnn(in_shape, n_classes: int, hidden: int = 32, cell: str = "rnn",
         bidirectional: bool = False, input_features: int = 1,
-        dropout: float = 0.0, init: str = "xavier") -> Model:
+        dropout: float = 0.0, init: str = "xavier",
+        update_bias: float = 0.0) -> Model:
   """A recurrent classifier reading the final hidden state.
 
   Args:
@@ -478,6 +479,11 @@ def rnn(in_shape, n_classes: int, hidden: int = 32, cell: str = "rnn",
       ``L``); for ``(L, F)`` it must be 1 or ``F``.
     dropout: the probability of dropping a unit of the final state.
     init: the initialiser of every weight matrix.
+    update_bias: the GRU's initial update-gate bias ``b_u`` (every unit; the
+      other biases start at 0). With ``b_u = 0``, ``u_t ~ 1/2`` and the
+      carried path ``u_t * h_{t-1}`` halves the gradient every step; a
+      positive ``b_u`` holds ``u_t`` near 1 (Jozefowicz et al. 2015's
+      forget-gate bias, in the GRU's ``h_t = (1 - u) n + u h`` layout).
 
   Returns:
     A :class:`funcnet.model.Model` with output activation ``softmax``,
@@ -495,6 +501,9 @@ def rnn(in_shape, n_classes: int, hidden: int = 32, cell: str = "rnn",
   input_features = layers.require_positive("input_features", input_features)
   dropout = layers.require_rate("dropout", dropout)
   initializers.get(init)
+  if update_bias and cell != "gru":
+    raise ConfigError(f"update_bias {update_bias} is a GRU's; the {cell} cell "
+                      "has no update gate (expected 0)")
   if len(in_shape) == 1:
     if in_shape[0] % input_features:
       raise ShapeError(
@@ -517,6 +526,9 @@ def rnn(in_shape, n_classes: int, hidden: int = 32, cell: str = "rnn",
     params = {"fwd": cell_init(keys[0], features, hidden, dtype, init)}
     if bidirectional:
       params["bwd"] = cell_init(keys[1], features, hidden, dtype, init)
+    if update_bias:
+      for d in ("fwd", "bwd")[:n_dirs]:
+        params[d]["u"]["b"] = jnp.full((hidden,), update_bias, dtype)
     params["head"] = layers.dense_init(keys[-1], n_dirs * hidden, n_classes,
                                        dtype, init)
     return params
@@ -524,6 +536,7 @@ def rnn(in_shape, n_classes: int, hidden: int = 32, cell: str = "rnn",
   spec = {"kind": cell, "in_shape": list(in_shape), "n_classes": n_classes,
           "hidden": hidden, "cell": cell, "bidirectional": bool(bidirectional),
           "input_features": input_features, "dropout": dropout, "init": init,
+          **({"update_bias": float(update_bias)} if cell == "gru" else {}),
           "kinked": False}
 
   def logits_fn(params, x, key=None):
@@ -545,9 +558,12 @@ _DOCS = {
     "input_features": "values per time step (a length-40 signal with 1 is 40 steps)",
     "dropout": "dropout on the final state, in [0, 1)",
     "init": "weight initialiser: normal | xavier | he",
+    "update_bias": "initial update-gate bias (> 0 carries the state and its gradient)",
 }
 for _cell, _what in (("rnn", "vanilla tanh RNN: "), ("gru", "GRU: ")):
   registry.register(registry.Kind(
       _cell, functools.partial(rnn, cell=_cell), _from_config,
-      task="classification", defaults=dict(_DEFAULTS),
-      docs={k: _what + v for k, v in _DOCS.items()}))
+      task="classification",
+      defaults=dict(_DEFAULTS, **({"update_bias": 0.0} if _cell == "gru" else {})),
+      docs={k: _what + v for k, v in _DOCS.items()
+            if k != "update_bias" or _cell == "gru"}))

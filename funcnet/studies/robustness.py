@@ -15,13 +15,15 @@ intensities 0-16, clipped to that range):
   Pearson correlation of |dz_t/dx| with the raw input over its pixels,
   averaged over the test split.
 
-The claims are decided by those numbers (``verdicts`` in results.json),
-not asserted: (1) the adversarially trained model keeps at least 3x the
-standard model's accuracy under PGD at ``eps_mid``; (2) its clean accuracy
-is within 3 points of the standard model's; (3) PGD is never weaker than
-FGSM (accuracy under PGD <= under FGSM + 0.5 points at each eps); (4) the
-adversarially trained model's saliency correlates more with the input (Tsipras
-et al. 2019: robust models' gradients look like the digit).
+The claim's clauses are decided by those numbers (:func:`decide`; the
+per-model ``verdicts`` in results.json too), not asserted: per model, (1)
+the adversarially trained model keeps at least 3x the standard model's
+accuracy under PGD at ``eps_mid``; (2) its clean accuracy is within 3 points
+of the standard model's; (4) its saliency correlates more with the input
+(Tsipras et al. 2019: robust models' gradients look like the digit); and
+(3) PGD is never weaker than FGSM (accuracy under PGD <= under FGSM + 0.5
+points at each eps, every model). One seed per run; a run shorter than
+``TRAINED`` epochs (``--quick``) leaves (1), (2) and (4) untested.
 
 Gradients come from the runs' own source (``grads``: the hand-written input
 gradient or autodiff's).
@@ -35,15 +37,17 @@ from funcnet import config as config_lib, data, inputgrad
 from funcnet.attacks import evaluate
 from funcnet.errors import ConfigError
 from funcnet.experiment import Setup
-from funcnet.studies import report
+from funcnet.studies import claims as claims_lib, report
 from funcnet.studies.registry import Study, register
 
-CLAIM = ("Adversarial training keeps at least 3x the standard model's "
-         "accuracy under PGD at a mid-range eps with clean accuracy within 3 "
-         "points; PGD is never weaker than FGSM; and the robust model's "
-         "saliency maps look more like the input.")
+CLAIM = ("Whether adversarial training keeps at least 3x the standard "
+         "model's accuracy under PGD at a mid-range eps with clean accuracy "
+         "within 3 points, whether PGD is never weaker than FGSM, and whether "
+         "the robust model's saliency maps look more like the input.")
 
 TRAININGS = ("standard", "adversarial")
+TRAINED = 20
+"""Epochs below which the clauses about the trained models are untested."""
 
 
 def _overrides(p: dict, kind: str, training: str) -> list:
@@ -124,22 +128,64 @@ def _verdicts(p: dict, runs: dict) -> dict:
   return out
 
 
-def _plot_curves(out: str, p: dict, runs: dict) -> str:
+def decide(runs: dict, p: dict) -> list:
+  """The claim's clauses from the measured accuracies and correlations
+  (``runs[kind][training]``: ``clean_accuracy``, ``fgsm``, ``pgd``,
+  ``saliency_input_corr``); a pure function of the numbers."""
+  v = _verdicts(p, runs)
+  untested = p["epochs"] < TRAINED
+  why = f" (--quick: {p['epochs']} epochs, fewer than {TRAINED})" if untested else ""
+  out = []
+  for kind, k in v.items():
+    a, s = k["pgd_at_eps_mid"]["adversarial"], k["pgd_at_eps_mid"]["standard"]
+    ratio = k["pgd_ratio_at_eps_mid"]
+    out.append(claims_lib.clause(
+        f"{kind}: adversarial training keeps >= 3x the standard model's PGD "
+        f"accuracy at eps {p['eps_mid']:g}", None if untested else k["keeps_3x"],
+        f"{100 * a:.1f}% vs {100 * s:.1f}%"
+        + (f" ({ratio:.1f}x)" if ratio is not None else "") + ", 1 seed" + why))
+    out.append(claims_lib.clause(
+        f"{kind}: its clean accuracy is within 3 points of the standard model's",
+        None if untested else k["clean_within_3_points"],
+        f"clean {100 * runs[kind]['adversarial']['clean_accuracy']:.1f}% vs "
+        f"{100 * runs[kind]['standard']['clean_accuracy']:.1f}% "
+        f"({k['clean_drop_points']:.1f} points lower), 1 seed" + why))
+    r = runs[kind]
+    out.append(claims_lib.clause(
+        f"{kind}: the robust model's |saliency| correlates more with the input",
+        None if untested else k["saliency_more_like_input"],
+        f"{r['adversarial']['saliency_input_corr']:.2f} vs "
+        f"{r['standard']['saliency_input_corr']:.2f}, 1 seed" + why))
+  worst = max(pg - fg for r in runs.values() for t in r.values()
+              for pg, fg in zip(t["pgd"], t["fgsm"]))
+  out.append(claims_lib.clause(
+      "PGD is never weaker than FGSM: accuracy under PGD <= under FGSM + 0.5 "
+      "points at every eps, every model", all(k["pgd_never_weaker"] for k in v.values()),
+      f"largest PGD - FGSM {100 * worst:+.1f} points"))
+  return out
+
+
+def _plot_curves(out: str, p: dict, runs: dict, claims: list) -> tuple:
   fig, axes = report.plt.subplots(1, len(runs), figsize=(5.2 * len(runs), 3.8),
                                   squeeze=False)
+  titles = []
   for ax, (kind, r) in zip(axes[0], runs.items()):
     for i, t in enumerate(TRAININGS):
       ax.plot([0] + p["eps_list"], [r[t]["clean_accuracy"]] + r[t]["pgd"],
               color=f"C{i}", marker="o", label=f"{t}, PGD")
       ax.plot([0] + p["eps_list"], [r[t]["clean_accuracy"]] + r[t]["fgsm"],
               color=f"C{i}", ls="--", label=f"{t}, FGSM")
+    title = claims_lib.title(claims_lib.find(claims, f"{kind}: adversarial"),
+                             f"{kind}: adversarial training keeps >= 3x under PGD")
+    titles.append(title)
     ax.set(xlabel=f"eps ({p['data']}'s own units)", ylabel="test accuracy",
-           title=f"{kind}: accuracy under attack", ylim=(0, 1))
-    ax.legend(fontsize=7)
-  return report.save(fig, out, "accuracy_vs_eps.png")
+           title=title, ylim=(0, 1))
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=8)
+  return report.save(fig, out, "accuracy_vs_eps.png"), titles
 
 
-def _plot_maps(out: str, p: dict, runs: dict) -> str:
+def _plot_maps(out: str, p: dict, runs: dict, claims: list) -> tuple:
   n = p["examples"]
   cols = 1 + 2 * len(runs)
   fig, axes = report.plt.subplots(n, cols, figsize=(1.6 * cols, 1.6 * n),
@@ -158,8 +204,12 @@ def _plot_maps(out: str, p: dict, runs: dict) -> str:
         ax.plot(np.ravel(img), lw=1)
       ax.set_xticks([]), ax.set_yticks([])
       if i == 0:
-        ax.set_title(title, fontsize=7)
-  return report.save(fig, out, "saliency.png")
+        ax.set_title(title, fontsize=8)
+  suptitle = "; ".join(claims_lib.title(claims_lib.find(claims, f"{kind}: the robust"),
+                                        f"{kind}: robust saliency more like the input")
+                       for kind in runs)
+  fig.suptitle(suptitle, fontsize=8)
+  return report.save(fig, out, "saliency.png"), [suptitle]
 
 
 def _run(out: str, p: dict) -> dict:
@@ -168,7 +218,10 @@ def _run(out: str, p: dict) -> dict:
                       f"eps_list {p['eps_list']}; expected one of its values")
   runs = {k: {t: _one(p, k, t) for t in TRAININGS} for k in p["kinds"]}
   verdicts = _verdicts(p, runs)
-  figures = [_plot_curves(out, p, runs), _plot_maps(out, p, runs)]
+  claims = decide(runs, p)
+  (curves, t_curves), (maps, t_maps) = (_plot_curves(out, p, runs, claims),
+                                        _plot_maps(out, p, runs, claims))
+  figures = [curves, maps]
   rows = [[k, t, r["clean_accuracy"], *r["fgsm"], *r["pgd"], r["saliency_input_corr"]]
           for k in runs for t, r in runs[k].items()]
   table = report.markdown_table(
@@ -191,14 +244,14 @@ def _run(out: str, p: dict) -> dict:
   measured = (f"{p['data']}, {p['epochs']} epochs, adversarial training: "
               f"{p['adv_method']} eps {p['adv_eps']:g}, ratio {p['adv_ratio']:g}; "
               f"attacks: PGD {p['pgd_steps']} steps. " + measured)
-  report.write_readme(out, "robustness: adversarial training against FGSM and PGD",
-                      CLAIM, measured, figures, table,
-                      command="funcnet study robustness --out docs/studies/robustness")
   for k in runs:
     for t in TRAININGS:
       runs[k][t] = {key: v for key, v in runs[k][t].items()
                     if key not in ("maps", "inputs")}
-  return {"runs": runs, "verdicts": verdicts}
+  return {"runs": runs, "verdicts": verdicts, "claims": claims,
+          "figure_titles": {curves: t_curves, maps: t_maps},
+          "readme": {"title": "robustness: adversarial training against FGSM and PGD",
+                     "measured": measured, "figures": figures, "table": table}}
 
 
 STUDY = register(Study(

@@ -1,6 +1,7 @@
-"""The ``textbook`` study: run quick, its claim
-asserted on the numbers it produced, against references written here (the
-numpy equations, finite differences, closed forms of gradient descent)."""
+"""The ``textbook`` study: the numpy network against finite differences, the
+quick run against gradient descent written out here, and its claim's clauses
+decided by its numbers (a perturbed number fails a clause, and the README,
+the table and the figure title say so)."""
 
 import json
 import os
@@ -8,13 +9,11 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from funcnet import studies
 from funcnet.models import mlp
-from funcnet.studies import textbook_numpy
+from funcnet.studies import textbook, textbook_numpy
 from funcnet.studies.textbook_numpy import SimpleNeuralNetwork
-
 
 XOR_X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float64)
 XOR_Y = np.array([[0], [1], [1], [0]], np.float64)
@@ -136,3 +135,59 @@ def test_textbook_study_numpy_manual_and_autodiff_agree(tmp_path, x64):
   for way in ("numpy", "manual", "autodiff"):
     assert abs(mse["final_loss"][way] - want) < 1e-10, way
   assert abs(mse["final_loss"]["textbook"] - _reference_run(params, n, lr, "textbook")) < 1e-10
+
+
+  # Every clause decided, and all hold on the quick run but the XOR one,
+  # which 60 steps cannot test.
+  held = {c["clause"][:20]: c["holds"] for c in r["claims"]}
+  assert list(held.values()) == [True, True, True, None], held
+
+
+# --- the claim as clauses -------------------------------------------------------
+
+def _numbers(bce=1e-15, mse=1e-15, rel=3.0, correct=4, n=2000):
+  diff = {"numpy_vs_manual": bce, "numpy_vs_autodiff": bce, "manual_vs_autodiff": 0.0}
+  return {"bce": {"iterations_compared": n, "max_param_diff": diff},
+          "mse": {"max_param_diff": {"numpy_vs_manual": mse, "numpy_vs_autodiff": mse,
+                                     "manual_vs_autodiff": 0.0,
+                                     "textbook_delta_vs_manual": 8.0},
+                  "initial_gradient": {"mse_delta_vs_manual": 1e-17,
+                                       "textbook_delta_vs_manual_rel": rel}},
+          "xor_correct": correct}
+
+
+def test_decide_follows_the_thresholds():
+  holds = lambda **kw: [c["holds"] for c in textbook.decide(_numbers(**kw), {})]
+  assert holds() == [True, True, True, True]
+  assert holds(bce=2e-10) == [False, True, True, True]
+  assert holds(bce=1e-10) == [True, True, True, True]      # <= the tolerance
+  assert holds(mse=1e-9) == [True, False, True, True]
+  assert holds(rel=0.4) == [True, True, False, True]
+  assert holds(correct=3) == [True, True, True, False]
+  assert holds(correct=3, n=60) == [True, True, True, None]
+
+
+def test_a_perturbed_number_fails_its_clause_in_readme_table_and_title(
+    tmp_path, monkeypatch):
+  measure = textbook.measure
+
+  def perturbed(p):
+    m = measure(p)
+    m["bce"]["max_param_diff"]["numpy_vs_manual"] = 1e-6   # a broken backprop
+    return m
+
+  monkeypatch.setattr(textbook, "measure", perturbed)
+  studies.run("textbook", out=str(tmp_path), quick=True,
+              overrides=["iterations=12"])
+  readme = (tmp_path / "README.md").read_text()
+  table = (tmp_path / "table.md").read_text()
+  results = json.loads((tmp_path / "results.json").read_text())
+  assert "**FAILS**: with bce, numpy, manual backprop" in readme
+  assert "1 FAIL" in readme
+  assert "| with bce, numpy, manual backprop and jax.grad take the same steps" in table
+  row = next(l for l in table.splitlines() if l.startswith("| with bce"))
+  assert "| FAILS |" in row and "1e-06" in row
+  assert results["claims"][0]["holds"] is False
+  assert results["figure_titles"]["loss.png"].startswith("NOT: ")
+  # the other clauses still hold
+  assert [c["holds"] for c in results["claims"][1:3]] == [True, True]
