@@ -218,6 +218,15 @@ RATINGS = register(Task(
                                              f"{info.get('n_items')} items")))
 
 
+# Self-supervised pretraining (``[pretrain]``): the targets are made from the
+# inputs (masked inputs and their masks, or none for contrastive pairs), the
+# loss is the objective's own; no labels, so no metric but the loss.
+SELF_SUPERVISED = register(Task(
+    "self_supervised", ("mse",), lambda n_classes, label_shape, loss: 0,
+    lambda z, a, y, yt: {}, (), "loss", False, label_rank=1,
+    label_doc="made from the inputs by [pretrain] (no labels)",
+    describe=lambda n_classes, n_out, info: "unlabelled inputs"))
+
 
 def _bits_perplexity(z, a, y, yt):
   """Bits per token and perplexity of next-token logits ``z (m, T, V)`` for
