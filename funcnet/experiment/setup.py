@@ -309,7 +309,11 @@ def _compiled(fn, *args):
   # placement, or the default device a context may have set).
   devices = [str(d) for a in jax.tree_util.tree_leaves(args)
              if isinstance(a, jax.Array) for d in a.devices()]
-  key = hashlib.sha256(repr((lowered.as_text(), devices,
+  # The arguments' shapes too: jit drops an unused one from the text (a
+  # fine-tuned run's old head), and an executable takes only its own.
+  shapes = [(np.shape(a), str(getattr(a, "dtype", type(a))))
+            for a in jax.tree_util.tree_leaves(args)]
+  key = hashlib.sha256(repr((lowered.as_text(), devices, shapes,
                              str(jax.config.jax_default_device))).encode()
                        ).hexdigest()
   if key not in _PROGRAMS:
