@@ -30,9 +30,6 @@ from funcnet.models import registry, user
 # accepts lists whose items have the type of the default's items, and an
 # empty default is a list of integers, see _LIST_ITEM). Keys whose default is
 # None accept ints or floats/strings as documented in DOCS.
-# The tasks a data file may declare (self-supervised targets are made by
-# [pretrain] from the inputs, never read from a file).
-_FILE_TASKS = tuple(n for n in tasks.names() if n != tasks.SELF_SUPERVISED.name)
 
 DEFAULTS: dict = {
     "name": "",
@@ -125,9 +122,7 @@ DEFAULTS: dict = {
         "copies": 8,
         "width": 64,
         "temperature": 0.2,
-        "shift": 5,
-        "scale": 0.4,
-        "noise": 0.1,
+        "shift": 5, "scale": 0.4, "noise": 0.1,  # the contrastive views
     },
     "parallel": {
         "devices": 0,
@@ -144,7 +139,7 @@ DOCS: dict = {
     "seed": "the one integer all randomness derives from (init, shuffling, dropout); 0 <= seed < 2**32",
     "data.seed": "seed of generated data and of splits (kept apart from `seed`, so the digits split stays fixed); 0 <= seed < 2**32",
     "data.label": "for .csv files: the label column's name (every other column is a feature)",
-    "data.task": f"for files: {' | '.join(_FILE_TASKS)} (built-in sets know theirs)",
+    "data.task": f"for files: {' | '.join(tasks.file_names())} (built-in sets know theirs)",
     "data.standardize": "standardise inputs with the training split's mean and std",
     "data.classes": "classification: keep only these labels, relabelled 0..k-1 in this order, in both splits ([]: all)",
     "data.train_per_class": "few labels: keep N training examples per class, the first in a data.seed shuffle (0: all; test split untouched)",
@@ -222,7 +217,7 @@ DOCS: dict = {
 }
 
 CHOICES = {
-    "data.task": _FILE_TASKS,
+    "data.task": tasks.file_names(),
     "data.tokenizer": ("char", "bpe"),
     "train.grads": ("manual", "autodiff"),
     "train.dtype": ("float32", "float64"),
@@ -264,10 +259,10 @@ RANGES = [
     ("adversarial.steps", 1, None, True), ("adversarial.step_size", 0.0, None, True),
     ("distill.temperature", 0.0, None, False),
     ("distill.alpha", 0.0, 1.0, True),
-    ("pretrain.span", 1, None, True),
-    ("pretrain.copies", 1, None, True), ("pretrain.width", 1, None, True),
-    ("pretrain.temperature", 0.0, None, False), ("pretrain.shift", 0, None, True),
-    ("pretrain.scale", 0.0, 2.0, True), ("pretrain.noise", 0.0, None, True),
+    ("pretrain.span", 1, None, True), ("pretrain.copies", 1, None, True),
+    ("pretrain.width", 1, None, True), ("pretrain.temperature", 0.0, None, False),
+    ("pretrain.shift", 0, None, True), ("pretrain.scale", 0.0, 2.0, True),
+    ("pretrain.noise", 0.0, None, True),
     ("seed", *SEED_RANGE, True), ("data.seed", *SEED_RANGE, True),
 ]
 
@@ -411,7 +406,9 @@ def _merge(cfg: dict, tree: dict, explicit: set, prefix: str = "") -> None:
     key = f"{prefix}{k}"
     if isinstance(v, dict) and key not in known:
       if not any(kk.startswith(key + ".") for kk in known):
-        raise ConfigError(f"unknown config section {key!r}{_suggest(key, known)}")
+        sections = {kk[:len(key) - len(k)] + kk[len(key) - len(k):].split(".")[0]
+                    for kk in known if kk.startswith(prefix)}  # not 'pretrain.x'
+        raise ConfigError(f"unknown config section {key!r}{_suggest(key, sections)}")
       _merge(cfg, v, explicit, key + ".")
     else:
       _set(cfg, key, v, explicit)
@@ -557,10 +554,6 @@ def validate(cfg: dict, explicit=()) -> dict:
       want = (f"{'>=' if inclusive else '>'} {lo}" if hi is None
               else f"in [{lo}, {hi}]")
       raise ConfigError(f"config key {key!r} = {v!r} is out of range; expected {want}")
-  frac = flat.get("pretrain.mask_fraction", 0.5)  # open at both ends
-  if not 0 < frac < 1:
-    raise ConfigError(f"config key 'pretrain.mask_fraction' = {frac!r} is out "
-                      "of range; expected in (0, 1)")
   _check_built(cfg)
   _check_applies(cfg, explicit)
   return cfg

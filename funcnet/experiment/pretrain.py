@@ -95,6 +95,10 @@ def check(cfg, ds) -> None:
     if cfg[section][name] != off:
       raise ConfigError(f"{what} trains without labels; {key} needs them; "
                         f"expected {key} = {off!r} while pretraining")
+  if not 0 < p["mask_fraction"] < 1:
+    raise ConfigError(f"config key 'pretrain.mask_fraction' = "
+                      f"{p['mask_fraction']!r} is out of range; expected in "
+                      "(0, 1)")
   if p["objective"] == "masked":
     _, blocks = _geometry(p, int(np.prod(ds.x_train.shape[1:])))
     k = int(round(p["mask_fraction"] * blocks))
