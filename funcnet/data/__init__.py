@@ -66,7 +66,8 @@ from funcnet.data.bundled import digits, mnist1d
 from funcnet.data.dataset import (Dataset, in_shape, n_features,
                                   n_outputs, spec, split_indices, summary)
 from funcnet.data.files import from_file
-from funcnet.data.transforms import few_per_class, select_classes, standardize
+from funcnet.data.transforms import (few_per_class, hold_out, select_classes,
+                                     standardize)
 from funcnet.errors import ConfigError, unknown
 
 for _module in pkgutil.iter_modules(__path__):
@@ -143,7 +144,7 @@ def load(name_or_path, *, seed: int = 0, standardize: bool = True,
 
 
 __all__ = [
-    "DATASETS", "Dataset", "digits", "few_per_class", "from_file",
+    "DATASETS", "Dataset", "digits", "few_per_class", "from_file", "hold_out",
     "in_shape", "load", "mnist1d", "moons", "n_features", "n_outputs",
     "names", "options", "ratings", "regression", "select_classes", "spec", "spirals",
     "split_indices", "standardize", "summary", "xor",

@@ -1,6 +1,7 @@
 """Transforms of a :class:`Dataset` into another: inputs standardised with
-the training split's statistics, and the subsets of fine-tuning studies
-(some classes relabelled ``0..k-1``, a few training examples per class).
+the training split's statistics, the subsets of fine-tuning studies
+(some classes relabelled ``0..k-1``, a few training examples per class),
+and a validation split carved from training (:func:`hold_out`).
 """
 
 import numpy as np
@@ -39,9 +40,12 @@ def standardize(ds: Dataset, stats=None) -> Dataset:
     std = x.std(axis=0)
     std = np.where(std > 0, std, 1.0)
   scale = lambda a: ((a - mean) / std).astype(np.float32)
+  info = {**ds.info, "mean": mean.astype(np.float32),
+          "std": std.astype(np.float32)}
+  if "test" in info:  # hold_out's test split, kept for the final numbers
+    info["test"] = (scale(info["test"][0]), info["test"][1])
   return ds._replace(x_train=scale(ds.x_train), x_test=scale(ds.x_test),
-                     info={**ds.info, "mean": mean.astype(np.float32),
-                           "std": std.astype(np.float32)})
+                     info=info)
 
 
 # --- subsets: some classes, few labels ---------------------------------------
@@ -97,3 +101,33 @@ def few_per_class(ds: Dataset, n: int, seed: int = 0) -> Dataset:
   keep = np.sort(np.concatenate(
       [order[ds.y_train[order] == c][:n] for c in range(ds.n_classes)]))
   return ds._replace(x_train=ds.x_train[keep], y_train=ds.y_train[keep])
+
+
+# --- a validation split carved from training ----------------------------------
+
+def hold_out(ds: Dataset, fraction: float, seed: int = 0) -> Dataset:
+  """``ds`` with a validation split carved from its training split, for
+  choices made from data (early stopping, the best rate, the best variant)
+  that must not read the test split.
+
+  With ``order = default_rng(seed).permutation(m)`` over the ``m`` training
+  examples, the first ``round(fraction * m)`` of ``order`` (at least 1)
+  become the held-out split (``x_test``, ``y_test``) and the rest, in their
+  original relative order, the training split. The untouched test split
+  moves to ``info["test"] = (x_test, y_test)``, read only for the final
+  numbers (:func:`standardize` scales it with the training statistics, as
+  it does the validation split).
+  """
+  if not 0.0 < fraction < 1.0:
+    raise ConfigError(f"a validation fraction of {fraction!r}; expected "
+                      "0 < fraction < 1")
+  m = len(ds.y_train)
+  n = max(1, int(round(fraction * m)))
+  if n >= m:
+    raise ConfigError(f"a validation fraction of {fraction!r} leaves no "
+                      f"training example of {m}")
+  order = np.random.default_rng(seed).permutation(m)
+  val, keep = np.sort(order[:n]), np.sort(order[n:])
+  return ds._replace(x_train=ds.x_train[keep], y_train=ds.y_train[keep],
+                     x_test=ds.x_train[val], y_test=ds.y_train[val],
+                     info={**ds.info, "test": (ds.x_test, ds.y_test)})

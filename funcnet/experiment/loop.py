@@ -83,6 +83,11 @@ def train_and_evaluate(cfg, workdir, *, resume=False, progress="auto",
   workdir = os.fspath(workdir)
   cfg, ckpt_dir, has_ckpt, changed = _check_folder(cfg, workdir, resume,
                                                    is_main)
+  if has_ckpt and cfg["train"]["restore_best"]:
+    # The best params live in memory only: a resumed run would not know them.
+    raise ConfigError("train.restore_best keeps the best params in memory, "
+                      "so its run cannot be resumed; expected train.restore_best "
+                      "= false to resume, or a fresh --out")
   with timings.phase("data"):
     setup = Setup(cfg)
   with contextlib.ExitStack() as stack:

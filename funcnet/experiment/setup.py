@@ -40,7 +40,7 @@ def build_dataset(cfg, stats=None) -> data.Dataset:
   with the training split's statistics or the given ``(mean, std)``."""
   d = cfg["data"]
   if streamed.is_shards(d["name"]):  # on disk, read by rows as it trains
-    for key in ("classes", "train_per_class"):
+    for key in ("classes", "train_per_class", "validation"):
       if d[key]:
         raise ConfigError(
             f"config key 'data.{key}' selects examples, which a dataset "
@@ -54,6 +54,8 @@ def build_dataset(cfg, stats=None) -> data.Dataset:
     ds = data.select_classes(ds, d["classes"])
   if d["train_per_class"]:
     ds = data.few_per_class(ds, d["train_per_class"], d["seed"])
+  if d["validation"]:
+    ds = data.hold_out(ds, d["validation"], d["seed"])
   if d["standardize"] and tasks.get(ds.task).standardize:
     ds = data.standardize(ds, stats)
   return ds
@@ -182,7 +184,8 @@ class Setup:
     self.mixed = precision.Mixed(
         None if cd in ("same", self.dtype.name) else jnp.dtype(cd),
         t["accumulate"])
-    self.evaluation = train.Evaluation(t["eval_every"], t["patience"] or None)
+    self.evaluation = train.Evaluation(t["eval_every"], t["patience"] or None,
+                                       t["restore_best"])
     # None on one device: the single-device path, unchanged.
     self.plan = parallel.plan_from_config(cfg)
     if self.plan is not None:

@@ -83,8 +83,23 @@ def record(setup, result, history: list, elapsed: float,
     last = [h[k] for h in history if k in h]
     if last:
       summary[k] = last[-1]
+  if "test" in ds.info and not result.diverged:
+    summary["test"] = test_record(setup, result.state.params)
+  if result.best_epoch is not None:
+    summary["best_epoch"] = result.best_epoch  # the params restore_best kept
   summary["compute"] = compute_record(setup, summary)
   return summary
+
+
+def test_record(setup, params) -> dict:
+  """The test split's metrics at ``params``, for a run whose held-out split
+  is a validation split carved from training (``data.validation``): the
+  one read of the test split, after every choice was made."""
+  from funcnet import train
+  x, y = setup.ds.info["test"]
+  evaluate = train.make_evaluate(setup.model, setup.loss, setup.ds.task)
+  metrics = jax.device_get(evaluate(params, *train.as_arrays(x, y, setup.dtype)))
+  return {k: float(v) for k, v in metrics.items()}
 
 
 def compute_record(setup, summary: dict) -> Optional[dict]:

@@ -16,8 +16,13 @@ class Study(NamedTuple):
     claim: one sentence, the claim the study checks (README and ``--list``).
     run: ``run(out, params) -> dict``: runs the study with ``params`` (the
       defaults, updated by ``quick`` and ``--set``), writes its figures into
-      the folder ``out`` and returns the results (JSON-ready); it writes
-      ``table.md`` and ``README.md`` through :mod:`funcnet.studies.report`.
+      the folder ``out`` and returns the results (JSON-ready), among them
+      ``claims`` (:mod:`funcnet.studies.claims`: each clause with ``holds``
+      and ``evidence``) and ``readme = {"title", "measured", "figures",
+      "table"}``, from which :func:`run` writes ``README.md`` and
+      ``table.md`` with the exact command and every parameter. (A study
+      without ``readme`` writes them itself through
+      :mod:`funcnet.studies.report`.)
     defaults: the study's parameters and their default values.
     quick: the parameters ``--quick`` changes (a run of a few seconds).
   """
@@ -72,6 +77,17 @@ def params(study: Study, quick: bool = False, overrides=()) -> dict:
   return out
 
 
+def command_line(name: str, out: str, quick: bool = False,
+                 overrides=()) -> str:
+  """The command that reproduces a run: ``funcnet study NAME [--quick]
+  [--set KEY=VALUE ...] --out OUT`` (each ``--set`` quoted for a shell)."""
+  import shlex
+  parts = ["funcnet", "study", name] + (["--quick"] if quick else [])
+  for text in overrides:
+    parts += ["--set", shlex.quote(text)]
+  return " ".join(parts + ["--out", shlex.quote(out)])
+
+
 def run(name: str, out=None, quick: bool = False, overrides=()) -> dict:
   """Runs the study ``name`` into ``out`` (default ``studies/<name>-<time>``);
   returns its results with ``"out"`` added."""
@@ -84,8 +100,14 @@ def run(name: str, out=None, quick: bool = False, overrides=()) -> dict:
     raise ConfigError(f"--out {out!r} cannot be created: {e.strerror}") from None
   t0 = time.perf_counter()
   results = study.run(out, p)
-  results = {"study": name, "params": p, "quick": quick,
+  command = command_line(name, out, quick, overrides)
+  results = {"study": name, "params": p, "quick": quick, "command": command,
              "wall_time_s": time.perf_counter() - t0, **results}
   from funcnet.studies import report
+  readme = results.pop("readme", None)
+  if readme is not None:
+    report.write_readme(out, readme["title"], results["claims"],
+                        readme["measured"], readme.get("figures", ()),
+                        readme.get("table", ""), command, p)
   report.write_json(out, results)
   return {**results, "out": out}

@@ -53,15 +53,30 @@ def write_text(out: str, name: str, text: str) -> str:
   return path
 
 
-def write_readme(out: str, title: str, claim: str, measured: str,
-                 figures=(), table: str = "", command: str = "") -> str:
+def write_readme(out: str, title: str, claim, measured: str,
+                 figures=(), table: str = "", command: str = "",
+                 params=None) -> str:
   """``README.md``: the claim, the command, what this run measured, the
-  figures and the table (also written alone as ``table.md``)."""
+  figures and the table (also written alone as ``table.md``).
+
+  ``claim`` is the list of clauses of :mod:`funcnet.studies.claims` (each
+  printed with whether it held; the table of clauses joins ``table.md``), or
+  a sentence for a study not yet written as clauses. ``params``: every
+  parameter the run used (seeds included), printed under the command.
+  """
+  from funcnet.studies import claims as claims_lib
+  decided = not isinstance(claim, str)
+  if decided:
+    table = (table + "\n\n" if table else "") + claims_lib.table(claim)
   if table:
     write_text(out, "table.md", table)
-  parts = [f"# {title}", "", f"**Claim.** {claim}", ""]
+  text = claims_lib.markdown(claim) if decided else claim
+  parts = [f"# {title}", "", f"**Claim.** {text}", ""]
   if command:
     parts += ["```", command, "```", ""]
+  if params:
+    parts += ["Parameters: " + ", ".join(f"`{k}={v!r}`" for k, v in
+                                         sorted(params.items())), ""]
   parts += [f"**Measured.** {measured}", ""]
   parts += [f"![{os.path.splitext(f)[0]}]({f})" for f in figures]
   if table:

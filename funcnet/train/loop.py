@@ -119,11 +119,14 @@ class FitResult(NamedTuple):
       callback asked).
     reason: one line saying why training ended before ``epochs`` (None
       when ``status == "done"``).
+    best_epoch: with ``Evaluation(restore_best=True)``, the epoch whose
+      params ``state`` holds (the lowest held-out loss); None otherwise.
   """
   state: TrainState
   history: list
   status: str = "done"
   reason: Optional[str] = None
+  best_epoch: Optional[int] = None
 
   @property
   def diverged(self) -> bool:
@@ -234,6 +237,7 @@ class _Loop:
     stops them."""
     o, monitor, on_epoch = self.options, self.monitor, self.callbacks.on_epoch
     t0 = time.perf_counter()
+    best = None  # (params, epoch) of the best evaluation, for restore_best
     try:
       for e in range(state.epoch, o.epochs):
         key_e = _run_keys(o.key, e)[2]
@@ -249,6 +253,9 @@ class _Loop:
                                                         *self.test)))
                    if monitor.wants_eval(e, m.bad_step) else None)
         record = monitor.after(e, m, metrics, time.perf_counter() - t0)
+        if monitor.improved and o.evaluation.restore_best:
+          # A copy: the next epoch's call donates state.params' buffers.
+          best = (jax.tree.map(_fresh_copy, state.params), e + 1)
         state = state._replace(
             epoch=e + 1, step=(e + 1) * self.steps, position=None,
             early_stopping=monitor.early_stopping(),
@@ -260,6 +267,10 @@ class _Loop:
           break
     finally:
       self.feed.close()  # a streamed run's reader thread
+    if best is not None and monitor.status != "stopped":  # a stop is resumed
+      state = state._replace(params=best[0])
+      return FitResult(state, monitor.history, monitor.status,
+                       monitor.reason, best_epoch=best[1])
     return FitResult(state, monitor.history, monitor.status, monitor.reason)
 
   def _epoch(self, e: int, state: TrainState, key_e):

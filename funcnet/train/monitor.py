@@ -37,10 +37,14 @@ class Evaluation(NamedTuple):
   Attributes:
     every: evaluate every this many epochs (and at the last one).
     patience: stop when the held-out loss has not improved for this many
-      evaluations; None: never (the best params are *not* swapped in).
+      evaluations; None: never.
+    restore_best: end with the params of the evaluation whose held-out loss
+      was lowest (Keras's ``restore_best_weights``; the optimizer state stays
+      the last one); False: the params where training stopped.
   """
   every: int = 1
   patience: Optional[int] = None
+  restore_best: bool = False
 
 
 class Monitor:
@@ -74,6 +78,7 @@ class Monitor:
     self.best = np.inf if best is None else float(best)
     self.since_best = int(es.get("evaluations_since_best", 0))
     self.initial_loss = None if start is None else start.initial_loss
+    self.improved = False  # the last evaluation set a new best held-out loss
 
   def wants_eval(self, e: int, bad_step) -> bool:
     """Whether epoch ``e`` (its ``bad_step`` from
@@ -137,15 +142,17 @@ class Monitor:
     return True
 
   def _patience(self, e: int, loss: float) -> None:
-    """Early stopping after an evaluation whose held-out loss is ``loss``."""
+    """Early stopping after an evaluation whose held-out loss is ``loss``;
+    ``improved`` says whether it is the best so far."""
     patience = self.evaluation.patience
-    if patience is None:
+    self.improved = False
+    if patience is None and not self.evaluation.restore_best:
       return
     if loss < self.best - 1e-12:
-      self.best, self.since_best = loss, 0
+      self.best, self.since_best, self.improved = loss, 0, True
       return
     self.since_best += 1
-    if self.since_best >= patience:
+    if patience is not None and self.since_best >= patience:
       self.status, self.reason = "early_stopped", (
           f"early stopping at epoch {e + 1}: held-out loss has not "
           f"improved for {patience} evaluations")
