@@ -32,4 +32,15 @@ def test_quick_labels_study(tmp_path):
       assert len(saved[name]["pretrain_test_loss"][o]) == len(p["seeds"])
       assert os.path.isdir(tmp_path / "runs" / f"{name}-{o}-0")
   assert r["datasets"].keys() == saved.keys()
+  # One clause per dataset, objective and share; one seed decides none.
+  assert len(r["claims"]) == len(p["data"]) * len(labels.OBJECTIVES) * len(
+      p["fractions"])
+  assert all(c["holds"] is None for c in r["claims"])
+  # With 3 seeds the clauses follow the numbers: +6 points holds, +4 fails.
+  fake = {"d": {"methods": {
+      "scratch": {"0.05": {"mean": 0.5, "std": 0.01}},
+      "masked": {"0.05": {"mean": 0.56, "std": 0.01}},
+      "contrastive": {"0.05": {"mean": 0.54, "std": 0.01}}}}}
+  decided = labels.decide(fake, {**labels.STUDY.defaults, "seeds": [0, 1, 2]})
+  assert [c["holds"] for c in decided] == [True, False]
   assert "Measured" in (tmp_path / "README.md").read_text()
