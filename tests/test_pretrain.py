@@ -4,8 +4,8 @@ funcnet.experiment.pretrain, the [pretrain] config table).
 Each loss's value is checked against its formula in plain numpy and its
 hand-written dC/dz against jax.grad in float64; a manual gradient through
 a model (masked: an MLP; contrastive: a CNN on two views) against
-autodiff's; the masks and views against numpy's own reading of them; a
-pretrained run's body loads into fine-tuning; each mistake is one line.
+autodiff's; the masks and views against numpy's own reading of them; each
+mistake is one line. (Pretraining then fine-tuning: test_study_labels.py.)
 """
 
 import jax
@@ -13,10 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from funcnet import autodiff, backprop, cli, config, experiment, losses
+from funcnet import autodiff, backprop, cli, losses
 from funcnet.experiment import pretrain
 from funcnet.models import mlp
-from funcnet.run import rundir
 
 
 # --- the losses against numpy and jax.grad ------------------------------------
@@ -113,34 +112,7 @@ def test_masks_hide_whole_spans_and_patches_and_views_roll_as_numpy():
                for a in range(-1, 2) for b in range(-1, 2))
 
 
-# --- pretrain, then fine-tune --------------------------------------------------
-
-TINY = ['data.name="digits"', "model.mlp.hidden=[12]", "train.epochs=1",
-        "train.batch_size=128", "run.plots=false", 'pretrain.layout="image"',
-        "pretrain.span=2", "pretrain.copies=1", "pretrain.width=8"]
-
-
-def quiet(*a, **k):
-  del a, k
-
-
-def test_a_pretrained_runs_body_loads_into_fine_tuning(tmp_path):
-  """Contrastive pretraining (a paired model, saved as the plain MLP), then
-  fine-tuning from its folder: the body as saved, a head for 10 classes."""
-  run = str(tmp_path / "contrastive")
-  summary = experiment.train_and_evaluate(
-      config.load(None, TINY + ['pretrain.objective="contrastive"']), run,
-      progress="never", log=quiet)
-  assert np.isfinite(summary["best"]["test_loss"])
-  saved = rundir.load_trained(run).params
-  ft = experiment.Setup(config.load(None, [
-      'data.name="digits"', "model.mlp.hidden=[12]", "data.train_per_class=5",
-      f'finetune.from_run="{run}"']))
-  params, _ = ft.init_state()
-  np.testing.assert_array_equal(params[0]["W"], saved[0]["W"])  # the body
-  assert params[-1]["W"].shape == (12, 10)                      # a new head
-  assert saved[-1]["W"].shape == (12, 8)                        # projection
-
+# --- mistakes (the pretrain -> fine-tune path: tests/test_study_labels.py) ---
 
 @pytest.mark.parametrize("override, words", [
     ('pretrain.objective="rotation"', "pretrain.objective"),

@@ -1,12 +1,14 @@
-"""The ``labels`` study, quick: its files, and its means, deviations and
-label counts re-derived here from the numbers it reports."""
+"""The ``labels`` study, quick: its files; its means, label counts and
+clauses re-derived here from the numbers it reports; and a pretrained run
+of it (the pretrain -> fine-tune path) loaded into fine-tuning."""
 
 import json
 import os
 
 import numpy as np
 
-from funcnet import studies
+from funcnet import config, experiment, studies
+from funcnet.run import rundir
 from funcnet.studies import labels
 
 
@@ -44,3 +46,13 @@ def test_quick_labels_study(tmp_path):
   decided = labels.decide(fake, {**labels.STUDY.defaults, "seeds": [0, 1, 2]})
   assert [c["holds"] for c in decided] == [True, False]
   assert "Measured" in (tmp_path / "README.md").read_text()
+  # A pretrained run (contrastive: saved as the plain MLP) loads into
+  # fine-tuning: its body as saved, a fresh head for 10 classes.
+  run = str(tmp_path / "runs" / "digits-contrastive-0")
+  saved = rundir.load_trained(run).params
+  ft = experiment.Setup(config.load(None, [
+      'data.name="digits"', "model.mlp.hidden=[16]", "data.train_per_class=5",
+      f'finetune.from_run="{run}"']))
+  params, _ = ft.init_state()
+  np.testing.assert_array_equal(params[0]["W"], saved[0]["W"])
+  assert params[-1]["W"].shape == (16, 10) != saved[-1]["W"].shape
