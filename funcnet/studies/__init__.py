@@ -12,6 +12,7 @@
   lr-strategies          fixed, decayed and adaptive learning rates side by side
   regularisation         none, L2, dropout, early stopping: the generalisation gap
   architecture           width x depth: where depth helps and where it stops
+  labels                 scratch vs self-supervised pretraining, with few labels
 
 Each study is one module of this package that registers a :class:`Study`
 (importing the package imports every module, as :mod:`funcnet.models`
