@@ -119,11 +119,8 @@ DEFAULTS: dict = {
     "pretrain": {
         "objective": "none",
         "layout": "signal",
-        "mask_fraction": 0.25,
-        "span": 4,
-        "copies": 8,
-        "width": 64,
-        "temperature": 0.2,
+        "mask_fraction": 0.25, "span": 4, "copies": 8,  # masked modelling
+        "width": 64, "temperature": 0.2,  # contrastive
         "shift": 5, "scale": 0.4, "noise": 0.1,  # the contrastive views
     },
     "parallel": {
@@ -411,9 +408,8 @@ def _merge(cfg: dict, tree: dict, explicit: set, prefix: str = "") -> None:
     key = f"{prefix}{k}"
     if isinstance(v, dict) and key not in known:
       if not any(kk.startswith(key + ".") for kk in known):
-        sections = {kk[:len(key) - len(k)] + kk[len(key) - len(k):].split(".")[0]
-                    for kk in known if kk.startswith(prefix)}  # not 'pretrain.x'
-        raise ConfigError(f"unknown config section {key!r}{_suggest(key, sections)}")
+        near = {kk.rsplit(".", kk.count(".") - key.count("."))[0] for kk in known}
+        raise ConfigError(f"unknown config section {key!r}{_suggest(key, near)}")
       _merge(cfg, v, explicit, key + ".")
     else:
       _set(cfg, key, v, explicit)

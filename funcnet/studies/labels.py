@@ -29,6 +29,7 @@ methods are compared on the same labels. Mean and standard deviation over
 the seeds, error bars in ``accuracy.png``.
 """
 
+import json
 import math
 import os
 
@@ -139,6 +140,8 @@ def run_dataset(p: dict, out: str, name: str) -> dict:
       for o, r in runs.items():
         acc[o][str(f)].append(classifier(p, name, seed, labels, stats,
                                          r["run"]))
+      # What is measured so far, for a reader of a long run (or a stopped one).
+      report.write_text(out, f"partial-{name}.json", json.dumps(acc))
   return {"methods": {m: {f: _summarise(v) for f, v in by.items()}
                       for m, by in acc.items()},
           "pretrain_test_loss": pretrained}
