@@ -20,8 +20,8 @@ Every classifier gets the same optimizer (Adam, ``lr``), batch
 the whole training split's statistics (which the pretrained runs used: the
 inputs are unlabelled data every method may see). Its test accuracy at the
 LAST epoch is reported, never the best one: nothing is chosen on the test
-split (the recipe's epochs and rates were chosen on a validation split cut
-from MNIST-1D's training split; see the README of this study).
+split (the recipe was chosen on a validation split cut from MNIST-1D's
+training split; what was tried: configs/mnist1d_cnn_pretrain_contrastive.toml).
 
 Seeds: seed ``s`` is the run's ``seed`` and ``data.seed`` (which examples
 are labelled; digits' split too), the same for every method, so the
