@@ -30,6 +30,7 @@ from funcnet.models import registry, user
 # accepts lists whose items have the type of the default's items, and an
 # empty default is a list of integers, see _LIST_ITEM). Keys whose default is
 # None accept ints or floats/strings as documented in DOCS.
+
 DEFAULTS: dict = {
     "name": "",
     "seed": 0,
@@ -115,6 +116,13 @@ DEFAULTS: dict = {
         "temperature": 4.0,
         "alpha": 0.9,
     },
+    "pretrain": {
+        "objective": "none",
+        "layout": "signal",
+        "mask_fraction": 0.25, "span": 4, "copies": 8,  # masked modelling
+        "width": 64, "temperature": 0.2,  # contrastive
+        "shift": 5, "scale": 0.4, "noise": 0.1,  # the contrastive views
+    },
     "parallel": {
         "devices": 0,
         "fsdp": 1,
@@ -130,7 +138,7 @@ DOCS: dict = {
     "seed": "the one integer all randomness derives from (init, shuffling, dropout); 0 <= seed < 2**32",
     "data.seed": "seed of generated data and of splits (kept apart from `seed`, so the digits split stays fixed); 0 <= seed < 2**32",
     "data.label": "for .csv files: the label column's name (every other column is a feature)",
-    "data.task": f"for files: {' | '.join(tasks.names())} (built-in sets know theirs)",
+    "data.task": f"for files: {' | '.join(tasks.file_names())} (built-in sets know theirs)",
     "data.standardize": "standardise inputs with the training split's mean and std",
     "data.classes": "classification: keep only these labels, relabelled 0..k-1 in this order, in both splits ([]: all)",
     "data.train_per_class": "few labels: keep N training examples per class, the first in a data.seed shuffle (0: all; test split untouched)",
@@ -191,6 +199,16 @@ DOCS: dict = {
     "distill.teacher": "knowledge distillation (Hinton et al. 2015): a classifier's run folder whose logits on the training inputs become soft targets (\"\": train from labels alone); needs train.loss = cross_entropy",
     "distill.temperature": "distillation: T > 0 softening both softmaxes; the soft term is scaled by T^2",
     "distill.alpha": "distillation: the soft term's weight in [0, 1]; C = alpha T^2 KL(teacher to student) + (1 - alpha) cross-entropy",
+    "pretrain.objective": "self-supervised pretraining on the training split's inputs, labels unread: masked (hide spans or patches, reconstruct them; MSE on the hidden positions) | contrastive (SimCLR: two augmented views, NT-Xent) | none; fine-tune the run after with finetune.from_run",
+    "pretrain.layout": "how the inputs are laid out: signal (1-D: spans of `span` positions, shifts roll the signal) | image (a square image flattened: `span` x `span` patches, shifts roll rows and columns)",
+    "pretrain.mask_fraction": "masked: the share of spans or patches hidden in each input, in (0, 1) (hidden inputs are set to 0, the standardised mean)",
+    "pretrain.span": "masked: positions per hidden span (signal) or a square patch's side (image); must divide the signal's length or the image's side",
+    "pretrain.copies": "masked: masked versions of each training input, each with its own random mask (the epoch sees them all)",
+    "pretrain.width": "contrastive: the width of the projection the loss reads (the model's last layer, replaced by fine-tuning); masked: ignored, the reconstruction has the input's size",
+    "pretrain.temperature": "contrastive: NT-Xent's temperature t > 0 on cosine similarities",
+    "pretrain.shift": "contrastive: each view rolled by a random k in [-shift, shift] positions (image: rows and columns apart), as MNIST-1D's translate",
+    "pretrain.scale": "contrastive: each view's amplitude times 1 + scale (u - 1/2), u ~ U(0, 1), as MNIST-1D's scale",
+    "pretrain.noise": "contrastive: i.i.d. Gaussian noise of this standard deviation (standardised units) added to each view",
     "parallel.devices": "devices to train on: 0 = every device of every process (data parallel when more than one), 1 = the single-device path, N = the first N (one process)",
     "parallel.fsdp": "devices along the fsdp mesh axis that split params and optimizer state (1: replicate them); must divide the device count",
     "parallel.fsdp_min_size": "arrays with fewer entries stay replicated under fsdp",
@@ -200,12 +218,14 @@ DOCS: dict = {
 }
 
 CHOICES = {
-    "data.task": tasks.names(),
+    "data.task": tasks.file_names(),
     "data.tokenizer": ("char", "bpe"),
     "train.grads": ("manual", "autodiff"),
     "train.dtype": ("float32", "float64"),
     "train.compute_dtype": ("same", "float32", "bfloat16"),
     "adversarial.method": ("none", "fgsm", "pgd"),
+    "pretrain.objective": ("none", "masked", "contrastive"),
+    "pretrain.layout": ("signal", "image"),
     "optimizer.impl": ("funcnet", "optax"),
     "run.progress": ("auto", "always", "never"),
 }
@@ -241,6 +261,10 @@ RANGES = [
     ("adversarial.steps", 1, None, True), ("adversarial.step_size", 0.0, None, True),
     ("distill.temperature", 0.0, None, False),
     ("distill.alpha", 0.0, 1.0, True),
+    ("pretrain.span", 1, None, True), ("pretrain.copies", 1, None, True),
+    ("pretrain.width", 1, None, True), ("pretrain.temperature", 0.0, None, False),
+    ("pretrain.shift", 0, None, True), ("pretrain.scale", 0.0, 2.0, True),
+    ("pretrain.noise", 0.0, None, True),
     ("seed", *SEED_RANGE, True), ("data.seed", *SEED_RANGE, True),
 ]
 
@@ -384,7 +408,8 @@ def _merge(cfg: dict, tree: dict, explicit: set, prefix: str = "") -> None:
     key = f"{prefix}{k}"
     if isinstance(v, dict) and key not in known:
       if not any(kk.startswith(key + ".") for kk in known):
-        raise ConfigError(f"unknown config section {key!r}{_suggest(key, known)}")
+        near = {kk.rsplit(".", kk.count(".") - key.count("."))[0] for kk in known}
+        raise ConfigError(f"unknown config section {key!r}{_suggest(key, near)}")
       _merge(cfg, v, explicit, key + ".")
     else:
       _set(cfg, key, v, explicit)

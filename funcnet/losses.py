@@ -387,3 +387,99 @@ def distillation(temperature: float, alpha: float) -> Loss:
 
   return from_function(distill, distill_grad,
                        name=f"distillation(T={t:g}, alpha={a:g})")
+
+
+# --- self-supervised pretraining ------------------------------------------------
+
+def _masked_parts(z, y):
+  """``(x, M)`` from masked-modelling targets ``y (m, 2n)``: the clean
+  inputs then the mask (1 hidden, 0 shown), each ``(m, n)`` like ``z``."""
+  n = z.shape[-1]
+  return y[..., :n], y[..., n:]
+
+
+def _masked(z, y):
+  x, hidden = _masked_parts(z, y)
+  return jnp.sum(hidden * (z - x) ** 2) / jnp.sum(hidden)
+
+
+def _masked_grad(z, y):
+  x, hidden = _masked_parts(z, y)
+  return 2 * hidden * (z - x) / jnp.sum(hidden)
+
+
+MASKED_MSE = from_function(_masked, _masked_grad, name="masked_mse")
+"""Masked modelling's loss, a loss of one's own (:func:`from_function`):
+the mean squared error of the reconstruction ``z (m, n)`` over the hidden
+positions only,
+
+  C = sum_ij M_ij (z_ij - x_ij)^2 / sum_ij M_ij,
+  dC/dz = 2 M (z - x) / sum_ij M_ij
+
+(``M_ij = 1`` where input ``j`` of example ``i`` was hidden). Targets
+``y (m, 2n)``: the clean inputs ``x`` then the mask ``M``, so a shuffled
+batch carries its own masks (:mod:`funcnet.experiment.pretrain`)."""
+
+
+# A norm's floor: an all-zero embedding has no direction.
+_NORM_EPS = 1e-8
+
+
+def _nt_xent_parts(z, temperature):
+  """The quantities of NT-Xent for pairs ``z (m, 2, p)``: ``h (2m, p)``
+  (first views, then second views), its norms ``r (2m, 1)``, ``u = h / r``,
+  the similarities ``s = u u^T / t`` with the diagonal at -inf, and each
+  row's positive ``pos (2m,)`` (``k + m`` for ``k < m``, ``k - m`` after)."""
+  m = z.shape[0]
+  h = jnp.concatenate([z[:, 0], z[:, 1]])
+  r = jnp.sqrt(jnp.sum(h * h, axis=-1, keepdims=True) + _NORM_EPS ** 2)
+  u = h / r
+  s = jnp.where(jnp.eye(2 * m, dtype=bool), -jnp.inf, u @ u.T / temperature)
+  pos = jnp.concatenate([jnp.arange(m) + m, jnp.arange(m)])
+  return h, r, u, s, pos
+
+
+@functools.lru_cache(maxsize=None)
+def nt_xent(temperature: float) -> Loss:
+  """SimCLR's NT-Xent (InfoNCE over the batch; Chen et al. 2020), a loss of
+  one's own (:func:`from_function`) of the embeddings ``z (m, 2, p)`` of two
+  views of each of ``m`` examples. The targets are not read.
+
+  With the ``2m`` embeddings ``h_k`` (first views, then second views),
+  ``u_k = h_k / ||h_k||``, ``s_kl = u_k . u_l / t`` and ``k+`` the other
+  view of ``k``'s example:
+
+    l_k = -s_{k,k+} + log sum_{l != k} exp(s_kl),    C = (1 / 2m) sum_k l_k
+
+  Every ``l_k`` reads every embedding, so the derivative couples the batch.
+  With ``P_kl = softmax_{l != k}(s_kl)`` (``P_kk = 0``) and
+  ``G = (P - onehot(k+)) / 2m``, ``dC/ds = G``; ``s = U U^T / t`` gives
+
+    dC/dU = (G + G^T) U / t
+
+  and the normalisation ``u = h / ||h||`` passes back its tangent part,
+
+    dC/dh_k = (dC/du_k - u_k (u_k . dC/du_k)) / ||h_k||
+
+  (``||h||`` floored at 1e-8 inside the square root, the same on both
+  paths). The same temperature gives the same :class:`Loss`.
+  """
+  t = float(temperature)
+
+  def nt_xent_loss(z, y):
+    del y  # self-supervised: the pairs are the targets
+    _, _, _, s, pos = _nt_xent_parts(z, t)
+    rows = jnp.arange(s.shape[0])
+    return jnp.mean(jax.nn.logsumexp(s, axis=-1) - s[rows, pos])
+
+  def nt_xent_grad(z, y):
+    del y
+    m = z.shape[0]
+    _, r, u, s, pos = _nt_xent_parts(z, t)
+    g = (jax.nn.softmax(s, axis=-1)
+         - jax.nn.one_hot(pos, 2 * m, dtype=z.dtype)) / (2 * m)   # dC/ds
+    du = (g + g.T) @ u / t                                        # dC/du
+    dh = (du - u * jnp.sum(u * du, axis=-1, keepdims=True)) / r   # dC/dh
+    return jnp.stack([dh[:m], dh[m:]], axis=1)
+
+  return from_function(nt_xent_loss, nt_xent_grad, name=f"nt_xent(t={t:g})")

@@ -111,6 +111,12 @@ def names() -> tuple:
   return tuple(TASKS)
 
 
+def file_names() -> tuple:
+  """The tasks a data file may declare (``data.task``): all but the
+  self-supervised one, whose targets ``[pretrain]`` makes from the inputs."""
+  return tuple(n for n, t in TASKS.items() if t is not SELF_SUPERVISED)
+
+
 def headline(name: str) -> tuple:
   """``(key, higher_is_better)`` of the task's headline in a history record:
   ``("test_accuracy", True)`` for classification."""
@@ -156,7 +162,8 @@ def loss_doc() -> str:
   """The losses with the tasks each suits, losses that suit the same tasks
   together: ``"cross_entropy | bce | hinge (classification) | ..."``."""
   by_loss = {}
-  for t in TASKS.values():
+  # Self-supervised targets come from [pretrain], whose objective sets the loss.
+  for t in (t for t in TASKS.values() if t is not SELF_SUPERVISED):
     for loss in t.losses:
       by_loss.setdefault(loss, []).append(t.name)
   groups = {}
@@ -217,6 +224,15 @@ RATINGS = register(Task(
     describe=lambda n_classes, n_out, info: (f"{info.get('n_users')} users x "
                                              f"{info.get('n_items')} items")))
 
+
+# Self-supervised pretraining (``[pretrain]``): the targets are made from the
+# inputs (masked inputs and their masks, or none for contrastive pairs), the
+# loss is the objective's own; no labels, so no metric but the loss.
+SELF_SUPERVISED = register(Task(
+    "self_supervised", ("mse",), lambda n_classes, label_shape, loss: 0,
+    lambda z, a, y, yt: {}, (), "loss", False, label_rank=1,
+    label_doc="made from the inputs by [pretrain] (no labels)",
+    describe=lambda n_classes, n_out, info: "unlabelled inputs"))
 
 
 def _bits_perplexity(z, a, y, yt):

@@ -31,7 +31,7 @@ SLOW = {"mnist1d_cnn", "mnist1d_gru", "mnist1d_mlp", "mnist1d_transformer",
         "compare_grads", "digits_pretrain_0to4", "ratings_mf",
         "mnist1d_logistic", "text_gpt_large", "digits_mlp_adversarial",
         "mnist1d_mlp_distilled", "mnist1d_cnn_small",
-        "mnist1d_cnn_small_distilled"}
+        "mnist1d_cnn_small_distilled", "mnist1d_cnn_pretrain_contrastive"}
 # Float64 finite differences cost a forward per entry checked: the CPU
 # GPT's fast check runs at a quarter of its width and half its depth (the
 # slow test_runs.py gradcheck checks it at full size).

@@ -15,7 +15,8 @@ loop, a :class:`~funcnet.experiment.loop.Run` with one method per phase),
 ``summary`` (the summary record), ``verify`` (evaluate, gradcheck,
 compare-training), ``loaded`` (a run folder in Python), ``attack`` (a run
 under FGSM / PGD, ``funcnet attack``), ``distill`` (``[distill]``: a
-teacher run's logits in the targets, the distillation loss).
+teacher run's logits in the targets, the distillation loss), ``pretrain``
+(``[pretrain]``: a self-supervised objective's model, loss and targets).
 """
 
 from funcnet.experiment.loaded import LoadedRun, load_run

@@ -9,7 +9,9 @@
                            initial state and ``fit`` as the config says
                            (``[distill]``: the teacher's logits in the
                            targets, the distillation loss; see
-                           :mod:`funcnet.experiment.distill`)
+                           :mod:`funcnet.experiment.distill`; ``[pretrain]``:
+                           a self-supervised objective's model, loss and
+                           targets, :mod:`funcnet.experiment.pretrain`)
 
 Every check runs before anything is compiled or written, so a mistake is
 one line (:mod:`funcnet.errors`).
@@ -25,7 +27,7 @@ import numpy as np
 from funcnet import backprop, config as config_lib, data, finetune, losses
 from funcnet import parallel, tasks, train
 from funcnet.data import streamed
-from funcnet.experiment import distill
+from funcnet.experiment import distill, pretrain
 from funcnet.errors import ConfigError
 from funcnet.models import registry
 from funcnet.run import preflight
@@ -161,12 +163,16 @@ class Setup:
         cfg, self.pretrained and self.pretrained.stats)
     self.model = build_model(cfg, self.ds)
     check(cfg, self.ds, self.model)
+    self.loss = t["loss"]
+    if pretrain.enabled(cfg):  # the objective's model, loss and targets
+      self.model, self.loss, self.ds = pretrain.prepare(cfg, self.ds)
+      if t["grads"] == "manual":
+        backprop.value_and_grad(self.model, self.loss)
     # Distillation: the teacher is read and checked now, run at the end.
     self.teacher = (distill.load_teacher(cfg, self.ds, self.model)
                     if distill.enabled(cfg) else None)
     self.schedule, self.optimizer = build_optimizer(
         cfg, self.model, self.pretrained is not None)
-    self.loss = t["loss"]
     self.dtype = jnp.dtype(t["dtype"])
     self.adversarial = build_adversarial(cfg, self.ds)
     if self.adversarial is not None:  # shapes only: a kind without dC/dx
@@ -186,7 +192,8 @@ class Setup:
       self.plan.check_batch(t["batch_size"], t["accumulate"])
     # Last: the run must fit in memory (shapes only, nothing allocated; a
     # model too large for the machine is refused before its init runs).
-    preflight.check_memory(cfg, self.model, self.ds, self.optimizer, self.plan)
+    preflight.check_memory({**cfg, "train": {**t, "loss": self.loss}},
+                           self.model, self.ds, self.optimizer, self.plan)
     # The data as the config builds them, what a caller may pass back as
     # ``ds`` (a sweep's next variant); ``ds`` itself may carry a teacher's.
     self.built_ds = self.ds
@@ -306,7 +313,11 @@ def _compiled(fn, *args):
   # placement, or the default device a context may have set).
   devices = [str(d) for a in jax.tree_util.tree_leaves(args)
              if isinstance(a, jax.Array) for d in a.devices()]
-  key = hashlib.sha256(repr((lowered.as_text(), devices,
+  # The arguments' shapes too: jit drops an unused one from the text (a
+  # fine-tuned run's old head), and an executable takes only its own.
+  shapes = [(np.shape(a), str(getattr(a, "dtype", type(a))))
+            for a in jax.tree_util.tree_leaves(args)]
+  key = hashlib.sha256(repr((lowered.as_text(), devices, shapes,
                              str(jax.config.jax_default_device))).encode()
                        ).hexdigest()
   if key not in _PROGRAMS:

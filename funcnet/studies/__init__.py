@@ -14,6 +14,7 @@
   architecture           width x depth: where depth helps and where it stops
   efficiency             distilled, int8 and pruned models: accuracy vs size,
                          FLOPs and latency
+  labels                 scratch vs self-supervised pretraining, with few labels
 
 Each study is one module of this package that registers a :class:`Study`
 (importing the package imports every module, as :mod:`funcnet.models`
