@@ -63,12 +63,14 @@ def test_quick_labels_study(tmp_path):
 def test_masked_pretraining_beats_scratch_at_5_percent_of_mnist1d(tmp_path):
   """Issue 26's target, as far as it was reached: with 5% of MNIST-1D's
   labels (20 per class), the masked-pretrained CNN fine-tuned beats the same
-  CNN from scratch on every seed, by at least 2 points on the mean of 3
-  seeds (measured: +4.0, 46.7 vs 42.7; the issue's 5 points were not
-  reached, and the study's claim says FAILS for them). ~10 CPU-minutes."""
+  CNN from scratch by at least 2 points. The study's full run measured +4.0
+  on the mean of 3 seeds (46.7 vs 42.7; the issue's 5 points were not
+  reached, and the study's claim says FAILS for them) and a gain on every
+  seed; here one seed, the middle one (seed 1: 41.6 vs 38.4, +3.2), since
+  three cost ~10 CPU-minutes of CI's 25-minute budget."""
   r = studies.run("labels", out=str(tmp_path), overrides=[
       'data=["mnist1d"]', 'objectives=["masked"]', "fractions=[0.05]",
-      "seeds=[0, 1, 2]"])
+      "seeds=[1]"])
   by = r["datasets"]["mnist1d"]["methods"]
   pre, scratch = (np.array(by[m]["0.05"]["accuracies"])
                   for m in ("masked", "scratch"))
