@@ -161,17 +161,12 @@ SLOW_IN_THE_FAST_LOOP = {
     "test_parallel.py::test_two_fake_devices_train_like_one_and_all_reduce_the_gradient",
     "test_parallel.py::test_accumulated_gradient_equals_the_whole_batch[autodiff-3]",
     "test_parallel.py::test_bfloat16_compute_keeps_float32_params_loss_and_gradients[autodiff]",
-    # test_streaming.py::test_shards_train_exactly_as_memory (other cases)
-    "test_streaming.py::test_fit_stopped_inside_an_epoch_resumes_its_position_and_sums",
-    "test_streaming.py::test_shards_train_exactly_as_memory[chunks-of-7-dropout]",
     # test_sample.py::test_top_k_one_is_greedy_and_draws_follow_the_distribution
     "test_language.py::test_greedy_sampling_repeats_and_a_bad_prompt_is_one_line",
     # test_checkpoint_integrity.py's in-process fallback tests
     "test_checkpoint_integrity.py::test_no_noise_on_stderr_from_a_damaged_checkpoint",
     # test_adversarial_training.py::test_manual_and_autodiff_sources_train_alike_in_float64
     "test_adversarial_training.py::test_a_resumed_pgd_run_with_dropout_equals_an_uninterrupted_one",
-    # test_sweep.py's other Optuna tests
-    "test_sweep.py::test_optuna_search_in_process_asks_an_interrupted_trial_again",
     # test_models.py::test_gradient_check (the other transformer cases)
     "test_models.py::test_gradient_check[transformer_cls_dropout]",
     # test_startup.py::test_config_and_data_errors_come_before_any_compilation[batch]
