@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from funcnet import autodiff, backprop, cli, losses
+from funcnet import autodiff, backprop, cli, data, losses
 from funcnet.experiment import pretrain
 from funcnet.models import mlp
 
@@ -110,6 +110,25 @@ def test_masks_hide_whole_spans_and_patches_and_views_roll_as_numpy():
   for xi, vi in zip(x.reshape(20, 3, 3), image.reshape(20, 3, 3)):
     assert any(np.array_equal(np.roll(xi, (a, b), (0, 1)), vi)
                for a in range(-1, 2) for b in range(-1, 2))
+
+
+def test_with_a_validation_split_the_test_split_is_masked_too():
+  """data.validation moves the test split to info["test"], read once at the
+  end: masked modelling must mask it like the held-out split (it crashed
+  on the raw inputs' shape)."""
+  ds = data.hold_out(data.load("digits", seed=0, standardize=False), 0.25, 0)
+  x_test = ds.info["test"][0]
+  p = {"layout": "image", "span": 2, "mask_fraction": 0.25, "copies": 2}
+  out = pretrain.masked_dataset(ds, p, seed=0)
+  shown, target = out.info["test"]
+  n = x_test[0].size
+  flat = x_test.reshape(len(x_test), -1)
+  mask = target[:, n:]
+  assert target.shape == (len(x_test), 2 * n) and set(np.unique(mask)) == {0, 1}
+  np.testing.assert_array_equal(target[:, :n], flat)
+  np.testing.assert_array_equal(shown.reshape(len(x_test), -1), flat * (1 - mask))
+  np.testing.assert_allclose(mask.mean(1), 0.25)       # 4 of 16 patches
+  assert len(out.x_train) == 2 * len(ds.x_train)      # the copies
 
 
 # --- mistakes (the pretrain -> fine-tune path: tests/test_study_labels.py) ---

@@ -136,17 +136,22 @@ def _masked_split(x, masks):
 def masked_dataset(ds, p, seed: int):
   """``ds`` as masked modelling's data: ``copies`` masked copies of each
   training input (``rng = default_rng(seed)``), one per held-out input
-  (a fixed draw); targets ``[x, M]``; the task :data:`SELF_SUPERVISED`."""
+  (a fixed draw; with ``data.validation``, the test split's too);
+  targets ``[x, M]``; the task :data:`SELF_SUPERVISED`."""
   n = int(np.prod(ds.x_train.shape[1:]))
   side, _ = _geometry(p, n)
   draw = functools.partial(hide, n, span=p["span"],
                            fraction=p["mask_fraction"], side=side)
   x = np.concatenate([ds.x_train] * p["copies"])
   x_train, y_train = _masked_split(x, draw(np.random.default_rng(seed), len(x)))
-  x_test, y_test = _masked_split(
-      ds.x_test, draw(np.random.default_rng(_EVAL_SEED), len(ds.x_test)))
+  def held_out(x):  # a fixed draw: every run scores the same masks
+    return _masked_split(x, draw(np.random.default_rng(_EVAL_SEED), len(x)))
+  x_test, y_test = held_out(ds.x_test)
+  info = ds.info
+  if "test" in info:  # data.validation: the test split, read at the end
+    info = {**info, "test": held_out(info["test"][0])}
   return ds._replace(x_train=x_train, y_train=y_train, x_test=x_test,
-                     y_test=y_test, task=tasks.SELF_SUPERVISED.name)
+                     y_test=y_test, info=info, task=tasks.SELF_SUPERVISED.name)
 
 
 def augment(x, key, shift: int, scale: float, noise: float, side=None):
