@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from funcnet import config, experiment, studies
+from funcnet.errors import ConfigError
 from funcnet.run import rundir
 from funcnet.studies import labels
 
@@ -77,3 +78,13 @@ def test_masked_pretraining_beats_scratch_at_5_percent_of_mnist1d(tmp_path):
   assert by["masked"]["0.05"]["n_labels"] == 200
   assert (pre > scratch).all(), (pre, scratch)
   assert pre.mean() - scratch.mean() >= 0.02, (pre, scratch)
+
+
+def test_pretrain_epochs_one_for_all_or_one_per_objective():
+  p = labels.STUDY.defaults
+  assert [labels.pretrain_epochs({**p, "pretrain_epochs": 7}, o)
+          for o in p["objectives"]] == [7, 7]
+  assert labels.pretrain_epochs(p, "masked") != labels.pretrain_epochs(
+      p, "contrastive")
+  with pytest.raises(ConfigError, match="no entry for \\['contrastive'\\]"):
+    labels._check({**p, "pretrain_epochs": {"masked": 5}})
