@@ -77,9 +77,9 @@ def run(args) -> int:
   else:
     from funcnet.sweep import resume
     grid = resume.saved_grid(plan)
-  if not args.resume and os.path.exists(os.path.join(out, "results.csv")):
-    raise FuncnetError(f"--out {out!r} already holds a sweep; expected a new "
-                       "folder, or --resume")
+  if not args.resume:
+    from funcnet.sweep import resume
+    resume.refuse_existing(out)
   sweep.run(cfg, grid, out, sequential=args.sequential, resume=args.resume,
             log=print if jax.process_index() == 0 else (lambda *a: None))
   return 0

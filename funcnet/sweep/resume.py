@@ -42,6 +42,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import sys
 from typing import Optional
 
@@ -150,6 +151,19 @@ def saved_grid(plan: dict) -> dict:
   return {k: v for k, v in plan["grid"]}
 
 
+def refuse_existing(out: str) -> None:
+  """``funcnet sweep`` without ``--resume``: one line when ``out`` holds a
+  sweep (its plan or its table), nothing touched.
+
+  Raises:
+    ConfigError: naming ``--resume``.
+  """
+  for name in (PLAN, "results.csv"):
+    if os.path.isfile(os.path.join(out, name)):
+      raise ConfigError(f"--out {out!r} already holds a sweep ({name}); "
+                        "expected --resume to continue it, or a new folder")
+
+
 class Folder:
   """A sweep's folder while the sweep runs: the plan checked or written,
   the lock held, signals watched, one :class:`GroupCheckpoint` per group.
@@ -169,19 +183,18 @@ class Folder:
   def check(self) -> None:
     """One line, nothing written, when the folder cannot be (re)started.
 
+    (A folder with a plan and no ``--resume`` is refused by the command,
+    :func:`refuse_existing`; the library's ``sweep.run`` replaces it, as a
+    study run again into its folder does.)
+
     Raises:
-      ConfigError: another process holds the folder's lock; a folder with
-        a plan and no ``--resume``.
+      ConfigError: another process holds the folder's lock.
       CheckpointError: ``--resume`` without a folder or a plan.
     """
     if self.is_main:
       rundir.check_unlocked(self.out, "funcnet sweep")
     if self.resume:
       read_plan(self.out)
-    elif os.path.isfile(plan_path(self.out)):
-      raise ConfigError(f"sweep folder {self.out!r} already holds a sweep "
-                        f"({PLAN}); expected --resume to continue it, or a "
-                        "new --out folder")
 
   def open(self, plan: dict) -> None:
     """Compares ``plan`` with the saved one (``--resume``), then takes the
@@ -201,9 +214,14 @@ class Folder:
     if self.is_main:
       self._stack.enter_context(rundir.lock(self.out, "funcnet sweep"))
       if not self.resume:
+        # A new sweep: an older one's checkpoints would be taken for its own.
+        shutil.rmtree(os.path.join(self.out, CHECKPOINTS), ignore_errors=True)
         rundir.check_writable(os.path.join(self.out, CHECKPOINTS),
                               "sweep folder")
         rundir.write_json(plan_path(self.out), plan)
+    if jax.process_count() > 1:  # the others wait for the plan and the rmtree
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices("funcnet sweep plan")
     self.watch = self._stack.enter_context(preemption.Watch("epoch"))
 
   def close(self) -> None:
