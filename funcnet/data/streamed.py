@@ -13,7 +13,9 @@ Every config check, the model builders, the memory pre-flight and the run
 folder see the usual fields: ``len(ds.y_train)``, ``ds.x_train.shape``,
 ``ds.x_train.dtype``, ``ds.info["mean"]``. Anything that would need the
 values of the whole split (``np.asarray(ds.x_train)``) is an error naming
-what asked, not a silent read of a dataset larger than memory.
+what asked, not a silent read of a dataset larger than memory; a reader
+that needs it whole (a sweep) asks :func:`in_memory`, which checks the
+size first.
 """
 
 import os

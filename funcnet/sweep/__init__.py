@@ -20,7 +20,15 @@ The output folder (:mod:`funcnet.sweep.results`): ``results.csv`` and
 ``results.md`` (one row per variant), ``best.toml`` (``funcnet train
 --config`` it to reproduce the best variant), ``sweep.json`` (the grid and
 every variant's per-epoch metrics), ``heatmap.png`` / ``curves.png``, and
-one run folder per variant under ``variants/``.
+one run folder per variant under ``variants/``; while it trains,
+``sweep_plan.json`` and a checkpoint folder per group, from which
+``resume=True`` (``funcnet sweep --resume``) continues a stopped sweep
+(:mod:`funcnet.sweep.resume`).
+
+Data streamed from shards (``data.name`` = a shards folder) is read into
+memory first (:func:`funcnet.data.streamed.in_memory`, the same rows and
+standardisation ``fit`` streams), so such a sweep equals the sweep of the
+in-memory dataset; a split that does not fit is one line.
 
 Search beyond grids, through Optuna's ask-and-tell interface, is
 :mod:`funcnet.sweep.search`.
