@@ -64,20 +64,28 @@ def _digest(folder):
   return h.hexdigest()
 
 
-def test_a_sweep_stopped_by_sigterm_resumes_to_the_uninterrupted_table(
-    tmp_path, monkeypatch):
-  base = config.load(None, BASE)
-  whole = str(tmp_path / "whole")
-  ref = sweep.run(base, GRID, out=whole, cache=CACHE, log=lambda *a: None)
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory):
+  """``(folder, result)`` of the sweep never stopped."""
+  out = str(tmp_path_factory.mktemp("whole") / "whole")
+  ref = sweep.run(config.load(None, BASE), GRID, out=out, cache=CACHE,
+                  log=lambda *a: None)
   assert len({v.final["test_loss"] for v in ref.variants}) == 4
+  return out, ref
 
+
+def _stop_after_epoch_1(line):
+  if "epoch 1/3" in line:
+    os.kill(os.getpid(), signal.SIGTERM)  # handled by the sweep's Watch
+
+
+def test_a_sweep_stopped_by_sigterm_resumes_to_the_uninterrupted_table(
+    tmp_path, monkeypatch, whole):
+  whole, ref = whole
+  base = config.load(None, BASE)
   cut = str(tmp_path / "cut")
-
-  def stop_after_epoch_1(line):
-    if "epoch 1/3" in line:
-      os.kill(os.getpid(), signal.SIGTERM)  # handled by the sweep's Watch
   with pytest.raises(Preempted, match="after epoch 2 of group 1") as e:
-    sweep.run(base, GRID, out=cut, cache=CACHE, log=stop_after_epoch_1)
+    sweep.run(base, GRID, out=cut, cache=CACHE, log=_stop_after_epoch_1)
   assert e.value.exit_code == 75
   assert f"funcnet sweep --out {cut} --resume" in str(e.value)
   assert not os.path.exists(os.path.join(cut, "results.csv"))
@@ -144,3 +152,30 @@ def test_resume_mistakes_are_one_line_and_touch_nothing(tmp_path, capsys):
     plan = json.load(f)
   assert plan["grid"] == [["optimizer.learning_rate", [0.01, 0.002]]]
   assert [v["group"] for v in plan["variants"]] == [0, 0]
+
+
+def test_a_damaged_newest_group_checkpoint_falls_back_to_the_one_before(
+    tmp_path, capsys, whole):
+  """Saved after epochs 1 and 2, the newest damaged (a data file emptied):
+  the resume restores epoch 1's params, optimizer states and monitors, sets
+  the damaged step aside, and still ends with the uninterrupted table."""
+  whole, _ = whole
+  base = config.load(None, BASE + ["run.checkpoint_every=1"])
+  cut = str(tmp_path / "cut")
+  with pytest.raises(Preempted):
+    sweep.run(base, GRID, out=cut, cache=CACHE, log=_stop_after_epoch_1)
+  group = os.path.join(cut, "checkpoints", "group-000")
+  assert sorted(os.listdir(group)) == ["1", "2"]
+  data = [os.path.join(r, f) for r, _, fs in os.walk(os.path.join(group, "2"))
+          for f in fs if "/d/" in os.path.join(r, f)]
+  with open(max(data, key=os.path.getsize), "wb"):
+    pass  # emptied: the manifest's sha256 no longer matches
+  capsys.readouterr()
+  lines = []
+  sweep.run(base, GRID, out=cut, resume=True, cache=CACHE, log=lines.append)
+  assert "  resumed from epoch 1" in lines
+  err = capsys.readouterr().err
+  assert "funcnet: warning: checkpoint" in err and "falling back to epoch 1" in err
+  assert any(".damaged-" in n for n in os.listdir(group))
+  assert _table(cut) == _table(whole)
+  assert _histories(cut) == _histories(whole)

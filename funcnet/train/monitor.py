@@ -85,8 +85,10 @@ class Monitor:
     floats): ``history, status, reason, best, since_best, initial_loss``.
     A sweep's group checkpoint holds one per variant; :meth:`restore` puts
     it back, so a resumed variant evaluates, stops and records as the
-    uninterrupted one."""
-    return {"history": self.history, "status": self.status,
+    uninterrupted one. A copy: an asynchronous save may serialise it after
+    the next epoch's record is appended (met: a step holding one record
+    too many)."""
+    return {"history": [dict(h) for h in self.history], "status": self.status,
             "reason": self.reason, "best": float(self.best),
             "since_best": self.since_best, "initial_loss": self.initial_loss}
 
