@@ -179,3 +179,56 @@ def test_a_damaged_newest_group_checkpoint_falls_back_to_the_one_before(
   assert any(".damaged-" in n for n in os.listdir(group))
   assert _table(cut) == _table(whole)
   assert _histories(cut) == _histories(whole)
+
+
+@pytest.mark.slow
+def test_the_command_killed_by_sigterm_exits_75_and_resumes_to_the_same_table(
+    tmp_path):
+  """``funcnet sweep`` as a user meets it, in a subprocess: SIGTERM after
+  its first epoch's line, exit 75 with the resume command on stderr, then
+  ``--resume`` alone; the table equals an uninterrupted command's."""
+  import subprocess
+  import sys
+  import threading
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = {**os.environ, "PYTHONPATH": root, "PYTHONUNBUFFERED": "1",
+         "JAX_PLATFORMS": "cpu"}
+  args = ["sweep", "--set", "train.epochs=6", "--set", "train.batch_size=4",
+          "--set", "model.mlp.hidden=[8]", "--set", "run.plots=false",
+          "--grid", "optimizer.learning_rate=0.01,0.002", "--grid", "seed=0,1"]
+
+  def funcnet(*more):
+    return subprocess.run([sys.executable, "-m", "funcnet.cli", *args, *more],
+                          cwd=root, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+  whole = str(tmp_path / "whole")
+  assert funcnet("--out", whole).returncode == 0
+  cut = str(tmp_path / "cut")
+  proc = subprocess.Popen([sys.executable, "-m", "funcnet.cli", *args,
+                           "--out", cut], cwd=root, env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  seen = threading.Event()
+
+  def watch():
+    for line in proc.stdout:
+      if "epoch 1/6" in line:
+        seen.set()
+  threading.Thread(target=watch, daemon=True).start()
+  try:
+    assert seen.wait(240), "no first epoch"
+    proc.send_signal(signal.SIGTERM)
+  finally:
+    err = proc.communicate(timeout=240)[1]
+  assert proc.returncode == 75, err[-3000:]
+  assert err.splitlines()[-1].startswith("funcnet: stopped: SIGTERM: stopped "
+                                         "after epoch"), err
+  assert f"funcnet sweep --out {cut} --resume" in err and "Traceback" not in err
+  assert not os.path.exists(os.path.join(cut, "results.csv"))
+  r = subprocess.run([sys.executable, "-m", "funcnet.cli", "sweep", "--out",
+                      cut, "--resume"], cwd=root, env=env, capture_output=True,
+                     text=True, timeout=300)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert "resumed from epoch" in r.stdout
+  assert _table(cut) == _table(whole)
+  assert _histories(cut) == _histories(whole)
