@@ -338,6 +338,7 @@ def train_group(variants, setups, placement: Placement, *, norms: bool = True,
         cache[signature] = _compile_group(rep, traced, norms, shared,
                                           placement, states[0], log)
       arrays = _group_data(datas, shared, placement, rep.dtype)
+      t0 = time.perf_counter()  # the group's wall time: its epochs, as before
       params = _train_epochs(
           cache[signature], setups, placement, monitors,
           (params, opt_state, placement.put(hp_host), key_data), arrays, log,
