@@ -74,9 +74,9 @@ def whole(tmp_path_factory):
   return out, ref
 
 
-def _stop_after_epoch_1(line):
+def _stop_after_epoch_1(line, signum=signal.SIGTERM):
   if "epoch 1/3" in line:
-    os.kill(os.getpid(), signal.SIGTERM)  # handled by the sweep's Watch
+    os.kill(os.getpid(), signum)  # handled by the sweep's Watch
 
 
 def test_a_sweep_stopped_by_sigterm_resumes_to_the_uninterrupted_table(
@@ -156,14 +156,17 @@ def test_resume_mistakes_are_one_line_and_touch_nothing(tmp_path, capsys):
 
 def test_a_damaged_newest_group_checkpoint_falls_back_to_the_one_before(
     tmp_path, capsys, whole):
-  """Saved after epochs 1 and 2, the newest damaged (a data file emptied):
-  the resume restores epoch 1's params, optimizer states and monitors, sets
-  the damaged step aside, and still ends with the uninterrupted table."""
+  """Saved after epochs 1 and 2 (stopped by SIGINT, Ctrl-C: exit 130),
+  the newest damaged (a data file emptied): the resume restores epoch 1's
+  params, optimizer states and monitors, sets the damaged step aside, and
+  still ends with the uninterrupted table."""
   whole, _ = whole
   base = config.load(None, BASE + ["run.checkpoint_every=1"])
   cut = str(tmp_path / "cut")
-  with pytest.raises(Preempted):
-    sweep.run(base, GRID, out=cut, cache=CACHE, log=_stop_after_epoch_1)
+  with pytest.raises(Preempted, match="^SIGINT: stopped after epoch 2") as e:
+    sweep.run(base, GRID, out=cut, cache=CACHE, log=lambda line:
+              _stop_after_epoch_1(line, signal.SIGINT))
+  assert e.value.exit_code == 130
   group = os.path.join(cut, "checkpoints", "group-000")
   assert sorted(os.listdir(group)) == ["1", "2"]
   data = [os.path.join(r, f) for r, _, fs in os.walk(os.path.join(group, "2"))
