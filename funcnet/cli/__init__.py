@@ -19,7 +19,8 @@
   funcnet prune     --run DIR --sparsity P [--epochs N] [--learning-rate LR]
                     [--out DIR]
   funcnet sweep     [--config FILE] [--set ...] --grid KEY=V1,V2 ... [--out DIR]
-                    [--sequential] | --search optuna --space KEY=DIST ...
+                    [--sequential] | --out DIR --resume
+                    | --search optuna --space KEY=DIST ...
   funcnet study     NAME [--out DIR] [--quick] [--set key=value ...] | --list
   funcnet compare   RUN RUN ... [--out DIR]
   funcnet data      convert SRC DST [--shard-rows N] | generate DST --train N ...

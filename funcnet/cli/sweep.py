@@ -16,7 +16,9 @@ DESCRIPTION = (
     "in seed, epochs, patience or initialiser train together in one "
     "vectorised program; other keys split the grid into groups. Writes "
     "results.csv, results.md, best.toml, sweep.json, heatmap.png, curves.png "
-    "and variants/ into --out.")
+    "and variants/ into --out, and before the first epoch sweep_plan.json; "
+    "each group saves checkpoints into --out/checkpoints/ as it trains, so "
+    "--resume continues a stopped sweep (SIGTERM/SIGINT: save, exit 75/130).")
 
 
 def add_arguments(p) -> None:
@@ -26,6 +28,11 @@ def add_arguments(p) -> None:
                  "TOML, e.g. model.mlp.hidden=[64],[128,128])")
   p.add_argument("--out", metavar="DIR",
                  help="sweep folder (default: sweeps/<config name>-<time>)")
+  p.add_argument("--resume", action="store_true",
+                 help="continue the sweep in --out from each group's newest "
+                 "good checkpoint (finished groups are not trained again), "
+                 "with its plan's config and grid unless --config/--grid are "
+                 "given (they must give the same plan); exit 2 without one")
   p.add_argument("--sequential", action="store_true",
                  help="train the variants one at a time with the ordinary "
                  "loop (to compare, or to debug)")
@@ -45,7 +52,17 @@ def add_arguments(p) -> None:
 def run(args) -> int:
   import time
   from funcnet import config as config_lib
-  cfg = config_lib.load(args.config, args.overrides)
+  if args.resume and (not args.out or args.search):
+    raise FuncnetError("--resume needs --out DIR naming the sweep to continue"
+                       " (an Optuna search resumes without it: the same --out)")
+  plan = None
+  if args.resume and not (args.config and args.grid):
+    from funcnet.sweep import resume
+    plan = resume.read_plan(args.out)  # one line when there is none
+  if args.config or plan is None:
+    cfg = config_lib.load(args.config, args.overrides)
+  else:  # the sweep's own config, plus any --set (compared with the plan)
+    cfg = config_lib.from_dict(plan["config"], args.overrides)
   common.start_jax(cfg, args)
   out = args.out or os.path.join(
       "sweeps", f"{cfg['name']}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -55,11 +72,15 @@ def run(args) -> int:
   if args.space:
     raise FuncnetError("--space needs --search optuna; a grid is --grid KEY=V1,V2")
   from funcnet import sweep
-  grid = sweep.parse_grid(args.grid)
-  if os.path.exists(os.path.join(out, "results.csv")):
-    raise FuncnetError(f"--out {out!r} already holds a sweep; expected a new "
-                       "folder")
-  sweep.run(cfg, grid, out, sequential=args.sequential,
+  if args.grid or plan is None:
+    grid = sweep.parse_grid(args.grid)
+  else:
+    from funcnet.sweep import resume
+    grid = resume.saved_grid(plan)
+  if not args.resume:
+    from funcnet.sweep import resume
+    resume.refuse_existing(out)
+  sweep.run(cfg, grid, out, sequential=args.sequential, resume=args.resume,
             log=print if jax.process_index() == 0 else (lambda *a: None))
   return 0
 

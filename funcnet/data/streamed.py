@@ -13,7 +13,9 @@ Every config check, the model builders, the memory pre-flight and the run
 folder see the usual fields: ``len(ds.y_train)``, ``ds.x_train.shape``,
 ``ds.x_train.dtype``, ``ds.info["mean"]``. Anything that would need the
 values of the whole split (``np.asarray(ds.x_train)``) is an error naming
-what asked, not a silent read of a dataset larger than memory.
+what asked, not a silent read of a dataset larger than memory; a reader
+that needs it whole (a sweep) asks :func:`in_memory`, which checks the
+size first.
 """
 
 import os
@@ -110,3 +112,33 @@ def load(path: str, standardize: bool = True, stats=None) -> Dataset:
 def is_streamed(ds) -> bool:
   """Whether ``ds``'s training split is :class:`Rows` (read by ``fit``)."""
   return isinstance(getattr(ds, "x_train", None), Rows)
+
+
+def in_memory(ds: Dataset, who: str = "a sweep") -> Dataset:
+  """``ds`` with its streamed training split read whole into memory.
+
+  The rows are read in order through :meth:`Rows.read`, so they are
+  standardised exactly as ``fit`` reads them chunk by chunk (the stored
+  statistics, ``((x - mean) / std).astype(float32)``): the arrays equal
+  those of the in-memory dataset the shards were written from, bit for
+  bit. ``who`` names the reader in the error.
+
+  Raises:
+    DataError: the split would take more than half of the host's
+      available memory (the rest is the training's own).
+  """
+  if not is_streamed(ds):
+    return ds
+  from funcnet import paths
+  n = len(ds.y_train)
+  nbytes = n * (int(np.prod(ds.x_train.shape[1:])) * ds.x_train.dtype.itemsize
+                + int(np.prod(ds.y_train.shape[1:])) * ds.y_train.dtype.itemsize)
+  free, where = paths.host_memory()
+  if free is not None and nbytes > free // 2:
+    raise DataError(
+        f"{who} reads its shards' training split into memory, and "
+        f"{ds.name!r} takes {paths.human(nbytes)} of the "
+        f"{paths.human(free)} {where} has available; expected a split "
+        "that fits in half of it, or funcnet train, which streams it")
+  x, y = ds.x_train.read(np.arange(n, dtype=np.int64))
+  return ds._replace(x_train=x, y_train=y)

@@ -53,6 +53,7 @@ _EARLY_STOPPING = "early_stopping"  # its key in orbax's custom metadata
 _POSITION = "position"  # a streamed run's place inside an epoch (same place)
 # TrainState's fields kept in the custom metadata, not as arrays
 _METADATA = (_EARLY_STOPPING, _POSITION, "step", "initial_loss")
+_EXTRA = "extra"  # a caller's own JSON (a sweep group's monitors), or absent
 
 
 def _ocp():
@@ -139,11 +140,16 @@ class Saver:
     self._async = jax.process_count() == 1
     self._unsealed = []  # saved steps still without a manifest
 
-  def save(self, state: TrainState) -> None:
+  def save(self, state: TrainState, extra: Optional[dict] = None) -> None:
     """:meth:`_save`, with a failure to write (a full disk, a folder gone
-    read-only) as one line: :class:`CheckpointError`, exit 2."""
+    read-only) as one line: :class:`CheckpointError`, exit 2.
+
+    ``extra``: JSON the caller wants restored with this step (returned as
+    :attr:`Restored.extra`), kept in the same metadata as the state's
+    host-side fields, so inside the atomic commit and under the manifest
+    (a sweep group keeps its variants' histories there)."""
     with self._writing():
-      self._save(state)
+      self._save(state, extra)
 
   @contextlib.contextmanager
   def _writing(self):
@@ -167,7 +173,7 @@ class Saver:
           f"({_write_reason(e)}); expected a folder with space that this "
           "process can write (the earlier checkpoints are intact)") from None
 
-  def _save(self, state: TrainState) -> None:
+  def _save(self, state: TrainState, extra: Optional[dict] = None) -> None:
     """Saves ``state`` as checkpoint ``state.step`` (``by_step``) or
     ``state.epoch``: ``{params, opt_state, epoch}`` as arrays, the rest as
     metadata."""
@@ -190,8 +196,11 @@ class Saver:
       arrays = jax.tree_util.tree_map(
           lambda a: jax.device_put(a, a.sharding, may_alias=False)
           if isinstance(a, jax.Array) else a, arrays)
+    custom = {k: getattr(state, k) for k in _METADATA}
+    if extra is not None:
+      custom[_EXTRA] = extra
     self._mgr.save(step, args=_ocp().args.StandardSave(arrays),
-                   custom_metadata={k: getattr(state, k) for k in _METADATA})
+                   custom_metadata=custom)
     self._unsealed.append(step)
     if not self._async:
       self._seal()
@@ -254,9 +263,11 @@ class Restored(NamedTuple):
       before it was saved).
     damaged: the :class:`Damaged` newer steps tried first, newest first;
       empty when the newest was good.
+    extra: the ``extra`` JSON :meth:`Saver.save` was given, or None.
   """
   state: TrainState
   damaged: tuple
+  extra: Optional[dict] = None
 
 
 def _reason(e: BaseException) -> str:
@@ -344,7 +355,7 @@ def _try(mgr, step_dir, step, target, args, checksums: bool):
     with orbax_noise.quiet():
       state = dict(mgr.restore(step, args=args(target)))
       custom = mgr.metadata(step).custom_metadata or {}
-      for k in _METADATA:
+      for k in _METADATA + (_EXTRA,):
         state[k] = custom.get(k)
   except Exception as e:  # orbax/tensorstore raise many kinds
     state, reason = None, _reason(e)
@@ -454,7 +465,7 @@ def _newest_good(mgr, directory, params, opt_state, epoch, report):
       return Restored(TrainState(
           state["params"], state.get("opt_state"), int(state["epoch"]),
           int(state["step"] or 0), state[_EARLY_STOPPING], state[_POSITION],
-          state["initial_loss"]), tuple(damaged))
+          state["initial_loss"]), tuple(damaged), state[_EXTRA])
     damaged.append(Damaged(step, step_dir, reason))
     if i + 1 < len(steps):
       report(f"checkpoint {step_dir} is damaged ({reason}); falling back "

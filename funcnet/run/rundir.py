@@ -45,7 +45,7 @@ METRICS, SUMMARY, LOCK = "metrics.jsonl", "summary.json", ".lock"
 
 
 @contextlib.contextmanager
-def lock(run: str):
+def lock(run: str, writer: str = "funcnet train"):
   """Holds ``run``'s writer lock (creating the folder) while inside.
 
   An ``fcntl.flock`` on ``<run>/.lock``, which holds the holder's pid, host
@@ -54,6 +54,8 @@ def lock(run: str):
   run is simply taken over; the file itself stays (removing it would let a
   third process lock a file the second one has already opened). On a
   shared filesystem (NFS) flock is as good as the filesystem's locking.
+  ``writer`` names the command in the message (``funcnet sweep`` locks its
+  sweep folder the same way).
 
   Raises:
     ConfigError: another process holds the lock.
@@ -68,7 +70,7 @@ def lock(run: str):
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-      raise _in_use(run, fd) from None
+      raise _in_use(run, fd, writer) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, (f"pid {os.getpid()} on {socket.gethostname()} since "
                    f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n").encode(), 0)
@@ -77,15 +79,16 @@ def lock(run: str):
     os.close(fd)  # closing drops the lock
 
 
-def _in_use(run: str, fd: int) -> ConfigError:
+def _in_use(run: str, fd: int, writer: str) -> ConfigError:
   holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
-  return ConfigError(f"run folder {run!r} is being written by "
-                     f"{holder or 'another process'}; expected one funcnet "
-                     "train per run folder (wait for it to end, or choose "
+  folder = "sweep folder" if writer == "funcnet sweep" else "run folder"
+  return ConfigError(f"{folder} {run!r} is being written by "
+                     f"{holder or 'another process'}; expected one {writer} "
+                     f"per {folder} (wait for it to end, or choose "
                      "another --out)")
 
 
-def check_unlocked(run: str) -> None:
+def check_unlocked(run: str, writer: str = "funcnet train") -> None:
   """Raises :func:`lock`'s error now if another process holds ``run``'s
   lock; creates nothing. (A second writer is told so first, not that the
   folder holds checkpoints; :func:`lock` is still what guarantees it.)"""
@@ -98,7 +101,7 @@ def check_unlocked(run: str) -> None:
     try:
       fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
-      raise _in_use(run, fd) from None
+      raise _in_use(run, fd, writer) from None
   finally:
     os.close(fd)
 
@@ -157,6 +160,12 @@ def _writing(path: str, tmp: Optional[str] = None):
     if e.filename is None:
       raise OSError(e.errno, e.strerror or str(e), path) from None
     raise
+
+
+def write_json(path: str, obj) -> None:
+  """``obj`` as strict JSON (NaN and inf as null) into ``path``, atomically
+  (a temporary file, then ``os.replace``)."""
+  _write_json(path, obj)
 
 
 def _write_json(path: str, obj) -> None:

@@ -20,12 +20,21 @@ The output folder (:mod:`funcnet.sweep.results`): ``results.csv`` and
 ``results.md`` (one row per variant), ``best.toml`` (``funcnet train
 --config`` it to reproduce the best variant), ``sweep.json`` (the grid and
 every variant's per-epoch metrics), ``heatmap.png`` / ``curves.png``, and
-one run folder per variant under ``variants/``.
+one run folder per variant under ``variants/``; while it trains,
+``sweep_plan.json`` and a checkpoint folder per group, from which
+``resume=True`` (``funcnet sweep --resume``) continues a stopped sweep
+(:mod:`funcnet.sweep.resume`).
+
+Data streamed from shards (``data.name`` = a shards folder) is read into
+memory first (:func:`funcnet.data.streamed.in_memory`, the same rows and
+standardisation ``fit`` streams), so such a sweep equals the sweep of the
+in-memory dataset; a split that does not fit is one line.
 
 Search beyond grids, through Optuna's ask-and-tell interface, is
 :mod:`funcnet.sweep.search`.
 """
 
+import functools
 import json
 import time
 from typing import NamedTuple, Optional
@@ -34,7 +43,8 @@ import jax
 
 from funcnet import experiment, tasks
 from funcnet.errors import ConfigError
-from funcnet.sweep import engine, grid as grid_lib
+from funcnet.data import streamed
+from funcnet.sweep import engine, grid as grid_lib, resume as resume_lib
 from funcnet.sweep.grid import parse_grid
 
 
@@ -119,19 +129,35 @@ def _shapes(setup) -> tuple:
       + (ds.task, setup.model.n_out)
 
 
+def _setup(cfg, ds):
+  """The variant's :class:`funcnet.experiment.Setup`, its data in memory: a
+  split streamed from shards is read whole (see
+  :func:`funcnet.data.streamed.in_memory`) and the Setup rebuilt on it."""
+  setup = experiment.Setup(cfg, ds=ds)
+  if streamed.is_streamed(setup.built_ds):
+    setup = experiment.Setup(cfg, ds=streamed.in_memory(setup.built_ds))
+  return setup
+
+
 def train_variants(vs, *, sequential: bool = False, cache=None, group_base=0,
-                   log=print) -> list:
+                   log=print, folder=None, plan=None) -> list:
   """Trains :class:`funcnet.sweep.grid.Variant` s, grouped; returns
-  :class:`VariantResult` s in the same order."""
+  :class:`VariantResult` s in the same order.
+
+  ``folder``: a :class:`funcnet.sweep.resume.Folder` to check or write the
+  plan in (``plan(groups) -> dict``, ``groups`` the member lists) and keep
+  each group's checkpoints; None: none."""
   datasets, setups = {}, []
   for v in vs:
     key = _data_key(v.cfg)
-    setup = experiment.Setup(v.cfg, ds=datasets.get(key))
+    setup = _setup(v.cfg, datasets.get(key))
     datasets.setdefault(key, setup.built_ds)  # without a teacher's targets
     setups.append(setup)
   groups = {}
   for i, (v, s) in enumerate(zip(vs, setups)):
     groups.setdefault((grid_lib.program_key(v.cfg), _shapes(s)), []).append(i)
+  if folder is not None:
+    folder.open(plan(list(groups.values())))
   out = [None] * len(vs)
   for g, members in enumerate(groups.values()):
     if sequential:
@@ -146,9 +172,10 @@ def train_variants(vs, *, sequential: bool = False, cache=None, group_base=0,
         + (f" (arrays: {', '.join(traced)})" if traced else "")
         + f" on {len(devices)} device{'s' * (len(devices) > 1)}")
     placement = engine.Placement(devices, len(members))
-    results = engine.train_group([vs[i] for i in members],
-                                 [setups[i] for i in members], placement,
-                                 cache=cache, log=log)
+    results = engine.train_group(
+        [vs[i] for i in members], [setups[i] for i in members], placement,
+        cache=cache, log=log, checkpoint=folder and folder.group(
+            group_base + g, setups[members[0]].cfg))
     for i, r in zip(members, results):
       out[i] = (g, r)
   return [VariantResult(v.index, v.assignment, v.cfg, r["status"], r["reason"],
@@ -162,32 +189,60 @@ def _label(assignment: dict) -> str:
 
 
 def run(cfg: dict, grid: dict, out: Optional[str] = None, *,
-        sequential: bool = False, log=print) -> SweepResult:
+        sequential: bool = False, resume: bool = False, cache=None,
+        log=print) -> SweepResult:
   """Trains every variant of ``grid`` over the base config ``cfg``.
 
   Args:
     cfg: a resolved config (``funcnet.config.load``).
     grid: ``{key: [values]}`` (``parse_grid`` reads ``--grid`` flags).
-    out: a folder for the results (:mod:`funcnet.sweep.results`); None
+    out: a folder for the results (:mod:`funcnet.sweep.results`), the plan
+      and each group's checkpoints (:mod:`funcnet.sweep.resume`); None
       writes nothing.
-    sequential: train each variant alone with ``train.fit`` instead.
+    sequential: train each variant alone with ``train.fit`` instead (no
+      checkpoints).
+    resume: continue the sweep in ``out`` from its groups' checkpoints;
+      ``cfg`` and ``grid`` must give its plan.
+    cache: compiled programs kept across calls (see
+      :func:`funcnet.sweep.engine.train_group`); None: compiled afresh.
     log: where progress lines go.
 
   Returns:
     A :class:`SweepResult`.
+
+  Raises:
+    ConfigError: no grid; ``resume`` without ``out`` or with
+      ``sequential``; a plan that differs; a folder another process holds,
+      or that holds a sweep and no ``resume``.
+    CheckpointError: ``resume`` of a folder without a plan.
+    Preempted: SIGTERM or SIGINT stopped it after an epoch, saved.
   """
   if not grid:
     raise ConfigError("a sweep needs at least one --grid KEY=V1,V2,...")
+  if resume and (out is None or sequential):
+    raise ConfigError("--resume continues the group checkpoints of a sweep "
+                      "folder; expected --out DIR and no --sequential (which "
+                      "keeps none)")
+  folder = None
+  if out is not None and not sequential:
+    folder = resume_lib.Folder(out, resume)  # checks, before anything is built
   vs = grid_lib.variants(cfg, grid_lib.expand(grid))
+  plan = functools.partial(resume_lib.make_plan, cfg, grid, vs,
+                           devices=len(engine.devices_for(cfg)))
   t0 = time.perf_counter()
-  variants = train_variants(vs, sequential=sequential, log=log)
-  metric, higher = tasks.headline(variants[0].task)  # what ranks them
-  result = SweepResult(variants, list(grid), metric, higher,
-                       len({v.group for v in variants}),
-                       time.perf_counter() - t0, out)
-  if out is not None and jax.process_index() == 0:  # one writer
-    from funcnet.sweep import results
-    results.write(result, grid, log=log)
+  try:
+    variants = train_variants(vs, sequential=sequential, cache=cache,
+                              log=log, folder=folder, plan=plan)
+    metric, higher = tasks.headline(variants[0].task)  # what ranks them
+    result = SweepResult(variants, list(grid), metric, higher,
+                         len({v.group for v in variants}),
+                         time.perf_counter() - t0, out)
+    if out is not None and jax.process_index() == 0:  # one writer
+      from funcnet.sweep import results
+      results.write(result, grid, log=log)
+  finally:
+    if folder is not None:
+      folder.close()
   return result
 
 

@@ -275,7 +275,8 @@ def init_states(setups, hp: dict) -> list:
 
 
 def train_group(variants, setups, placement: Placement, *, norms: bool = True,
-                cache: Optional[dict] = None, log=None) -> list:
+                cache: Optional[dict] = None, log=None,
+                checkpoint=None) -> list:
   """Trains one group's variants together; returns one result dict each.
 
   Args:
@@ -285,6 +286,10 @@ def train_group(variants, setups, placement: Placement, *, norms: bool = True,
     norms: record per-layer gradient norms (as ``fit`` does by default).
     cache: compiled programs by group signature, kept across calls (an
       Optuna search trains batch after batch of the same group).
+    checkpoint: a :class:`funcnet.sweep.resume.GroupCheckpoint`: the
+      group starts from its newest good step (a finished group is neither
+      compiled nor trained again) and saves as it trains; None: no
+      checkpoints.
 
   Returns:
     Per variant ``{"status", "reason", "history", "params"}`` (params as
@@ -307,10 +312,6 @@ def train_group(variants, setups, placement: Placement, *, norms: bool = True,
                placement.padded, norms, rep.model.n_out, ds.task,
                *(None if a is None else (np.shape(a), str(np.asarray(a).dtype))
                  for a in (ds.x_train, ds.y_train, ds.x_test, ds.y_test)))
-  cache = {} if cache is None else cache
-  if signature not in cache:
-    cache[signature] = _compile_group(rep, traced, norms, shared, placement,
-                                      states[0], log)
   params, opt_state = placement.put(_stack([st[0] for st in states])), \
       placement.put(_stack([st[1] for st in states]))
   k_trains = [jax.random.split(s.key)[1] for s in setups]
@@ -320,12 +321,34 @@ def train_group(variants, setups, placement: Placement, *, norms: bool = True,
       rep.cfg["train"]["batch_size"], s.cfg["train"]["epochs"], s.evaluation,
       norms, s.schedule, getattr(datas[0], "x_test", None) is not None)
       for s in setups]
-  arrays = _group_data(datas, shared, placement, rep.dtype)
+  start_epoch, wall0 = 0, 0.0
+  restored = checkpoint and checkpoint.restore(params, opt_state, key_data,
+                                               monitors)
+  if restored:
+    start_epoch, params, opt_state, wall0 = restored
+    if log:
+      log(f"  resumed from epoch {start_epoch}"
+          + (" (finished)" if not _active(monitors, setups, start_epoch).any()
+             else ""))
   t0 = time.perf_counter()
-  params = _train_epochs(cache[signature], setups, placement, monitors,
-                         (params, opt_state, placement.put(hp_host), key_data),
-                         arrays, log)
-  wall = time.perf_counter() - t0
+  try:
+    if _active(monitors, setups, start_epoch).any():
+      cache = {} if cache is None else cache
+      if signature not in cache:
+        cache[signature] = _compile_group(rep, traced, norms, shared,
+                                          placement, states[0], log)
+      arrays = _group_data(datas, shared, placement, rep.dtype)
+      t0 = time.perf_counter()  # the group's wall time: its epochs, as before
+      params = _train_epochs(
+          cache[signature], setups, placement, monitors,
+          (params, opt_state, placement.put(hp_host), key_data), arrays, log,
+          start_epoch=start_epoch, wall0=wall0, checkpoint=checkpoint)
+    else:
+      params = _to_host(params)
+  finally:
+    if checkpoint is not None:
+      checkpoint.close()  # every save on disk, however the group ended
+  wall = wall0 + time.perf_counter() - t0
   return [{"status": mon.status, "reason": mon.reason, "history": mon.history,
            "params": jax.tree_util.tree_map(lambda a: a[i], params),
            "group_wall_s": wall}
@@ -389,10 +412,20 @@ def _group_data(datas, shared: bool, placement: Placement, dtype):
   return x, y, xt, yt
 
 
-def _train_epochs(programs, setups, placement, monitors, start, arrays, log):
-  """The group's epochs until every variant is inactive; returns the
-  params on the host. ``start``: ``(params, opt_state, hp, key_data)``;
-  ``arrays``: :func:`_group_data`'s."""
+def _active(monitors, setups, e: int) -> np.ndarray:
+  """``(V,)`` bool: the variants that train epoch ``e`` (not stopped, not
+  diverged, ``e`` below their ``train.epochs``)."""
+  return np.array([m.status == "done" and e < s.cfg["train"]["epochs"]
+                   for m, s in zip(monitors, setups)])
+
+
+def _train_epochs(programs, setups, placement, monitors, start, arrays, log,
+                  *, start_epoch=0, wall0=0.0, checkpoint=None):
+  """The group's epochs from ``start_epoch`` until every variant is
+  inactive; returns the params on the host. ``start``: ``(params,
+  opt_state, hp, key_data)``; ``arrays``: :func:`_group_data`'s;
+  ``wall0``: seconds trained before (a resumed group's records count on
+  from it); ``checkpoint``: saves after each epoch as it says."""
   epoch_fn, eval_fn = programs
   params, opt_state, hp, key_data = start
   x_dev, y_dev, xt, yt = arrays
@@ -405,11 +438,10 @@ def _train_epochs(programs, setups, placement, monitors, start, arrays, log):
     rows = [train.batch_order(kd, e, n, b).reshape(steps, b) for kd in key_data]
     return placement.put(np.stack(rows))
 
-  t0 = time.perf_counter()
-  upcoming = orders(0)
-  for e in range(max(epochs)):
-    active = np.array([m.status == "done" and e < ep
-                       for m, ep in zip(monitors, epochs)])
+  t0 = time.perf_counter() - wall0
+  upcoming = orders(start_epoch)
+  for e in range(start_epoch, max(epochs)):
+    active = _active(monitors, setups, e)
     if not active.any():
       break
     params, opt_state, m = epoch_fn(
@@ -426,6 +458,10 @@ def _train_epochs(programs, setups, placement, monitors, start, arrays, log):
       mi = jax.tree_util.tree_map(lambda a: a[i], m)
       metrics = ({k: float(a[i]) for k, a in ev.items()} if want[i] else None)
       monitors[i].after(e, mi, metrics, elapsed)
+    if checkpoint is not None:
+      checkpoint.after_epoch(e + 1, params, opt_state, key_data, monitors,
+                             elapsed, last=not _active(monitors, setups,
+                                                       e + 1).any())
     if log and ((e + 1) % max(1, max(epochs) // 5) == 0 or e == 0):
       log(_progress(e, max(epochs), monitors, active, elapsed,
                     setups[0].ds.task))

@@ -80,6 +80,25 @@ class Monitor:
     self.initial_loss = None if start is None else start.initial_loss
     self.improved = False  # the last evaluation set a new best held-out loss
 
+  def snapshot(self) -> dict:
+    """Everything this monitor decides from, as JSON (NaN and inf kept as
+    floats): ``history, status, reason, best, since_best, initial_loss``.
+    A sweep's group checkpoint holds one per variant; :meth:`restore` puts
+    it back, so a resumed variant evaluates, stops and records as the
+    uninterrupted one. A copy: an asynchronous save may serialise it after
+    the next epoch's record is appended (met: a step holding one record
+    too many)."""
+    return {"history": [dict(h) for h in self.history], "status": self.status,
+            "reason": self.reason, "best": float(self.best),
+            "since_best": self.since_best, "initial_loss": self.initial_loss}
+
+  def restore(self, snap: dict) -> None:
+    """The state :meth:`snapshot` returned."""
+    self.history = list(snap["history"])
+    self.status, self.reason = snap["status"], snap["reason"]
+    self.best, self.since_best = float(snap["best"]), int(snap["since_best"])
+    self.initial_loss = snap["initial_loss"]
+
   def wants_eval(self, e: int, bad_step) -> bool:
     """Whether epoch ``e`` (its ``bad_step`` from
     :class:`funcnet.train.step.EpochMetrics`) is evaluated on the held-out
