@@ -62,13 +62,12 @@ def test_quick_labels_study(tmp_path):
 
 @pytest.mark.slow
 def test_masked_pretraining_beats_scratch_at_5_percent_of_mnist1d(tmp_path):
-  """Issue 26's target, as far as it was reached: with 5% of MNIST-1D's
-  labels (20 per class), the masked-pretrained CNN fine-tuned beats the same
-  CNN from scratch by at least 2 points. The study's full run measured +4.0
-  on the mean of 3 seeds (46.7 vs 42.7; the issue's 5 points were not
-  reached, and the study's claim says FAILS for them) and a gain on every
-  seed; here one seed, the middle one (seed 1: 41.6 vs 38.4, +3.2), since
-  three cost ~10 CPU-minutes of CI's 25-minute budget."""
+  """Issue 26's target: with 5% of MNIST-1D's labels (20 per class), the
+  masked-pretrained CNN fine-tuned beats the same CNN from scratch. The
+  study's full run measured +5.8 on the mean of 3 seeds (48.5 vs 42.7) and
+  a gain on every seed; here one seed, the one of the smallest gain (seed
+  1: 43.2 vs 38.4, +4.8), required to gain at least 3 points, since three
+  seeds cost ~10 CPU-minutes of CI's 25-minute budget."""
   r = studies.run("labels", out=str(tmp_path), overrides=[
       'data=["mnist1d"]', 'objectives=["masked"]', "fractions=[0.05]",
       "seeds=[1]"])
@@ -77,7 +76,7 @@ def test_masked_pretraining_beats_scratch_at_5_percent_of_mnist1d(tmp_path):
                   for m in ("masked", "scratch"))
   assert by["masked"]["0.05"]["n_labels"] == 200
   assert (pre > scratch).all(), (pre, scratch)
-  assert pre.mean() - scratch.mean() >= 0.02, (pre, scratch)
+  assert pre.mean() - scratch.mean() >= 0.03, (pre, scratch)
 
 
 def test_pretrain_epochs_one_for_all_or_one_per_objective():
