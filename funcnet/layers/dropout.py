@@ -1,9 +1,38 @@
 """Inverted dropout, with its backward."""
 
+import math
+
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax import lax
 
 from funcnet.tracing import is_off
+
+
+def keep_mask(key, keep: float, shape):
+  """``jax.random.bernoulli(key, keep, shape)``, bit for bit, as one integer
+  comparison of the random bits.
+
+  jax draws ``u = (bits >> (n - nmant)) * 2^-nmant`` (``n`` = 32 or 64 bits,
+  ``nmant`` = 23 or 52 mantissa bits of the default float) and keeps where
+  ``u < keep``. With ``k = bits >> (n - nmant)`` an integer, ``k 2^-nmant <
+  keep`` iff ``k < T = ceil(keep 2^nmant)`` (``keep`` rounded to that float
+  first, as jax does), iff ``bits < T 2^(n - nmant)``: the same booleans
+  without the shift, the or, the bitcast and the float subtraction, so XLA
+  fuses the threshold into the bits' consumer.
+  """
+  dtype = jnp.dtype(lax.dtype(keep))           # float32, or float64 with x64
+  nbits, nmant = dtype.itemsize * 8, jnp.finfo(dtype).nmant
+  p = float(np.asarray(keep, dtype))           # keep as jax rounds it
+  if p <= 0.0:
+    return jnp.zeros(shape, bool)
+  threshold = math.ceil(p * 2.0 ** nmant) << (nbits - nmant)   # exact
+  if threshold >= 2 ** nbits:        # every u (at most 1 - 2^-nmant) < keep
+    return jnp.ones(shape, bool)
+  uint = jnp.uint32 if nbits == 32 else jnp.uint64
+  bits = jax.random.bits(key, shape, uint)
+  return bits < jnp.asarray(threshold, uint)
 
 
 def dropout_forward(x, rate: float, key=None):
@@ -16,7 +45,7 @@ def dropout_forward(x, rate: float, key=None):
   if key is None or is_off(rate):
     return x, None
   keep = 1.0 - rate
-  r = jax.random.bernoulli(key, keep, x.shape)
+  r = keep_mask(key, keep, x.shape)
   mask = jnp.where(r, jnp.asarray(1.0 / keep, x.dtype), jnp.zeros((), x.dtype))
   return x * mask, mask
 
@@ -42,5 +71,5 @@ def dropout_masks(key, rate: float, hidden_shapes, dtype):
     return None
   keep = 1.0 - rate
   keys = jax.random.split(key, len(hidden_shapes))
-  return [jax.random.bernoulli(k, keep, s).astype(dtype) / keep
+  return [keep_mask(k, keep, s).astype(dtype) / keep
           for k, s in zip(keys, hidden_shapes)]
