@@ -175,8 +175,8 @@ def test_keep_mask_is_jax_bernoulli_bit_for_bit(wide):
     base = jax.random.key(7)
     below_one = float(np.nextafter(np.float32(1), np.float32(0)))
     for i, (keep, shape) in enumerate([
-        (0.9, (100, 40, 64)), (0.5, (13,)), (1 / 3, (7, 9)), (0.25, (3, 2, 5)),
-        (1e-8, (50,)), (below_one, (50,)), (0.0, (4,)), (1.0, (4,))]):
+        (0.9, (10, 40, 64)), (1 / 3, (7, 9)), (1e-8, (50,)),
+        (below_one, (50,)), (0.0, (4,)), (1.0, (4,))]):
       k = jax.random.fold_in(base, i)
       np.testing.assert_array_equal(layers.keep_mask(k, keep, shape),
                                     jax.random.bernoulli(k, keep, shape))
