@@ -166,7 +166,8 @@ def test_dropout(getkey, rng, x64):
 def test_keep_mask_is_jax_bernoulli_bit_for_bit(wide):
   """keep_mask replaces ``jax.random.bernoulli`` in dropout, so the masks (and
   every gradient with dropout) must not change: the same booleans for the
-  same key, in float32 (32-bit draws) and float64 (64-bit draws) mode,
+  same key (new-style and legacy), in float32 (32-bit draws) and float64
+  (64-bit draws) mode, a shape of the Transformer's size among them,
   including the extreme probabilities (keep below 2^-23, the largest float32
   below 1, 0 and 1)."""
   before = jax.config.jax_enable_x64
@@ -180,6 +181,9 @@ def test_keep_mask_is_jax_bernoulli_bit_for_bit(wide):
       k = jax.random.fold_in(base, i)
       np.testing.assert_array_equal(layers.keep_mask(k, keep, shape),
                                     jax.random.bernoulli(k, keep, shape))
+    raw = jax.random.PRNGKey(3)                  # a legacy uint32[2] key
+    np.testing.assert_array_equal(layers.keep_mask(raw, 0.9, (6, 7)),
+                                  jax.random.bernoulli(raw, 0.9, (6, 7)))
   finally:
     jax.config.update("jax_enable_x64", before)
 
