@@ -181,6 +181,9 @@ def test_keep_mask_is_jax_bernoulli_bit_for_bit(wide):
       k = jax.random.fold_in(base, i)
       np.testing.assert_array_equal(layers.keep_mask(k, keep, shape),
                                     jax.random.bernoulli(k, keep, shape))
+    traced = jax.jit(lambda k, p: layers.keep_mask(k, p, (6, 7)))  # a sweep's rate
+    np.testing.assert_array_equal(traced(base, 0.3),
+                                  jax.random.bernoulli(base, 0.3, (6, 7)))
     raw = jax.random.PRNGKey(3)                  # a legacy uint32[2] key
     np.testing.assert_array_equal(layers.keep_mask(raw, 0.9, (6, 7)),
                                   jax.random.bernoulli(raw, 0.9, (6, 7)))

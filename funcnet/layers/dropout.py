@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from funcnet.tracing import is_off
+from funcnet.tracing import is_off, is_traced
 
 
 def keep_mask(key, keep: float, shape):
@@ -26,8 +26,11 @@ def keep_mask(key, keep: float, shape):
   (or joined to 64). jax lowers threefry on CPU as a rolled 5-step loop
   over whole arrays (each step a pass over memory); :func:`_threefry2x32`
   writes the same 20 rounds unrolled, so the hash, the compare and the
-  dropout's multiply fuse. Any other key or setting uses jax's own bits.
+  dropout's multiply fuse. Any other key or setting, more than 2^32
+  elements, or a traced ``keep`` (a sweep over the rate) uses jax's own.
   """
+  if is_traced(keep):            # a sweep's rate: no Python threshold to fold
+    return jax.random.bernoulli(key, keep, shape)
   dtype = jnp.dtype(lax.dtype(keep))           # float32, or float64 with x64
   nbits, nmant = dtype.itemsize * 8, jnp.finfo(dtype).nmant
   p = float(np.asarray(keep, dtype))           # keep as jax rounds it
