@@ -44,8 +44,8 @@ def keep_mask(key, keep: float, shape):
       or not jax.config.jax_threefry_partitionable or size >= 2 ** 32):
     uint = jnp.uint32 if nbits == 32 else jnp.uint64
     return jax.random.bits(key, shape, uint) < jnp.asarray(threshold, uint)
-  data = (jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
-          else key)
+  typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+  data = jax.random.key_data(key) if typed else key     # legacy: uint32[2]
   count = lax.iota(jnp.uint32, size).reshape(shape)        # i < 2^32: hi word 0
   hi, lo = _threefry2x32(data[0], data[1], jnp.zeros((), jnp.uint32), count)
   if nbits == 32:
