@@ -162,6 +162,35 @@ def test_dropout(getkey, rng, x64):
                                 layers.dropout(x, 0.3, k))
 
 
+@pytest.mark.parametrize("wide", [False, True], ids=["x32", "x64"])
+def test_keep_mask_is_jax_bernoulli_bit_for_bit(wide):
+  """keep_mask replaces ``jax.random.bernoulli`` in dropout, so the masks (and
+  every gradient with dropout) must not change: the same booleans for the
+  same key (new-style and legacy), in float32 (32-bit draws) and float64
+  (64-bit draws) mode, a shape of the Transformer's size among them,
+  including the extreme probabilities (keep below 2^-23, the largest float32
+  below 1, 0 and 1)."""
+  before = jax.config.jax_enable_x64
+  jax.config.update("jax_enable_x64", wide)
+  try:
+    base = jax.random.key(7)
+    below_one = float(np.nextafter(np.float32(1), np.float32(0)))
+    for i, (keep, shape) in enumerate([
+        (0.9, (10, 40, 64)), (1 / 3, (7, 9)), (1e-8, (50,)),
+        (below_one, (50,)), (0.0, (4,)), (1.0, (4,))]):
+      k = jax.random.fold_in(base, i)
+      np.testing.assert_array_equal(layers.keep_mask(k, keep, shape),
+                                    jax.random.bernoulli(k, keep, shape))
+    traced = jax.jit(lambda k, p: layers.keep_mask(k, p, (6, 7)))  # a sweep's rate
+    np.testing.assert_array_equal(traced(base, 0.3),
+                                  jax.random.bernoulli(base, 0.3, (6, 7)))
+    raw = jax.random.PRNGKey(3)                  # a legacy uint32[2] key
+    np.testing.assert_array_equal(layers.keep_mask(raw, 0.9, (6, 7)),
+                                  jax.random.bernoulli(raw, 0.9, (6, 7)))
+  finally:
+    jax.config.update("jax_enable_x64", before)
+
+
 def test_dropout_masks_are_zero_or_one_over_keep_with_mean_one(getkey, x64):
   """The MLP's forward and backprop share these masks, so manual and
   autodiff agree whatever they hold: only their values can show a missing

@@ -60,7 +60,7 @@ from funcnet.layers.dense import (activation_backward, activation_forward,
                                   dense, dense_backward, dense_forward,
                                   dense_init)
 from funcnet.layers.dropout import (dropout, dropout_backward, dropout_forward,
-                                    dropout_masks)
+                                    dropout_masks, keep_mask)
 from funcnet.layers.embed import (embed, embed_backward, embed_forward,
                                   embedding_init, sinusoidal)
 from funcnet.layers.norm import (layer_norm, layer_norm_backward,
