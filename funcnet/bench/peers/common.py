@@ -114,7 +114,7 @@ def jax_runner(value_and_grad: Callable, params, optimizer, batches,
 
   step = jax.jit(step, donate_argnums=(0, 1, 2))
   evaluate = jax.jit(lambda p, x, y: value_and_grad(p, x, y, None)[0])
-  state = [params, optimizer.init(params), jax.random.key(seed)]
+  state = [params, jax.jit(optimizer.init)(params), jax.random.key(seed)]
   jb = [(jnp.asarray(x), jnp.asarray(y)) for x, y in batches]
 
   def run(k):

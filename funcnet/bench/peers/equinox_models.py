@@ -187,7 +187,8 @@ def network(spec: dict, key) -> eqx.Module:
 
 def build(model, cfg, batches, seed: int = 0) -> Peer:
   """The Equinox peer of ``model`` (see :mod:`funcnet.bench.peers`)."""
-  net = network(model.spec, jr.key(seed))
+  # One compiled init, not one small compilation per initialiser.
+  net = eqx.filter_jit(network)(model.spec, jr.key(seed))
   params, static = eqx.partition(net, eqx.is_inexact_array)
 
   def value_and_grad(params, x, y, key):

@@ -166,7 +166,9 @@ def build(model, cfg, batches, seed: int = 0) -> Peer:
   """The Flax peer of ``model`` (see :mod:`funcnet.bench.peers`)."""
   net = network(model.spec)
   x0 = jnp.asarray(batches[0][0])
-  params = net.init(jax.random.key(seed), x0, train=False)
+  # One compiled init, not one small compilation per initialiser.
+  params = jax.jit(lambda k, x: net.init(k, x, train=False))(
+      jax.random.key(seed), x0)
 
   def value_and_grad(params, x, y, key):
     def loss(params):

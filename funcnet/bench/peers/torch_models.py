@@ -213,8 +213,8 @@ def build(model, cfg, batches, seed: int = 0,
   torch.manual_seed(seed)
   net = network(model.spec)
   opt, sched, clip = optimizer(cfg, net.parameters())
-  tb = [(torch.from_numpy(np.asarray(x, np.float32)),
-         torch.from_numpy(np.asarray(y)).long()) for x, y in batches]
+  tb = [(torch.from_numpy(np.array(x, np.float32)),
+         torch.from_numpy(np.array(y)).long()) for x, y in batches]
 
   def run(k):
     net.train()
@@ -230,8 +230,9 @@ def build(model, cfg, batches, seed: int = 0,
   def loss(x, y):
     net.eval()
     with torch.no_grad():
-      return float(F.cross_entropy(net(torch.from_numpy(np.asarray(x))),
-                                   torch.from_numpy(np.asarray(y)).long()))
+      return float(F.cross_entropy(
+          net(torch.from_numpy(np.array(x, np.float32))),
+          torch.from_numpy(np.array(y)).long()))
 
   if threads is None:
     threads = best_threads(run, sorted({1, os.cpu_count() or 1}))
