@@ -1,16 +1,23 @@
 """``funcnet bench models``: one training step of the application models,
-hand-written gradients against ``jax.grad``.
+hand-written gradients against ``jax.grad``, and the same models written in
+Flax, Equinox and PyTorch (:mod:`funcnet.bench.peers`).
 
 For each config (the MNIST-1D CNN, GRU and Transformer by default) the step
-is :func:`funcnet.bench.step_time.make_step` with the config's model, loss and
-optimizer, on mini-batches of the config's data:
+is the config's model, loss and optimizer with dropout (a key split per
+step), one jitted call with params, optimizer state and key donated
+(:func:`funcnet.bench.peers.common.jax_runner`), on mini-batches of the
+config's data:
 
-  time     seconds per step of a Python loop of jitted steps
-           (:func:`funcnet.bench.step_time.measure`), manual and autodiff measured
-           alternately, ``rounds`` times each, so that both meet the same
-           load; the ratio is of the medians
-  memory   XLA's temporary allocation of the compiled step
-           (``memory_analysis().temp_size_in_bytes``): what the backward
+  time     seconds per step of a Python loop of steps
+           (:func:`funcnet.bench.step_time.measure`); funcnet manual,
+           funcnet autodiff and each peer measured in turn, ``rounds``
+           times each, so that all meet the same load; ratios are of the
+           medians. Against the peers, a contestant's speed ratio is
+           ``t_peer / t_contestant`` (above 1: faster than the peer), to the
+           fastest JAX peer and to PyTorch (eager, at its best thread count)
+  memory   XLA's temporary allocation of the compiled step without dropout
+           (:func:`funcnet.bench.step_time.make_step`;
+           ``memory_analysis().temp_size_in_bytes``): what the backward
            keeps alive besides params, optimizer state and the batch
 
   compute  parameters and their bytes, FLOPs of one training step counted
@@ -27,16 +34,19 @@ fast (the issue's bar: within 10%).
 
 import json
 import os
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from funcnet import config as config_lib, experiment
+from funcnet import config as config_lib, experiment, train
 from funcnet.bench import step_time
 
 CONFIGS = ("mnist1d_cnn", "mnist1d_gru", "mnist1d_transformer")
+GRADS = ("manual", "autodiff")
+JAX_PEERS = ("flax", "equinox")
+TORCH_PEER = "pytorch"
 
 
 def _config_path(name: str) -> str:
@@ -68,39 +78,61 @@ def temp_bytes(setup, grads: str) -> int:
   return int(stats.temp_size_in_bytes) if stats is not None else -1
 
 
-def time_step(setup, grads: str, *, repeats: int, min_time: float) -> step_time.Timing:
-  step, batches = _step_and_batches(setup, grads)
-  state = list(setup.init_state())
+def _numpy_batches(setup) -> list:
+  """A few ``(x, y)`` mini-batches of the config's training data, numpy."""
+  b = setup.cfg["train"]["batch_size"]
+  x, y = setup.ds.x_train, setup.ds.y_train
+  n = min(len(y) // b, 8)
+  return [(np.asarray(x[i * b:(i + 1) * b], setup.dtype),
+           np.asarray(y[i * b:(i + 1) * b])) for i in range(n)]
 
-  def run(k):
-    params, opt_state = state
-    c = None
-    for i in range(k):
-      params, opt_state, c = step(params, opt_state, *batches[i % len(batches)])
-    jax.block_until_ready((params, opt_state, c))
-    state[:] = params, opt_state
 
-  return step_time.measure(run, repeats=repeats, min_time=min_time)
+def contestants(setup, batches, peers=None, log: Callable = print) -> tuple:
+  """``({name: run}, {name: Peer}, notes)``: funcnet's step with each
+  gradient source and, unless ``peers`` is False, the peers of
+  :mod:`funcnet.bench.peers` that import and can write the model.
+
+  Every JAX contestant runs the same jitted loop (:func:`peers.common.jax_runner`:
+  a dropout key split per step, params, optimizer state and key donated),
+  funcnet's with the config's own optimizer."""
+  from funcnet.bench import peers as peers_lib
+  from funcnet.bench.peers import common
+  runners = {}
+  for g in GRADS:              # params of their own: each runner donates its
+    vg = train.gradient_fn(setup.model, setup.loss, g)
+    runners[g] = common.jax_runner(vg, setup.init_state()[0], setup.optimizer,
+                                   batches)[0]
+  if peers is False:
+    return runners, {}, []
+  built, notes = peers_lib.build_all(setup.model, setup.cfg, batches)
+  for note in notes:
+    log(note)
+  runners.update({n: p.run for n, p in built.items()})
+  return runners, built, notes
 
 
 def run(configs: Sequence[str] = CONFIGS, *, rounds: int = 3, repeats: int = 3,
         min_time: float = 0.5, log: Callable = print,
-        peak_size: int = 0) -> list:
+        peak_size: int = 0, peers: Optional[bool] = None) -> list:
   """One record per config: ms per step and temp bytes of each gradient
   source, and manual / autodiff ratios, its compute (see the module
-  docstring; ``peak_size`` > 0 measures the peak with ``n x n`` matmuls)."""
+  docstring; ``peak_size`` > 0 measures the peak with ``n x n`` matmuls);
+  with the peers (``peers`` None or True; False: funcnet only), each
+  peer's ms per step and the speed ratios of :func:`peer_ratios`."""
   records = []
   peak = (step_time.matmul_peak(peak_size, min_time=min_time)["gflops"]
           if peak_size else None)
   for name in configs:
     cfg = config_lib.load(_config_path(name))
     setup = experiment.Setup(cfg)
-    mem = {g: temp_bytes(setup, g) for g in ("manual", "autodiff")}
-    times = {"manual": [], "autodiff": []}
-    for _ in range(rounds):             # alternate, so both meet the same load
-      for g in times:
-        times[g].append(time_step(setup, g, repeats=repeats,
-                                  min_time=min_time).median)
+    mem = {g: temp_bytes(setup, g) for g in GRADS}
+    runners, built, notes = contestants(setup, _numpy_batches(setup), peers,
+                                        log)
+    times = {k: [] for k in runners}
+    for _ in range(rounds):     # all alternate, so all meet the same load
+      for k, r in runners.items():
+        times[k].append(step_time.measure(r, repeats=repeats,
+                                          min_time=min_time).median)
     ms = {g: 1e3 * float(np.median(v)) for g, v in times.items()}
     rec = {"config": name, "kind": setup.model.kind,
            "batch": cfg["train"]["batch_size"],
@@ -109,11 +141,38 @@ def run(configs: Sequence[str] = CONFIGS, *, rounds: int = 3, repeats: int = 3,
            "manual_temp_bytes": mem["manual"],
            "autodiff_temp_bytes": mem["autodiff"],
            "memory_ratio": mem["manual"] / max(mem["autodiff"], 1),
-           "device": step_time.device_description()}
-    rec.update(_compute(setup, ms, peak))
+           "rounds": rounds, "device": step_time.device_description()}
+    rec.update(_compute(setup, {g: ms[g] for g in GRADS}, peak))
+    if built or notes:
+      rec.update(peer_ratios(ms))
+      rec["peer_params"] = {n: p.params for n, p in built.items()}
+      rec["peer_info"] = {n: p.info for n, p in built.items() if p.info}
+      rec["peer_notes"] = notes
     log(json.dumps(rec))
     records.append(rec)
   return records
+
+
+def peer_ratios(ms: dict) -> dict:
+  """The peers' ms per step and every contestant's speed against the
+  fastest JAX peer (Flax or Equinox) and against PyTorch: ``t_peer /
+  t_contestant``, above 1 when the contestant is faster.
+
+  ``ms``: ``{contestant: ms per step}``, funcnet's ``manual`` and
+  ``autodiff`` and whichever peers ran. Returns ``{"peers_ms",
+  "fastest_jax_peer", "over_fastest_jax_peer": {contestant: ratio},
+  "over_pytorch": {...}}`` (a reference that did not run gives None).
+  """
+  jax_peers = {k: v for k, v in ms.items() if k in JAX_PEERS}
+  fastest = min(jax_peers, key=jax_peers.get) if jax_peers else None
+  torch_ms = ms.get(TORCH_PEER)
+  return {
+      "peers_ms": {k: v for k, v in ms.items() if k not in GRADS},
+      "fastest_jax_peer": fastest,
+      "over_fastest_jax_peer": {k: (ms[fastest] / v if fastest else None)
+                                for k, v in ms.items()},
+      "over_pytorch": {k: (torch_ms / v if torch_ms else None)
+                       for k, v in ms.items()}}
 
 
 def _compute(setup, ms: dict, peak) -> dict:
@@ -153,4 +212,24 @@ def format_table(records: list) -> str:
         + (f"{xla:.4g} | " if xla else "n/a | ")
         + f"{r['manual_gflops']:.3g} | {r['autodiff_gflops']:.3g} | "
         + (f"{frac:.1%} |" if frac else "n/a |"))
-  return "\n".join(rows)
+  return "\n".join(rows + _peers_table(records))
+
+
+def _peers_table(records: list) -> list:
+  """Rows of the contestants' table, empty when no record has peers."""
+  if not any("peers_ms" in r for r in records):
+    return []
+  rows = ["", "| config | contestant | ms/step | speed / fastest JAX peer "
+          "| speed / PyTorch |", "| --- | --- | ---: | ---: | ---: |"]
+  fmt = lambda v: "n/a" if v is None else f"{v:.2f}x"  # noqa: E731
+  for r in records:
+    if "peers_ms" not in r:
+      continue
+    ms = {"autodiff": r["autodiff_ms"], "manual": r["manual_ms"],
+          **r["peers_ms"]}
+    for k, v in ms.items():
+      name = k if k in r["peers_ms"] else f"funcnet {k}"
+      rows.append(f"| {r['config']} | {name} | {v:.2f} | "
+                  f"{fmt(r['over_fastest_jax_peer'][k])} | "
+                  f"{fmt(r['over_pytorch'][k])} |")
+  return rows

@@ -3,8 +3,9 @@ benchmark of :mod:`funcnet.bench`; see docs/performance.md.
 
   steps    one MLP training step against the device's matmul peak
            (:mod:`funcnet.bench.step_time`)
-  models   one training step of application configs, manual vs autodiff
-           (:mod:`funcnet.bench.model_steps`)
+  models   one training step of application configs, manual vs autodiff,
+           beside the same models in Flax, Equinox and PyTorch
+           (:mod:`funcnet.bench.model_steps`, :mod:`funcnet.bench.peers`)
   data     ``data shards DIR``: the shards loader, and with ``--train`` a
            config trained from memory and from the shards;
            ``data memory-cap MB``: a dataset 3x larger than a memory cap,
@@ -19,6 +20,8 @@ benchmark of :mod:`funcnet.bench`; see docs/performance.md.
 Each prints a table on stdout (progress on stderr) and, with ``--json
 FILE``, writes its records.
 """
+
+import argparse
 
 from funcnet.cli import common
 from funcnet.errors import FuncnetError
@@ -44,7 +47,8 @@ def add_arguments(p) -> None:
       "gradient source and mode, and a square matmul on the same device."))
   _models_arguments(sub.add_parser(
       "models", help="one training step of application configs, hand-written "
-      "vs autodiff gradients: time and XLA temp memory"))
+      "vs autodiff gradients (time and XLA temp memory), beside the same "
+      "models in Flax, Equinox and PyTorch"))
   _data_arguments(sub.add_parser(
       "data", help="the shards loader (and training from shards vs memory), "
       "or a dataset larger than a memory cap"))
@@ -157,15 +161,25 @@ def _models_arguments(p) -> None:
   p.add_argument("--peak-size", type=int, default=0, metavar="N",
                  help="also measure the matmul peak with N x N products and "
                  "set each step's GFLOP/s against it (default 0: not)")
+  p.add_argument("--rounds", type=int, default=3, metavar="N",
+                 help="rounds in which every contestant is timed in turn; "
+                 "each one's median is reported (default 3)")
+  p.add_argument("--peers", action=argparse.BooleanOptionalAction,
+                 default=None, help="also time the models written in Flax, "
+                 "Equinox and PyTorch (default: those whose library "
+                 "imports; a missing one is named in one line)")
   _json_flag(p)
 
 
 def models(args) -> int:
   from funcnet.bench import model_steps
   _check_repeats(args)
+  if args.rounds < 1:
+    raise FuncnetError("--rounds must be >= 1")
   records = model_steps.run(args.configs or model_steps.CONFIGS,
-                            repeats=args.repeats, min_time=args.min_time,
-                            log=common.log, peak_size=args.peak_size)
+                            rounds=args.rounds, repeats=args.repeats,
+                            min_time=args.min_time, log=common.log,
+                            peak_size=args.peak_size, peers=args.peers)
   print(model_steps.format_table(records))
   common.write_json(args.json, records)
   return 0
