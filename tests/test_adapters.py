@@ -244,12 +244,14 @@ def test_mutable_state_and_non_modules_are_refused_in_one_line(x64):
 
 def test_funcnet_itself_imports_neither_library():
   # Only funcnet/adapters/ names flax or equinox (and there only inside the
-  # functions: importing funcnet.adapters imports neither).
+  # functions: importing funcnet.adapters imports neither), and the bench's
+  # peers (funcnet/bench/peers/, each module imported only when its peer
+  # is timed).
   root = pathlib.Path(__file__).resolve().parents[1] / "funcnet"
   found = []
   for path in root.rglob("*.py"):
     text = path.read_text()
-    if "adapters" in path.parts or ("flax" not in text and "equinox" not in text):
+    if {"adapters", "peers"} & set(path.parts) or ("flax" not in text and "equinox" not in text):
       continue
     for node in ast.walk(ast.parse(text)):
       names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
