@@ -6,6 +6,7 @@ runs with its flags. Speed is measured by the benchmark itself and recorded
 in docs/performance.md, never asserted here."""
 
 import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -225,7 +226,7 @@ def test_the_table_gives_each_contestants_time_and_ratios():
 def test_bench_models_times_funcnet_beside_the_peers(tmp_path, capsys):
   path = _tiny_cnn(tmp_path)[2]
   out = tmp_path / "m.json"
-  assert cli.main(["bench", "models", str(path), "--rounds", "1", "--repeats",
+  assert cli.main(["bench", "models", str(path), "--rounds", "2", "--repeats",
                    "1", "--min-time", "0.001", "--json", str(out)]) == 0
   table = capsys.readouterr().out
   assert "| contestant | ms/step | speed / fastest JAX peer" in table
@@ -236,6 +237,9 @@ def test_bench_models_times_funcnet_beside_the_peers(tmp_path, capsys):
   assert rec["params"] == 4 * 3 + 4 + 20 * 4 * 8 + 8 + 8 * 10 + 10
   for name in ran:
     assert f"| {name} | {rec['peers_ms'][name]:.2f} |" in table
+  if "pytorch" in ran:         # its thread count chosen again each round
+    threads = rec["peer_info"]["pytorch"]["threads"]
+    assert len(threads) == 2 and set(threads) <= {1, os.cpu_count()}
   fastest = rec["fastest_jax_peer"]
   assert rec["over_fastest_jax_peer"]["autodiff"] == pytest.approx(
       rec["peers_ms"][fastest] / rec["autodiff_ms"])

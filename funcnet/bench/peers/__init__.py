@@ -29,7 +29,10 @@ A :class:`Peer` holds
           (:func:`common.jax_runner`, which funcnet's own step uses too)
   loss    ``loss(x, y) -> float``: the mean loss of the current params on a
           batch, without dropout
-  info    what else the record should say (PyTorch: its thread count)
+  info    what else the record should say (PyTorch: its thread counts)
+  before_round  None, or called before each round of measurements (PyTorch
+          chooses its thread count again: the machine's load changes
+          between rounds, and with it the best count)
 
 The libraries are optional: flax and equinox come with the ``test`` (or
 ``flax``/``equinox``) extra, torch with ``bench``. :func:`available` says
@@ -37,7 +40,7 @@ which import.
 """
 
 import importlib
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 FRAMEWORKS = ("flax", "equinox", "pytorch")
 _MODULES = {"flax": ("flax_models", "flax", "flax"),
@@ -56,6 +59,7 @@ class Peer(NamedTuple):
   run: Callable[[int], None]
   loss: Callable
   info: dict = {}
+  before_round: Optional[Callable[[], None]] = None
 
 
 def module(name: str):

@@ -208,8 +208,10 @@ def build(model, cfg, batches, seed: int = 0,
           threads: Optional[int] = None) -> Peer:
   """The PyTorch peer of ``model`` (see :mod:`funcnet.bench.peers`), on
   ``threads`` threads (None: the faster of 1 and all cores, by
-  :func:`best_threads`; kept process-wide, as ``torch.set_num_threads``
-  is)."""
+  :func:`best_threads`, chosen again before each round by the peer's
+  ``before_round``: under load two threads can be 10x slower than one,
+  and an idle trial followed by a loaded round voided a Transformer row;
+  process-wide, as ``torch.set_num_threads`` is)."""
   torch.manual_seed(seed)
   net = network(model.spec)
   opt, sched, clip = optimizer(cfg, net.parameters())
@@ -234,8 +236,13 @@ def build(model, cfg, batches, seed: int = 0,
           net(torch.from_numpy(np.array(x, np.float32))),
           torch.from_numpy(np.array(y)).long()))
 
-  if threads is None:
-    threads = best_threads(run, sorted({1, os.cpu_count() or 1}))
-  torch.set_num_threads(threads)
+  info = {"threads": []}   # the count of each round, in order
+
+  def choose():
+    info["threads"].append(threads if threads is not None else best_threads(
+        run, sorted({1, os.cpu_count() or 1})))
+    torch.set_num_threads(info["threads"][-1])
+
+  choose()
   n = sum(p.numel() for p in net.parameters())
-  return Peer("pytorch", n, run, loss, {"threads": threads})
+  return Peer("pytorch", n, run, loss, info, before_round=choose)
