@@ -336,7 +336,13 @@ def program_dir(monkeypatch, tmp_path):
   cache stays off, as tests/conftest.py leaves it)."""
   where = tmp_path / "programs"
   monkeypatch.setattr(program_cache, "folder", lambda: str(where))
+  monkeypatch.setattr(program_cache, "_LOADED", {})
   return where
+
+
+def _new_process():
+  """Forget the executables this process holds, as a new process would."""
+  program_cache._LOADED.clear()
 
 
 def _affine(w, x):
@@ -352,6 +358,7 @@ def test_a_cached_program_is_loaded_not_traced_and_computes_the_same(
   f = lambda w, x: (traced.append(1), _affine(w, x))[1]  # noqa: E731
   first = program_cache.compiled(f, (w, x), "affine")
   assert len(traced) == 1 and len(os.listdir(program_dir)) == 1
+  _new_process()
   second = program_cache.compiled(f, (w, x), "affine")
   assert len(traced) == 1  # read from the file: nothing traced
   for g in (first, second):
@@ -368,6 +375,7 @@ def test_a_damaged_or_mismatched_entry_is_never_run(program_dir):
   program_cache.compiled(_affine, (w, x), "affine")
   [entry] = program_dir.iterdir()
   entry.write_bytes(entry.read_bytes()[:100])  # a partial write
+  _new_process()
   g = program_cache.compiled(_affine, (w, x), "affine")
   np.testing.assert_allclose(g(w, x), np.tanh(x @ w) + 1.0, rtol=1e-6)
   assert entry.stat().st_size > 100  # compiled again and rewritten
@@ -384,6 +392,7 @@ def test_a_damaged_or_mismatched_entry_is_never_run(program_dir):
 @pytest.mark.parametrize("seed", [0, 1, 42, 2**31 - 1])
 def test_the_cached_key_is_jaxs_key(program_dir, seed):
   for _ in range(2):  # compiled, then loaded
+    _new_process()
     got = program_cache.random_key(seed)
     np.testing.assert_array_equal(jax.random.key_data(got),
                                   jax.random.key_data(jax.random.key(seed)))
@@ -395,8 +404,10 @@ def test_a_run_from_cached_programs_equals_one_without_them(monkeypatch,
   plain = experiment.Setup(cfg).fit()  # the cache off (tests/conftest.py)
   program_dir = tmp_path / "programs"
   monkeypatch.setattr(program_cache, "folder", lambda: str(program_dir))
+  monkeypatch.setattr(program_cache, "_LOADED", {})
   runs = []
   for _ in range(2):  # the first compiles and writes, the second loads
+    _new_process()
     setup = experiment.Setup(cfg)
     runs.append(setup.fit(train.TrainState(*setup.init_state())))
   names = sorted(p.name.split("-")[0] for p in program_dir.iterdir())

@@ -52,6 +52,7 @@ import numpy as np
 from funcnet import timings
 
 SUBFOLDER = "programs"
+_LOADED: dict = {}  # path -> executable, loaded or compiled in this process
 _ENV_FINGERPRINT = None
 
 
@@ -189,6 +190,8 @@ def compiled(fn: Callable, args: tuple, identity: Optional[str],
   key = hashlib.sha256(repr((name, identity, _signature(args),
                              environment())).encode()).hexdigest()
   path = os.path.join(where, f"{name}-{key[:40]}.bin")
+  if path in _LOADED:  # this process has it (a sweep's variants' keys)
+    return Checked(_LOADED[path], jitted, args)
   t0 = time.perf_counter()
   exe = _load(path, args)
   if exe is not None:
@@ -196,6 +199,9 @@ def compiled(fn: Callable, args: tuple, identity: Optional[str],
   else:
     exe = jitted.lower(*args).compile()
     _store(path, exe)
+  if len(_LOADED) >= 64:  # a long-lived process: forget the oldest
+    del _LOADED[next(iter(_LOADED))]
+  _LOADED[path] = exe
   return Checked(exe, jitted, args)
 
 
