@@ -173,7 +173,7 @@ def fit(model: Model, loss, optimizer: optax.GradientTransformation, data, *,
   state = _starting_state(model, optimizer, state, k_init, options,
                           n // options.batch_size)
   return _Loop(model, loss, optimizer, data, options, state, k_train,
-               callbacks, run_keys, identity).run(state)
+               callbacks, run_keys).run(state)
 
 
 def _identity(loss, data, o: FitOptions) -> Optional[str]:
@@ -220,11 +220,11 @@ class _Loop:
 
   def __init__(self, model, loss, optimizer, data, options: FitOptions,
                state: TrainState, k_train, callbacks: Callbacks,
-               run_keys=None, identity=None):
+               run_keys=None):
     o, self.options, self.callbacks = options, options, callbacks
     self.run_keys = run_keys or _run_keys
     # with an identity: the first call's shapes load the cached programs
-    self.identity, self.cached = identity, set()
+    self.identity, self.cached = _identity(loss, data, options), set()
     task = o.task or getattr(data, "task", tasks.DEFAULT)
     self.steps = int(np.shape(data.x_train)[0]) // o.batch_size
     self.streamed = isinstance(data.x_train, streamed_data.Rows)
