@@ -1,4 +1,4 @@
-"""Compiled programs kept on disk by what they compute: a warm run traces nothing.
+"""Compiled programs on disk by what decides them: a warm run traces nothing.
 
 JAX's persistent cache (:mod:`funcnet.run.compile_cache`) keys a program by
 its lowered text, so even a run that compiles nothing first traces every
@@ -11,7 +11,7 @@ warm run loads it without tracing:
                environment)
   identity     what the caller vouches decides the function (``Setup``: the
                resolved config, the data's spec and statistics; see
-               :meth:`funcnet.experiment.Setup.program_identity`)
+               :attr:`funcnet.experiment.Setup.program_identity`)
   environment  jax, jaxlib, optax and funcnet versions; the size and mtime
                of every funcnet source file (an edited module is another
                key); JAX's config values; ``XLA_FLAGS``; the backend, its
@@ -27,23 +27,24 @@ warm run loads it without tracing:
 
 It is on only where it is safe and simple: the persistent compilation cache
 (:mod:`funcnet.run.compile_cache`) is on (its folder holds this one's,
-``programs/``), one process, one device, an identity given. A file that does not load, or whose argument tree and shapes do not
-match the call, is never run: the program is compiled and the file
-replaced. An executable is the same one the jit call would have compiled
-(JAX's own cache stores these very bytes), so the numbers are the same bit
-for bit. Like JAX's cache, the folder is trusted: loading an executable can
-run code, so keep it where only you can write.
+``programs/``), one process, one device, an identity given. A file that
+does not load, or whose argument tree and shapes do not match the call, is
+never run: the program is compiled and the file replaced. An executable
+is the one the jit call would have compiled (JAX's own cache stores these
+very bytes), so the numbers are the same bit for bit. Like JAX's cache,
+the folder is trusted: loading an executable can run code, so keep it where
+only you can write.
 
 Files are written whole (a temporary file, then ``os.replace``), so two
 processes writing one entry leave one of the two.
 """
 
 import hashlib
-from collections.abc import Mapping
 import os
 import pickle
 import tempfile
 import time
+from collections.abc import Mapping
 from typing import Callable, Optional
 
 import jax
