@@ -10,11 +10,15 @@ to FILE as it ends (:func:`write`):
   programs               programs JAX built (compiled, or loaded from the
                          persistent cache)
   names                  their names, in order (``jit(epoch)``, ...)
-  cache_hits             of them, loaded from the cache
+  cache_hits             of them, loaded from a cache (JAX's persistent
+                         one, or :mod:`funcnet.train.program_cache`, which
+                         skips tracing and lowering too)
   compiled               programs - cache_hits: XLA compilations
   compile_s              seconds JAX spent building them (compiling or
                          loading), inside the phases
   trace_s, lower_s       seconds tracing to jaxprs and lowering to MLIR
+  traced                 functions traced to jaxprs (jitted, evaluated for
+                         shapes, or made into jaxprs)
 
 ``funcnet bench startup`` (:mod:`funcnet.bench.startup`) and
 ``tests/test_startup.py`` read it. The counts come from JAX's public
@@ -39,7 +43,7 @@ _HIT = "/jax/compilation_cache/cache_hits"
 
 _state = {"start_unix": time.time(), "phases": {}, "counts": {}, "programs": 0,
           "names": [], "cache_hits": 0, "compile_s": 0.0, "trace_s": 0.0,
-          "lower_s": 0.0}
+          "lower_s": 0.0, "traced": 0}
 _listening = False
 
 
@@ -83,6 +87,7 @@ def listen() -> None:
       _state["compile_s"] += duration
     elif event == _TRACE:
       _state["trace_s"] += duration
+      _state["traced"] += 1
     elif event == _LOWER:
       _state["lower_s"] += duration
 
@@ -94,6 +99,15 @@ def listen() -> None:
   jax.monitoring.register_event_duration_secs_listener(on_duration)
   jax.monitoring.register_event_listener(on_event)
   _listening = True
+
+
+def loaded(name: str, seconds: float) -> None:
+  """Counts a program :mod:`funcnet.train.program_cache` loaded (JAX reports
+  none: it neither traced nor compiled it)."""
+  _state["programs"] += 1
+  _state["cache_hits"] += 1
+  _state["names"].append(name)
+  _state["compile_s"] += seconds
 
 
 def snapshot(command: str = "") -> dict:

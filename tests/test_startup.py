@@ -19,11 +19,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from funcnet import config, data, experiment, initializers, timings
+from funcnet import config, data, experiment, initializers, timings, train
 from funcnet.experiment import setup as experiment_setup
 from funcnet.bench import startup
 from funcnet.run import checkpoints, compile_cache
-from funcnet.train import TrainState
+from funcnet.train import TrainState, program_cache
 from helpers import read_jsonl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,11 +32,12 @@ ENV.pop("JAX_ENABLE_X64", None)
 ENV.pop("JAX_COMPILATION_CACHE_DIR", None)
 
 # What a default one-epoch run builds, in order: the run's key
-# (jax.random.key: the seed staged, then threefry's seed), the initial
-# params and optimizer state (experiment.Setup.init_state), fit's keys, the
-# epoch, the evaluation, and the learning rate the history records.
-PROGRAMS = ["jit(stage)", "jit(_threefry_seed)", "jit(init)", "jit(_run_keys)",
-            "jit(epoch)", "jit(evaluate)", "jit(stage)"]
+# (jax.random.key as one program), the initial params and optimizer state
+# (experiment.Setup.init_state), fit's keys, the epoch, the evaluation
+# (these five through funcnet.train.program_cache), and the learning rate
+# the history records (JAX's eager call).
+PROGRAMS = ["jit(_random_key)", "jit(init)", "jit(_run_keys)", "jit(epoch)",
+            "jit(evaluate)", "jit(stage)"]
 
 
 def _python(*args, env=None, timeout=240):
@@ -75,8 +76,13 @@ def test_a_default_run_compiles_what_it_needs_and_caches_it(cold_and_warm):
   # conversion compiled op by op.
   assert cold["names"] == PROGRAMS, cold["names"]
   assert cold["compiled"] == len(PROGRAMS) and cold["cache_hits"] == 0
+  # JAX's cache holds every program; funcnet's, those it keys itself, and
+  # the two values it remembers (the pre-flight, the step's FLOPs)
   assert len([f for f in os.listdir(cache) if f.endswith("-cache")]) \
-      == len(set(PROGRAMS)) + 1  # the two stages differ in shape
+      == len(set(PROGRAMS))
+  ours = sorted(f.split("-")[0] for f in os.listdir(cache / "programs"))
+  assert ours == ["_random_key", "_run_keys", "compute", "epoch", "evaluate",
+                  "init", "preflight"], ours
 
 
 @pytest.mark.slow
@@ -84,6 +90,9 @@ def test_a_second_run_compiles_nothing_and_trains_the_same(cold_and_warm):
   tmp, _, [(_, cold), (_, warm)] = cold_and_warm
   assert warm["names"] == cold["names"]
   assert warm["compiled"] == 0 and warm["cache_hits"] == len(PROGRAMS)
+  # loaded without tracing: only the learning rate's eager call is traced
+  # (the cold run traced the model's steps, pre-flight and FLOP count)
+  assert warm["traced"] == 1 and cold["traced"] > 10, (warm, cold)
   strip = lambda rs: [{k: v for k, v in r.items() if k != "time"} for r in rs]
   assert strip(read_jsonl(tmp / "cold" / "metrics.jsonl")) \
       == strip(read_jsonl(tmp / "warm" / "metrics.jsonl"))
@@ -283,14 +292,14 @@ def test_the_startup_table_sets_medians_against_the_floor():
       "cache_hits": 7 - compiled, "compile_s": 1.0, "trace_s": 0.1,
       "lower_s": 0.2, "breakdown": dict.fromkeys(startup.PHASES, 0.1)}
   result = {"floor": [1.0, 2.0, 1.5], "cold": [rec(7, 7), rec(8, 7), rec(6, 7)],
-            "warm": [rec(3, 0), rec(4, 0), rec(3.5, 0)],
+            "warm": [rec(1.2, 0), rec(1.8, 0), rec(1.5, 0)],
             "load": ((0.5, 0, 0), (1.0, 0, 0))}
   table = startup.format_table(result)
   assert "floor (import jax, one op): 1.50 s [1.00, 2.00]" in table
   cold, warm = (next(line.split() for line in table.splitlines()
                      if line.startswith(m)) for m in ("cold", "warm"))
-  assert cold == ["cold", "7.00", "4.67", "<=", "5.0", "met", "7", "0"]
-  assert warm == ["warm", "3.50", "2.33", "<=", "2.5", "met", "0", "7"]
+  assert cold == ["cold", "7.00", "4.67", "<=", "2.0", "missed", "7", "0"]
+  assert warm == ["warm", "1.50", "1.00", "<=", "1.3", "met", "0", "7"]
 
 
 def test_timings_count_phases_and_write_nothing_unasked(monkeypatch, tmp_path):
@@ -315,4 +324,108 @@ def test_bench_startup_runs_end_to_end():
   rows = [l.split() for l in r.stdout.splitlines()
           if l.startswith(("cold", "warm"))]
   assert [row[0] for row in rows] == ["cold", "warm"] * 2
-  assert rows[1][-2:] == ["0", "7"]  # warm: nothing compiled, all cached
+  # warm: nothing compiled, all cached
+  assert rows[1][-2:] == ["0", str(len(PROGRAMS))]
+
+
+# --- funcnet's program cache: loaded without tracing, never a wrong one -----
+
+@pytest.fixture
+def program_dir(monkeypatch, tmp_path):
+  """funcnet.train.program_cache on, in a temporary folder (JAX's own
+  cache stays off, as tests/conftest.py leaves it)."""
+  where = tmp_path / "programs"
+  monkeypatch.setattr(program_cache, "folder", lambda: str(where))
+  monkeypatch.setattr(program_cache, "_LOADED", {})
+  return where
+
+
+def _new_process():
+  """Forget the executables this process holds, as a new process would."""
+  program_cache._LOADED.clear()
+
+
+def _affine(w, x):
+  return jnp.tanh(x @ w) + 1.0
+
+
+def test_a_cached_program_is_loaded_not_traced_and_computes_the_same(
+    program_dir):
+  w = np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3)
+  x = np.arange(8, dtype=np.float32).reshape(2, 4) / 7
+  want = np.tanh(x @ w) + 1.0  # numpy's reference
+  traced = []
+  f = lambda w, x: (traced.append(1), _affine(w, x))[1]  # noqa: E731
+  first = program_cache.compiled(f, (w, x), "affine")
+  assert len(traced) == 1 and len(os.listdir(program_dir)) == 1
+  _new_process()
+  second = program_cache.compiled(f, (w, x), "affine")
+  assert len(traced) == 1  # read from the file: nothing traced
+  for g in (first, second):
+    np.testing.assert_allclose(g(w, x), want, rtol=1e-6)
+  np.testing.assert_array_equal(second(w, x), jax.jit(_affine)(w, x))
+  # other shapes: the jitted function, which traces for them
+  np.testing.assert_allclose(second(w, x[:1]), want[:1], rtol=1e-6)
+  assert len(traced) == 2
+
+
+def test_a_damaged_or_mismatched_entry_is_never_run(program_dir):
+  w = np.ones((4, 3), np.float32)
+  x = np.ones((2, 4), np.float32)
+  program_cache.compiled(_affine, (w, x), "affine")
+  [entry] = program_dir.iterdir()
+  entry.write_bytes(entry.read_bytes()[:100])  # a partial write
+  _new_process()
+  g = program_cache.compiled(_affine, (w, x), "affine")
+  np.testing.assert_allclose(g(w, x), np.tanh(x @ w) + 1.0, rtol=1e-6)
+  assert entry.stat().st_size > 100  # compiled again and rewritten
+  # a whole entry for other shapes, under this call's name: not used
+  program_cache.compiled(_affine, (w, x[:1]), "affine")
+  other = next(p for p in program_dir.iterdir() if p != entry)
+  assert program_cache._load(str(other), (w, x)) is None
+  assert program_cache._load(str(entry), (w, x)) is not None
+  # another identity is another entry
+  program_cache.compiled(_affine, (w, x), "affine, another")
+  assert len(os.listdir(program_dir)) == 3
+
+
+@pytest.mark.parametrize("seed", [0, 1, 42, 2**31 - 1])
+def test_the_cached_key_is_jaxs_key(program_dir, seed):
+  for _ in range(2):  # compiled, then loaded
+    _new_process()
+    got = program_cache.random_key(seed)
+    np.testing.assert_array_equal(jax.random.key_data(got),
+                                  jax.random.key_data(jax.random.key(seed)))
+
+
+def test_a_run_from_cached_programs_equals_one_without_them(monkeypatch,
+                                                          tmp_path):
+  cfg = config.load(None, ["train.epochs=2", "model.mlp.hidden=[9]"])
+  plain = experiment.Setup(cfg).fit()  # the cache off (tests/conftest.py)
+  program_dir = tmp_path / "programs"
+  monkeypatch.setattr(program_cache, "folder", lambda: str(program_dir))
+  monkeypatch.setattr(program_cache, "_LOADED", {})
+  runs = []
+  for _ in range(2):  # the first compiles and writes, the second loads
+    _new_process()
+    setup = experiment.Setup(cfg)
+    runs.append(setup.fit(train.TrainState(*setup.init_state())))
+  names = sorted(p.name.split("-")[0] for p in program_dir.iterdir())
+  assert names == ["_random_key", "_run_keys", "epoch", "evaluate", "init",
+                   "preflight"]
+  for run in runs:
+    strip = lambda h: [{k: v for k, v in r.items() if k != "time"}  # noqa
+                       for r in h]
+    assert strip(run.history) == strip(plain.history)
+    for a, b in zip(jax.tree_util.tree_leaves(run.state),
+                    jax.tree_util.tree_leaves(plain.state), strict=True):
+      np.testing.assert_array_equal(a, b)
+
+
+def test_a_change_in_the_config_is_another_identity():
+  a, b, c = (experiment.Setup(config.load(None, sets)) for sets in (
+      [], ["optimizer.learning_rate=0.002"], []))
+  assert a.program_identity == c.program_identity
+  assert a.program_identity != b.program_identity
+  assert program_cache.digest({"x": np.zeros(3)}) \
+      != program_cache.digest({"x": np.zeros(4)})

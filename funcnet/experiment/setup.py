@@ -31,6 +31,7 @@ from funcnet.experiment import distill, pretrain
 from funcnet.errors import ConfigError
 from funcnet.models import registry
 from funcnet.run import preflight
+from funcnet.train import program_cache
 from funcnet.train import adversarial, precision
 
 def build_dataset(cfg, stats=None) -> data.Dataset:
@@ -192,8 +193,14 @@ class Setup:
       self.plan.check_batch(t["batch_size"], t["accumulate"])
     # Last: the run must fit in memory (shapes only, nothing allocated; a
     # model too large for the machine is refused before its init runs).
-    preflight.check_memory({**cfg, "train": {**t, "loss": self.loss}},
-                           self.model, self.ds, self.optimizer, self.plan)
+    # (remembered on disk for a config seen before: its residuals are
+    # traced, 0.05-0.3 s of a warm run)
+    before = self._identity()
+    preflight.check_memory(
+        {**cfg, "train": {**t, "loss": self.loss}}, self.model, self.ds,
+        self.optimizer, self.plan,
+        estimator=lambda *a: program_cache.remembered(
+            "preflight", before, lambda: preflight.estimate(*a)))
     # The data as the config builds them, what a caller may pass back as
     # ``ds`` (a sweep's next variant); ``ds`` itself may carry a teacher's.
     self.built_ds = self.ds
@@ -204,7 +211,30 @@ class Setup:
   def key(self):
     """``jax.random.key(cfg["seed"])``, the run's one key; made on first use,
     after every check (it is a compiled call, if a small one)."""
-    return jax.random.key(self.cfg["seed"])
+    return program_cache.random_key(self.cfg["seed"])
+
+  @functools.cached_property
+  def program_identity(self):
+    """What decides this Setup's programs besides their arguments' shapes,
+    as a digest (:mod:`funcnet.train.program_cache` keys its executables
+    by it): the resolved config (model, loss, optimizer, schedule, dtype,
+    ...), the loss and task it came to, the data's name, shapes, dtypes and
+    ``info`` (its statistics scale an adversarial budget, which the step
+    holds as a constant). None where the cache is not used: a mesh plan,
+    data streamed from shards."""
+    return self._identity()
+
+  def _identity(self):
+    """:attr:`program_identity` of ``self.ds`` and ``self.loss`` as they
+    are now."""
+    if self.plan is not None or streamed.is_streamed(self.ds):
+      return None
+    ds = self.ds
+    splits = [(np.shape(a), str(getattr(a, "dtype", type(a))))
+              for a in (ds.x_train, ds.y_train, ds.x_test, ds.y_test)]
+    return program_cache.digest((self.cfg, self.loss, ds.name, ds.task,
+                                 ds.n_classes, splits, ds.info,
+                                 self.pretrained is not None))
 
   @property
   def stats(self):
@@ -228,7 +258,12 @@ class Setup:
     init = self.initializer()
     args = (self.key,
             None if self.pretrained is None else self.pretrained.params)
-    state = _compiled(init, *args)(*args)
+    # from funcnet's program cache when it is on (a warm run traces
+    # nothing), else one executable per process and program text
+    identity = self.program_identity
+    use_cache = identity is not None and program_cache.folder() is not None
+    state = (program_cache.compiled(init, args, identity) if use_cache
+             else _compiled(init, *args))(*args)
     return state if self.plan is None or not place else self.plan.place(state)
 
   def initializer(self, optimizer=None):
@@ -273,8 +308,11 @@ class Setup:
     :meth:`options` (``grads=self.gradient("manual")``, ``norms=False``)."""
     if self.pretrained is not None and state is None:
       state = train.TrainState(*self.init_state())
+    # fit's programs are this Setup's model, loss and optimizer under
+    # the options, which fit adds to the identity
+    options = self.options()._replace(programs=self.program_identity)
     return train.fit(self.model, self.loss, self.optimizer, self.ds,
-                     options=self.options()._replace(**overrides),
+                     options=options._replace(**overrides),
                      state=state, callbacks=callbacks)
 
   def compute(self, xla="lowered"):
@@ -286,8 +324,11 @@ class Setup:
     x, y = _batch_shapes(self.ds, self.dtype, t["batch_size"])
     source = t["grads"] if isinstance(t["grads"], str) else "manual"
     # adversarial training: the step with its attacks, counted and measured
-    return compute.account(self.model, self.loss, self.optimizer, x, y,
-                           self.gradient(source), self.dtype, xla=xla)
+    identity = self.program_identity
+    return program_cache.remembered(
+        f"compute-{xla}", identity and program_cache.digest((identity, source)),
+        lambda: compute.account(self.model, self.loss, self.optimizer, x, y,
+                                self.gradient(source), self.dtype, xla=xla))
 
   def device(self) -> str:
     """``"cpu"``, or e.g. ``"8 x TPU v4 (mesh data=8 fsdp=1, 2 processes)"``."""

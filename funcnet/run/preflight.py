@@ -261,7 +261,7 @@ def _label(cfg, part: str) -> str:
 
 
 def check_memory(cfg, model, ds, optimizer=None, plan=None,
-                 device=None) -> Optional[dict]:
+                 device=None, estimator=None) -> Optional[dict]:
   """Raises a one-line ``ConfigError`` when the run will not fit in memory.
 
   Args:
@@ -270,6 +270,9 @@ def check_memory(cfg, model, ds, optimizer=None, plan=None,
       ``[schedule]`` (a fine-tuning run's wrapper is left out: pass it).
     device: where to compare; None: the plan's first device, else the first
       local one.
+    estimator: called as :func:`estimate` (default: it); ``Setup`` passes
+      one that remembers the estimate of a config it has seen
+      (:func:`funcnet.train.program_cache.remembered`).
 
   Returns:
     The estimate (:func:`estimate`), or None when the free memory is unknown
@@ -289,7 +292,7 @@ def check_memory(cfg, model, ds, optimizer=None, plan=None,
   if optimizer is None:
     optimizer = config_lib.optimizer_from_config(
         cfg, config_lib.schedule_from_config(cfg))
-  est = estimate(cfg, model, ds, optimizer, plan)
+  est = (estimator or estimate)(cfg, model, ds, optimizer, plan)
   # Fake CPU devices (--cpu-devices) all live in the host's memory.
   share = (len(plan.mesh.local_devices)
            if plan is not None and device.platform == "cpu" else 1)

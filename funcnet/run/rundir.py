@@ -387,7 +387,8 @@ def load_trained(run: str, what: str = "run folder", epoch=None) -> Trained:
   one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   template = jax.tree_util.tree_map(
       lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=one),
-      jax.eval_shape(lambda k: model.init(k, dtype), jax.random.key(0)))
+      jax.eval_shape(lambda k: model.init(k, dtype),
+                     jax.eval_shape(jax.random.key, 0)))
   epoch, params = checkpoints.restore_params(checkpoint_dir(run, cfg),
                                              template, epoch)
   return Trained(run, cfg, model, params, epoch, read_stats(run))

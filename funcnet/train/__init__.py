@@ -35,6 +35,8 @@ One job per module:
   adversarial adversarial training: each batch mixed with FGSM or PGD
               attacks on it, made inside the step (a wrapper of vg)
   loop        fit, FitOptions, Callbacks, FitResult
+  program_cache  compiled programs on disk by what decides them (a warm
+              run loads them without tracing)
 
 On several devices (``FitOptions(plan=...)``, see :mod:`funcnet.parallel`)
 each process gathers its rows of ``X_b[s]`` in the same ``batch_order`` on

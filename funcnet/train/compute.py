@@ -381,7 +381,9 @@ def account(model, loss, optimizer, x, y, grads="manual", dtype=jnp.float32,
   if xla not in ("compiled", "lowered", None):
     raise ValueError(f"xla={xla!r}: expected 'compiled', 'lowered' or None")
   from funcnet.train import adversarial
-  params = jax.eval_shape(lambda k: model.init(k, dtype), jax.random.key(0))
+  # the key's shape only: jax.random.key(0) itself compiles two programs
+  params = jax.eval_shape(lambda k: model.init(k, dtype),
+                          jax.eval_shape(jax.random.key, 0))
   n, nbytes = param_count(params)
   fwd, counted = count_step(model, loss, optimizer, params, x, y)
   if isinstance(grads, adversarial.Adversarial):

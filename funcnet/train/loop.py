@@ -27,6 +27,7 @@ import optax
 from funcnet import losses, tasks
 from funcnet.data import streamed as streamed_data
 from funcnet.model import Model
+from funcnet.train import program_cache
 from funcnet.train import precision
 from funcnet.train.adversarial import Adversarial
 from funcnet.train.evaluate import make_evaluate, to_host
@@ -69,6 +70,12 @@ class FitOptions(NamedTuple):
       jitted call (0: the whole epoch, or what fits
       :data:`funcnet.train.feed.CHUNK_BYTES`). In-memory data ignores it
       (one call per epoch).
+    programs: a string that decides ``model``, ``loss`` and ``optimizer``
+      (the caller vouches: :meth:`funcnet.experiment.Setup.fit` passes its
+      :attr:`~funcnet.experiment.Setup.program_identity`); with it, and
+      :mod:`funcnet.train.program_cache` on, fit's keys, epoch and evaluation
+      programs are loaded from that cache without tracing. None: jitted.
+      Ignored for data streamed from shards and with a ``plan``.
   """
   epochs: int
   batch_size: int
@@ -82,6 +89,7 @@ class FitOptions(NamedTuple):
   task: Optional[str] = None
   norms: bool = True
   chunk_steps: int = 0
+  programs: Optional[str] = None
 
 
 class Callbacks(NamedTuple):
@@ -159,11 +167,25 @@ def fit(model: Model, loss, optimizer: optax.GradientTransformation, data, *,
   n = int(np.shape(data.x_train)[0])
   check_batch(options.batch_size, n, options.mixed.accumulate)
   losses.check_pair(loss, model.output_activation)
-  k_init, k_train, _ = _run_keys(options.key, 0)
+  identity = _identity(loss, data, options)
+  run_keys = program_cache.compiled(_run_keys, (options.key, 0), identity)
+  k_init, k_train, _ = run_keys(options.key, 0)
   state = _starting_state(model, optimizer, state, k_init, options,
                           n // options.batch_size)
   return _Loop(model, loss, optimizer, data, options, state, k_train,
-               callbacks).run(state)
+               callbacks, run_keys).run(state)
+
+
+def _identity(loss, data, o: FitOptions) -> Optional[str]:
+  """``o.programs`` with what else decides fit's programs: the loss and
+  the options the steps and the evaluation are built from; None when the
+  cache is not used."""
+  if o.programs is None or o.plan is not None \
+      or isinstance(data.x_train, streamed_data.Rows):
+    return None
+  return program_cache.digest(
+      (o.programs, loss, o.batch_size, str(jnp.dtype(o.dtype)), o.grads,
+       o.mixed, o.norms, o.task or getattr(data, "task", tasks.DEFAULT)))
 
 
 def _starting_state(model, optimizer, state, k_init, options,
@@ -197,8 +219,12 @@ class _Loop:
   epoch or chunk (:mod:`funcnet.train.feed`)."""
 
   def __init__(self, model, loss, optimizer, data, options: FitOptions,
-               state: TrainState, k_train, callbacks: Callbacks):
+               state: TrainState, k_train, callbacks: Callbacks,
+               run_keys=None):
     o, self.options, self.callbacks = options, options, callbacks
+    self.run_keys = run_keys or _run_keys
+    # with an identity: the first call's shapes load the cached programs
+    self.identity, self.cached = _identity(loss, data, options), set()
     task = o.task or getattr(data, "task", tasks.DEFAULT)
     self.steps = int(np.shape(data.x_train)[0]) // o.batch_size
     self.streamed = isinstance(data.x_train, streamed_data.Rows)
@@ -240,7 +266,7 @@ class _Loop:
     best = None  # (params, epoch) of the best evaluation, for restore_best
     try:
       for e in range(state.epoch, o.epochs):
-        key_e = _run_keys(o.key, e)[2]
+        key_e = self.run_keys(o.key, e)[2]
         key_e = key_e if o.plan is None else o.plan.replicate(key_e)
         state, m = (self._streamed_epoch if self.streamed
                     else self._epoch)(e, state, key_e)
@@ -249,8 +275,8 @@ class _Loop:
                            f"stopped by callback at step "
                            f"{state.position['step']} of epoch {e + 1}")
         m = jax.device_get(m)
-        metrics = (to_host(jax.device_get(self.evaluate(state.params,
-                                                        *self.test)))
+        metrics = (to_host(jax.device_get(self._call(
+            "evaluate", state.params, *self.test)))
                    if monitor.wants_eval(e, m.bad_step) else None)
         record = monitor.after(e, m, metrics, time.perf_counter() - t0)
         if monitor.improved and o.evaluation.restore_best:
@@ -276,10 +302,20 @@ class _Loop:
   def _epoch(self, e: int, state: TrainState, key_e):
     """Epoch ``e`` of in-memory data: one call of the epoch program."""
     for chunk in self.feed.epoch(e):  # the next epoch is cut after the call
-      params, opt_state, m = self.program(state.params, state.opt_state, key_e,
-                                          chunk.xb, chunk.yb)
+      params, opt_state, m = self._call("program", state.params,
+                                        state.opt_state, key_e, chunk.xb,
+                                        chunk.yb)
       state = state._replace(params=params, opt_state=opt_state)
     return state, m
+
+  def _call(self, attr: str, *args):
+    """``self.<attr>(*args)``; on its first call with an identity, the
+    attribute becomes the cached program for these shapes."""
+    if self.identity is not None and attr not in self.cached:
+      self.cached.add(attr)
+      setattr(self, attr, program_cache.compiled(getattr(self, attr), args,
+                                                 self.identity))
+    return getattr(self, attr)(*args)
 
   def _streamed_epoch(self, e: int, state: TrainState, key_e):
     """Epoch ``e`` of streamed data, a chunk program call per chunk, with the

@@ -1,0 +1,295 @@
+"""Compiled programs on disk by what decides them: a warm run traces nothing.
+
+JAX's persistent cache (:mod:`funcnet.run.compile_cache`) keys a program by
+its lowered text, so even a run that compiles nothing first traces every
+jitted function to a jaxpr and lowers it to MLIR: 0.3-0.6 s of a default
+one-epoch run's 2 s (issue 27), more than the run's own steps. This cache
+keys the compiled executable by what *decides* the program instead, and a
+warm run loads it without tracing:
+
+  key = sha256(name, identity, argument tree + shapes + dtypes + weak types,
+               environment)
+  identity     what the caller vouches decides the function (``Setup``: the
+               resolved config, the data's spec and statistics; see
+               :attr:`funcnet.experiment.Setup.program_identity`)
+  environment  jax, jaxlib, optax and funcnet versions; the size and mtime
+               of every funcnet source file (an edited module is another
+               key); JAX's config values; ``XLA_FLAGS``; the backend, its
+               version and devices
+
+  compiled(fn, args, identity)  a callable for ``args``' shapes: the
+      executable from ``<dir>/<name>-<key>.bin`` when present and whole,
+      else ``jax.jit(fn).lower(*args).compile()``, written there
+  random_key(seed)  ``jax.random.key(seed)`` as one cached program
+  remembered(name, identity, compute)  a value decided by ``identity``
+      (a shape-only estimate, a FLOP count), kept beside the programs
+  digest(obj)       a sha256 of nested configs and arrays, for identities
+
+It is on only where it is safe and simple: the persistent compilation cache
+(:mod:`funcnet.run.compile_cache`) is on (its folder holds this one's,
+``programs/``), one process, one device, an identity given. A file that
+does not load, or whose argument tree and shapes do not match the call, is
+never run: the program is compiled and the file replaced. An executable
+is the one the jit call would have compiled (JAX's own cache stores these
+very bytes), so the numbers are the same bit for bit. Like JAX's cache,
+the folder is trusted: loading an executable can run code, so keep it where
+only you can write.
+
+Files are written whole (a temporary file, then ``os.replace``), so two
+processes writing one entry leave one of the two.
+"""
+
+import hashlib
+import os
+import pickle
+import tempfile
+import time
+from collections.abc import Mapping
+from typing import Callable, Optional
+
+import jax
+import numpy as np
+
+from funcnet import timings
+
+SUBFOLDER = "programs"
+_LOADED: dict = {}  # path -> executable, loaded or compiled in this process
+_ENV_FINGERPRINT = None
+
+
+def folder() -> Optional[str]:
+  """Where entries live, or None when the cache is off: JAX's persistent
+  cache is off, or there is more than one process or device."""
+  base = jax.config.jax_compilation_cache_dir
+  if not base or jax.process_count() != 1 or jax.local_device_count() != 1:
+    return None
+  return os.path.join(base, SUBFOLDER)
+
+
+def _source_stamp() -> list:
+  """``(path, size, mtime_ns)`` of every funcnet source file: 1 ms, where
+  hashing their text costs 20 (an edit changes the mtime)."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = []
+  for where, dirs, files in os.walk(root):
+    dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+    for f in sorted(files):
+      if f.endswith(".py"):
+        st = os.stat(os.path.join(where, f))
+        out.append((os.path.relpath(os.path.join(where, f), root), st.st_size,
+                    st.st_mtime_ns))
+  return out
+
+
+def environment() -> str:
+  """A digest of everything outside a program's arguments and identity that
+  could change what it compiles to (see the module docstring)."""
+  global _ENV_FINGERPRINT
+  if _ENV_FINGERPRINT is None:
+    import jaxlib
+    import optax
+    import funcnet
+    backend = jax.devices()[0].client
+    parts = (jax.__version__, jaxlib.version.__version__, optax.__version__,
+             funcnet.__version__, _source_stamp(),
+             sorted((k, repr(v)) for k, v in jax.config.values.items()),
+             os.environ.get("XLA_FLAGS", ""), backend.platform,
+             backend.platform_version,
+             [(d.id, d.device_kind) for d in jax.devices()])
+    _ENV_FINGERPRINT = hashlib.sha256(repr(parts).encode()).hexdigest()
+  return _ENV_FINGERPRINT
+
+
+def _signature(args) -> tuple:
+  """The argument tree, and each leaf's shape, dtype and weak type: what
+  an executable's inputs must be."""
+  leaves, tree = jax.tree_util.tree_flatten(args)
+  sig = []
+  for a in leaves:
+    aval = jax.typeof(a)
+    sig.append((tuple(aval.shape), str(aval.dtype),
+                bool(getattr(aval, "weak_type", False))))
+  return str(tree), tuple(sig)
+
+
+def _matches(compiled, args) -> bool:
+  """Whether a loaded executable takes exactly ``args``' tree and avals."""
+  infos, tree = jax.tree_util.tree_flatten(compiled.args_info)
+  if str(tree) != str(jax.tree_util.tree_structure((args, {}))):
+    return False
+  leaves = jax.tree_util.tree_leaves(args)
+  if len(infos) != len(leaves):
+    return False
+  for info, a in zip(infos, leaves):
+    want, have = info._aval, jax.typeof(a)
+    if (tuple(want.shape) != tuple(have.shape) or want.dtype != have.dtype
+        or bool(getattr(want, "weak_type", False))
+        != bool(getattr(have, "weak_type", False))):
+      return False
+  return True
+
+
+def _load(path: str, args):
+  """The executable at ``path`` when it loads and takes ``args``, else None."""
+  from jax.experimental import serialize_executable
+  try:
+    with open(path, "rb") as f:
+      blob, in_tree, out_tree = pickle.load(f)
+    compiled = serialize_executable.deserialize_and_load(
+        blob, in_tree, out_tree, execution_devices=jax.devices()[:1])
+  except Exception:  # absent, partial, from another build: compile instead
+    return None
+  return compiled if _matches(compiled, args) else None
+
+
+def _store(path: str, compiled) -> None:
+  """Writes ``compiled`` to ``path`` whole, or not at all (an executable
+  that cannot be serialized, a full disk: the next run compiles again)."""
+  from jax.experimental import serialize_executable
+  try:
+    data = pickle.dumps(serialize_executable.serialize(compiled))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+    try:
+      with os.fdopen(fd, "wb") as f:
+        f.write(data)
+      os.replace(tmp, path)
+    except BaseException:
+      os.unlink(tmp)
+      raise
+  except Exception:
+    pass
+
+
+def compiled(fn: Callable, args: tuple, identity: Optional[str],
+             name: Optional[str] = None) -> Callable:
+  """``fn`` (a ``jax.jit`` function, or a plain one to jit) for ``args``'
+  shapes; its executable loaded from the cache when one matches.
+
+  Args:
+    fn: the function; ``jax.jit(fn)`` when it is not jitted already (a
+      jitted one keeps its donation).
+    args: the positional arguments it will be called with (their shapes,
+      dtypes and tree; the values are not read).
+    identity: a string that decides ``fn`` given the arguments' shapes (the
+      caller vouches: equal strings, equal programs); None: no cache, ``fn``
+      jitted as it is.
+    name: the program's name (default ``fn.__name__``): the file's prefix,
+      and ``jit(name)`` in ``FUNCNET_TIMINGS`` as JAX would name it.
+
+  Returns:
+    The jitted ``fn`` when the cache is off or ``identity`` is None; else a
+    :class:`Checked` executable (loaded, or compiled and written), which
+    hands a call of other shapes to the jitted ``fn``.
+  """
+  jitted = fn if hasattr(fn, "lower") else jax.jit(fn)
+  where = folder() if identity is not None else None
+  if where is None:
+    return jitted
+  name = name or getattr(fn, "__name__", "program")
+  name = "".join(c if c.isalnum() or c in "_." else "_" for c in name)
+  key = hashlib.sha256(repr((name, identity, _signature(args),
+                             environment())).encode()).hexdigest()
+  path = os.path.join(where, f"{name}-{key[:40]}.bin")
+  if path in _LOADED:  # this process has it (a sweep's variants' keys)
+    return Checked(_LOADED[path], jitted, args)
+  t0 = time.perf_counter()
+  exe = _load(path, args)
+  if exe is not None:
+    timings.loaded(f"jit({name})", time.perf_counter() - t0)
+  else:
+    exe = jitted.lower(*args).compile()
+    _store(path, exe)
+  if len(_LOADED) >= 64:  # a long-lived process: forget the oldest
+    del _LOADED[next(iter(_LOADED))]
+  _LOADED[path] = exe
+  return Checked(exe, jitted, args)
+
+
+def remembered(name: str, identity: Optional[str], compute: Callable):
+  """``compute()``, a value decided by ``identity`` (and the environment),
+  kept beside the programs: a warm run reads it instead of tracing for it
+  (the memory pre-flight's residuals, the FLOP count of a step). A value
+  that does not read back is computed again; None identity, or the cache
+  off: computed."""
+  where = folder() if identity is not None else None
+  if where is None:
+    return compute()
+  key = hashlib.sha256(repr((name, identity, environment())).encode()
+                       ).hexdigest()
+  path = os.path.join(where, f"{name}-{key[:40]}.pkl")
+  try:
+    with open(path, "rb") as f:
+      return pickle.load(f)
+  except Exception:  # absent or damaged
+    pass
+  value = compute()
+  try:
+    os.makedirs(where, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=where, suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+      pickle.dump(value, f)
+    os.replace(tmp, path)
+  except Exception:
+    pass
+  return value
+
+
+def _random_key(seed):
+  return jax.random.key(seed)
+
+
+def random_key(seed: int):
+  """``jax.random.key(seed)``, bit for bit, as one program, cached when the
+  cache is on (JAX's eager call stages the seed, then runs threefry's
+  seed: two programs to compile, each traced on every run). Seeds outside
+  ``[0, 2**31)`` take JAX's call."""
+  if not 0 <= int(seed) < 2**31:
+    return jax.random.key(seed)
+  # jax.random.key converts a Python int through np.int64 to JAX's int
+  # type; the same value, as the program's argument.
+  arg = np.asarray(seed, jax.dtypes.canonicalize_dtype(np.int64))
+  return compiled(_random_key, (arg,), "jax.random.key")(arg)
+
+
+def digest(obj) -> str:
+  """A sha256 of ``obj``: dicts, lists, tuples and named tuples by their
+  items, arrays by their shape, dtype and bytes (their ``repr`` elides the
+  middle of a large one), anything else by its ``repr``."""
+  h = hashlib.sha256()
+
+  def feed(o):
+    if isinstance(o, Mapping):
+      h.update(b"{")
+      for k in sorted(o, key=repr):
+        feed(k)
+        feed(o[k])
+      h.update(b"}")
+    elif isinstance(o, (list, tuple)):
+      h.update(f"{type(o).__name__}(".encode())
+      for v in o:
+        feed(v)
+      h.update(b")")
+    elif isinstance(o, (np.ndarray, np.generic, jax.Array)):
+      a = np.asarray(o)
+      h.update(f"array{a.shape}{a.dtype}".encode())
+      h.update(np.ascontiguousarray(a).tobytes())
+    else:
+      h.update(repr(o).encode())
+    h.update(b",")
+  feed(obj)
+  return h.hexdigest()
+
+
+class Checked:
+  """A loaded executable that checks each call's argument shapes: a call of
+  other shapes (an executable takes only its own) goes to the jitted
+  function, which compiles for them as it always did."""
+
+  def __init__(self, exe, jitted, args):
+    self.exe, self.jitted, self.signature = exe, jitted, _signature(args)
+
+  def __call__(self, *args):
+    if _signature(args) == self.signature:
+      return self.exe(*args)
+    return self.jitted(*args)
