@@ -429,3 +429,28 @@ def test_a_change_in_the_config_is_another_identity():
   assert a.program_identity != b.program_identity
   assert program_cache.digest({"x": np.zeros(3)}) \
       != program_cache.digest({"x": np.zeros(4)})
+
+
+def test_an_edited_user_module_is_another_key(program_dir, tmp_path,
+                                              monkeypatch):
+  """A user's ``--import`` module puts its code in the program but not in
+  the config: editing it must compile again, never load the old program."""
+  from funcnet.models import user
+  path = tmp_path / "mine_scale.py"
+  path.write_text("def scale(x):\n  return 2.0 * x\n")
+  mod = user._exec_file(str(path))
+  monkeypatch.setitem(sys.modules, mod.__name__, mod)
+  x = np.arange(3, dtype=np.float32)
+  f = lambda x: sys.modules[mod.__name__].scale(x)  # noqa: E731
+  np.testing.assert_array_equal(program_cache.compiled(f, (x,), "u")(x), 2 * x)
+  _new_process()
+  path.write_text("def scale(x):\n  return 3.0 * x + 0\n")  # another size
+  os.utime(path, ns=(1, 1))                               # and mtime
+  del sys.modules[mod.__name__]                           # a new process
+  mod2 = user._exec_file(str(path))
+  monkeypatch.setitem(sys.modules, mod.__name__, mod2)
+  # a new function object: JAX keeps traces per function in a process
+  f = lambda x: sys.modules[mod.__name__].scale(x)  # noqa: E731
+  np.testing.assert_array_equal(program_cache.compiled(f, (x,), "u")(x), 3 * x)
+  assert len(os.listdir(program_dir)) == 2
+

@@ -16,6 +16,13 @@ warm run loads it without tracing:
                of every funcnet source file (an edited module is another
                key); JAX's config values; ``XLA_FLAGS``; the backend, its
                version and devices
+  user code    the size and mtime of every imported module's file outside
+               the Python installation (``--import``'s modules and files,
+               the script that registered a kind, layer or loss: its code
+               is in the program but not in the config); a ``__main__``
+               without a file that defines functions or classes (code
+               typed into ``python -c``, a notebook) turns the cache off
+               for the call, since nothing could tell an edit
 
   compiled(fn, args, identity)  a callable for ``args``' shapes: the
       executable from ``<dir>/<name>-<key>.bin`` when present and whole,
@@ -42,6 +49,7 @@ processes writing one entry leave one of the two.
 import hashlib
 import os
 import pickle
+import sys
 import tempfile
 import time
 from collections.abc import Mapping
@@ -79,6 +87,51 @@ def _source_stamp() -> list:
         out.append((os.path.relpath(os.path.join(where, f), root), st.st_size,
                     st.st_mtime_ns))
   return out
+
+
+def _installed_roots() -> tuple:
+  """The folders of the Python installation: its standard library and
+  site-packages (a module there changes only with a version, which
+  ``environment`` does not see for third-party packages: their files are
+  stamped too unless they are jax's, numpy's and the like, below)."""
+  import site
+  import sysconfig
+  roots = {sys.prefix, sys.base_prefix, sys.exec_prefix,
+           sysconfig.get_paths()["stdlib"], *site.getsitepackages()}
+  return tuple(os.path.realpath(r) + os.sep for r in roots if r)
+
+
+def user_stamp() -> Optional[tuple]:
+  """``(path, size, mtime_ns)`` of every loaded module's file outside the
+  Python installation and outside funcnet (whose files
+  :func:`environment` stamps), sorted; None when a ``__main__`` without a
+  file defines functions or classes (nothing could tell their edit). Read at each lookup,
+  not once a process: a user may import a module after the first
+  program. Costs ~1 ms (``os.stat`` of a handful of files)."""
+  roots = _installed_roots()
+  own = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+  out = []
+  for name, mod in list(sys.modules.items()):
+    path = getattr(mod, "__file__", None)
+    if path is None:
+      # Built-in and namespace modules have no file, nor does code typed
+      # in (``python -c``, a notebook): a ``__main__`` that defines a
+      # function or class could have put it in a program. (pytest-xdist's
+      # workers run a ``__main__`` without a file that defines none.)
+      if name == "__main__" and any(
+          getattr(v, "__module__", None) == "__main__"
+          for v in list(vars(mod).values())):
+        return None
+      continue
+    real = os.path.realpath(path)
+    if real.startswith(own) or real.startswith(roots):
+      continue
+    try:
+      st = os.stat(real)
+    except OSError:
+      return None
+    out.append((real, st.st_size, st.st_mtime_ns))
+  return tuple(sorted(set(out)))
 
 
 def environment() -> str:
@@ -186,10 +239,13 @@ def compiled(fn: Callable, args: tuple, identity: Optional[str],
   where = folder() if identity is not None else None
   if where is None:
     return jitted
+  user = user_stamp()
+  if user is None:  # user code that no file stamps: nothing tells an edit
+    return jitted
   name = name or getattr(fn, "__name__", "program")
   name = "".join(c if c.isalnum() or c in "_." else "_" for c in name)
   key = hashlib.sha256(repr((name, identity, _signature(args),
-                             environment())).encode()).hexdigest()
+                             environment(), user)).encode()).hexdigest()
   path = os.path.join(where, f"{name}-{key[:40]}.bin")
   if path in _LOADED:  # this process has it (a sweep's variants' keys)
     return Checked(_LOADED[path], jitted, args)
@@ -213,9 +269,10 @@ def remembered(name: str, identity: Optional[str], compute: Callable):
   that does not read back is computed again; None identity, or the cache
   off: computed."""
   where = folder() if identity is not None else None
-  if where is None:
+  user = user_stamp() if where is not None else None
+  if user is None:
     return compute()
-  key = hashlib.sha256(repr((name, identity, environment())).encode()
+  key = hashlib.sha256(repr((name, identity, environment(), user)).encode()
                        ).hexdigest()
   path = os.path.join(where, f"{name}-{key[:40]}.pkl")
   try:
