@@ -27,6 +27,9 @@ the program says more, by following which values depend on the params:
   an elementwise op  1x when linear (add, sub, sum: the gradient passes
       through), a product 1 + its operands needing a gradient, anything
       else (tanh, exp, max, div, ...) 3x: forward, derivative, chain product
+  a slice            of a value that needs a gradient: 1 add an element in
+      the backward (its gradient padded back and summed into the
+      operand's: a convolution's K windows, a fused product's parts)
   the loss           2x (its value and dC/dz)
   the optimizer      its own update program (``optimizer.update`` and
                      ``apply_updates``), counted once::
@@ -185,6 +188,11 @@ def _walk(jaxpr, deps) -> tuple[Flops, Flops]:
       f = _dot_flops(eqn) if name == "dot_general" else _conv_flops(eqn)
       fwd += Flops(f, 0.0)
       step += Flops(f * (1 + ins[0] + ins[1]), 0.0)
+    elif name == "slice" and anyd:
+      # Its gradient is padded back and summed into its operand's (the K
+      # windows of a convolution's im2col, a fused product's parts): one
+      # add an element.
+      step += Flops(0.0, float(_size(eqn.outvars[0].aval)))
     elif name in _FREE:
       pass
     else:
