@@ -43,8 +43,9 @@ what every run's summary.json carries); its scans are unrolled for it
 (:func:`unrolled_scans`: XLA counts a loop's body once). XLA counts
 multiply-adds the same way and elementwise ops once each.
 ``tests/test_compute.py`` holds the two within 10% for each model kind at
-tiny sizes (fast) and every shipped config at its own (slow); measured:
--7.6% (GRU, compiled) to +8.0% (CNN, compiled).
+tiny sizes (fast) and every shipped config at its own (slow); measured
+(6 December 2026, the convolution as im2col): -8.4% (the tiny CNN) to
+-1.4% at tiny sizes, -2.6% to +8.3% over the shipped configs (lowered).
 
 An adversarial training step (``grads`` an :class:`funcnet.train.
 adversarial.Adversarial`) adds its attacks (:func:`count_attack`): on the
