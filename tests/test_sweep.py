@@ -429,6 +429,28 @@ def test_optuna_search_resumes_after_a_kill_and_beats_the_default(tmp_path):
       study.best_params["optimizer.learning_rate"])
 
 
+def test_a_1d_cnn_sweep_equals_each_variant_alone():
+  """The MNIST-1D CNN's path (1-D convolutions as im2col products, max
+  pools, a dense head; autodiff, the config's default), shrunk: both
+  variants of one program differ, and the second equals its config trained
+  alone by fit (one fit: each compiles its own program). The digits are
+  read as 64-step signals of one channel."""
+  base = config.load(None, ["model.kind=cnn", "model.cnn.channels=[4, 4]",
+                            "model.cnn.kernel_size=5", "model.cnn.hidden=[8]",
+                            "model.cnn.global_pool=false", "train.epochs=1",
+                            "train.batch_size=128"])
+  lines = []
+  res = sweep.run(base, {"optimizer.learning_rate": [0.01, 0.001]},
+                  log=lines.append)
+  assert any("looped (lax.map)" in line for line in lines), lines
+  a, b = res.variants
+  assert tree_rel(a.params, b.params) > 1e-3
+  alone = experiment.Setup(b.cfg).fit()
+  assert tree_rel(alone.state.params, b.params) < 1e-5, b.assignment
+  assert b.history[-1]["train_loss"] == pytest.approx(
+      alone.history[-1]["train_loss"], rel=1e-5)
+
+
 @pytest.mark.slow
 def test_convolution_variants_loop_in_one_program_and_equal_alone():
   """On one CPU device a CNN's variants run one after another inside the

@@ -8,15 +8,27 @@ input length ``n``, kernel ``k``, stride ``s``, output length ``P``, padding
 
   y[m, p, o] = b[o] + sum_{q < k, i} W[q, i, o] xp[m, s p + q, i]    (forward)
 
-Its backward is three convolutions, each a forward ``conv_general_dilated``
-(the dilations place the stride's gaps; no autodiff):
+computed as im2col: the windows ``X[m, p, q, i] = xp[m, s p + q, i]``
+(:mod:`funcnet.layers.windows`) contracted with ``W`` over ``(q, i)`` in
+one matrix product, ``(m P, K c_in) @ (K c_in, c_out)``. Its backward is two
+more products and the windows' adjoint (no autodiff):
 
-  dx[m, t, i] = sum_{p, q: s p + q = t + lo} sum_o dy[m, p, o] W[q, i, o]
-              = full correlation of dy, dilated by s, with W flipped in space
-                and its in/out channels swapped
-  dW[q, i, o] = sum_{m, p} xp[m, s p + q, i] dy[m, p, o]
-              = correlation of xp with dy dilated by s (batch m contracted)
+  dW[q, i, o] = sum_{m, p} X[m, p, q, i] dy[m, p, o]        X^T dy
+  dX[m, p, q, i] = sum_o dy[m, p, o] W[q, i, o]             dy W^T
+  dx[m, t, i] = sum_{p, q: s p + q = t + lo} dX[m, p, q, i] (unwindow)
   db[o]       = sum_{m, p} dy[m, p, o]
+
+Why not ``lax.conv_general_dilated``: XLA's CPU backend runs a convolution
+fast (Eigen) only in its canonical layout, and it canonicalises only the
+convolutions of the program's top level. Inside a loop (every epoch is a
+``fori_loop`` over steps) the gradient's convolutions, with their batch
+and feature axes exchanged, fall to a naive loop nest: 20-30x slower than
+the same convolution at the top level (the MNIST-1D CNN's second layer,
+forward and backward: 40-75 ms in a loop, 2-5 ms outside; as im2col 2-9 ms
+in either). Matrix products run at GEMM speed anywhere, and under
+``jax.vmap`` (a sweep's variants) they become batched products rather than
+grouped convolutions. The cost: the windows take ``K`` times the input's
+memory.
 """
 
 import jax
@@ -24,19 +36,15 @@ import jax.numpy as jnp
 
 from funcnet import initializers
 from funcnet.layers.checks import per_axis
+from funcnet.layers.windows import unwindow, windows
 
 PADDINGS = ("SAME", "VALID")
 
-# lax dimension numbers for channels-last inputs and (*kernel, c_in, c_out)
-# kernels, by the number of spatial axes.
-_CONV_DIMS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC"),
-              3: ("NDHWC", "DHWIO", "NDHWC")}
-# The same arrays read for dW: x's channels i act as the batch, its batch m
-# as the contracted feature; dy is the kernel (in = m, out = o); the result
-# is laid out (*kernel, i, o) like W.
-_GRAD_W_DIMS = {1: ("CWN", "IWO", "WNC"), 2: ("CHWN", "IHWO", "HWNC"),
-                3: ("CDHWN", "IDHWO", "DHWNC")}
-
+# The name scope of the convolution's products (jax.named_scope): it names
+# them in profiles and XLA dumps, and lets a program's reader find them in
+# a jaxpr (funcnet.sweep.engine.variant_loop), autodiff's transposes of
+# them included.
+SCOPE = "funcnet_conv"
 
 def out_size(n: int, k: int, stride: int, padding: str) -> int:
   """The length of one spatial axis after a conv or pool (may be < 1 when
@@ -69,11 +77,24 @@ def conv_init(key, kernel_size, c_in: int, c_out: int, dtype=jnp.float32,
           "b": jnp.zeros((c_out,), dtype)}
 
 
+def _im2col(x, kernel, strides, pad):
+  """``X[m, *p, *q, i] = xp[m, s p + q, i]``: ``(m, *P, *kernel, c_in)``."""
+  cols = windows(x, kernel, strides, pad, 0, axis=-2)   # (m, *P, K, c_in)
+  return cols.reshape(cols.shape[:-2] + tuple(kernel) + cols.shape[-1:])
+
+
+def _contract(nd):
+  """The dot_general dimension numbers of ``X`` (``(m, *P, *kernel, c_in)``)
+  with ``W`` (``(*kernel, c_in, c_out)``) over ``(*kernel, c_in)``."""
+  return ((tuple(range(nd + 1, 2 * nd + 2)), tuple(range(nd + 1))), ((), ()))
+
+
 def conv_forward(params, x, stride=1, padding="SAME"):
   """A strided convolution (cross-correlation, as in every DL library).
 
   ``y[m, p, o] = b[o] + sum_{q, i} W[q, i, o] xp[m, s p + q, i]`` with ``xp``
-  the padded input (module docstring).
+  the padded input, computed as ``X @ W`` over ``X``'s windows (module
+  docstring).
 
   Args:
     params: ``{"W": (*kernel, c_in, c_out), "b": (c_out,)}``; the number of
@@ -85,74 +106,65 @@ def conv_forward(params, x, stride=1, padding="SAME"):
   Returns:
     ``(y, cache)``: ``y: (m, *spatial', c_out)`` with ``spatial'`` given by
     :func:`out_size`; the cache is ``(x, strides, pads)``, what
-    :func:`conv_backward` needs besides ``W``.
+    :func:`conv_backward` needs besides ``W`` (it takes the windows again:
+    under ``jit`` the forward's are reused, not K copies kept twice).
   """
   w = params["W"]
   nd = w.ndim - 2
   strides = per_axis(stride, nd)
   pad = tuple(pads(n, k, s, padding)
               for n, k, s in zip(x.shape[1:-1], w.shape[:nd], strides))
-  # lax wants both operands in one dtype (float32 data may meet float64
-  # params): promote as a matmul would.
+  # one dtype for both operands (float32 data may meet float64 params):
+  # promote as a matmul would.
   dtype = jnp.result_type(x, w)
-  y = jax.lax.conv_general_dilated(
-      jnp.asarray(x, dtype), jnp.asarray(w, dtype), window_strides=strides,
-      padding=pad, dimension_numbers=_CONV_DIMS[nd])
+  with jax.named_scope(SCOPE):
+    cols = _im2col(jnp.asarray(x, dtype), w.shape[:nd], strides, pad)
+    # W itself is the product's right operand (not a reshape of it), so
+    # that funcnet.quantize finds the weight's integer site.
+    y = jax.lax.dot_general(cols, jnp.asarray(w, dtype), _contract(nd))
   return y + params["b"], (x, strides, pad)
 
 
 def conv_backward(params, cache, dy):
   """The convolution's backward: ``dy = dC/dy: (m, *spatial', c_out)`` to
 
-    dx[m, t, i] = sum_{p, q: s p + q = t + lo} sum_o dy[m, p, o] W[q, i, o]
-                                                   (m, *spatial, c_in)
-    dW[q, i, o] = sum_{m, p} xp[m, s p + q, i] dy[m, p, o]
-                                                   (*kernel, c_in, c_out)
-    db[o]       = sum_{m, p} dy[m, p, o]           (c_out,)
+    dW[q, i, o] = sum_{m, p} X[m, p, q, i] dy[m, p, o]   (*kernel, c_in, c_out)
+    dX[m, p, q, i] = sum_o dy[m, p, o] W[q, i, o]        (m, *P, *kernel, c_in)
+    dx[m, t, i] = sum_{p, q: s p + q = t + lo} dX[m, p, q, i]
+                                                         (m, *spatial, c_in)
+    db[o]       = sum_{m, p} dy[m, p, o]                 (c_out,)
 
-  per spatial axis (multi-indices ``p, q, t`` in 2-D and 3-D). Both sums are
-  convolutions:
-
-  * ``dx``: insert ``s - 1`` zeros between the entries of ``dy``
-    (``lhs_dilation = s``), pad it by ``k - 1 - lo`` before and ``n + lo -
-    (P - 1) s - 1`` after, and correlate at stride 1 with the kernel
-    ``W[k - 1 - q, o, i]`` (flipped in space, channels swapped). Input
-    entries no window reached (VALID with leftover, stride > k) get 0.
-  * ``dW``: correlate ``xp`` (its channels as the batch, the batch
-    contracted) with ``dy`` dilated by ``s`` (``rhs_dilation = s``); the
-    after-padding is ``hi`` minus the ``r = n + lo + hi - (P - 1) s - k``
-    trailing entries no window reached, so the output is exactly ``k`` long.
+  per spatial axis (multi-indices ``p, q, t`` in 2-D and 3-D), ``X`` the
+  forward's windows of the padded input. ``dx`` puts each offset's slice
+  ``dX[..., q, :]`` back at the input positions ``s p + q - lo`` it was
+  read from and sums (:func:`funcnet.layers.windows.unwindow`): entries no
+  window read (VALID with leftover, stride > k) get 0, padding's share is
+  cropped.
 
   Returns ``(dx, {"W": dW, "b": db})``, each in its primal's dtype.
   """
+  with jax.named_scope(SCOPE):
+    return _conv_backward(params, cache, dy)
+
+
+def _conv_backward(params, cache, dy):
   x, strides, pad = cache
   w = params["W"]
   nd = w.ndim - 2
   kernel = w.shape[:nd]
   dtype = jnp.result_type(x, w)
   dy = jnp.asarray(dy, dtype)
-  spatial = x.shape[1:-1]
-  out = dy.shape[1:-1]
+  cols = _im2col(jnp.asarray(x, dtype), kernel, strides, pad)
+  batch = tuple(range(dy.ndim - 1))                      # (m, *p)
 
-  # Per axis: input n, kernel k, stride s, output P, low padding lo.
-  axes = list(zip(spatial, kernel, strides, out, (lo for lo, _ in pad)))
-
-  # dx: dy dilated by s and padded, correlated with W flipped in space and
-  # transposed in its channels.
-  w_flip = jnp.swapaxes(jnp.flip(w, axis=tuple(range(nd))), -1, -2)
-  dx = jax.lax.conv_general_dilated(
-      dy, jnp.asarray(w_flip, dtype), window_strides=(1,) * nd,
-      padding=[(k - 1 - lo, n + lo - (p - 1) * s - 1)
-               for n, k, s, p, lo in axes],
-      lhs_dilation=strides, dimension_numbers=_CONV_DIMS[nd])
-
-  # dW: xp correlated with dy dilated by s; after-padding hi - r.
-  dw = jax.lax.conv_general_dilated(
-      jnp.asarray(x, dtype), dy, window_strides=(1,) * nd,
-      padding=[(lo, k - n - lo + (p - 1) * s) for n, k, s, p, lo in axes],
-      rhs_dilation=strides, dimension_numbers=_GRAD_W_DIMS[nd])
-
-  db = jnp.sum(dy, axis=tuple(range(dy.ndim - 1)))
+  dw = jax.lax.dot_general(cols, dy, ((batch, batch), ((), ())))  # X^T dy
+  d_cols = jax.lax.dot_general(dy, jnp.asarray(w, dtype),         # dy W^T
+                               (((dy.ndim - 1,), (nd + 1,)), ((), ())))
+  # (m, *P, *kernel, c_in) -> the K offsets' (m, *P, c_in), row-major.
+  d_cols = d_cols.reshape(dy.shape[:-1] + (-1, x.shape[-1]))
+  dx = unwindow([d_cols[..., q, :] for q in range(d_cols.shape[-2])],
+                x.shape, kernel, strides, pad)
+  db = jnp.sum(dy, axis=batch)
   return dx.astype(x.dtype), {"W": dw.astype(w.dtype),
                               "b": db.astype(params["b"].dtype)}
 

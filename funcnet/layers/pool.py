@@ -18,14 +18,13 @@ whole window, say): the whole ``dy[p]`` goes to that one entry. ``N_p``
 counts window ``p``'s in-bounds entries (padding does not dilute a mean).
 """
 
-import itertools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from funcnet.layers.checks import per_axis
 from funcnet.layers.conv import pads
+from funcnet.layers.windows import unwindow, windows
 
 
 def _geometry(x, window, stride, padding):
@@ -42,43 +41,6 @@ def _geometry(x, window, stride, padding):
 def _full(t):
   # A window (or stride) of 1 on the batch and channel axes.
   return (1,) + t + (1,)
-
-
-def _windows(x, window, stride, pad, fill):
-  """Every window's entries, offset by offset: ``(K, m, *P, c)`` with ``K =
-  prod(window)``, entry ``q`` (the offsets in row-major order) being
-  ``xp[:, s p + q, :]`` at every output position ``p`` (``xp``: ``x``
-  padded with ``fill``)."""
-  xp = jax.lax.pad(x, np.array(fill, x.dtype),
-                   [(0, 0, 0), *((lo, hi, 0) for lo, hi in pad), (0, 0, 0)])
-  out = [(n + lo + hi - k) // s + 1
-         for n, k, s, (lo, hi) in zip(x.shape[1:-1], window, stride, pad)]
-  parts = [jax.lax.slice(
-      xp, (0, *q, 0),
-      (x.shape[0], *((o - 1) * s + qq + 1 for o, s, qq in zip(out, stride, q)),
-       x.shape[-1]), _full(stride))
-           for q in itertools.product(*map(range, window))]
-  return jnp.stack(parts)
-
-
-def _unwindow(parts, shape, window, stride, pad):
-  """The adjoint of :func:`_windows`: ``dx[t] = sum_{p, q: s p + q = t +
-  lo} parts[q][p]``, each part put back at its strided places in the padded
-  input (``lax.pad``'s interior padding leaves the stride's gaps) and the
-  padding cropped. ``parts``: ``(K, m, *P, c)``, ``K = prod(window)``."""
-  dxp = 0
-  for part, q in zip(parts, itertools.product(*map(range, window))):
-    # After-padding: the padded length n + lo + hi, less what precedes and
-    # what the part covers ((P - 1) s + 1).
-    dxp = dxp + jax.lax.pad(part, np.array(0, part.dtype), [
-        (0, 0, 0),
-        *((qq, n + lo + hi - qq - (o - 1) * s - 1, s - 1)
-          for n, o, s, qq, (lo, hi) in zip(shape[1:-1], part.shape[1:-1],
-                                           stride, q, pad)),
-        (0, 0, 0)])
-  return jax.lax.slice(dxp, (0, *(lo for lo, _ in pad), 0),
-                       (shape[0], *(lo + n for n, (lo, _) in
-                                    zip(shape[1:-1], pad)), shape[-1]))
 
 
 def max_pool_forward(x, window, stride=None, padding="VALID"):
@@ -101,7 +63,7 @@ def max_pool_forward(x, window, stride=None, padding="VALID"):
                             _full(window), _full(stride),
                             [(0, 0), *pad, (0, 0)])
   # argmax returns the first maximum: the documented tie rule.
-  q_star = jnp.argmax(_windows(x, window, stride, pad, -np.inf), axis=0)
+  q_star = jnp.argmax(windows(x, window, stride, pad, -np.inf), axis=0)
   return y, (q_star, x.shape, window, stride, pad)
 
 
@@ -113,7 +75,7 @@ def max_pool_backward(cache, dy):
   k = int(np.prod(window))
   zero = jnp.zeros((), dy.dtype)
   parts = [jnp.where(q_star == q, dy, zero) for q in range(k)]
-  return _unwindow(parts, shape, window, stride, pad)
+  return unwindow(parts, shape, window, stride, pad)
 
 
 def max_pool(x, window, stride=None, padding="VALID"):
@@ -147,7 +109,7 @@ def avg_pool_backward(cache, dy):
   *spatial, c)``."""
   count, shape, window, stride, pad = cache
   share = dy / count
-  return _unwindow([share] * int(np.prod(window)), shape, window, stride, pad)
+  return unwindow([share] * int(np.prod(window)), shape, window, stride, pad)
 
 
 def avg_pool(x, window, stride=None, padding="VALID"):

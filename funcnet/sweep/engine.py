@@ -41,6 +41,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from funcnet import config as config_lib, experiment, tasks, train
 from funcnet.errors import ConfigError
 from funcnet.train import precision
+from funcnet.layers.conv import SCOPE as CONV_SCOPE
 from funcnet.run import rundir
 from funcnet.sweep import grid as grid_lib
 
@@ -107,25 +108,50 @@ class Placement:
     return jax.tree_util.tree_map(put, tree)
 
 
+def _equations(jaxpr):
+  """Every equation of ``jaxpr``, those of its sub-jaxprs (jit, scan,
+  cond, custom rules) included."""
+  for eqn in jaxpr.eqns:
+    yield eqn
+    for v in eqn.params.values():
+      for sub in v if isinstance(v, (tuple, list)) else (v,):
+        sub = getattr(sub, "jaxpr", sub)
+        if hasattr(sub, "eqns"):
+          yield from _equations(sub)
+
+
+def _is_convolution(eqn) -> bool:
+  """A convolution: ``conv_general_dilated``, or a product of funcnet's
+  convolution layer (its name scope, ``funcnet.layers.conv.SCOPE``,
+  in the equation's name stack: autodiff's transposes keep it)."""
+  if eqn.primitive.name == "conv_general_dilated":
+    return True
+  return (eqn.primitive.name == "dot_general"
+          and CONV_SCOPE in str(eqn.source_info.name_stack))
+
+
 def variant_loop(setup: experiment.Setup, params, opt_state,
                  n_devices: int = 1) -> str:
   """``"vmap"`` (the variants' steps batched into one) or ``"map"`` (one
   after another inside the compiled step, ``lax.map``).
 
-  ``vmap`` of a convolution whose kernel differs per variant is a grouped
-  convolution, which XLA's CPU backend runs about 2x slower than the same
-  convolutions one after another (the MNIST-1D CNN: 20 s an epoch for 4
-  variants, against 2.7 s each alone); GPUs and TPUs run grouped
-  convolutions well. So on a CPU, a step with a convolution in its program
-  loops over the variants, still compiled once; anything else is batched.
+  On a CPU, a step with a convolution loops over the variants, still
+  compiled once; anything else is batched. funcnet's convolution is im2col
+  (:mod:`funcnet.layers.conv`), whose ``vmap`` is a batched matrix product
+  per layer: XLA:CPU runs it as a loop of small products, and 16 MNIST-1D
+  CNN variants' gradients batched took 2.6x the time of ``lax.map`` over
+  the same 16 (``scripts/cnn_step_layouts.py``, docs/performance.md; a
+  ``vmap`` of ``lax.conv_general_dilated`` is a grouped convolution, worse
+  still). GPUs and TPUs run batched products and grouped convolutions
+  well: ``vmap`` there.
   """
   if jax.default_backend() != "cpu":
     return "vmap"
   b = setup.cfg["train"]["batch_size"]
   x, y = train.as_arrays(setup.ds.x_train[:b], setup.ds.y_train[:b], setup.dtype)
   vg = train.gradient_fn(setup.model, setup.loss, setup.cfg["train"]["grads"])
-  text = str(jax.make_jaxpr(vg)(params, x, y, setup.key))
-  return "map" if "conv_general_dilated" in text else "vmap"
+  jaxpr = jax.make_jaxpr(vg)(params, x, y, setup.key).jaxpr
+  return "map" if any(map(_is_convolution, _equations(jaxpr))) else "vmap"
 
 
 def _variant_step(setup: experiment.Setup, traced: list, norms: bool,

@@ -27,6 +27,9 @@ the program says more, by following which values depend on the params:
   an elementwise op  1x when linear (add, sub, sum: the gradient passes
       through), a product 1 + its operands needing a gradient, anything
       else (tanh, exp, max, div, ...) 3x: forward, derivative, chain product
+  a slice            of a value that needs a gradient: 1 add an element in
+      the backward (its gradient padded back and summed into the
+      operand's: a convolution's K windows, a fused product's parts)
   the loss           2x (its value and dC/dz)
   the optimizer      its own update program (``optimizer.update`` and
                      ``apply_updates``), counted once::
@@ -40,8 +43,9 @@ what every run's summary.json carries); its scans are unrolled for it
 (:func:`unrolled_scans`: XLA counts a loop's body once). XLA counts
 multiply-adds the same way and elementwise ops once each.
 ``tests/test_compute.py`` holds the two within 10% for each model kind at
-tiny sizes (fast) and every shipped config at its own (slow); measured:
--7.6% (GRU, compiled) to +8.0% (CNN, compiled).
+tiny sizes (fast) and every shipped config at its own (slow); measured
+(6 December 2026, the convolution as im2col): -8.4% (the tiny CNN) to
+-1.4% at tiny sizes, -2.6% to +8.3% over the shipped configs (lowered).
 
 An adversarial training step (``grads`` an :class:`funcnet.train.
 adversarial.Adversarial`) adds its attacks (:func:`count_attack`): on the
@@ -185,6 +189,11 @@ def _walk(jaxpr, deps) -> tuple[Flops, Flops]:
       f = _dot_flops(eqn) if name == "dot_general" else _conv_flops(eqn)
       fwd += Flops(f, 0.0)
       step += Flops(f * (1 + ins[0] + ins[1]), 0.0)
+    elif name == "slice" and anyd:
+      # Its gradient is padded back and summed into its operand's (the K
+      # windows of a convolution's im2col, a fused product's parts): one
+      # add an element.
+      step += Flops(0.0, float(_size(eqn.outvars[0].aval)))
     elif name in _FREE:
       pass
     else:
