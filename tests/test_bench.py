@@ -205,9 +205,13 @@ def test_each_subcommand_runs_its_benchmark(monkeypatch, tmp_path, capsys):
   sweeps = _record_calls(monkeypatch, sweep_speed, run=[], format_table="")
   assert cli.main(["bench", "sweep", "digits_mlp:4", "--epochs", "2"]) == 0
   assert cli.main(["bench", "sweep"]) == 0
-  assert sweeps[0] == ("run", (["digits_mlp:4"],), {"epochs": 2})
+  assert sweeps[0] == ("run", (["digits_mlp:4"],),
+                       {"epochs": 2, "commands": False})
   assert sweeps[2][1] == (("digits_mlp:16", "mnist1d_cnn:16", "digits_mlp:64",
                            "mnist1d_cnn:64"),)
+  assert cli.main(["bench", "sweep", "mnist1d_gru:16", "--commands"]) == 0
+  assert sweeps[4] == ("run", (["mnist1d_gru:16"],),
+                       {"epochs": 5, "commands": True})
 
   data = _record_calls(monkeypatch, data_io, run=[], format_table="",
                        train={}, format_train="", memory={},
