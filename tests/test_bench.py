@@ -262,3 +262,18 @@ def test_a_config_name_is_found_in_the_shipped_configs():
   for name in ("mnist1d_cnn", "digits_mlp", "mnist1d_mlp"):
     path = model_steps._config_path(name)
     assert os.path.isfile(path) and path.endswith(f"configs/{name}.toml")
+
+
+@pytest.mark.slow  # four funcnet sweep subprocesses and four sweeps in-process
+def test_bench_sweep_times_whole_commands_on_a_warm_cache():
+  from funcnet.bench import sweep_speed
+  rec, = sweep_speed.run(["digits_mlp:4"], epochs=1, commands=True,
+                         log=lambda *a: None)
+  # The untimed pass filled the cache: neither timed command compiled.
+  assert rec["command_vectorised_compiled"] == 0
+  assert rec["command_sequential_compiled"] == 0
+  assert rec["command_speedup"] == pytest.approx(
+      rec["command_sequential_s"] / rec["command_vectorised_s"])
+  assert rec["steps_per_epoch"] == 1437 // 32  # digits: 80% of 1797, batch 32
+  table = sweep_speed.format_table([rec])
+  assert table.count("\n") == 2 and f"{rec['command_speedup']:.1f}x" in table
