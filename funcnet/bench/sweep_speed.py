@@ -35,6 +35,7 @@ If this process compiled anything before :func:`run` (a test), JAX's cache
 is already settled: the in-process pass then runs with whatever it had.
 """
 
+import atexit
 import json
 import os
 import shutil
@@ -63,11 +64,13 @@ def _grid(cfg, n: int) -> dict:
 
 def _cache_folder() -> str:
   """The persistent cache this process uses: JAX's setting if any, else a
-  new temporary folder (set before the first compilation)."""
+  new temporary folder set before the first compilation and removed when
+  the process exits (JAX writes to it until then)."""
   import jax
   if jax.config.jax_compilation_cache_dir:
     return jax.config.jax_compilation_cache_dir
   where = tempfile.mkdtemp(prefix="funcnet-bench-sweep-xla-")
+  atexit.register(shutil.rmtree, where, True)
   jax.config.update("jax_compilation_cache_dir", where)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
