@@ -205,9 +205,13 @@ def test_each_subcommand_runs_its_benchmark(monkeypatch, tmp_path, capsys):
   sweeps = _record_calls(monkeypatch, sweep_speed, run=[], format_table="")
   assert cli.main(["bench", "sweep", "digits_mlp:4", "--epochs", "2"]) == 0
   assert cli.main(["bench", "sweep"]) == 0
-  assert sweeps[0] == ("run", (["digits_mlp:4"],), {"epochs": 2})
+  assert sweeps[0] == ("run", (["digits_mlp:4"],),
+                       {"epochs": 2, "commands": False})
   assert sweeps[2][1] == (("digits_mlp:16", "mnist1d_cnn:16", "digits_mlp:64",
                            "mnist1d_cnn:64"),)
+  assert cli.main(["bench", "sweep", "mnist1d_gru:16", "--commands"]) == 0
+  assert sweeps[4] == ("run", (["mnist1d_gru:16"],),
+                       {"epochs": 5, "commands": True})
 
   data = _record_calls(monkeypatch, data_io, run=[], format_table="",
                        train={}, format_train="", memory={},
@@ -258,3 +262,18 @@ def test_a_config_name_is_found_in_the_shipped_configs():
   for name in ("mnist1d_cnn", "digits_mlp", "mnist1d_mlp"):
     path = model_steps._config_path(name)
     assert os.path.isfile(path) and path.endswith(f"configs/{name}.toml")
+
+
+@pytest.mark.slow  # four funcnet sweep subprocesses and four sweeps in-process
+def test_bench_sweep_times_whole_commands_on_a_warm_cache():
+  from funcnet.bench import sweep_speed
+  rec, = sweep_speed.run(["digits_mlp:4"], epochs=1, commands=True,
+                         log=lambda *a: None)
+  # The untimed pass filled the cache: neither timed command compiled.
+  assert rec["command_vectorised_compiled"] == 0
+  assert rec["command_sequential_compiled"] == 0
+  assert rec["command_speedup"] == pytest.approx(
+      rec["command_sequential_s"] / rec["command_vectorised_s"])
+  assert rec["steps_per_epoch"] == 1437 // 32  # digits: 80% of 1797, batch 32
+  table = sweep_speed.format_table([rec])
+  assert table.count("\n") == 2 and f"{rec['command_speedup']:.1f}x" in table

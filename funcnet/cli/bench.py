@@ -253,10 +253,14 @@ def data_memory_cap(args) -> int:
 def _sweep_arguments(p) -> None:
   p.set_defaults(handler=sweep)
   p.add_argument("cases", nargs="*", metavar="CONFIG:N",
-                 help="a config and its variants (default digits_mlp:16, "
+                 help="a config and its variants, e.g. mnist1d_gru:16 or "
+                 "mnist1d_transformer:16 (default digits_mlp:16, "
                  "mnist1d_cnn:16, digits_mlp:64, mnist1d_cnn:64)")
   p.add_argument("--epochs", type=int, default=5, metavar="N",
                  help="epochs per variant (default 5)")
+  p.add_argument("--commands", action="store_true",
+                 help="also time whole 'funcnet sweep' commands, vectorised "
+                 "and --sequential, as subprocesses (same warm cache)")
   _json_flag(p)
 
 
@@ -273,7 +277,8 @@ def sweep(args) -> int:
   from funcnet.bench import sweep_speed
   _check_cases(args.cases)
   records = sweep_speed.run(args.cases or sweep_speed.CASES,
-                            epochs=args.epochs, log=common.log)
+                            epochs=args.epochs, commands=args.commands,
+                            log=common.log)
   print(sweep_speed.format_table(records))
   common.write_json(args.json, records)
   return 0
