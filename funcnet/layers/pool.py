@@ -43,6 +43,38 @@ def _full(t):
   return (1,) + t + (1,)
 
 
+def _tiled(shape, window, stride, pad) -> bool:
+  """Whether the windows tile the input: stride = window, no padding, and
+  every spatial size a multiple of its window."""
+  return (stride == window and all(p == (0, 0) for p in pad)
+          and all(n % k == 0 for n, k in zip(shape[1:-1], window)))
+
+
+def _tiles(x, window):
+  """The windows of a tiled pool as an axis: ``(m, *spatial, c) -> (m, *P,
+  K, c)``, entry ``q`` of the ``K = prod(window)`` in row-major window order
+  (that of :func:`funcnet.layers.windows.windows`). A reshape and a
+  transpose: no copies of overlapping slices."""
+  nd = len(window)
+  split = [x.shape[0]]
+  for n, k in zip(x.shape[1:-1], window):
+    split += [n // k, k]
+  t = x.reshape(split + [x.shape[-1]])     # (m, P_1, k_1, ..., P_d, k_d, c)
+  order = [0] + [1 + 2 * i for i in range(nd)] + [2 + 2 * i for i in range(nd)]
+  t = t.transpose(order + [2 * nd + 1])    # (m, P_1..P_d, k_1..k_d, c)
+  return t.reshape(t.shape[:1 + nd] + (-1, x.shape[-1]))
+
+
+def _untile(t, shape, window):
+  """The inverse of :func:`_tiles`: ``(m, *P, K, c) -> shape``."""
+  nd = len(window)
+  t = t.reshape(t.shape[:1 + nd] + tuple(window) + (shape[-1],))
+  order = [0]
+  for i in range(nd):
+    order += [1 + i, 1 + nd + i]
+  return t.transpose(order + [2 * nd + 1]).reshape(shape)
+
+
 def max_pool_forward(x, window, stride=None, padding="VALID"):
   """Max over each window: ``(m, *spatial, c) -> (m, *spatial', c)``.
 
@@ -55,6 +87,16 @@ def max_pool_forward(x, window, stride=None, padding="VALID"):
   ints) with the geometry and ``x``'s shape.
   """
   window, stride, pad = _geometry(x, window, stride, padding)
+  if _tiled(x.shape, window, stride, pad):
+    # Tiled windows (the CNN's pool): the windows as an axis, the first
+    # maximum picked by argmax and y read through that one-hot pick, so
+    # jax.grad sends dy to the same entry as the backward below, by a
+    # select instead of reduce_window's select-and-scatter (slower on CPU).
+    t = _tiles(x, window)                              # (m, *P, K, c)
+    q_star = jnp.argmax(t, axis=-2)
+    hit = jnp.arange(t.shape[-2])[:, None] == q_star[..., None, :]
+    y = jnp.sum(jnp.where(hit, t, jnp.zeros((), x.dtype)), axis=-2)
+    return y, (q_star, x.shape, window, stride, pad)
   # y by reduce_window, as before the backward existed, so the autodiff
   # path (jax.grad through logits) differentiates the same primitive. A
   # numpy (not jnp) init value: lax differentiates reduce_window only when it
@@ -74,6 +116,9 @@ def max_pool_backward(cache, dy):
   q_star, shape, window, stride, pad = cache
   k = int(np.prod(window))
   zero = jnp.zeros((), dy.dtype)
+  if _tiled(shape, window, stride, pad):         # no overlaps: one select
+    hit = jnp.arange(k)[:, None] == q_star[..., None, :]
+    return _untile(jnp.where(hit, dy[..., None, :], zero), shape, window)
   parts = [jnp.where(q_star == q, dy, zero) for q in range(k)]
   return unwindow(parts, shape, window, stride, pad)
 

@@ -13,9 +13,10 @@ multiply-add:
   convolution         ``conv_general_dilated``: 2 x (output elements) x
                       (C_in / groups) x (kernel size)
   recurrences         a ``scan`` over T counts its body T times
-  elementwise         1 per output element (add, mul, exp, tanh, max, ...);
-                      a reduction 1 per input element; moves (reshape,
-                      transpose, slice, gather, broadcast, convert) 0
+  elementwise         1 per output element (add, mul, exp, tanh, max,
+                      select, ...); a reduction 1 per input element, argmax
+                      too; moves (reshape, transpose, slice, gather,
+                      broadcast, convert) and comparisons 0
 
 A training step (:func:`count_step`) is counted as the literature does
 (Kaplan et al. 2020, "forward + backward = 3 x forward"), made exact where
@@ -27,6 +28,9 @@ the program says more, by following which values depend on the params:
   an elementwise op  1x when linear (add, sub, sum: the gradient passes
       through), a product 1 + its operands needing a gradient, anything
       else (tanh, exp, max, div, ...) 3x: forward, derivative, chain product
+  a select           1x, 2x when a picked operand needs a gradient (its
+      gradient is another select: the tiled max-pool's one-hot pick); an
+      argmax 1x (an index has no gradient)
   a slice            of a value that needs a gradient: 1 add an element in
       the backward (its gradient padded back and summed into the
       operand's: a convolution's K windows, a fused product's parts)
@@ -44,8 +48,9 @@ what every run's summary.json carries); its scans are unrolled for it
 multiply-adds the same way and elementwise ops once each.
 ``tests/test_compute.py`` holds the two within 10% for each model kind at
 tiny sizes (fast) and every shipped config at its own (slow); measured
-(6 December 2026, the convolution as im2col): -8.4% (the tiny CNN) to
--1.4% at tiny sizes, -2.6% to +8.3% over the shipped configs (lowered).
+(6 December 2026, the convolution as im2col, the tiled max-pool as argmax
+and select): -8.7% (the tiny CNN) to -2.3% at tiny sizes; the MNIST-1D
+CNNs, ResNet and Transformer within 1% (lowered).
 
 An adversarial training step (``grads`` an :class:`funcnet.train.
 adversarial.Adversarial`) adds its attacks (:func:`count_attack`): on the
@@ -77,10 +82,10 @@ _FREE = frozenset((
     "reshape", "broadcast_in_dim", "transpose", "slice", "dynamic_slice",
     "dynamic_update_slice", "gather", "scatter", "concatenate", "squeeze",
     "expand_dims", "convert_element_type", "copy", "copy_p", "iota", "pad",
-    "select_n", "rev", "stop_gradient", "device_put", "bitcast_convert_type",
+    "rev", "stop_gradient", "device_put", "bitcast_convert_type",
     "random_bits", "random_seed", "random_wrap", "random_unwrap",
     "threefry2x32", "shift_right_logical", "shift_left", "or", "and", "not",
-    "xor", "eq", "ne", "lt", "le", "gt", "ge", "sort", "argmax", "argmin",
+    "xor", "eq", "ne", "lt", "le", "gt", "ge", "sort",
     "split", "clamp", "sign", "floor", "ceil", "round", "is_finite",
     "random_fold_in", "random_split", "sharding_constraint", "optimization_barrier",
 ))
@@ -194,6 +199,17 @@ def _walk(jaxpr, deps) -> tuple[Flops, Flops]:
       # windows of a convolution's im2col, a fused product's parts): one
       # add an element.
       step += Flops(0.0, float(_size(eqn.outvars[0].aval)))
+    elif name in ("argmax", "argmin"):
+      # an index: one compare an input element, and no gradient
+      e = float(_size(eqn.invars[0].aval))
+      fwd += Flops(0.0, e)
+      step += Flops(0.0, e)
+    elif name == "select_n":
+      # one pick an element; its gradient is another select when a picked
+      # operand needs one (the predicate never does)
+      e = float(_size(eqn.outvars[0].aval))
+      fwd += Flops(0.0, e)
+      step += Flops(0.0, e * (1 + any(ins[1:])))
     elif name in _FREE:
       pass
     else:
