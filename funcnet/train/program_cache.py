@@ -123,6 +123,10 @@ def user_stamp() -> Optional[tuple]:
           for v in list(vars(mod).values())):
         return None
       continue
+    if not os.path.isabs(path):
+      # not a path but a label (torch.ops' "_ops.py"): no file of the
+      # user's, and relative to nothing
+      continue
     real = os.path.realpath(path)
     if real.startswith(own) or real.startswith(roots):
       continue
