@@ -47,7 +47,7 @@ def _python(*args, env=None, timeout=240):
 
 def _train(out, cache, record, *sets):
   env = {**ENV, "FUNCNET_COMPILATION_CACHE": str(cache),
-         "FUNCNET_TIMINGS": str(record)}
+         "FUNCNET_TIMINGS": str(record), "FUNCNET_PROGRAM_CACHE": "1"}
   argv = ["-m", "funcnet.cli", "train", "--set", "train.epochs=1",
           "--progress", "never", "--out", str(out)]
   for s in sets:

@@ -32,7 +32,8 @@ warm run loads it without tracing:
       (a shape-only estimate, a FLOP count), kept beside the programs
   digest(obj)       a sha256 of nested configs and arrays, for identities
 
-It is on only where it is safe and simple: the persistent compilation cache
+It is opt-in (``FUNCNET_PROGRAM_CACHE=1``; :func:`folder` says why), and
+then on only where it is safe and simple: the persistent compilation cache
 (:mod:`funcnet.run.compile_cache`) is on (its folder holds this one's,
 ``programs/``), one process, one device, an identity given. A file that
 does not load, or whose argument tree and shapes do not match the call, is
@@ -65,9 +66,27 @@ _LOADED: dict = {}  # path -> executable, loaded or compiled in this process
 _ENV_FINGERPRINT = None
 
 
+ENV = "FUNCNET_PROGRAM_CACHE"
+
+
 def folder() -> Optional[str]:
-  """Where entries live, or None when the cache is off: JAX's persistent
-  cache is off, or there is more than one process or device."""
+  """Where entries live, or None when the cache is off: not asked for
+  (``FUNCNET_PROGRAM_CACHE=1``), JAX's persistent cache off, or more than
+  one process or device.
+
+  Opt-in, because of a crash found after it landed: a process that loads
+  many deserialized executables (a warm ``funcnet sweep --sequential``, 4
+  variants of the digits MLP, each loading its 5 programs) failed on the
+  4th variant with ``JaxRuntimeError: NOT_FOUND: Function
+  wrapped_broadcast not found`` when reading a result (jax 0.10.2,
+  XLA:CPU): a loaded executable's compiled function went missing. One
+  ``funcnet train`` per process (5 executables) has not shown it (the
+  startup tests, the startup benchmark's rounds), but a study or sweep
+  runs many fits in one process, so it stays off until the cause is
+  known. Reproduce: run that sweep twice on one cache folder with the
+  variable set."""
+  if os.environ.get(ENV, "") not in ("1", "on", "true"):
+    return None
   base = jax.config.jax_compilation_cache_dir
   if not base or jax.process_count() != 1 or jax.local_device_count() != 1:
     return None
