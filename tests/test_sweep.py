@@ -429,20 +429,27 @@ def test_optuna_search_resumes_after_a_kill_and_beats_the_default(tmp_path):
       study.best_params["optimizer.learning_rate"])
 
 
+def _looped_cnn_sweep(sets):
+  """Two learning rates of a one-epoch CNN (``sets`` on top) swept in one
+  program, which must loop its variants (``lax.map``) on one CPU device."""
+  base = config.load(None, ["model.kind=cnn", "train.epochs=1", *sets])
+  lines = []
+  res = sweep.run(base, {"optimizer.learning_rate": [0.01, 0.001]},
+                  log=lines.append)
+  assert any("looped (lax.map)" in line for line in lines), lines
+  return res
+
+
 def test_a_1d_cnn_sweep_equals_each_variant_alone():
   """The MNIST-1D CNN's path (1-D convolutions as im2col products, max
   pools, a dense head; autodiff, the config's default), shrunk: both
   variants of one program differ, and the second equals its config trained
   alone by fit (one fit: each compiles its own program). The digits are
   read as 64-step signals of one channel."""
-  base = config.load(None, ["model.kind=cnn", "model.cnn.channels=[4, 4]",
-                            "model.cnn.kernel_size=5", "model.cnn.hidden=[8]",
-                            "model.cnn.global_pool=false", "train.epochs=1",
-                            "train.batch_size=128"])
-  lines = []
-  res = sweep.run(base, {"optimizer.learning_rate": [0.01, 0.001]},
-                  log=lines.append)
-  assert any("looped (lax.map)" in line for line in lines), lines
+  res = _looped_cnn_sweep(["model.cnn.channels=[4, 4]",
+                           "model.cnn.kernel_size=5", "model.cnn.hidden=[8]",
+                           "model.cnn.global_pool=false",
+                           "train.batch_size=128"])
   a, b = res.variants
   assert tree_rel(a.params, b.params) > 1e-3
   alone = experiment.Setup(b.cfg).fit()
@@ -456,13 +463,8 @@ def test_convolution_variants_loop_in_one_program_and_equal_alone():
   """On one CPU device a CNN's variants run one after another inside the
   compiled step (lax.map: XLA's CPU grouped convolution is slow); the
   results are still each variant's own."""
-  base = config.load(None, ["model.kind=cnn", "model.cnn.image_shape=[8, 8]",
-                            "model.cnn.channels=[4]", "train.epochs=1",
-                            "train.batch_size=64"])
-  lines = []
-  res = sweep.run(base, {"optimizer.learning_rate": [0.01, 0.001]},
-                  log=lines.append)
-  assert any("looped (lax.map)" in line for line in lines), lines
+  res = _looped_cnn_sweep(["model.cnn.image_shape=[8, 8]",
+                           "model.cnn.channels=[4]", "train.batch_size=64"])
   for v in res.variants:
     alone = experiment.Setup(v.cfg).fit()
     assert tree_rel(alone.state.params, v.params) < 1e-5, v.assignment
