@@ -168,7 +168,9 @@ def fit(model: Model, loss, optimizer: optax.GradientTransformation, data, *,
   check_batch(options.batch_size, n, options.mixed.accumulate)
   losses.check_pair(loss, model.output_activation)
   identity = _identity(loss, data, options)
-  run_keys = program_cache.compiled(_run_keys, (options.key, 0), identity)
+  # decided by the key's type alone: one entry for every fit
+  run_keys = program_cache.compiled(
+      _run_keys, (options.key, 0), identity and "funcnet.train.loop._run_keys")
   k_init, k_train, _ = run_keys(options.key, 0)
   state = _starting_state(model, optimizer, state, k_init, options,
                           n // options.batch_size)

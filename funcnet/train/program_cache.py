@@ -32,16 +32,25 @@ warm run loads it without tracing:
       (a shape-only estimate, a FLOP count), kept beside the programs
   digest(obj)       a sha256 of nested configs and arrays, for identities
 
-It is opt-in (``FUNCNET_PROGRAM_CACHE=1``; :func:`folder` says why), and
-then on only where it is safe and simple: the persistent compilation cache
+It is on by default (``FUNCNET_PROGRAM_CACHE=0`` turns it off), and then
+only where it is safe and simple: the persistent compilation cache
 (:mod:`funcnet.run.compile_cache`) is on (its folder holds this one's,
 ``programs/``), one process, one device, an identity given. A file that
 does not load, or whose argument tree and shapes do not match the call, is
 never run: the program is compiled and the file replaced. An executable
-is the one the jit call would have compiled (JAX's own cache stores these
-very bytes), so the numbers are the same bit for bit. Like JAX's cache,
-the folder is trusted: loading an executable can run code, so keep it where
-only you can write.
+is the one the jit call would have compiled, so the numbers are the same
+bit for bit. Like JAX's cache, the folder is trusted: loading an
+executable can run code, so keep it where only you can write.
+
+Only an executable XLA has just compiled is written. One that JAX read
+from its own persistent cache, or handed back from its in-memory caches
+(which may hold one so read), serializes to a file that loads but fails
+when called (jax 0.10.2, XLA:CPU: ``NOT_FOUND: Function wrapped_sine not
+found``; the kernels' object code is not in it). :class:`_Compiles` tells
+the two apart by JAX's own monitoring events in the compiling thread: a
+backend compilation and no persistent-cache hit. Such a program is used
+but not kept; the next process takes JAX's cache for it, as without this
+one.
 
 Files are written whole (a temporary file, then ``os.replace``), so two
 processes writing one entry leave one of the two.
@@ -52,6 +61,7 @@ import os
 import pickle
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Mapping
 from typing import Callable, Optional
@@ -70,22 +80,17 @@ ENV = "FUNCNET_PROGRAM_CACHE"
 
 
 def folder() -> Optional[str]:
-  """Where entries live, or None when the cache is off: not asked for
-  (``FUNCNET_PROGRAM_CACHE=1``), JAX's persistent cache off, or more than
+  """Where entries live, or None when the cache is off: turned off
+  (``FUNCNET_PROGRAM_CACHE=0``), JAX's persistent cache off, or more than
   one process or device.
 
-  Opt-in, because of a crash found after it landed: a process that loads
-  many deserialized executables (a warm ``funcnet sweep --sequential``, 4
-  variants of the digits MLP, each loading its 5 programs) failed on the
-  4th variant with ``JaxRuntimeError: NOT_FOUND: Function
-  wrapped_broadcast not found`` when reading a result (jax 0.10.2,
-  XLA:CPU): a loaded executable's compiled function went missing. One
-  ``funcnet train`` per process (5 executables) has not shown it (the
-  startup tests, the startup benchmark's rounds), but a study or sweep
-  runs many fits in one process, so it stays off until the cause is
-  known. Reproduce: run that sweep twice on one cache folder with the
-  variable set."""
-  if os.environ.get(ENV, "") not in ("1", "on", "true"):
+  It was opt-in for a day, for a crash a warm ``funcnet sweep
+  --sequential`` showed (``NOT_FOUND: Function wrapped_broadcast not
+  found`` when a loaded program ran): its later variants had stored
+  executables JAX had read from its own cache, which do not serialize
+  whole. Those are no longer written (module docstring); the sweep test
+  of ``tests/test_startup.py`` runs that case."""
+  if os.environ.get(ENV, "").lower() in ("0", "off", "false", "no"):
     return None
   base = jax.config.jax_compilation_cache_dir
   if not base or jax.process_count() != 1 or jax.local_device_count() != 1:
@@ -277,12 +282,61 @@ def compiled(fn: Callable, args: tuple, identity: Optional[str],
   if exe is not None:
     timings.loaded(f"jit({name})", time.perf_counter() - t0)
   else:
-    exe = jitted.lower(*args).compile()
-    _store(path, exe)
+    with _Compiles() as seen:
+      exe = jitted.lower(*args).compile()
+    if seen.fresh:  # else JAX's (see the module docstring): not kept
+      _store(path, exe)
   if len(_LOADED) >= 64:  # a long-lived process: forget the oldest
     del _LOADED[next(iter(_LOADED))]
   _LOADED[path] = exe
   return Checked(exe, jitted, args)
+
+
+class _Compiles:
+  """Within the block, whether this thread compiled a program with XLA
+  (``fresh``), rather than reading it from JAX's persistent cache or
+  getting it from JAX's in-memory caches (no compilation event at all).
+
+  JAX records, in the thread that compiles, the event
+  ``/jax/compilation_cache/cache_hits`` for a persistent-cache read and
+  the duration ``/jax/core/compile/backend_compile_duration`` for every
+  backend compilation, read or compiled; the listeners below count them
+  per thread (a plotting thread's compilation is not this one's)."""
+
+  _counts = threading.local()
+  _listening = False
+
+  @classmethod
+  def _listen(cls):
+    if cls._listening:
+      return
+    cls._listening = True
+
+    def bump(kind):
+      c = cls._counts
+      setattr(c, kind, getattr(c, kind, 0) + 1)
+
+    jax.monitoring.register_event_listener(
+        lambda event, **_: bump("hits")
+        if event == "/jax/compilation_cache/cache_hits" else None)
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda event, _secs, **_: bump("compiles")
+        if event == "/jax/core/compile/backend_compile_duration" else None)
+
+  def _now(self):
+    c = self._counts
+    return getattr(c, "hits", 0), getattr(c, "compiles", 0)
+
+  def __enter__(self):
+    self._listen()
+    self._before = self._now()
+    self.fresh = False
+    return self
+
+  def __exit__(self, *exc):
+    hits, compiles = self._now()
+    self.fresh = hits == self._before[0] and compiles > self._before[1]
+    return False
 
 
 def remembered(name: str, identity: Optional[str], compute: Callable):
