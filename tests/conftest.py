@@ -211,6 +211,36 @@ SLOW_IN_THE_FAST_LOOP = {
     "test_models.py::test_gradient_check[transformer_cls_dropout]",
     # test_startup.py::test_config_and_data_errors_come_before_any_compilation[batch]
     "test_startup.py::test_config_and_data_errors_come_before_any_compilation[loss]",
+    # The trim of 2026-12-06 (the fast loop at 4:32 on 2 cores):
+    # test_study_labels.py::test_labels_decide_follows_the_numbers and
+    # test_pretrain.py (a pretrained run loaded into fine-tuning)
+    "test_study_labels.py::test_quick_labels_study",
+    # test_study_robustness.py::test_robustness_choose_is_the_best_mean_...
+    "test_study_robustness.py::test_robustness_chooses_on_validation_before_reading_test",
+    # test_bench_peers.py's forward and parameter-count tests
+    "test_bench_peers.py::test_each_peers_step_lowers_the_loss_on_a_fixed_batch",
+    # test_user_kinds.py::test_a_kind_in_a_users_file_trains_and_its_run_...
+    "test_tutorial.py::test_the_tutorial_runs_as_written",
+    # the [gru_T7_bidirectional_dropout] and [7-gru] cases
+    "test_backward_rnn.py::test_manual_matches_autodiff_for_every_leaf[gru_T7]",
+    "test_backward_rnn.py::test_bptt_matches_vjp_of_the_scan[1-gru]",
+    # test_backward_rnn_lm.py's [lstm-2-0.4] and [tanh-1-0.0] (and the GRU
+    # cell's own tests in test_backward_rnn.py)
+    "test_backward_rnn_lm.py::test_manual_matches_autodiff_for_every_leaf[gru-1-0.0]",
+    # test_models.py::test_gradient_check[cnn_1d_valid_hidden_dropout_avg]
+    # and test_backward_cnn.py::test_gradient_check_has_the_manual_column[2d_digits_like]
+    "test_models.py::test_gradient_check[cnn_digits_2d]",
+    # the [damaged-config-json] and [read-only-out] cases
+    "test_preemption_and_resume.py::test_filesystem_problems_are_one_line_and_exit_2[read-only-checkpoint-dir]",
+    "test_preemption_and_resume.py::test_filesystem_problems_are_one_line_and_exit_2[parent-is-a-file]",
+    # the [generate] case
+    "test_stream.py::test_a_full_disk_is_one_line_naming_the_file_and_leaves_nothing[convert]",
+    # the [autodiff] case
+    "test_train.py::test_epoch_compiles_once_across_epochs[manual]",
+    # [elu-cross_entropy-identity-True] (elu, float64 finite differences)
+    "test_backprop.py::test_both_match_finite_differences_for_smooth_activations[elu-mse-identity-True]",
+    # the [manual] case
+    "test_explain.py::test_saliency_grad_x_input_and_smoothgrad_are_the_gradient[autodiff]",
 }
 
 

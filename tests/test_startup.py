@@ -415,7 +415,7 @@ def test_a_run_from_cached_programs_equals_one_without_them(monkeypatch,
                                                           tmp_path):
   # a config no other test trains: its programs are new to this process
   # and to JAX's cache, so the first run compiles them and keeps them
-  cfg = config.load(None, ["train.epochs=2", "model.mlp.hidden=[13]"])
+  cfg = config.load(None, ["train.epochs=1", "model.mlp.hidden=[13]"])
   program_dir = tmp_path / "programs"
   monkeypatch.setattr(program_cache, "folder", lambda: str(program_dir))
   monkeypatch.setattr(program_cache, "_LOADED", {})

@@ -40,13 +40,6 @@ def test_quick_labels_study(tmp_path):
   assert len(r["claims"]) == len(p["data"]) * len(p["objectives"]) * len(
       p["fractions"])
   assert all(c["holds"] is None for c in r["claims"])
-  # With 3 seeds the clauses follow the numbers: +6 points holds, +4 fails.
-  fake = {"d": {"methods": {
-      "scratch": {"0.05": {"mean": 0.5, "std": 0.01}},
-      "masked": {"0.05": {"mean": 0.56, "std": 0.01}},
-      "contrastive": {"0.05": {"mean": 0.54, "std": 0.01}}}}}
-  decided = labels.decide(fake, {**labels.STUDY.defaults, "seeds": [0, 1, 2]})
-  assert [c["holds"] for c in decided] == [True, False]
   assert "Measured" in (tmp_path / "README.md").read_text()
   # A pretrained run (contrastive: saved as the plain MLP) loads into
   # fine-tuning: its body as saved, a fresh head for 10 classes.
@@ -58,6 +51,20 @@ def test_quick_labels_study(tmp_path):
   params, _ = ft.init_state()
   np.testing.assert_array_equal(params[0]["W"], saved[0]["W"])
   assert params[-1]["W"].shape == (16, 10) != saved[-1]["W"].shape
+
+
+def test_labels_decide_follows_the_numbers():
+  """With 3 seeds the clauses follow the numbers: +6 points holds, +4
+  fails; with one seed none is decided."""
+  fake = {"d": {"methods": {
+      "scratch": {"0.05": {"mean": 0.5, "std": 0.01}},
+      "masked": {"0.05": {"mean": 0.56, "std": 0.01}},
+      "contrastive": {"0.05": {"mean": 0.54, "std": 0.01}}}}}
+  p = {**labels.STUDY.defaults, "fractions": [0.05]}
+  decided = labels.decide(fake, {**p, "seeds": [0, 1, 2]})
+  assert [c["holds"] for c in decided] == [True, False]
+  assert [c["holds"] for c in labels.decide(fake, {**p, "seeds": [0]})] \
+      == [None, None]
 
 
 @pytest.mark.slow
