@@ -92,10 +92,10 @@ def test_layer_norm_eagerly_differences_and_cache(x64):
   grads = _check_layer(layers.layer_norm_forward, layers.layer_norm_backward,
                        layers.layer_norm, params, x, dy, jit=False)
   _check_differences(layers.layer_norm, params, x, dy, grads)
-  _, (x_hat, sigma) = layers.layer_norm_forward(params, x)
-  np.testing.assert_allclose(sigma, np.sqrt(x.var(-1, keepdims=True) + 1e-5),
+  _, (x_hat, rstd) = layers.layer_norm_forward(params, x)
+  np.testing.assert_allclose(rstd, 1 / np.sqrt(x.var(-1, keepdims=True) + 1e-5),
                              rtol=1e-14)
-  np.testing.assert_allclose(x_hat, (x - x.mean(-1, keepdims=True)) / sigma,
+  np.testing.assert_allclose(x_hat, (x - x.mean(-1, keepdims=True)) * rstd,
                              rtol=1e-13)
 
 
