@@ -3,16 +3,26 @@ shape: stem [32, 32], d_model 64, 4 heads, 2 blocks, d_ff 128, dropout 0.1,
 batch 100, float32), hand-written backward and autodiff, WITH dropout (a key
 per step, as training runs it), clip + AdamW as the config.
 
-``--base DIR`` also times a baseline copy of the package (``DIR/funcnet``, e.g.
-``git archive <commit> funcnet | tar -x -C DIR``) in the same process: the
-baseline's steps are built and compiled first, then its modules are swapped
-out of ``sys.modules`` and the worktree's imported, so both are timed in
-interleaved best-of rounds under the same load. A benchmark: asserts nothing.
+The batch is an argument of the jitted step, as in ``funcnet bench models``
+(:func:`funcnet.bench.peers.common.jax_runner`). Closed over as constants
+(this script before 6 December 2026), jax.grad's step measured as fast as
+the hand-written one (43.1 against 42.5 ms) while ``funcnet bench models``
+showed it 1.2-1.8x slower; with the batch an argument this script shows
+the same gap (43.6 against 36.4 ms). Why constants change the compiled
+program was not looked into.
 
-  PYTHONPATH=$PWD python scripts/bench_transformer_step.py [--base /tmp/base] [--rounds 7]
+``--base DIR`` (repeatable) also times a baseline copy of the package
+(``DIR/funcnet``, e.g. ``git archive <commit> funcnet | tar -x -C DIR``) in
+the same process: each baseline's steps are built and compiled first, then
+its modules are swapped out of ``sys.modules`` and the next tree's imported,
+so all are timed in interleaved best-of rounds under the same load. A
+benchmark: asserts nothing.
+
+  PYTHONPATH=$PWD python scripts/bench_transformer_step.py [--base /tmp/base ...] [--rounds 7]
 """
 
 import argparse
+import functools
 import sys
 import time
 
@@ -38,7 +48,7 @@ def build(tag):
   out = {}
   for name, vg in (("manual", backprop.value_and_grad(model, "cross_entropy")),
                    ("autodiff", autodiff.value_and_grad(model, "cross_entropy"))):
-    def step(params, state, key, vg=vg):
+    def step(params, state, key, x, y, vg=vg):
       key, sub = jax.random.split(key)
       c, g = vg(params, x, y, sub)
       u, state = opt.update(g, state, params)
@@ -46,10 +56,14 @@ def build(tag):
     step = jax.jit(step, donate_argnums=(0, 1))
     params = model.init(jax.random.key(1))
     st = [params, opt.init(params), jax.random.key(2)]
-    *st[:3], c = step(*st)
+    *st[:3], c = step(*st, x, y)
     jax.block_until_ready(c)
-    out[f"{tag}/{name}"] = (step, st)
+    out[f"{tag}/{name}"] = (functools.partial(_with_batch, step, x, y), st)
   return out
+
+
+def _with_batch(step, x, y, *state):
+  return step(*state, x, y)
 
 
 def time_one(step, st, n):
@@ -62,17 +76,19 @@ def time_one(step, st, n):
 
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--base", default=None)
+  p.add_argument("--base", action="append", default=[],
+                 help="a folder holding a baseline's funcnet/ (repeatable)")
   p.add_argument("--rounds", type=int, default=7)
   p.add_argument("--steps", type=int, default=10)
   a = p.parse_args(argv)
   runs = {}
-  if a.base:
-    here = list(sys.path)
-    sys.path.insert(0, a.base)
+  here = list(sys.path)
+  for base in a.base:
+    sys.path[:] = [base] + here
     for m in [m for m in sys.modules if m == "funcnet" or m.startswith("funcnet.")]:
       del sys.modules[m]
-    runs.update(build("before"))
+    runs.update(build(base if len(a.base) > 1 else "before"))
+  if a.base:
     for m in [m for m in sys.modules if m == "funcnet" or m.startswith("funcnet.")]:
       del sys.modules[m]
     sys.path[:] = here
@@ -83,7 +99,7 @@ def main(argv=None):
       best[k] = min(best[k], time_one(step, st, a.steps))
   for k, v in best.items():
     print(f"{k:18s} {v:7.2f} ms/step (best of {a.rounds} rounds of {a.steps})")
-  if a.base:
+  if len(a.base) == 1:
     for g in ("manual", "autodiff"):
       print(f"{g}: {best[f'before/{g}'] / best[f'after/{g}']:.2f}x faster")
 

@@ -63,41 +63,62 @@ def self_attention_forward(params, x, causal: bool = False):
   With ``h`` heads of width ``d_head = d_model / h`` (the head axis lives in
   the weights, see :func:`attention_init`), every leading axis a batch axis:
 
-    Q = x Wq + bq,  K = x Wk,  V = x Wv + bv        (..., T, h, d_head)
-    S = Q K^T / sqrt(d_head)                        (..., h, T, T)  per head
+    Q = (x Wq + bq) / sqrt(d_head),  K = x Wk,  V = x Wv + bv   (..., T, h, d_head)
+    S = Q K^T                                       (..., h, T, T)  per head
     S[q, s] = -inf where s > q   (causal only)
-    P = softmax(S) over the key axis (the last)     (..., h, T, T)
-    O = P V                                         (..., T, h, d_head)
+    E = exp(S - max_s S),  l = sum_s E              (..., h, T, T), (..., h, T)
+    P = E / l = softmax(S) over the key axis        (..., h, T, T)
+    O = (E V) / l  (= P V)                          (..., T, h, d_head)
     y = sum_h O_h Wo_h + bo                         (..., T, d_model)
 
   Without ``causal`` every token attends to every token; with it, token
   ``q`` attends to tokens ``0..q`` only (a decoder: ``y[q]`` does not depend
-  on ``x[q+1:]``), so ``P[q, s] = exp(-inf) = 0`` exactly for ``s > q``. The
+  on ``x[q+1:]``), so ``E[q, s] = exp(-inf) = 0`` exactly for ``s > q``. The
   diagonal is never masked, so every row keeps a finite maximum. The cache
-  is ``(x, Q, K, V, P, O)``.
+  is ``(x, Q, K, V, P, O)`` (``Q`` the scaled one).
+
+  Written so that ``jax.grad`` of it is as cheap as
+  :func:`self_attention_backward` (both compute the same function):
+
+  - ``1/sqrt(d_head)`` scales ``Q`` (``T d_head`` entries per head), not
+    ``S`` (``T^2``): XLA:CPU materialised the scale broadcast to the scores'
+    full shape, and autodiff multiplies by it again in the backward.
+  - the softmax's ``1 / l`` scales the product ``E V`` (``T d_head`` per
+    head) rather than ``E`` (flash attention's deferred normalisation).
+    Through ``P = E / l`` autodiff keeps ``E`` and a full-size broadcast of
+    ``1 / l`` and writes ``P`` and the quotient rule's terms at ``(T, T)``;
+    through ``O = (E V) / l`` the ``(T, T)`` arrays are only ``E`` forward
+    and ``dS`` backward, as in the hand-written backward. ``P`` itself is
+    computed for the cache only (unused under ``jax.grad``, so XLA drops it).
+  - the max is a constant shift (``stop_gradient``): ``P`` does not
+    depend on it, so its gradient through it is zero (as in
+    ``jax.nn.softmax``).
   """
   q, k, v = _project(params, x)
-  # 1/sqrt(d_head) keeps the scores' variance ~1 so the softmax stays soft.
-  scores = jnp.einsum("...qhk,...shk->...hqs", q, k) / math.sqrt(q.shape[-1])
+  q = q * (1.0 / math.sqrt(q.shape[-1]))
+  scores = jnp.einsum("...qhk,...shk->...hqs", q, k)
   if causal:
     t = x.shape[-2]
     scores = jnp.where(causal_mask(t), scores, -jnp.inf)
-  a = jax.nn.softmax(scores, axis=-1)
-  o = jnp.einsum("...hqs,...shk->...qhk", a, v)
+  e = jnp.exp(scores - jax.lax.stop_gradient(
+      jnp.max(scores, axis=-1, keepdims=True)))
+  r = 1.0 / jnp.sum(e, axis=-1, keepdims=True)          # 1 / l: (..., h, T, 1)
+  o = jnp.einsum("...hqs,...shk->...qhk", e, v) * jnp.swapaxes(r, -2, -3)
   y = jnp.einsum("...thk,hkd->...td", o, params["o"]["W"]) + params["o"]["b"]
-  return y, (x, q, k, v, a, o)
+  return y, (x, q, k, v, e * r, o)
 
 
 def self_attention_backward(params, cache, dy):
   """The attention's backward, ``dy: (..., T, d_model) -> dx: (..., T, d_model)``.
 
-  Back through the forward's five lines (per head; ``sum`` over every
-  leading batch axis for the parameters, ``^T`` swaps the two token axes):
+  Back through the forward (per head; ``sum`` over every leading batch
+  axis for the parameters, ``^T`` swaps the two token axes; ``O = P V``
+  however the forward computes it):
 
     dO  = dy Wo_h^T                   dWo = sum O^T dy,  dbo = sum dy
     dV  = P^T dO                      dP  = dO V^T              (..., h, T, T)
     dS  = P * (dP - sum_s(dP * P))    softmax backward, per query row
-    dQ  = dS K / sqrt(d_head)         dK  = dS^T Q / sqrt(d_head)
+    dQ  = dS K / sqrt(d_head)         dK  = dS^T Q   (Q the scaled one)
     dWq = sum x^T dQ,  dbq = sum dQ   (same for V;  K has no bias)
     dx  = dQ Wq^T + dK Wk^T + dV Wv^T (x feeds all three projections)
 
@@ -124,9 +145,9 @@ def self_attention_backward(params, cache, dy):
   d_a = jnp.einsum("...qhk,...shk->...hqs", d_o, v)
   # P = softmax(S), one row per query.
   d_s = a * (d_a - jnp.sum(d_a * a, axis=-1, keepdims=True))
-  # S = Q K^T / sqrt(d_head).
+  # S = Q K^T, Q = (x Wq + bq) * scale (the cache's q is the scaled one).
   d_q = jnp.einsum("...hqs,...shk->...qhk", d_s, k) * scale
-  d_k = jnp.einsum("...hqs,...qhk->...shk", d_s, q) * scale
+  d_k = jnp.einsum("...hqs,...qhk->...shk", d_s, q)
   # The three input projections, each x W (+ b).
   grads, dx = {"o": g_o}, 0.0
   rows = batch + (x.ndim - 2,)                   # batch and token axes

@@ -29,8 +29,18 @@ def dense_init(key, n_in: int, n_out: int, dtype=jnp.float32, init="xavier"):
 
 
 def dense_forward(params, x):
-  """``y = x @ W + b``, ``(..., n_in) -> (..., n_out)``; the cache is ``x``."""
-  return x @ params["W"] + params["b"], x
+  """``y = x @ W + b``, ``(..., n_in) -> (..., n_out)``; the cache is ``x``.
+
+  The leading axes are one row axis for the product, ``(N, n_in) @ (n_in,
+  n_out)`` with ``N`` their size, as :func:`dense_backward` takes ``dW``:
+  ``jax.grad`` of ``(m, T, n_in) @ W`` contracts ``dW = x^T dy`` over two
+  batch axes, which XLA:CPU compiled to a copy of ``dy`` transposed and a
+  product outside its fast (YNNPACK) kernels; of the 2-D product it is one
+  matrix product. A no-op for ``(m, n_in)``.
+  """
+  w = params["W"]
+  y = x.reshape(-1, x.shape[-1]) @ w
+  return y.reshape(x.shape[:-1] + w.shape[-1:]) + params["b"], x
 
 
 def dense_backward(params, x, dy):
