@@ -64,11 +64,8 @@ def _worker_compile_cache() -> str:
   program however small, in a new temporary folder; returns the folder.
   Measured on the train, runs, cli, sweep, resume and models tests: 13%
   less CPU (a program another test compiled is read, not compiled)."""
-  where = tempfile.mkdtemp(prefix="funcnet-tests-xla-")
-  jax.config.update("jax_compilation_cache_dir", where)
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-  jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
-  return where
+  from funcnet.run import compile_cache
+  return compile_cache.use(tempfile.mkdtemp(prefix="funcnet-tests-xla-"))
 
 
 @pytest.fixture

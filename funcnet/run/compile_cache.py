@@ -99,6 +99,15 @@ def enable(on: bool = True, note=None) -> Optional[str]:
         f"funcnet: note: compilation cache off, cannot write {where!r} "
         f"({why}); set {ENV}=DIR to move it or {ENV}=off to silence this")
     return None
+  return use(where)
+
+
+def use(where: str) -> str:
+  """Points JAX's persistent cache at ``where`` and caches every program
+  there, however small or quick to compile (see :func:`enable`); returns
+  ``where``. No checks: :func:`enable` makes them, the test suite calls
+  this for a temporary folder of its own."""
+  import jax
   jax.config.update("jax_compilation_cache_dir", where)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
