@@ -37,19 +37,27 @@ def pytest_configure(config):
   by side could read half of one; docs/performance.md).
 
   The fast loop (``-m "not slow"``) compiles at XLA's optimisation level
-  0: most of this suite's time is XLA compiling small programs, and level 0
-  halves it (measured: the backprop and attention tests 142 s -> 97 s).
-  Numerics are the same up to the order of float sums, which every
+  0 and with XLA:CPU's older loop emitters for fusions
+  (``--xla_cpu_use_fusion_emitters=false``): most of this suite's time is
+  XLA compiling small programs. Level 0 cut the backprop and attention
+  tests 142 s -> 97 s; the older emitters then halve what is left (the
+  models, RNN, conv and train tests 51 -> 28 s, XLA's compile time 35 ->
+  15 s; the whole fast loop 3:31 -> 2:14 on 2 cores). Both cost run time
+  (the old emitters' GRU step is 26% slower), which these tests do not
+  spend. Numerics are the same up to the order of float sums, which every
   tolerance here allows. The full suite, which CI runs (``pytest -n 2``),
-  keeps XLA's default level, what users run. Set before any JAX backend
-  starts; pytest-xdist's workers inherit it, and so do the command's
+  keeps XLA's defaults, what users run. Set before any JAX backend starts;
+  pytest-xdist's workers inherit it, and so do the command's
   subprocesses."""
   os.environ["FUNCNET_COMPILATION_CACHE"] = "off"
   os.environ["FUNCNET_PROGRAM_CACHE"] = "0"
   if (config.getoption("markexpr", "") or "").replace(" ", "") == "notslow":
     flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_backend_optimization_level" not in flags:
-      os.environ["XLA_FLAGS"] = (flags + " --xla_backend_optimization_level=0").strip()
+    for flag in ("--xla_backend_optimization_level=0",
+                 "--xla_cpu_use_fusion_emitters=false"):
+      if flag.split("=")[0] not in flags:
+        flags = (flags + " " + flag).strip()
+    os.environ["XLA_FLAGS"] = flags
   config._funcnet_xla_cache = _worker_compile_cache()
 
 
