@@ -224,6 +224,38 @@ def test_setup_init_state_is_model_init_op_by_op(sets):
     np.testing.assert_array_equal(a, b)
 
 
+def test_programs_run_once_compile_quick_and_give_the_default_bits(
+    monkeypatch):
+  # init, fit's keys and a bare fit's inits are compiled with XLA:CPU's
+  # older fusion emitters (program_cache.QUICK_TO_COMPILE); the epoch and
+  # the evaluation keep XLA's defaults. The reference below asks for the
+  # default emitters explicitly, over the fast loop's XLA_FLAGS.
+  quick = {"xla_cpu_use_fusion_emitters": False}
+  assert program_cache.quick_options() == quick  # the suite runs on CPU
+  setup = experiment.Setup(config.load(None, ["model.mlp.hidden=[16]"]))
+  key, jit, seen = setup.key, jax.jit, []
+
+  def spy(fn, *args, **kwargs):
+    seen.append((getattr(fn, "__name__", "?"), kwargs.get("compiler_options")))
+    return jit(fn, *args, **kwargs)
+
+  monkeypatch.setattr(jax, "jit", spy)
+  params = setup.init_state()
+  setup.fit(grads="autodiff", epochs=1, norms=False)
+  train.fit(setup.model, setup.loss, setup.optimizer, setup.ds,
+            options=setup.options()._replace(epochs=1))
+  monkeypatch.setattr(jax, "jit", jit)
+  got = dict(seen)
+  assert got["init"] == quick and got["_run_keys"] == quick
+  assert got["epoch"] is None and got["evaluate"] is None
+  assert ("init_fn", quick) in seen  # the bare fit's optimizer.init
+  default = jit(setup.initializer(), compiler_options={
+      "xla_cpu_use_fusion_emitters": True})(key, None)
+  for a, b in zip(jax.tree_util.tree_leaves(params),
+                  jax.tree_util.tree_leaves(default), strict=True):
+    np.testing.assert_array_equal(a, b)
+
+
 def test_setups_of_the_same_program_share_one_executable():
   a, b = (experiment.Setup(config.load(None, [f"optimizer.learning_rate={lr}",
                                               "model.mlp.hidden=[7]"]))

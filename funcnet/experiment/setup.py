@@ -262,8 +262,8 @@ class Setup:
     # nothing), else one executable per process and program text
     identity = self.program_identity
     use_cache = identity is not None and program_cache.folder() is not None
-    state = (program_cache.compiled(init, args, identity) if use_cache
-             else _compiled(init, *args))(*args)
+    state = (program_cache.compiled(init, args, identity, quick=True)
+             if use_cache else _compiled(init, *args))(*args)
     return state if self.plan is None or not place else self.plan.place(state)
 
   def initializer(self, optimizer=None):
@@ -349,7 +349,9 @@ def _compiled(fn, *args):
   prints every constant in full). JAX's persistent cache, when on, keys its
   files the same way across processes.
   """
-  lowered = jax.jit(fn).lower(*args)
+  # it runs once: program_cache.QUICK_TO_COMPILE's options, the same bits
+  lowered = jax.jit(fn, compiler_options=program_cache.quick_options()
+                    ).lower(*args)
   # The text says what is computed; the devices, where (the arguments'
   # placement, or the default device a context may have set).
   devices = [str(d) for a in jax.tree_util.tree_leaves(args)

@@ -170,7 +170,8 @@ def fit(model: Model, loss, optimizer: optax.GradientTransformation, data, *,
   identity = _identity(loss, data, options)
   # decided by the key's type alone: one entry for every fit
   run_keys = program_cache.compiled(
-      _run_keys, (options.key, 0), identity and "funcnet.train.loop._run_keys")
+      _run_keys, (options.key, 0), identity and "funcnet.train.loop._run_keys",
+      quick=True)
   k_init, k_train, _ = run_keys(options.key, 0)
   state = _starting_state(model, optimizer, state, k_init, options,
                           n // options.batch_size)
@@ -194,10 +195,11 @@ def _starting_state(model, optimizer, state, k_init, options,
                     steps_per_epoch) -> TrainState:
   """``state`` (or a fresh one) with its own copy of every array, on the
   plan's mesh, and ``step`` counted from its epoch and position."""
+  quick = program_cache.quick_options()  # they run once
   if state is None:  # one compiled call, the same bits as op by op
-    state = TrainState(jax.jit(model.init, static_argnums=1)(k_init,
-                                                             options.dtype))
-  opt_state = (jax.jit(optimizer.init)(state.params)
+    state = TrainState(jax.jit(model.init, static_argnums=1,
+                               compiler_options=quick)(k_init, options.dtype))
+  opt_state = (jax.jit(optimizer.init, compiler_options=quick)(state.params)
                if state.opt_state is None else state.opt_state)
   # The epoch donates every leaf; a pytree that holds one array at two
   # places (legal in a user's init) would be donated twice, and the
@@ -222,9 +224,9 @@ class _Loop:
 
   def __init__(self, model, loss, optimizer, data, options: FitOptions,
                state: TrainState, k_train, callbacks: Callbacks,
-               run_keys=None):
+               run_keys):
     o, self.options, self.callbacks = options, options, callbacks
-    self.run_keys = run_keys or _run_keys
+    self.run_keys = run_keys  # fit's compiled _run_keys
     # with an identity: the first call's shapes load the cached programs
     self.identity, self.cached = _identity(loss, data, options), set()
     task = o.task or getattr(data, "task", tasks.DEFAULT)
@@ -362,7 +364,6 @@ def _fresh_copy(a):
   return jnp.array(a)
 
 
-@jax.jit
 def _run_keys(key, epoch):
   """``(k_init, k_train, fold_in(k_train, epoch))`` from fit's ``key``.
 

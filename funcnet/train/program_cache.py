@@ -242,8 +242,25 @@ def _store(path: str, compiled) -> None:
     pass
 
 
+# XLA:CPU's older loop emitters for fusions, for programs that run once or
+# for microseconds (the seed's key, ``init``, fit's keys): with them these
+# compile in 60-65% of the time (a default run's init 0.43 -> 0.28 s, its
+# keys 0.16 -> 0.09 s) to the same bits (the default MLP's params, the
+# default run's metrics; tests/test_startup.py compares init with and
+# without), and run slower, which such a program does not feel. Not for the
+# epoch or the evaluation: the small MLP's scanned step ran 30% slower with
+# them, the GRU's 26% (docs/performance.md, "Quick to compile").
+QUICK_TO_COMPILE = {"xla_cpu_use_fusion_emitters": False}
+
+
+def quick_options() -> Optional[dict]:
+  """``compiler_options`` for a program compiled to run once (see
+  ``QUICK_TO_COMPILE``): the CPU's, None on another backend."""
+  return dict(QUICK_TO_COMPILE) if jax.default_backend() == "cpu" else None
+
+
 def compiled(fn: Callable, args: tuple, identity: Optional[str],
-             name: Optional[str] = None) -> Callable:
+             name: Optional[str] = None, quick: bool = False) -> Callable:
   """``fn`` (a ``jax.jit`` function, or a plain one to jit) for ``args``'
   shapes; its executable loaded from the cache when one matches.
 
@@ -257,13 +274,16 @@ def compiled(fn: Callable, args: tuple, identity: Optional[str],
       jitted as it is.
     name: the program's name (default ``fn.__name__``): the file's prefix,
       and ``jit(name)`` in ``FUNCNET_TIMINGS`` as JAX would name it.
+    quick: a program that runs once: compiled with :func:`quick_options`
+      (a plain ``fn`` only; a jitted one keeps its own options).
 
   Returns:
     The jitted ``fn`` when the cache is off or ``identity`` is None; else a
     :class:`Checked` executable (loaded, or compiled and written), which
     hands a call of other shapes to the jitted ``fn``.
   """
-  jitted = fn if hasattr(fn, "lower") else jax.jit(fn)
+  options = quick_options() if quick and not hasattr(fn, "lower") else None
+  jitted = fn if hasattr(fn, "lower") else jax.jit(fn, compiler_options=options)
   where = folder() if identity is not None else None
   if where is None:
     return jitted
@@ -273,7 +293,8 @@ def compiled(fn: Callable, args: tuple, identity: Optional[str],
   name = name or getattr(fn, "__name__", "program")
   name = "".join(c if c.isalnum() or c in "_." else "_" for c in name)
   key = hashlib.sha256(repr((name, identity, _signature(args),
-                             environment(), user)).encode()).hexdigest()
+                             environment(), user, options)).encode()
+                       ).hexdigest()
   path = os.path.join(where, f"{name}-{key[:40]}.bin")
   if path in _LOADED:  # this process has it (a sweep's variants' keys)
     return Checked(_LOADED[path], jitted, args)
@@ -383,7 +404,7 @@ def random_key(seed: int):
   # jax.random.key converts a Python int through np.int64 to JAX's int
   # type; the same value, as the program's argument.
   arg = np.asarray(seed, jax.dtypes.canonicalize_dtype(np.int64))
-  return compiled(_random_key, (arg,), "jax.random.key")(arg)
+  return compiled(_random_key, (arg,), "jax.random.key", quick=True)(arg)
 
 
 def digest(obj) -> str:
