@@ -557,10 +557,20 @@ def test_user_stamp_resolves_a_modules_file_once_and_stats_the_users_again(
   del resolved[:]
   first = program_cache.user_stamp()
   assert (realpath(str(path)), 6) in {s[:2] for s in first}
+  n = len(resolved)  # the new module's folder
   path.write_text("X = 22\n")  # an edit: stat'ed again, not remembered
   second = program_cache.user_stamp()
   assert (realpath(str(path)), 7) in {s[:2] for s in second}
-  assert resolved.count(mod.__file__) == 1
+  assert len(resolved) == n
+  # a module loaded through a link is stamped by the file it points to
+  target = tmp_path / "elsewhere" / "mine_target.py"
+  target.parent.mkdir()
+  target.write_text("Y = 333\n")
+  (tmp_path / "mine_link.py").symlink_to(target)
+  linked = user._exec_file(str(tmp_path / "mine_link.py"))
+  monkeypatch.setitem(sys.modules, linked.__name__, linked)
+  assert (realpath(str(target)), 8) in {
+      s[:2] for s in program_cache.user_stamp()}
 
 
 @pytest.mark.slow
