@@ -38,7 +38,7 @@ from typing import Optional
 # The funcnet being run, importable by the child whatever its sys.path.
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _SERVE = ("import sys; sys.path.insert(0, sys.argv[1]); "
-          "from funcnet.run.plot_process import serve; sys.exit(serve())")
+          "from funcnet.run.plot_process import main; main()")
 
 
 def _cores() -> int:
@@ -120,6 +120,20 @@ def start() -> Optional[Plotter]:
   except OSError:
     return None
   return Plotter(proc)
+
+
+def main() -> None:
+  """The plotting process's entry: :func:`serve`, then an immediate exit.
+
+  Not ``sys.exit``: the interpreter's shutdown with matplotlib loaded
+  (module teardown, garbage collection) took about 0.1 s, which the
+  command waited for after the PNGs were written (issue 27). Everything
+  this process writes is closed by then (``savefig`` closes its file);
+  its stderr is flushed here."""
+  code = serve()
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(code)
 
 
 def serve() -> int:
