@@ -153,6 +153,20 @@ def _users_file(path: str, roots: tuple, own: str) -> str:
   return real
 
 
+def _loaded_modules() -> list:
+  """``sys.modules``' items, copied whole. Another thread may be importing
+  (``experiment.loop`` imports orbax on one while the run starts), and a
+  copy made while it adds a module raises ``RuntimeError: dictionary
+  changed size during iteration`` (seen in ``funcnet bench startup``):
+  copy again."""
+  for _ in range(100):
+    try:
+      return list(sys.modules.copy().items())
+    except RuntimeError:
+      continue
+  return list(sys.modules.copy().items())
+
+
 def user_stamp() -> Optional[tuple]:
   """``(path, size, mtime_ns)`` of every loaded module's file outside the
   Python installation and outside funcnet (whose files
@@ -164,7 +178,7 @@ def user_stamp() -> Optional[tuple]:
   roots = _installed_roots()
   own = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
   out = []
-  for name, mod in list(sys.modules.items()):
+  for name, mod in _loaded_modules():
     path = getattr(mod, "__file__", None)
     if path is None:
       # Built-in and namespace modules have no file, nor does code typed
