@@ -50,6 +50,7 @@ import sys
 import threading
 
 from funcnet import timings
+from funcnet.run import malloc
 from funcnet.cli import (attack, baseline, bench, compare, data, evaluate,
                          explain, gradcheck, prune, quantize, sample, study,
                          sweep, train)
@@ -101,6 +102,9 @@ def _os_error(e: OSError) -> str:
 
 def _main(argv) -> int:
   timings.start()
+  # before any XLA program allocates: its scratch memory reused from step
+  # to step rather than mapped and faulted in again (funcnet.run.malloc)
+  malloc.tune()
   parser = build_parser(COMMANDS)
   args = parser.parse_args(argv)
   if args.command is None:

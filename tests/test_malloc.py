@@ -1,0 +1,62 @@
+"""funcnet.run.malloc: glibc keeps a step's freed scratch memory for the
+next one instead of mapping, and faulting in, new pages each time."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from funcnet.run import malloc
+
+# Allocates and frees 40 MiB (above the 32 MiB glibc raises its threshold
+# to by itself) six times, and prints the page faults of the last five.
+CYCLES = """
+import resource, sys
+import numpy as np
+if sys.argv[1] == "tune":
+  from funcnet.run import malloc
+  print(malloc.tune(), end=" ")
+def cycle():
+  a = np.ones(5 << 20)
+  del a
+cycle()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(5):
+  cycle()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+glibc = pytest.mark.skipif(not malloc._glibc(), reason="glibc's mallopt only")
+
+
+def _faults(mode, **env):
+  env = {**{k: v for k, v in os.environ.items()
+            if k not in malloc._USERS + (malloc.ENV,)}, **env}
+  out = subprocess.run([sys.executable, "-c", CYCLES, mode], env=env,
+                       capture_output=True, text=True, check=True).stdout
+  return out.split()
+
+
+@glibc
+def test_tuned_a_freed_block_is_reused_without_page_faults():
+  # each fresh 40 MiB block is faulted in again under glibc's own policy
+  assert int(_faults("default")[-1]) > 1000
+  assert _faults("tune") == ["True", "0"]
+
+
+@glibc
+def test_the_users_own_malloc_settings_or_default_leave_glibc_alone():
+  for env in ({"FUNCNET_MALLOC": "default"},
+              {"MALLOC_TRIM_THRESHOLD_": "131072"}):
+    told, faults = _faults("tune", **env)
+    assert told == "False" and int(faults) > 1000
+
+
+def test_the_command_tunes_before_anything_runs(monkeypatch):
+  from funcnet import cli
+  called = []
+  monkeypatch.setattr(malloc, "tune", lambda: called.append(1) or True)
+  with pytest.raises(SystemExit):  # argparse's --help
+    cli.main(["--help"])
+  assert called == [1]
