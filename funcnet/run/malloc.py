@@ -15,9 +15,10 @@ CNN and GRU benchmarks had run in it (``funcnet bench models``).
 free memory at the top of the heap glibc keeps rather than returning) to 1
 GiB with ``mallopt``: blocks up to 1 GiB are then reused from the heap, at
 the price of a process that keeps up to that much freed memory for its next
-step instead of handing it back. Measured in one process, alternating the
-two settings (``docs/performance.md``, "malloc"): the Transformer step 65 ms
-with a fixed 128 KiB threshold against 32 ms tuned.
+step instead of handing it back. Measured in fresh processes, alternated
+(``docs/performance.md``, "malloc"): the Transformer's autodiff step 39.5
+-> 31.7 ms (medians of 3), the GRU's and CNN's unchanged (their blocks fit
+under the threshold glibc reaches by itself).
 
 The ``funcnet`` command calls it first thing (Linux with glibc only;
 ``FUNCNET_MALLOC=default`` leaves glibc's own policy, and so does a
