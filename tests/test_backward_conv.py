@@ -329,6 +329,35 @@ def test_max_pool_ties_send_the_whole_gradient_to_the_first_maximum():
       dx1, np_pool_backward(x1, (2,), (1,), "VALID", dy1, "max"), rtol=1e-15)
 
 
+def test_tiled_max_pool_picks_numpys_argmax_and_passes_nans_on():
+  """The tiled pool's unrolled compare chain (``pool._first_argmax``)
+  against numpy's ``argmax``, the same rules written elsewhere: the first
+  maximum wins a tie, a NaN counts above every number (the first NaN
+  wins), and ``-inf`` and ``inf`` are numbers. ``y`` equals ``lax``'s
+  ``reduce_window`` max, NaNs included, and dy goes to the picked entry."""
+  rng = np.random.default_rng(5)
+  pick = np.array([0.0, 1.0, np.nan, -np.inf, np.inf])
+  x = pick[rng.integers(0, 5, size=(3, 12, 4))]    # ties, NaNs, infinities
+  x[0, :4, 0] = [1.0, np.nan, 2.0, np.nan]       # a NaN after a number
+  x[0, 4:6, 0] = [np.nan, 3.0]                     # a NaN before one
+  dy = rng.uniform(1, 2, size=(3, 4, 4))
+
+  def run(x, dy):
+    y, cache = layers.max_pool_forward(x, 3)
+    ref = jax.lax.reduce_window(x, -np.inf, jax.lax.max, (1, 3, 1),
+                                (1, 3, 1), "VALID")
+    return y, cache[0], ref, layers.max_pool_backward(cache, dy)
+  y, q_star, ref, dx = jax.jit(run)(x, dy)
+  windows = x.reshape(3, 4, 3, 4)                  # (m, P, q, c)
+  np.testing.assert_array_equal(q_star, np.argmax(windows, axis=2))
+  np.testing.assert_array_equal(y, ref)            # NaN where a window has one
+  assert np.isnan(y[0, 0, 0]) and np.isnan(y[0, 1, 0])
+  want = np.zeros_like(windows)
+  np.put_along_axis(want, np.argmax(windows, axis=2)[:, :, None], dy[:, :, None],
+                    axis=2)
+  np.testing.assert_array_equal(dx, want.reshape(x.shape))
+
+
 def test_avg_pool_same_counts_only_in_bounds_entries():
   # A 5-long signal, window 2, SAME: the last window holds one real entry
   # and one pad; it is a mean of one, so that entry gets all of dy there.
