@@ -227,11 +227,15 @@ def test_setup_init_state_is_model_init_op_by_op(sets):
 def test_programs_run_once_compile_quick_and_give_the_default_bits(
     monkeypatch):
   # init, fit's keys and a bare fit's inits are compiled with XLA:CPU's
-  # older fusion emitters (program_cache.QUICK_TO_COMPILE); the epoch and
-  # the evaluation keep XLA's defaults. The reference below asks for the
-  # default emitters explicitly, over the fast loop's XLA_FLAGS.
-  quick = {"xla_cpu_use_fusion_emitters": False}
-  assert program_cache.quick_options() == quick  # the suite runs on CPU
+  # older fusion emitters and LLVM's level 1 (program_cache.QUICK_TO_COMPILE,
+  # less what XLA_FLAGS sets: the fast loop sets both); the epoch and the
+  # evaluation are jitted without options. The references below ask for
+  # XLA's defaults explicitly, over the fast loop's XLA_FLAGS.
+  quick = dict(program_cache.QUICK_TO_COMPILE)
+  default = {"xla_cpu_use_fusion_emitters": True,
+             "xla_backend_optimization_level": 2}
+  assert set(quick) == set(default)
+  monkeypatch.setattr(program_cache, "quick_options", lambda: dict(quick))
   setup = experiment.Setup(config.load(None, ["model.mlp.hidden=[16]"]))
   key, jit, seen = setup.key, jax.jit, []
 
@@ -241,7 +245,7 @@ def test_programs_run_once_compile_quick_and_give_the_default_bits(
 
   monkeypatch.setattr(jax, "jit", spy)
   params = setup.init_state()
-  setup.fit(grads="autodiff", epochs=1, norms=False)
+  setup.fit(grads="autodiff", epochs=2, norms=False)
   train.fit(setup.model, setup.loss, setup.optimizer, setup.ds,
             options=setup.options()._replace(epochs=1))
   monkeypatch.setattr(jax, "jit", jit)
@@ -249,11 +253,62 @@ def test_programs_run_once_compile_quick_and_give_the_default_bits(
   assert got["init"] == quick and got["_run_keys"] == quick
   assert got["epoch"] is None and got["evaluate"] is None
   assert ("init_fn", quick) in seen  # the bare fit's optimizer.init
-  default = jit(setup.initializer(), compiler_options={
-      "xla_cpu_use_fusion_emitters": True})(key, None)
+  reference = jit(setup.initializer(), compiler_options=default)(key, None)
   for a, b in zip(jax.tree_util.tree_leaves(params),
-                  jax.tree_util.tree_leaves(default), strict=True):
+                  jax.tree_util.tree_leaves(reference), strict=True):
     np.testing.assert_array_equal(a, b)
+
+
+def test_quick_options_leave_what_xla_flags_sets(monkeypatch):
+  monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
+  assert program_cache.quick_options() == {"xla_cpu_use_fusion_emitters": False}
+  monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_use_fusion_emitters=true "
+                     "--xla_backend_optimization_level=3")
+  assert program_cache.quick_options() is None
+  monkeypatch.setenv("XLA_FLAGS", "")
+  assert program_cache.quick_options() == program_cache.QUICK_TO_COMPILE
+
+
+def test_a_fresh_one_epoch_fit_compiles_its_epoch_quick_to_the_same_numbers(
+    monkeypatch):
+  """A fresh fit of one short epoch compiles its epoch and evaluation with
+  the quick options (they run once); two epochs, or a resumed fit's last
+  one, keep XLA's defaults. The default MLP's params and metrics after the
+  quick epoch equal, bit for bit, those of the same epoch compiled with
+  XLA's defaults asked for explicitly."""
+  from funcnet.train import loop as train_loop
+  quick = dict(program_cache.QUICK_TO_COMPILE)
+  default = {"xla_cpu_use_fusion_emitters": True,
+             "xla_backend_optimization_level": 2}
+  setup = experiment.Setup(config.load(None, ["model.mlp.hidden=[16]"]))
+  calls, compiled = [], program_cache.compiled
+
+  def spy(fn, args, identity, name=None, quick=False):
+    calls.append((getattr(fn, "__name__", name), quick))
+    return compiled(fn, args, identity, name, quick)
+
+  monkeypatch.setattr(train_loop.program_cache, "compiled", spy)
+  runs = {}
+  for name, options in (("quick", quick), ("default", default)):
+    monkeypatch.setattr(program_cache, "quick_options",
+                        lambda o=options: dict(o))
+    calls.clear()
+    r = setup.fit(epochs=1)
+    runs[name] = r
+    assert ("epoch", True) in calls and ("evaluate", True) in calls
+  for a, b in zip(jax.tree_util.tree_leaves(runs["quick"].state.params),
+                  jax.tree_util.tree_leaves(runs["default"].state.params),
+                  strict=True):
+    np.testing.assert_array_equal(a, b)
+  assert runs["quick"].history == [
+      {**h, "time": runs["quick"].history[0]["time"]}
+      for h in runs["default"].history]
+  calls.clear()
+  two = setup.fit(epochs=2)
+  assert ("epoch", False) in calls and ("epoch", True) not in calls
+  calls.clear()
+  setup.fit(two.state._replace(epoch=1), epochs=2)  # resumed: its last epoch
+  assert ("epoch", True) not in calls
 
 
 def test_setups_of_the_same_program_share_one_executable():

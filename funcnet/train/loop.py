@@ -38,6 +38,13 @@ from funcnet.train.programs import Layout, make_chunk, make_epoch
 from funcnet.train.state import TrainState
 from funcnet.train.step import epoch_metrics, layer_groups, metric_zeros
 
+# A fit that runs one epoch of at most this many steps compiles its epoch
+# and evaluation programs quick (program_cache.QUICK_TO_COMPILE): they run
+# once, and at 17-29% slower steps a short epoch loses less than the
+# compilation saves (the default run's epoch 0.50-0.60 -> 0.29-0.36 s to
+# compile; docs/performance.md, "Quick to compile").
+QUICK_STEPS = 256
+
 
 class FitOptions(NamedTuple):
   """How ``fit`` trains: the loop's settings, grouped.
@@ -245,6 +252,13 @@ class _Loop:
                            self.test is not None, state)
     order_key = key_bits(k_train)  # read once: no epoch waits on the device
     epochs = range(state.epoch, o.epochs)
+    # A fresh fit of one short epoch (a newcomer's first run, a smoke
+    # test): its program and the evaluation run once, so they compile
+    # quick. Not a resumed fit's last epoch: a resumed run gives the
+    # uninterrupted one's numbers bit for bit, and the older emitters may
+    # round differently (the MNIST-1D CNN's first-epoch loss by 1 ulp).
+    self.quick = (len(epochs) == 1 and state.epoch == 0
+                  and self.steps <= QUICK_STEPS and not self.streamed)
     if self.streamed:
       self.program = make_chunk(model, loss, optimizer, o.grads, layout=layout,
                                 mixed=o.mixed, norms=o.norms)
@@ -314,11 +328,12 @@ class _Loop:
 
   def _call(self, attr: str, *args):
     """``self.<attr>(*args)``; on its first call with an identity, the
-    attribute becomes the cached program for these shapes."""
-    if self.identity is not None and attr not in self.cached:
+    attribute becomes the cached program for these shapes; when
+    :attr:`quick`, the program compiled quick (with or without a cache)."""
+    if (self.identity is not None or self.quick) and attr not in self.cached:
       self.cached.add(attr)
-      setattr(self, attr, program_cache.compiled(getattr(self, attr), args,
-                                                 self.identity))
+      setattr(self, attr, program_cache.compiled(
+          getattr(self, attr), args, self.identity, quick=self.quick))
     return getattr(self, attr)(*args)
 
   def _streamed_epoch(self, e: int, state: TrainState, key_e):

@@ -287,16 +287,30 @@ def _store(path: str, compiled) -> None:
 # compile in 60-65% of the time (a default run's init 0.43 -> 0.28 s, its
 # keys 0.16 -> 0.09 s) to the same bits (the default MLP's params, the
 # default run's metrics; tests/test_startup.py compares init with and
-# without), and run slower, which such a program does not feel. Not for the
-# epoch or the evaluation: the small MLP's scanned step ran 30% slower with
-# them, the GRU's 26% (docs/performance.md, "Quick to compile").
-QUICK_TO_COMPILE = {"xla_cpu_use_fusion_emitters": False}
+# without), and run slower, which such a program does not feel. The epoch
+# and the evaluation use them only when a fit runs them once, and the epoch
+# is short (``train.loop.QUICK_STEPS``): the small MLP's scanned step ran
+# 30% slower with them, the GRU's 26% (docs/performance.md, "Quick to
+# compile").
+# And LLVM at optimisation level 1 (XLA's default is 2): every shipped
+# config's init compiled in 8.9 s in all against 13.6 with the older
+# emitters alone and 12.8 with neither, to the same bits (7 December 2026;
+# level 0 changes init's bits by an ulp: it contracts no multiply-add).
+QUICK_TO_COMPILE = {"xla_cpu_use_fusion_emitters": False,
+                    "xla_backend_optimization_level": 1}
 
 
 def quick_options() -> Optional[dict]:
   """``compiler_options`` for a program compiled to run once (see
-  ``QUICK_TO_COMPILE``): the CPU's, None on another backend."""
-  return dict(QUICK_TO_COMPILE) if jax.default_backend() == "cpu" else None
+  ``QUICK_TO_COMPILE``): the CPU's, less those ``XLA_FLAGS`` sets (the
+  user's choice wins; the fast test suite's level 0 compiles quicker
+  still); None on another backend, or when none is left."""
+  if jax.default_backend() != "cpu":
+    return None
+  flags = os.environ.get("XLA_FLAGS", "")
+  options = {k: v for k, v in QUICK_TO_COMPILE.items()
+             if f"--{k}=" not in flags}
+  return options or None
 
 
 def compiled(fn: Callable, args: tuple, identity: Optional[str],
@@ -315,21 +329,26 @@ def compiled(fn: Callable, args: tuple, identity: Optional[str],
     name: the program's name (default ``fn.__name__``): the file's prefix,
       and ``jit(name)`` in ``FUNCNET_TIMINGS`` as JAX would name it.
     quick: a program that runs once: compiled with :func:`quick_options`
-      (a plain ``fn`` only; a jitted one keeps its own options).
+      (a plain ``fn`` jitted with them; a jitted one's ``lower(...)``
+      compiled with them, its donation kept).
 
   Returns:
     The jitted ``fn`` when the cache is off or ``identity`` is None; else a
     :class:`Checked` executable (loaded, or compiled and written), which
     hands a call of other shapes to the jitted ``fn``.
   """
-  options = quick_options() if quick and not hasattr(fn, "lower") else None
-  jitted = fn if hasattr(fn, "lower") else jax.jit(fn, compiler_options=options)
+  options = quick_options() if quick else None
+  plain = not hasattr(fn, "lower")
+  jitted = jax.jit(fn, compiler_options=options) if plain else fn
+  # a jitted fn's own options are fixed: quick ones go to its compile()
+  late = None if plain else options
   where = folder() if identity is not None else None
-  if where is None:
-    return jitted
-  user = user_stamp()
-  if user is None:  # user code that no file stamps: nothing tells an edit
-    return jitted
+  user = user_stamp() if where is not None else None
+  if user is None:  # no cache, or user code that no file stamps an edit of
+    if late is None:
+      return jitted
+    return Checked(jitted.lower(*args).compile(compiler_options=late),
+                   jitted, args)
   name = name or getattr(fn, "__name__", "program")
   name = "".join(c if c.isalnum() or c in "_." else "_" for c in name)
   key = hashlib.sha256(repr((name, identity, _signature(args),
@@ -344,7 +363,7 @@ def compiled(fn: Callable, args: tuple, identity: Optional[str],
     timings.loaded(f"jit({name})", time.perf_counter() - t0)
   else:
     with _Compiles() as seen:
-      exe = jitted.lower(*args).compile()
+      exe = jitted.lower(*args).compile(compiler_options=late)
     if seen.fresh:  # else JAX's (see the module docstring): not kept
       _store(path, exe)
   if len(_LOADED) >= 64:  # a long-lived process: forget the oldest
