@@ -6,6 +6,8 @@ import argparse
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -16,6 +18,7 @@ from funcnet.cli import train as train_command
 from funcnet.errors import FuncnetError
 
 PNG = b"\x89PNG\r\n\x1a\n"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _history(epochs=3):
@@ -182,3 +185,27 @@ def test_a_ctrl_c_of_the_terminal_still_leaves_the_plots(tmp_path):
     assert (tmp_path / "run" / name).read_bytes()[:8] == PNG
   with pytest.raises(ProcessLookupError):  # the group is empty
     os.killpg(proc.pid, 0)
+
+
+def test_the_warm_up_writes_nothing_and_changes_no_png(tmp_path, monkeypatch):
+  # The plotting process draws a throwaway run first (plots.warm_up): it
+  # leaves no file anywhere it could, and the PNGs drawn after it are the
+  # bytes of those drawn in a process that never warmed up (the plotting
+  # process above, against this one: either order).
+  monkeypatch.chdir(tmp_path)
+  before = set(os.listdir(tmp_path))
+  plots.warm_up()
+  assert set(os.listdir(tmp_path)) == before
+  out = tmp_path / "after"
+  out.mkdir()
+  history = _history()
+  plots.write(history, str(out), title="t")
+  script = ("import sys; from funcnet.run import plots; "
+            "import json; plots.write(json.loads(sys.argv[1]), sys.argv[2], "
+            "title='t')")
+  fresh = tmp_path / "fresh"
+  fresh.mkdir()
+  subprocess.run([sys.executable, "-c", script, json.dumps(history),
+                  str(fresh)], check=True, cwd=ROOT)
+  for name in ("loss.png", "grad_norms.png"):
+    assert (out / name).read_bytes() == (fresh / name).read_bytes(), name

@@ -235,7 +235,10 @@ def test_programs_run_once_compile_quick_and_give_the_default_bits(
   default = {"xla_cpu_use_fusion_emitters": True,
              "xla_backend_optimization_level": 2}
   assert set(quick) == set(default)
-  monkeypatch.setattr(program_cache, "quick_options", lambda: dict(quick))
+  integers = dict(program_cache.INTEGERS_TO_COMPILE)
+  assert integers == {**quick, "xla_backend_optimization_level": 0}
+  monkeypatch.setattr(program_cache, "quick_options", lambda ints=False: dict(
+      integers if ints else quick))
   setup = experiment.Setup(config.load(None, ["model.mlp.hidden=[16]"]))
   key, jit, seen = setup.key, jax.jit, []
 
@@ -245,12 +248,14 @@ def test_programs_run_once_compile_quick_and_give_the_default_bits(
 
   monkeypatch.setattr(jax, "jit", spy)
   params = setup.init_state()
+  program_cache.random_key(7)
   setup.fit(grads="autodiff", epochs=2, norms=False)
   train.fit(setup.model, setup.loss, setup.optimizer, setup.ds,
             options=setup.options()._replace(epochs=1))
   monkeypatch.setattr(jax, "jit", jit)
   got = dict(seen)
-  assert got["init"] == quick and got["_run_keys"] == quick
+  assert got["init"] == quick and got["_run_keys"] == integers
+  assert got["_random_key"] == integers
   assert got["epoch"] is None and got["evaluate"] is None
   assert ("init_fn", quick) in seen  # the bare fit's optimizer.init
   reference = jit(setup.initializer(), compiler_options=default)(key, None)
@@ -267,6 +272,8 @@ def test_quick_options_leave_what_xla_flags_sets(monkeypatch):
   assert program_cache.quick_options() is None
   monkeypatch.setenv("XLA_FLAGS", "")
   assert program_cache.quick_options() == program_cache.QUICK_TO_COMPILE
+  assert program_cache.quick_options(integers=True) == \
+      program_cache.INTEGERS_TO_COMPILE
 
 
 def test_a_fresh_one_epoch_fit_compiles_its_epoch_quick_to_the_same_numbers(
@@ -283,15 +290,15 @@ def test_a_fresh_one_epoch_fit_compiles_its_epoch_quick_to_the_same_numbers(
   setup = experiment.Setup(config.load(None, ["model.mlp.hidden=[16]"]))
   calls, compiled = [], program_cache.compiled
 
-  def spy(fn, args, identity, name=None, quick=False):
+  def spy(fn, args, identity, name=None, quick=False, **kw):
     calls.append((getattr(fn, "__name__", name), quick))
-    return compiled(fn, args, identity, name, quick)
+    return compiled(fn, args, identity, name, quick, **kw)
 
   monkeypatch.setattr(train_loop.program_cache, "compiled", spy)
   runs = {}
   for name, options in (("quick", quick), ("default", default)):
     monkeypatch.setattr(program_cache, "quick_options",
-                        lambda o=options: dict(o))
+                        lambda ints=False, o=options: dict(o))
     calls.clear()
     r = setup.fit(epochs=1)
     runs[name] = r

@@ -145,6 +145,10 @@ def serve() -> int:
   signal.signal(signal.SIGINT, signal.SIG_IGN)
   signal.signal(signal.SIGTERM, signal.SIG_IGN)
   from funcnet.run import plots  # what this process is for, before the request
+  try:  # the first drawing's caches, filled while the run goes on
+    plots.warm_up()
+  except Exception:  # pylint: disable=broad-except
+    pass  # an optimisation: the real drawing reports what fails
   request = sys.stdin.buffer.read()
   if not request:
     return 0

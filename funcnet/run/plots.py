@@ -64,6 +64,26 @@ def write(history: list, workdir: str, title: str = "") -> list[str]:
   mathtext labels build a parser; the two were most of the plotting time of
   a one-epoch run (issue 15).
   """
+  return _draw(history, title, lambda name: os.path.join(workdir, name))
+
+
+def warm_up() -> None:
+  """Draws a one-epoch run's two figures into memory and forgets them.
+
+  The first drawing in a process loads the font and fills matplotlib's
+  text-layout and tick caches: 0.24 s against 0.16-0.18 s for the next
+  ones. The plotting process (:mod:`funcnet.run.plot_process`) calls this
+  while it waits for the run's history, on a core the run leaves idle."""
+  import io
+  record = {"epoch": 1, "train_loss": 1.5, "test_loss": 1.2,
+            "test_accuracy": 0.5, "lr": 1e-3,
+            "grad_norms": {"layer 1": 0.5, "layer 2": 1.5}}
+  _draw([record], "warm-up", lambda name: io.BytesIO())
+
+
+def _draw(history: list, title: str, target) -> list:
+  """The two figures of :func:`write`, each saved to ``target(name)`` (a
+  path or a binary file); returns the targets."""
   epochs = [h["epoch"] for h in history]
   paths = []
   # One epoch is one point: a line of one point draws nothing.
@@ -94,8 +114,8 @@ def write(history: list, workdir: str, title: str = "") -> list[str]:
     ax.set_ylabel("learning rate")
   ax.set_xlabel("epoch")
   ax.set_title(f"{title} {metric or 'learning rate'}", y=TITLE_Y)
-  paths.append(os.path.join(workdir, "loss.png"))
-  fig.savefig(paths[-1], dpi=100)
+  paths.append(target("loss.png"))
+  fig.savefig(paths[-1], dpi=100, format="png")
 
   fig = Figure(figsize=(6, 4))
   ax = fig.subplots()
@@ -109,6 +129,6 @@ def write(history: list, workdir: str, title: str = "") -> list[str]:
   ax.set_ylabel("mean ||dC/dθ|| per step")
   ax.set_title(f"{title} per-layer gradient norms", y=TITLE_Y)
   ax.legend(fontsize="small")
-  paths.append(os.path.join(workdir, "grad_norms.png"))
-  fig.savefig(paths[-1], dpi=100)
+  paths.append(target("grad_norms.png"))
+  fig.savefig(paths[-1], dpi=100, format="png")
   return paths

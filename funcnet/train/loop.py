@@ -178,7 +178,7 @@ def fit(model: Model, loss, optimizer: optax.GradientTransformation, data, *,
   # decided by the key's type alone: one entry for every fit
   run_keys = program_cache.compiled(
       _run_keys, (options.key, 0), identity and "funcnet.train.loop._run_keys",
-      quick=True)
+      quick=True, integers=True)
   k_init, k_train, _ = run_keys(options.key, 0)
   state = _starting_state(model, optimizer, state, k_init, options,
                           n // options.batch_size)
