@@ -28,7 +28,7 @@ def __getattr__(name):
   raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _log_y(ax) -> None:
+def log_y(ax) -> None:
   """A log y axis labelled in plain text (``1e-02``, ``0.5``).
 
   Matplotlib's default log labels are mathtext (``$10^{-2}$``), and its
@@ -101,7 +101,7 @@ def _draw(history: list, title: str, target) -> list:
   ax.set_xlabel("epoch")
   ax.set_ylabel("loss")
   if all(h["train_loss"] > 0 for h in history):
-    _log_y(ax)
+    log_y(ax)
   ax.legend()
   ax.set_title(f"{title} loss", y=TITLE_Y)
   ax = axes[1]
@@ -124,7 +124,7 @@ def _draw(history: list, title: str, target) -> list:
   for layer in layers:
     ax.plot(epochs, [h["grad_norms"][layer] for h in history], label=layer,
             **mark)
-  _log_y(ax)
+  log_y(ax)
   ax.set_xlabel("epoch")
   ax.set_ylabel("mean ||dC/dθ|| per step")
   ax.set_title(f"{title} per-layer gradient norms", y=TITLE_Y)
