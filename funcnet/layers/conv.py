@@ -160,7 +160,7 @@ def _conv_backward(params, cache, dy):
   # X^T dy, computed as (dy^T X)^T: XLA:CPU's GEMM wants its contracting
   # axis last on the lhs, so it copies the lhs transposed; dy is K times
   # smaller than the windows X, and (c_out, *kernel, c_in) is the weight's
-  # size (docs/performance.md, "The CNN's hand-written step").
+  # size (docs/performance.md, "The CNN's step").
   dw = jax.lax.dot_general(dy, cols, ((batch, batch), ((), ())))
   dw = jnp.moveaxis(dw, 0, -1)                             # (*kernel, c_in, c_out)
   d_cols = jax.lax.dot_general(dy, jnp.asarray(w, dtype),         # dy W^T

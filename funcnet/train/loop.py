@@ -41,8 +41,8 @@ from funcnet.train.step import epoch_metrics, layer_groups, metric_zeros
 # A fit that runs one epoch of at most this many steps compiles its epoch
 # and evaluation programs quick (program_cache.QUICK_TO_COMPILE): they run
 # once, and at 17-29% slower steps a short epoch loses less than the
-# compilation saves (the default run's epoch 0.50-0.60 -> 0.29-0.36 s to
-# compile; docs/performance.md, "Quick to compile").
+# compilation saves (the default run's epoch 0.50-0.60 -> 0.31-0.38 s to
+# compile; docs/performance.md, "Level 1, and a one-epoch run's epoch").
 QUICK_STEPS = 256
 
 
