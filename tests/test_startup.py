@@ -636,22 +636,33 @@ def test_user_stamp_resolves_a_modules_file_once_and_stats_the_users_again(
 
 
 @pytest.mark.slow
-def test_a_warm_sequential_sweep_loads_its_programs_and_equals_the_cold_one(
-    tmp_path):
-  """The case that found the crash (docs/performance.md, issue 27): four
-  variants trained one at a time in one process, twice on one cache; the
-  second run loads what the first kept and gives the same table."""
+@pytest.mark.parametrize("mode", ["--sequential", "--vectorised"])
+def test_a_warm_sweep_loads_its_programs_and_equals_the_cold_one(
+    tmp_path, mode):
+  """Sequential: the case that found the crash (docs/performance.md, issue
+  27), four variants trained one at a time in one process. Vectorised: the
+  group's epoch and evaluation (sweep.engine._group_identity). Twice on one
+  cache; the second run loads what the first kept, without writing it
+  again, and gives the same table."""
   env = {**ENV, "FUNCNET_COMPILATION_CACHE": str(tmp_path / "xla"),
          "FUNCNET_PROGRAM_CACHE": "1"}
-  tables = []
+  programs = tmp_path / "xla" / "programs"
+  tables, kept = [], []
   for name in ("cold", "warm"):
     r = _python("-m", "funcnet.cli", "sweep", "--set", "train.epochs=1",
                 "--set", "run.plots=false", "--grid",
-                "optimizer.learning_rate=0.1,0.2,0.3,0.4", "--sequential",
+                "optimizer.learning_rate=0.1,0.2,0.3,0.4",
+                *[mode] * (mode == "--sequential"),
                 "--out", str(tmp_path / name), env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     with open(tmp_path / name / "results.csv") as f:
       tables.append([{k: v for k, v in row.items() if " s" not in k}
                      for row in csv.DictReader(f)])
+    kept.append({f: os.stat(programs / f).st_mtime_ns
+                 for f in os.listdir(programs)})
   assert len(tables[1]) == 4 and tables[0] == tables[1]
-  assert len(os.listdir(tmp_path / "xla" / "programs")) >= 5
+  assert len(kept[0]) >= (5 if mode == "--sequential" else 3)
+  assert kept[1] == kept[0]
+  if mode == "--vectorised":
+    assert {f.split("-")[0] for f in kept[0]} >= {"sweep_epoch",
+                                                   "sweep_evaluate"}

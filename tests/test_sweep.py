@@ -216,6 +216,42 @@ def test_switches_and_shape_keys_split_programs_and_traced_values_do_not():
     assert key(**{k: on}) == key(**{k: other}), switch
 
 
+def test_a_groups_cached_programs_are_keyed_without_its_swept_values(
+    monkeypatch):
+  """The group's epoch and evaluation go to funcnet's program cache with an
+  identity that leaves out the swept values (they are the programs'
+  arguments: an Optuna batch of other rates loads the same programs) but
+  keeps every value the program holds as a constant, swept or not; the
+  slow test of tests/test_startup.py loads them in a second process."""
+  from funcnet.sweep import engine
+  base = config.load(None, ["train.epochs=1", "model.mlp.hidden=[8]"])
+
+  def identity(grid, *sets):
+    cfg = config.load(None, ["train.epochs=1", "model.mlp.hidden=[8]", *sets])
+    vs = grid_lib.variants(cfg, [dict(zip(grid, v)) for v in
+                                 zip(*grid.values())])
+    setups = [experiment.Setup(v.cfg) for v in vs]
+    return engine._group_identity(setups[0], grid_lib.traced_keys(
+        [s.cfg for s in setups]), True, True)
+
+  lr = "optimizer.learning_rate"
+  a = identity({lr: [0.1, 0.2]})
+  assert a is not None and a == identity({lr: [0.3, 0.4]})
+  assert a != identity({lr: [0.1, 0.2]}, "optimizer.name='momentum'")
+  # a traced key not swept is a constant of the program
+  assert identity({"seed": [0, 1]}, f"{lr}=0.1") \
+      != identity({"seed": [0, 1]}, f"{lr}=0.2")
+  # and the sweep asks the cache for both programs with that identity
+  asked = []
+  real = engine.program_cache.compiled
+  monkeypatch.setattr(engine.program_cache, "compiled",
+                      lambda fn, args, ident, name=None, **kw: asked.append(
+                          (name, ident)) or real(fn, args, None, name, **kw))
+  sweep.run(base, {lr: [0.1, 0.2]}, log=lambda *a: None)
+  assert [x for x in asked if x[0] and x[0].startswith("sweep")] \
+      == [("sweep_epoch", a), ("sweep_evaluate", a)]
+
+
 def test_grid_parsing_and_checks():
   assert grid_lib.split_values("[64],[128, 128],'a,b',3") == [
       "[64]", "[128, 128]", "'a,b'", "3"]

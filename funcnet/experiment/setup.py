@@ -224,15 +224,17 @@ class Setup:
     data streamed from shards."""
     return self._identity()
 
-  def _identity(self):
+  def _identity(self, cfg=None):
     """:attr:`program_identity` of ``self.ds`` and ``self.loss`` as they
-    are now."""
+    are now, with ``cfg`` in place of ``self.cfg`` when given (a sweep's
+    group: its swept values are the program's arguments, not its code)."""
     if self.plan is not None or streamed.is_streamed(self.ds):
       return None
     ds = self.ds
     splits = [(np.shape(a), str(getattr(a, "dtype", type(a))))
               for a in (ds.x_train, ds.y_train, ds.x_test, ds.y_test)]
-    return program_cache.digest((self.cfg, self.loss, ds.name, ds.task,
+    return program_cache.digest((self.cfg if cfg is None else cfg, self.loss,
+                                 ds.name, ds.task,
                                  ds.n_classes, splits, ds.info,
                                  self.pretrained is not None))
 
