@@ -364,12 +364,14 @@ def train_group(variants, setups, placement: Placement, *, norms: bool = True,
         cache[signature] = _compile_group(rep, traced, norms, shared,
                                           placement, states[0], log)
       arrays = _group_data(datas, shared, placement, rep.dtype)
+      identity = _group_identity(rep, traced, shared, norms)
+      programs = [_cached_at_first_call(fn, identity, name) for fn, name in
+                  zip(cache[signature], ("sweep_epoch", "sweep_evaluate"))]
       t0 = time.perf_counter()  # the group's wall time: its epochs, as before
       params = _train_epochs(
-          cache[signature], setups, placement, monitors,
+          programs, setups, placement, monitors,
           (params, opt_state, placement.put(hp_host), key_data), arrays, log,
-          start_epoch=start_epoch, wall0=wall0, checkpoint=checkpoint,
-          identity=_group_identity(rep, traced, shared, norms))
+          start_epoch=start_epoch, wall0=wall0, checkpoint=checkpoint)
     else:
       params = _to_host(params)
   finally:
@@ -434,6 +436,21 @@ def _group_identity(rep, traced, shared: bool, norms: bool) -> Optional[str]:
                                list(traced), shared, norms))
 
 
+def _cached_at_first_call(fn, identity: Optional[str], name: str):
+  """``fn`` (jitted), its executable taken from funcnet's program cache
+  for the arguments of its first call, as ``fit``'s ``_Loop._call`` does;
+  ``fn`` itself when ``identity`` is None."""
+  if identity is None:
+    return fn
+  exe = []
+
+  def call(*args):
+    if not exe:
+      exe.append(program_cache.compiled(fn, args, identity, name=name))
+    return exe[0](*args)
+  return call
+
+
 def _group_data(datas, shared: bool, placement: Placement, dtype):
   """``(x, y, x_test, y_test)`` on the mesh: one copy, replicated, when the
   variants share their data, else stacked and split on the variant axis
@@ -461,23 +478,13 @@ def _active(monitors, setups, e: int) -> np.ndarray:
 
 
 def _train_epochs(programs, setups, placement, monitors, start, arrays, log,
-                  *, start_epoch=0, wall0=0.0, checkpoint=None, identity=None):
+                  *, start_epoch=0, wall0=0.0, checkpoint=None):
   """The group's epochs from ``start_epoch`` until every variant is
   inactive; returns the params on the host. ``start``: ``(params,
   opt_state, hp, key_data)``; ``arrays``: :func:`_group_data`'s;
   ``wall0``: seconds trained before (a resumed group's records count on
-  from it); ``checkpoint``: saves after each epoch as it says;
-  ``identity``: :func:`_group_identity`'s (None: the programs as jitted)."""
+  from it); ``checkpoint``: saves after each epoch as it says."""
   epoch_fn, eval_fn = programs
-  # From funcnet's program cache on their first call (fit's _Loop._call)
-  fresh = {"epoch": identity is not None, "evaluate": identity is not None}
-
-  def call(what, fn, *args):
-    if fresh[what]:
-      fresh[what] = False
-      fn = program_cache.compiled(fn, args, identity, name=f"sweep_{what}")
-    return fn, fn(*args)
-
   params, opt_state, hp, key_data = start
   x_dev, y_dev, xt, yt = arrays
   n, b = len(setups[0].ds.y_train), setups[0].cfg["train"]["batch_size"]
@@ -495,18 +502,15 @@ def _train_epochs(programs, setups, placement, monitors, start, arrays, log,
     active = _active(monitors, setups, e)
     if not active.any():
       break
-    epoch_fn, (params, opt_state, m) = call(
-        "epoch", epoch_fn, params, opt_state, hp, key_dev, np.int32(e),
-        upcoming, x_dev, y_dev, placement.put(active))
+    params, opt_state, m = epoch_fn(
+        params, opt_state, hp, key_dev, np.int32(e), upcoming, x_dev, y_dev,
+        placement.put(active))
     if e + 1 < max(epochs):
       upcoming = orders(e + 1)  # on the host while the device runs epoch e
     m = _to_host(m)
     want = [bool(active[i]) and monitors[i].wants_eval(e, m.bad_step[i])
             for i in range(len(setups))]
-    ev = None
-    if any(want):
-      eval_fn, ev = call("evaluate", eval_fn, params, xt, yt)
-      ev = _to_host(ev)
+    ev = _to_host(eval_fn(params, xt, yt)) if any(want) else None
     elapsed = time.perf_counter() - t0
     for i in map(int, np.flatnonzero(active)):
       mi = jax.tree_util.tree_map(lambda a: a[i], m)
