@@ -365,8 +365,9 @@ def train_group(variants, setups, placement: Placement, *, norms: bool = True,
                                           placement, states[0], log)
       arrays = _group_data(datas, shared, placement, rep.dtype)
       identity = _group_identity(rep, traced, shared, norms)
-      programs = [_cached_at_first_call(fn, identity, name) for fn, name in
-                  zip(cache[signature], ("sweep_epoch", "sweep_evaluate"))]
+      programs = [program_cache.at_first_call(fn, identity, name)
+                  for fn, name in zip(cache[signature],
+                                      ("sweep_epoch", "sweep_evaluate"))]
       t0 = time.perf_counter()  # the group's wall time: its epochs, as before
       params = _train_epochs(
           programs, setups, placement, monitors,
@@ -430,26 +431,10 @@ def _group_identity(rep, traced, shared: bool, norms: bool) -> Optional[str]:
   identity with the swept values left out (they are the programs'
   arguments), and how the group is built; None where ``fit`` would not
   cache either (a mesh plan, streamed data)."""
-  if rep.program_identity is None:
-    return None
-  unswept = grid_lib.with_values(rep.cfg, {k: None for k in traced})
-  return program_cache.digest(("sweep group", rep._identity(unswept),
-                               list(traced), shared, norms))
-
-
-def _cached_at_first_call(fn, identity: Optional[str], name: str):
-  """``fn`` (jitted), its executable taken from funcnet's program cache
-  for the arguments of its first call, as ``fit``'s ``_Loop._call`` does;
-  ``fn`` itself when ``identity`` is None."""
-  if identity is None:
-    return fn
-  exe = []
-
-  def call(*args):
-    if not exe:
-      exe.append(program_cache.compiled(fn, args, identity, name=name))
-    return exe[0](*args)
-  return call
+  unswept = rep._identity(grid_lib.with_values(rep.cfg,
+                                                {k: None for k in traced}))
+  return unswept and program_cache.digest(("sweep group", unswept,
+                                           list(traced), shared, norms))
 
 
 def _group_data(datas, shared: bool, placement: Placement, dtype):

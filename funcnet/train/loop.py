@@ -235,7 +235,7 @@ class _Loop:
     o, self.options, self.callbacks = options, options, callbacks
     self.run_keys = run_keys  # fit's compiled _run_keys
     # with an identity: the first call's shapes load the cached programs
-    self.identity, self.cached = _identity(loss, data, options), set()
+    self.identity = _identity(loss, data, options)
     task = o.task or getattr(data, "task", tasks.DEFAULT)
     self.steps = int(np.shape(data.x_train)[0]) // o.batch_size
     self.streamed = isinstance(data.x_train, streamed_data.Rows)
@@ -275,6 +275,11 @@ class _Loop:
                                 norms=o.norms)
       self.feed = InMemoryFeed(x, y, order_key, o.batch_size, o.plan,
                                epochs=epochs)
+    # with an identity, from the program cache; when quick, compiled quick
+    # (with or without a cache)
+    self.program, self.evaluate = (
+        program_cache.at_first_call(f, self.identity, quick=self.quick)
+        for f in (self.program, self.evaluate))
 
   def run(self, state: TrainState) -> FitResult:
     """Epochs ``state.epoch .. epochs - 1``, until the monitor or a callback
@@ -293,8 +298,8 @@ class _Loop:
                            f"stopped by callback at step "
                            f"{state.position['step']} of epoch {e + 1}")
         m = jax.device_get(m)
-        metrics = (to_host(jax.device_get(self._call(
-            "evaluate", state.params, *self.test)))
+        metrics = (to_host(jax.device_get(self.evaluate(
+            state.params, *self.test)))
                    if monitor.wants_eval(e, m.bad_step) else None)
         record = monitor.after(e, m, metrics, time.perf_counter() - t0)
         if monitor.improved and o.evaluation.restore_best:
@@ -320,21 +325,10 @@ class _Loop:
   def _epoch(self, e: int, state: TrainState, key_e):
     """Epoch ``e`` of in-memory data: one call of the epoch program."""
     for chunk in self.feed.epoch(e):  # the next epoch is cut after the call
-      params, opt_state, m = self._call("program", state.params,
-                                        state.opt_state, key_e, chunk.xb,
-                                        chunk.yb)
+      params, opt_state, m = self.program(state.params, state.opt_state,
+                                          key_e, chunk.xb, chunk.yb)
       state = state._replace(params=params, opt_state=opt_state)
     return state, m
-
-  def _call(self, attr: str, *args):
-    """``self.<attr>(*args)``; on its first call with an identity, the
-    attribute becomes the cached program for these shapes; when
-    :attr:`quick`, the program compiled quick (with or without a cache)."""
-    if (self.identity is not None or self.quick) and attr not in self.cached:
-      self.cached.add(attr)
-      setattr(self, attr, program_cache.compiled(
-          getattr(self, attr), args, self.identity, quick=self.quick))
-    return getattr(self, attr)(*args)
 
   def _streamed_epoch(self, e: int, state: TrainState, key_e):
     """Epoch ``e`` of streamed data, a chunk program call per chunk, with the

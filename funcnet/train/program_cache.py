@@ -27,6 +27,9 @@ warm run loads it without tracing:
   compiled(fn, args, identity)  a callable for ``args``' shapes: the
       executable from ``<dir>/<name>-<key>.bin`` when present and whole,
       else ``jax.jit(fn).lower(*args).compile()``, written there
+  at_first_call(fn, identity)  ``compiled`` for the arguments of the
+      first call, where only the caller's loop knows them (``fit``'s
+      epoch and evaluation, a sweep group's)
   random_key(seed)  ``jax.random.key(seed)`` as one cached program
   remembered(name, identity, compute)  a value decided by ``identity``
       (a shape-only estimate, a FLOP count), kept beside the programs
@@ -378,6 +381,22 @@ def compiled(fn: Callable, args: tuple, identity: Optional[str],
     del _LOADED[next(iter(_LOADED))]
   _LOADED[path] = exe
   return Checked(exe, jitted, args)
+
+
+def at_first_call(fn: Callable, identity: Optional[str],
+                  name: Optional[str] = None, quick: bool = False) -> Callable:
+  """``fn``, called through :func:`compiled` for the arguments of its first
+  call (their shapes decide the executable; the later calls reuse it);
+  ``fn`` itself when neither ``identity`` nor ``quick`` asks for that."""
+  if identity is None and not quick:
+    return fn
+  exe = []
+
+  def call(*args):
+    if not exe:
+      exe.append(compiled(fn, args, identity, name, quick=quick))
+    return exe[0](*args)
+  return call
 
 
 class _Compiles:
