@@ -52,9 +52,10 @@ def pytest_configure(config):
   os.environ["FUNCNET_COMPILATION_CACHE"] = "off"
   os.environ["FUNCNET_PROGRAM_CACHE"] = "0"
   if (config.getoption("markexpr", "") or "").replace(" ", "") == "notslow":
+    from helpers import QUICK_TO_COMPILE
     flags = os.environ.get("XLA_FLAGS", "")
-    for flag in ("--xla_backend_optimization_level=0",
-                 "--xla_cpu_use_fusion_emitters=false"):
+    for flag in (f"--{k}={str(v).lower()}"
+                 for k, v in QUICK_TO_COMPILE.items()):
       if flag.split("=")[0] not in flags:
         flags = (flags + " " + flag).strip()
     os.environ["XLA_FLAGS"] = flags

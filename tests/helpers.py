@@ -21,9 +21,9 @@ def tree_rel(a, b):
                                        jax.tree_util.tree_leaves(b)))
 
 
-# The fast loop's XLA options (tests/conftest.py sets them as XLA_FLAGS
-# there), as compiler options for one program: XLA:CPU's optimisation
-# level 0 and its older loop emitters for fusions.
+# The fast loop's XLA options (tests/conftest.py sets them as XLA_FLAGS for
+# the whole loop), and compiler options for one program in the full suite:
+# XLA:CPU's optimisation level 0 and its older loop emitters for fusions.
 QUICK_TO_COMPILE = {"xla_backend_optimization_level": 0,
                     "xla_cpu_use_fusion_emitters": False}
 
@@ -36,10 +36,8 @@ def quick_jit(fn, *args):
   test's time is XLA compiling, and these options cut it to a third
   (tests/test_backprop.py's 72 depth cases: 185 -> 58 s of CPU). What
   users run, XLA's defaults, keeps tests of its own beside each use."""
-  jitted = jax.jit(fn)
-  if jax.default_backend() != "cpu":
-    return jitted(*args)
-  return jitted.lower(*args).compile(compiler_options=QUICK_TO_COMPILE)(*args)
+  options = QUICK_TO_COMPILE if jax.default_backend() == "cpu" else None
+  return jax.jit(fn, compiler_options=options)(*args)
 
 
 def read_json(path):

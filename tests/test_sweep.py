@@ -224,10 +224,10 @@ def test_a_groups_cached_programs_are_keyed_without_its_swept_values(
   keeps every value the program holds as a constant, swept or not; the
   slow test of tests/test_startup.py loads them in a second process."""
   from funcnet.sweep import engine
-  base = config.load(None, ["train.epochs=1", "model.mlp.hidden=[8]"])
+  small = ["train.epochs=1", "model.mlp.hidden=[8]"]
 
   def identity(grid, *sets):
-    cfg = config.load(None, ["train.epochs=1", "model.mlp.hidden=[8]", *sets])
+    cfg = config.load(None, [*small, *sets])
     vs = grid_lib.variants(cfg, [dict(zip(grid, v)) for v in
                                  zip(*grid.values())])
     setups = [experiment.Setup(v.cfg) for v in vs]
@@ -247,7 +247,7 @@ def test_a_groups_cached_programs_are_keyed_without_its_swept_values(
   monkeypatch.setattr(engine.program_cache, "compiled",
                       lambda fn, args, ident, name=None, **kw: asked.append(
                           (name, ident)) or real(fn, args, None, name, **kw))
-  sweep.run(base, {lr: [0.1, 0.2]}, log=lambda *a: None)
+  sweep.run(config.load(None, small), {lr: [0.1, 0.2]}, log=lambda *a: None)
   assert [x for x in asked if x[0] and x[0].startswith("sweep")] \
       == [("sweep_epoch", a), ("sweep_evaluate", a)]
 
