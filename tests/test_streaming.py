@@ -198,10 +198,15 @@ def test_stopped_inside_an_epoch_then_resumed_equals_uninterrupted(
   try:
     deadline = time.time() + 200
     ckpt = os.path.join(cut, "checkpoints")
-    # after a few epochs and at least one checkpoint inside an epoch
+    # After 3 epochs, at the checkpoint inside the 4th (global step 1217,
+    # the first chunk's end past 1200): the signal lands about 220 steps
+    # from the epoch's end. Waiting for the 3rd epoch's metrics line
+    # instead sent it at that epoch's end, now and then before the run had
+    # looked at its stop flag, and the run stopped "after epoch 3".
     while time.time() < deadline and not (
-        len(metrics_lines(cut)) >= 3 and os.path.isdir(ckpt) and any(
-            int(s) % 359 for s in os.listdir(ckpt) if s.isdigit())):
+        os.path.isdir(ckpt) and any(
+            int(s) > 3 * 359 and int(s) % 359
+            for s in os.listdir(ckpt) if s.isdigit())):
       time.sleep(0.01)
     proc.send_signal(getattr(signal, how))
   finally:
