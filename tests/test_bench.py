@@ -9,6 +9,7 @@ import types
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from funcnet import autodiff, cli
@@ -192,7 +193,7 @@ def test_each_subcommand_runs_its_benchmark(monkeypatch, tmp_path, capsys):
   assert cli.main(["bench", "models", "digits_mlp", "mnist1d_cnn",
                    "--json", str(tmp_path / "m.json")]) == 0
   assert models[0] == ("run", (("mnist1d_cnn", "mnist1d_gru",
-                                "mnist1d_transformer"),),
+                                "mnist1d_transformer", "text_gpt"),),
                        {"rounds": 3, "repeats": 2, "min_time": 0.5,
                         "peak_size": 0, "peers": None})
   assert models[2][1] == (["digits_mlp", "mnist1d_cnn"],)
@@ -277,3 +278,23 @@ def test_bench_sweep_times_whole_commands_on_a_warm_cache():
   assert rec["steps_per_epoch"] == 1437 // 32  # digits: 80% of 1797, batch 32
   table = sweep_speed.format_table([rec])
   assert table.count("\n") == 2 and f"{rec['command_speedup']:.1f}x" in table
+
+
+def test_the_models_benchmark_reads_text_windows_as_token_ids():
+  # funcnet bench models text_gpt stopped with an internal error: the text
+  # split is read by rows (a Rows object), and a batch was sliced from it
+  # and cast to float32. Its batches are the windows' ids and next ids.
+  from funcnet import config, experiment
+  from funcnet.bench import model_steps
+  cfg = config.load(model_steps._config_path("text_gpt"))
+  setup = experiment.Setup(cfg)
+  batches = model_steps._numpy_batches(setup)
+  b, t = cfg["train"]["batch_size"], cfg["data"]["block_size"]
+  assert len(batches) == 8
+  for i, (x, y) in enumerate(batches):
+    assert x.shape == y.shape == (b, t)
+    assert np.issubdtype(x.dtype, np.integer), x.dtype
+    np.testing.assert_array_equal(x[:, 1:], y[:, :-1])   # y: the next ids
+    want_x, want_y = setup.ds.x_train.read(np.arange(i * b, (i + 1) * b))
+    np.testing.assert_array_equal(x, want_x)
+    np.testing.assert_array_equal(y, want_y)

@@ -246,3 +246,124 @@ def test_bench_models_times_funcnet_beside_the_peers(tmp_path, capsys):
   assert cli.main(["bench", "models", str(path), "--no-peers", "--rounds",
                    "1", "--repeats", "1", "--min-time", "0.001"]) == 0
   assert "contestant" not in capsys.readouterr().out
+
+
+# --- the character GPT (issue 27: "and the GPT once it exists") -------------
+
+# A GPT small enough for a fast test: 2 blocks of width 16, 2 heads, a
+# context of 8 and 11 symbols.
+GPT_SHAPES = {"n_layers": 2, "n_heads": 2, "d_model": 16, "dropout": 0.1}
+GPT_BLOCK, GPT_VOCAB = 8, 11
+
+
+def _gpt():
+  spec = model_lib.DataSpec(name="text", task="language",
+                            in_shape=(GPT_BLOCK,), x_dtype="int32",
+                            n_out=GPT_VOCAB)
+  return registry.from_config("gpt", GPT_SHAPES, spec)
+
+
+def _gpt_hand_count() -> int:
+  """Token and position tables, per block two layer norms, q, k, v, o (no
+  key bias) and the MLP of width 4d, a final layer norm; the head is the
+  token table (tied), so it adds nothing."""
+  d, v, t = GPT_SHAPES["d_model"], GPT_VOCAB, GPT_BLOCK
+  block = 2 * 2 * d + (4 * d * d + 3 * d) + (d * 4 * d + 4 * d) + (4 * d * d + d)
+  return v * d + t * d + GPT_SHAPES["n_layers"] * block + 2 * d
+
+
+def _gpt_logits(name, mod, spec, x):
+  """A GPT peer's logits ``(m, T, V)`` on ids ``x``, without dropout."""
+  if name == "equinox":
+    net = mod.network(spec, jax.random.key(0))
+    return np.asarray(jax.jit(jax.vmap(net))(x))
+  if name == "flax":
+    return _logits(name, mod, spec, x)
+  import torch
+  torch.manual_seed(0)                  # the same weights at every call
+  with torch.no_grad():
+    return mod.network(spec).eval()(
+        torch.from_numpy(np.asarray(x, np.int64))).numpy()
+
+
+def test_the_gpt_has_the_hand_counted_parameters_in_every_framework():
+  model = _gpt()
+  shapes = jax.eval_shape(model.init, jax.random.key(0))
+  n = sum(int(np.prod(a.shape)) for a in jax.tree_util.tree_leaves(shapes))
+  assert n == _gpt_hand_count()
+  for framework in peers.FRAMEWORKS:
+    try:
+      mod = peers.module(framework)
+    except ImportError:
+      continue
+    if framework == "flax":
+      x = jnp.zeros((2, GPT_BLOCK), jnp.int32)
+      shapes = jax.eval_shape(lambda: mod.network(model.spec).init(
+          jax.random.key(0), x, train=False))
+      got = sum(int(np.prod(a.shape)) for a in jax.tree_util.tree_leaves(shapes))
+    else:
+      got = _count_network(framework, mod, model.spec)
+    assert got == _gpt_hand_count(), framework
+
+
+@pytest.mark.parametrize("framework", peers.FRAMEWORKS)
+def test_each_gpt_peer_is_causal_and_predicts_every_position(framework):
+  mod = _peer_module(framework)
+  spec = _gpt().spec
+  x = np.random.default_rng(0).integers(0, GPT_VOCAB, (3, GPT_BLOCK))
+  x = x.astype(np.int32)
+  z = _gpt_logits(framework, mod, spec, x)
+  assert z.shape == (3, GPT_BLOCK, GPT_VOCAB) and np.isfinite(z).all()
+  # A later token changes no earlier prediction, and does change its own.
+  later = x.copy()
+  later[:, 5:] = (later[:, 5:] + 1) % GPT_VOCAB
+  z2 = _gpt_logits(framework, mod, spec, later)
+  np.testing.assert_allclose(z2[:, :5], z[:, :5], rtol=1e-5, atol=1e-6)
+  assert np.abs(z2[:, 5:] - z[:, 5:]).max() > 1e-4
+
+
+def test_the_flax_gpt_computes_funcnets_function_with_funcnets_params():
+  # The same function, not only the same shapes: funcnet's GPT params put
+  # into the Flax peer's tree give funcnet's logits.
+  mod = _peer_module("flax")
+  model = _gpt()
+  p = model.init(jax.random.key(3))
+  x = jnp.asarray(np.random.default_rng(1).integers(
+      0, GPT_VOCAB, (2, GPT_BLOCK)), jnp.int32)
+  net = mod.network(model.spec)
+  tree = jax.tree_util.tree_map(np.asarray, net.init(
+      jax.random.key(0), x, train=False))["params"]
+  ln = lambda q: {"scale": q["scale"], "bias": q["bias"]}  # noqa: E731
+  tree["Embed_0"]["embedding"] = p["tok"]["E"]
+  tree["pos"] = p["pos"]["E"]
+  tree["LayerNorm_0"] = ln(p["ln"])
+  for i, b in enumerate(p["blocks"]):
+    a = b["attn"]
+    tree[f"Block_{i}"] = {
+        "LayerNorm_0": ln(b["ln1"]), "LayerNorm_1": ln(b["ln2"]),
+        "Attention_0": {
+            "DenseGeneral_0": {"kernel": a["q"]["W"], "bias": a["q"]["b"]},
+            "DenseGeneral_1": {"kernel": a["k"]["W"]},
+            "DenseGeneral_2": {"kernel": a["v"]["W"], "bias": a["v"]["b"]},
+            "DenseGeneral_3": {"kernel": a["o"]["W"], "bias": a["o"]["b"]}},
+        "Dense_0": {"kernel": b["ff1"]["W"], "bias": b["ff1"]["b"]},
+        "Dense_1": {"kernel": b["ff2"]["W"], "bias": b["ff2"]["b"]}}
+  got = net.apply({"params": tree}, x, train=False)
+  np.testing.assert_allclose(got, model.logits(p, x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow   # 13 s: three GPT steps compiled (the fast tests above
+def test_each_gpt_peers_step_lowers_the_loss_on_a_fixed_batch():  # check the model)
+  model = _gpt()
+  cfg = config_lib.load(model_steps._config_path("text_gpt"))
+  rng = np.random.default_rng(0)
+  x = rng.integers(0, GPT_VOCAB, (4, GPT_BLOCK + 1)).astype(np.int32)
+  batch = (x[:, :-1], x[:, 1:])            # next-token targets
+  built, notes = peers.build_all(model, cfg, [batch])
+  assert not [n for n in notes if "does not import" not in n]
+  assert set(built) >= {"flax", "equinox"}
+  for name, peer in built.items():
+    before = peer.loss(*batch)
+    assert abs(before - np.log(GPT_VOCAB)) < 0.3, name   # small init: ~uniform
+    peer.run(30)
+    assert peer.loss(*batch) < before - 0.05, name

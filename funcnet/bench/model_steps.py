@@ -2,7 +2,8 @@
 hand-written gradients against ``jax.grad``, and the same models written in
 Flax, Equinox and PyTorch (:mod:`funcnet.bench.peers`).
 
-For each config (the MNIST-1D CNN, GRU and Transformer by default) the step
+For each config (the MNIST-1D CNN, GRU and Transformer and the
+character GPT by default) the step
 is the config's model, loss and optimizer with dropout (a key split per
 step), one jitted call with params, optimizer state and key donated
 (:func:`funcnet.bench.peers.common.jax_runner`), on mini-batches of the
@@ -37,13 +38,13 @@ import os
 from typing import Callable, Optional, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from funcnet import config as config_lib, experiment, train
 from funcnet.bench import step_time
+from funcnet.train import feed
 
-CONFIGS = ("mnist1d_cnn", "mnist1d_gru", "mnist1d_transformer")
+CONFIGS = ("mnist1d_cnn", "mnist1d_gru", "mnist1d_transformer", "text_gpt")
 GRADS = ("manual", "autodiff")
 JAX_PEERS = ("flax", "equinox")
 TORCH_PEER = "pytorch"
@@ -60,14 +61,9 @@ def _config_path(name: str) -> str:
 
 def _step_and_batches(setup, grads: str):
   """The jitted step and a few mini-batches of the config's training data."""
-  t = setup.cfg["train"]
   step = step_time.make_step(setup.model, setup.loss, setup.optimizer, grads)
-  b = t["batch_size"]
-  x, y = setup.ds.x_train, setup.ds.y_train
-  n = min(len(y) // b, 8)
-  batches = [(jnp.asarray(x[i * b:(i + 1) * b], setup.dtype),
-              jnp.asarray(y[i * b:(i + 1) * b])) for i in range(n)]
-  return step, batches
+  return step, [feed.as_arrays(x, y, setup.dtype)
+                for x, y in _numpy_batches(setup)]
 
 
 def temp_bytes(setup, grads: str) -> int:
@@ -79,12 +75,19 @@ def temp_bytes(setup, grads: str) -> int:
 
 
 def _numpy_batches(setup) -> list:
-  """A few ``(x, y)`` mini-batches of the config's training data, numpy."""
+  """A few ``(x, y)`` mini-batches of the config's training data, numpy:
+  floats in the config's dtype, token ids and labels as they are. A split
+  read by rows (text windows, shards: :class:`funcnet.data.streamed.Rows`)
+  is read for those rows alone."""
   b = setup.cfg["train"]["batch_size"]
   x, y = setup.ds.x_train, setup.ds.y_train
   n = min(len(y) // b, 8)
-  return [(np.asarray(x[i * b:(i + 1) * b], setup.dtype),
-           np.asarray(y[i * b:(i + 1) * b])) for i in range(n)]
+  out = []
+  for i in range(n):
+    rows = np.arange(i * b, (i + 1) * b)
+    xb, yb = x.read(rows) if hasattr(x, "read") else (x[rows], y[rows])
+    out.append(feed.host_arrays(xb, yb, setup.dtype))
+  return out
 
 
 def contestants(setup, batches, peers=None, log: Callable = print) -> tuple:

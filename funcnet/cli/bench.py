@@ -154,7 +154,7 @@ def _models_arguments(p) -> None:
   p.set_defaults(handler=models)
   p.add_argument("configs", nargs="*", metavar="CONFIG",
                  help="config names or TOML files (default the MNIST-1D cnn, "
-                 "gru, transformer)")
+                 "gru, transformer and text_gpt)")
   _repeats_flag(p, 5, "timed repeats after warm-up")
   p.add_argument("--min-time", type=float, default=1.0, metavar="S",
                  help="seconds each repeat runs at least (default 1.0)")

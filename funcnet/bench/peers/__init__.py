@@ -6,11 +6,13 @@ The contract. Each framework has one module, ``flax_models`` (flax.linen),
 
   build(model, cfg, batches, seed=0) -> Peer
 
-for a funcnet :class:`funcnet.model.Model` of kind ``cnn``, ``gru`` or
-``transformer`` whose ``spec`` gives the shapes, the config ``cfg`` it was
-built from (its optimizer, schedule and clipping), and ``batches``, a list of
-``(x: (m, *in_shape) float32, y: (m,) int32)`` numpy mini-batches of the
-config's batch size. The peer is the same network: the same layers, widths,
+for a funcnet :class:`funcnet.model.Model` of kind ``cnn``, ``gru``,
+``transformer`` or ``gpt`` whose ``spec`` gives the shapes, the config
+``cfg`` it was built from (its optimizer, schedule and clipping), and
+``batches``, a list of ``(x: (m, *in_shape) float32, y: (m,) int32)`` numpy
+mini-batches of the config's batch size (the GPT's: ``x, y: (m, T)`` int32
+ids, ``y`` the next ones; its loss is the mean cross-entropy over every
+position). The peer is the same network: the same layers, widths,
 kernels, dropout sites and rate, and the same number of parameters (checked
 by :func:`build_all` against the funcnet model's), float32, trained with the
 config's optimizer (optax for the JAX peers, ``torch.optim`` for PyTorch)

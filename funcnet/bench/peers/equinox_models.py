@@ -1,5 +1,5 @@
-"""The MNIST-1D CNN, GRU and Transformer in Equinox, the shapes of a funcnet
-model's spec (contract: :mod:`funcnet.bench.peers`).
+"""The MNIST-1D CNN, GRU and Transformer and the character GPT in Equinox,
+the shapes of a funcnet model's spec (contract: :mod:`funcnet.bench.peers`).
 
 Equinox's way: each module reads one example (channels first for its
 convolutions, ``(C, L)``), the batch is a ``jax.vmap`` over examples with
@@ -108,10 +108,10 @@ class Block(eqx.Module):
     self.ff1, self.ff2 = eqx.nn.Linear(d, d_ff, key=k1), eqx.nn.Linear(d_ff, d, key=k2)
     self.rate = rate
 
-  def __call__(self, e, key=None):                           # e: (T, d)
+  def __call__(self, e, key=None, mask=None):                # e: (T, d)
     k1, k2 = _keys(key, 2)
     u = jax.vmap(self.ln1)(e)
-    e = e + _drop(self.rate, self.attn(u, u, u), k1)
+    e = e + _drop(self.rate, self.attn(u, u, u, mask=mask), k1)
     u = jax.nn.gelu(jax.vmap(self.ff1)(jax.vmap(self.ln2)(e)), approximate=False)
     return e + _drop(self.rate, jax.vmap(self.ff2)(u), k2)
 
@@ -155,6 +155,36 @@ class Transformer(eqx.Module):
       e = block(e, k)
     return self.head(jax.vmap(self.ln)(e).mean(axis=0))
 
+class GPT(eqx.Module):
+  """Token embedding plus learned positions, dropout, causal pre-LN blocks,
+  a final layer norm, the head tied to the token embedding (``h E^T``, no
+  bias), as :mod:`funcnet.models.gpt`; one sequence ``(T,)`` of ids in,
+  ``(T, V)`` logits out."""
+  tok: eqx.nn.Embedding
+  pos: jax.Array
+  blocks: list
+  ln: eqx.nn.LayerNorm
+  rate: float = eqx.field(static=True)
+
+  def __init__(self, s, key):
+    d, n = s["d_model"], s["n_layers"]
+    kt, kp, *kb = jr.split(key, 2 + n)
+    self.tok = eqx.nn.Embedding(weight=0.02 * jr.normal(kt, (s["vocab"], d)))
+    self.pos = 0.02 * jr.normal(kp, (s["block_size"], d))
+    self.blocks = [Block(d, s["n_heads"], s["d_ff"], s["dropout"], k)
+                   for k in kb]
+    self.ln = eqx.nn.LayerNorm(d, eps=1e-5)
+    self.rate = s["dropout"]
+
+  def __call__(self, x, key=None):
+    t = x.shape[0]
+    keys = _keys(key, len(self.blocks) + 1)
+    e = _drop(self.rate, self.tok.weight[x] + self.pos[:t], keys[0])
+    mask = jnp.tril(jnp.ones((t, t), bool))
+    for block, k in zip(self.blocks, keys[1:]):
+      e = block(e, k, mask)
+    return jax.vmap(self.ln)(e) @ self.tok.weight.T
+
 
 def _cnn(s, key):
   length, channels = common.cnn_shape(s)
@@ -170,7 +200,8 @@ def _transformer(s, key):
   return Transformer(s, features, tokens, key)
 
 
-MODELS = {"cnn": _cnn, "gru": _gru, "transformer": _transformer}
+MODELS = {"cnn": _cnn, "gru": _gru, "transformer": _transformer,
+          "gpt": GPT}
 
 
 def network(spec: dict, key) -> eqx.Module:

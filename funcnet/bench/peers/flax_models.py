@@ -1,5 +1,6 @@
-"""The MNIST-1D CNN, GRU and Transformer in Flax (``flax.linen``), the shapes
-of a funcnet model's spec (contract: :mod:`funcnet.bench.peers`).
+"""The MNIST-1D CNN, GRU and Transformer and the character GPT in Flax
+(``flax.linen``), the shapes of a funcnet model's spec (contract:
+:mod:`funcnet.bench.peers`).
 
 Channels-last as funcnet; ``nn.Dropout`` draws from the ``"dropout"`` rng
 stream of the step's key; ``nn.gelu(approximate=False)`` and layer norms
@@ -67,8 +68,10 @@ class GRU(nn.Module):
 
 class Attention(nn.Module):
   """Multi-head self-attention with funcnet's projections: ``q`` and ``v``
-  with biases, ``k`` without, an output projection with a bias."""
+  with biases, ``k`` without, an output projection with a bias; with
+  ``causal``, position ``t`` attends to ``0..t`` only."""
   heads: int
+  causal: bool = False
 
   @nn.compact
   def __call__(self, x):
@@ -77,20 +80,23 @@ class Attention(nn.Module):
     q = nn.DenseGeneral(shape)(x)                            # (m, T, h, dh)
     k = nn.DenseGeneral(shape, use_bias=False)(x)
     v = nn.DenseGeneral(shape)(x)
-    o = nn.dot_product_attention(q, k, v)
+    mask = nn.make_causal_mask(x[..., 0]) if self.causal else None
+    o = nn.dot_product_attention(q, k, v, mask=mask)
     return nn.DenseGeneral(d, axis=(-2, -1))(o)
 
 
 class Block(nn.Module):
-  """A pre-LN encoder block, dropout on both residual branches."""
+  """A pre-LN block, dropout on both residual branches (``causal``: a
+  decoder's)."""
   heads: int
   d_ff: int
   rate: float
+  causal: bool = False
 
   @nn.compact
   def __call__(self, e, train: bool):
     drop = nn.Dropout(self.rate, deterministic=not train)
-    u = Attention(self.heads)(nn.LayerNorm(epsilon=1e-5)(e))
+    u = Attention(self.heads, self.causal)(nn.LayerNorm(epsilon=1e-5)(e))
     e = e + drop(u)
     u = nn.gelu(nn.Dense(self.d_ff)(nn.LayerNorm(epsilon=1e-5)(e)),
                 approximate=False)
@@ -127,6 +133,30 @@ class Transformer(nn.Module):
     s = nn.LayerNorm(epsilon=1e-5)(e).mean(axis=1)
     return nn.Dense(self.n_classes)(s)
 
+class GPT(nn.Module):
+  """Token embedding plus learned positions, dropout, causal pre-LN blocks,
+  a final layer norm, the head tied to the token embedding (``h E^T``, no
+  bias), as :mod:`funcnet.models.gpt`; init ``N(0, 0.02^2)`` for the
+  tables, Flax's defaults elsewhere."""
+  vocab: int
+  block_size: int
+  d_model: int
+  heads: int
+  layers: int
+  d_ff: int
+  rate: float
+
+  @nn.compact
+  def __call__(self, x, train: bool):                      # x: (m, T) ids
+    normal = nn.initializers.normal(0.02)
+    tok = nn.Embed(self.vocab, self.d_model, embedding_init=normal)
+    pos = self.param("pos", normal, (self.block_size, self.d_model))
+    e = tok(x) + pos[:x.shape[1]]
+    e = nn.Dropout(self.rate, deterministic=not train)(e)
+    for _ in range(self.layers):
+      e = Block(self.heads, self.d_ff, self.rate, causal=True)(e, train)
+    return tok.attend(nn.LayerNorm(epsilon=1e-5)(e))       # (m, T, V)
+
 
 def _cnn(s):
   common.cnn_shape(s)
@@ -147,7 +177,12 @@ def _transformer(s):
                      s["n_layers"], s["d_ff"], s["n_classes"], s["dropout"])
 
 
-MODELS = {"cnn": _cnn, "gru": _gru, "transformer": _transformer}
+def _gpt(s):
+  return GPT(s["vocab"], s["block_size"], s["d_model"], s["n_heads"],
+             s["n_layers"], s["d_ff"], s["dropout"])
+
+
+MODELS = {"cnn": _cnn, "gru": _gru, "transformer": _transformer, "gpt": _gpt}
 
 
 def network(spec: dict) -> nn.Module:

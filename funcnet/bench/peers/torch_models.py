@@ -1,5 +1,5 @@
-"""The MNIST-1D CNN, GRU and Transformer in PyTorch, run eagerly, the shapes
-of a funcnet model's spec (contract: :mod:`funcnet.bench.peers`).
+"""The MNIST-1D CNN, GRU and Transformer and the character GPT in PyTorch,
+run eagerly, the shapes of a funcnet model's spec (contract: :mod:`funcnet.bench.peers`).
 
 Channels first for the convolutions (PyTorch's layout); attention through
 ``F.scaled_dot_product_attention`` with ``q, k, v`` projections of which
@@ -88,10 +88,12 @@ class GRU(nn.Module):
 
 
 class Block(nn.Module):
-  """A pre-LN encoder block, dropout on both residual branches."""
+  """A pre-LN block, dropout on both residual branches (``causal``: a
+  decoder's)."""
 
-  def __init__(self, d, heads, d_ff, rate):
+  def __init__(self, d, heads, d_ff, rate, causal=False):
     super().__init__()
+    self.causal = causal
     self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
     self.q, self.k, self.v = (nn.Linear(d, d), nn.Linear(d, d, bias=False),
                               nn.Linear(d, d))
@@ -104,7 +106,7 @@ class Block(nn.Module):
     u = self.ln1(e)
     split = lambda a: a.view(m, t, self.heads, -1).transpose(1, 2)  # noqa: E731
     a = F.scaled_dot_product_attention(split(self.q(u)), split(self.k(u)),
-                                       split(self.v(u)))
+                                       split(self.v(u)), is_causal=self.causal)
     e = e + self.drop(self.o(a.transpose(1, 2).reshape(m, t, d)))
     return e + self.drop(self.ff2(F.gelu(self.ff1(self.ln2(e)))))
 
@@ -139,6 +141,29 @@ class Transformer(nn.Module):
       e = block(e)
     return self.head(self.ln(e).mean(dim=1))
 
+class GPT(nn.Module):
+  """Token embedding plus learned positions, dropout, causal pre-LN blocks,
+  a final layer norm, the head tied to the token embedding (``h E^T``, no
+  bias), as :mod:`funcnet.models.gpt`."""
+
+  def __init__(self, s):
+    super().__init__()
+    d = s["d_model"]
+    self.tok = nn.Embedding(s["vocab"], d)
+    self.pos = nn.Parameter(0.02 * torch.randn(s["block_size"], d))
+    nn.init.normal_(self.tok.weight, std=0.02)
+    self.drop = nn.Dropout(s["dropout"])
+    self.blocks = nn.ModuleList(
+        Block(d, s["n_heads"], s["d_ff"], s["dropout"], causal=True)
+        for _ in range(s["n_layers"]))
+    self.ln = nn.LayerNorm(d)
+
+  def forward(self, x):                                    # x: (m, T) ids
+    e = self.drop(self.tok(x) + self.pos[:x.shape[1]])
+    for block in self.blocks:
+      e = block(e)
+    return self.ln(e) @ self.tok.weight.T                  # (m, T, V)
+
 
 def _cnn(s):
   length, channels = common.cnn_shape(s)
@@ -154,7 +179,7 @@ def _transformer(s):
   return Transformer(s, features, tokens)
 
 
-MODELS = {"cnn": _cnn, "gru": _gru, "transformer": _transformer}
+MODELS = {"cnn": _cnn, "gru": _gru, "transformer": _transformer, "gpt": GPT}
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 
 
@@ -204,6 +229,20 @@ def best_threads(run, counts) -> int:
   return min(times, key=times.get)
 
 
+def _inputs(x) -> torch.Tensor:
+  """A batch as a tensor: token ids as int64 (``nn.Embedding``'s), the
+  rest float32."""
+  x = np.asarray(x)
+  if np.issubdtype(x.dtype, np.integer):
+    return torch.from_numpy(x.astype(np.int64))
+  return torch.from_numpy(np.array(x, np.float32))
+
+
+def _cross_entropy(z, y):
+  """The mean cross-entropy over every prediction, ``z: (..., n)``."""
+  return F.cross_entropy(z.reshape(-1, z.shape[-1]), y.reshape(-1))
+
+
 def build(model, cfg, batches, seed: int = 0,
           threads: Optional[int] = None) -> Peer:
   """The PyTorch peer of ``model`` (see :mod:`funcnet.bench.peers`), on
@@ -215,15 +254,15 @@ def build(model, cfg, batches, seed: int = 0,
   torch.manual_seed(seed)
   net = network(model.spec)
   opt, sched, clip = optimizer(cfg, net.parameters())
-  tb = [(torch.from_numpy(np.array(x, np.float32)),
-         torch.from_numpy(np.array(y)).long()) for x, y in batches]
+  tb = [(_inputs(x), torch.from_numpy(np.array(y)).long())
+        for x, y in batches]
 
   def run(k):
     net.train()
     for i in range(k):
       x, y = tb[i % len(tb)]
       opt.zero_grad(set_to_none=True)
-      F.cross_entropy(net(x), y).backward()
+      _cross_entropy(net(x), y).backward()
       if clip is not None:
         nn.utils.clip_grad_norm_(net.parameters(), clip)
       opt.step()
@@ -232,9 +271,8 @@ def build(model, cfg, batches, seed: int = 0,
   def loss(x, y):
     net.eval()
     with torch.no_grad():
-      return float(F.cross_entropy(
-          net(torch.from_numpy(np.array(x, np.float32))),
-          torch.from_numpy(np.array(y)).long()))
+      return float(_cross_entropy(net(_inputs(x)),
+                                  torch.from_numpy(np.array(y)).long()))
 
   info = {"threads": []}   # the count of each round, in order
 
