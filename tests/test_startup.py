@@ -36,9 +36,11 @@ ENV.pop("JAX_COMPILATION_CACHE_DIR", None)
 # (jax.random.key as one program), the initial params and optimizer state
 # (experiment.Setup.init_state), fit's keys, the epoch, the evaluation
 # (these five through funcnet.train.program_cache), and the learning rate
-# the history records (JAX's eager call).
+# the history records, every epoch's in one call of the schedule
+# (train.monitor.epoch_rates; called eagerly, a warm-up and cosine decay
+# was 15 programs of one op each).
 PROGRAMS = ["jit(_random_key)", "jit(init)", "jit(_run_keys)", "jit(epoch)",
-            "jit(evaluate)", "jit(stage)"]
+            "jit(evaluate)", "jit(schedule)"]
 
 
 def _python(*args, env=None, timeout=240):

@@ -1,0 +1,50 @@
+"""The learning rate in each epoch's record (``train.monitor.epoch_rates``):
+every epoch's rate from one compiled call, equal to the schedule's formula
+in plain numpy; a schedule that cannot be traced is still recorded."""
+
+import math
+
+import jax
+import numpy as np
+
+from funcnet import schedules
+from funcnet.train import monitor as monitor_lib
+from funcnet.train.step import EpochMetrics
+
+
+def _warm_cosine_numpy(count, lr, decay, warm):
+  """schedules.warmup(cosine_decay(lr, decay), warm) from their docstrings'
+  equations, in float64."""
+  if count < warm:
+    return lr * count / warm
+  t = min(count - warm, decay)
+  return lr * 0.5 * (1 + math.cos(math.pi * t / decay))
+
+
+def test_every_epochs_rate_is_the_schedules_formula():
+  sched = schedules.warmup(schedules.cosine_decay(3e-3, 400), 100)
+  got = monitor_lib.epoch_rates(sched, 40, 12)
+  want = [_warm_cosine_numpy(40 * (e + 1), 3e-3, 400, 100) for e in range(12)]
+  assert got.shape == (12,)
+  # float32: 1 + cos(.) near -1 at the end of the decay cancels, so the
+  # bound is absolute, on the scale of the peak rate
+  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7 * 3e-3)
+
+
+def _record(mon, e):
+  m = EpochMetrics(loss=np.float32(1.0), grad_norms=np.ones(1, np.float32),
+                   param_norm=np.float32(1.0), update_norm=np.float32(0.1),
+                   bad_step=np.int32(-1))
+  return mon.after(e, m, None, 0.0)
+
+
+def test_a_schedule_in_python_control_flow_is_recorded_per_epoch():
+  def steps(count):  # `if` on the count: cannot be traced
+    return 0.1 if count < 80 else 0.01
+  assert monitor_lib.epoch_rates(steps, 40, 3).shape == (0,)
+  mon = monitor_lib.Monitor(["layer 1"], 40, 3, lr_schedule=steps,
+                            has_test=False)
+  assert [_record(mon, e)["lr"] for e in range(3)] == [0.1, 0.01, 0.01]
+  traced = monitor_lib.Monitor(["layer 1"], 40, 3, has_test=False,
+                               lr_schedule=schedules.constant(0.25))
+  assert [_record(traced, e)["lr"] for e in range(3)] == [0.25] * 3
