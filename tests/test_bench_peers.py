@@ -80,9 +80,10 @@ def _peer_module(name):
   return peers.module(name)
 
 
-def _count_network(name, mod, spec) -> int:
-  """The parameters of the peer's network, built without a training step."""
-  x = jnp.zeros((2, 40), jnp.float32)
+def _count_network(name, mod, spec, x=None) -> int:
+  """The parameters of the peer's network, built without a training step
+  (Flax's from an input ``x``, an MNIST-1D batch by default)."""
+  x = jnp.zeros((2, 40), jnp.float32) if x is None else x
   if name == "flax":
     shapes = jax.eval_shape(lambda: mod.network(spec).init(
         jax.random.key(0), x, train=False))
@@ -105,8 +106,9 @@ def _logits(name, mod, spec, x):
     net = mod.network(spec, jax.random.key(0))
     return np.asarray(jax.jit(jax.vmap(net))(x))
   import torch
+  torch.manual_seed(0)                  # the same weights at every call
   with torch.no_grad():
-    return mod.network(spec).eval()(torch.from_numpy(np.array(x))).numpy()
+    return mod.network(spec).eval()(mod._inputs(x)).numpy()
 
 
 @pytest.mark.parametrize("config", CONFIGS)
@@ -272,20 +274,6 @@ def _gpt_hand_count() -> int:
   return v * d + t * d + GPT_SHAPES["n_layers"] * block + 2 * d
 
 
-def _gpt_logits(name, mod, spec, x):
-  """A GPT peer's logits ``(m, T, V)`` on ids ``x``, without dropout."""
-  if name == "equinox":
-    net = mod.network(spec, jax.random.key(0))
-    return np.asarray(jax.jit(jax.vmap(net))(x))
-  if name == "flax":
-    return _logits(name, mod, spec, x)
-  import torch
-  torch.manual_seed(0)                  # the same weights at every call
-  with torch.no_grad():
-    return mod.network(spec).eval()(
-        torch.from_numpy(np.asarray(x, np.int64))).numpy()
-
-
 def test_the_gpt_has_the_hand_counted_parameters_in_every_framework():
   model = _gpt()
   shapes = jax.eval_shape(model.init, jax.random.key(0))
@@ -296,13 +284,8 @@ def test_the_gpt_has_the_hand_counted_parameters_in_every_framework():
       mod = peers.module(framework)
     except ImportError:
       continue
-    if framework == "flax":
-      x = jnp.zeros((2, GPT_BLOCK), jnp.int32)
-      shapes = jax.eval_shape(lambda: mod.network(model.spec).init(
-          jax.random.key(0), x, train=False))
-      got = sum(int(np.prod(a.shape)) for a in jax.tree_util.tree_leaves(shapes))
-    else:
-      got = _count_network(framework, mod, model.spec)
+    got = _count_network(framework, mod, model.spec,
+                         jnp.zeros((2, GPT_BLOCK), jnp.int32))
     assert got == _gpt_hand_count(), framework
 
 
@@ -312,12 +295,12 @@ def test_each_gpt_peer_is_causal_and_predicts_every_position(framework):
   spec = _gpt().spec
   x = np.random.default_rng(0).integers(0, GPT_VOCAB, (3, GPT_BLOCK))
   x = x.astype(np.int32)
-  z = _gpt_logits(framework, mod, spec, x)
+  z = _logits(framework, mod, spec, x)
   assert z.shape == (3, GPT_BLOCK, GPT_VOCAB) and np.isfinite(z).all()
   # A later token changes no earlier prediction, and does change its own.
   later = x.copy()
   later[:, 5:] = (later[:, 5:] + 1) % GPT_VOCAB
-  z2 = _gpt_logits(framework, mod, spec, later)
+  z2 = _logits(framework, mod, spec, later)
   np.testing.assert_allclose(z2[:, :5], z[:, :5], rtol=1e-5, atol=1e-6)
   assert np.abs(z2[:, 5:] - z[:, 5:]).max() > 1e-4
 

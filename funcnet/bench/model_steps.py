@@ -42,6 +42,7 @@ import numpy as np
 
 from funcnet import config as config_lib, experiment, train
 from funcnet.bench import step_time
+from funcnet.data import streamed
 from funcnet.train import feed
 
 CONFIGS = ("mnist1d_cnn", "mnist1d_gru", "mnist1d_transformer", "text_gpt")
@@ -82,10 +83,11 @@ def _numpy_batches(setup) -> list:
   b = setup.cfg["train"]["batch_size"]
   x, y = setup.ds.x_train, setup.ds.y_train
   n = min(len(y) // b, 8)
+  by_rows = streamed.is_streamed(setup.ds)
   out = []
   for i in range(n):
     rows = np.arange(i * b, (i + 1) * b)
-    xb, yb = x.read(rows) if hasattr(x, "read") else (x[rows], y[rows])
+    xb, yb = x.read(rows) if by_rows else (x[rows], y[rows])
     out.append(feed.host_arrays(xb, yb, setup.dtype))
   return out
 

@@ -155,6 +155,7 @@ class Transformer(eqx.Module):
       e = block(e, k)
     return self.head(jax.vmap(self.ln)(e).mean(axis=0))
 
+
 class GPT(eqx.Module):
   """Token embedding plus learned positions, dropout, causal pre-LN blocks,
   a final layer norm, the head tied to the token embedding (``h E^T``, no

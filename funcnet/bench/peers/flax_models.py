@@ -133,6 +133,7 @@ class Transformer(nn.Module):
     s = nn.LayerNorm(epsilon=1e-5)(e).mean(axis=1)
     return nn.Dense(self.n_classes)(s)
 
+
 class GPT(nn.Module):
   """Token embedding plus learned positions, dropout, causal pre-LN blocks,
   a final layer norm, the head tied to the token embedding (``h E^T``, no

@@ -141,6 +141,7 @@ class Transformer(nn.Module):
       e = block(e)
     return self.head(self.ln(e).mean(dim=1))
 
+
 class GPT(nn.Module):
   """Token embedding plus learned positions, dropout, causal pre-LN blocks,
   a final layer norm, the head tied to the token embedding (``h E^T``, no
