@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from funcnet import losses, tasks
+from funcnet import initializers, losses, tasks
 from funcnet.data import streamed as streamed_data
 from funcnet.model import Model
 from funcnet.train import program_cache
@@ -204,7 +204,8 @@ def _starting_state(model, optimizer, state, k_init, options,
   plan's mesh, and ``step`` counted from its epoch and position."""
   quick = program_cache.quick_options()  # they run once
   if state is None:  # one compiled call, the same bits as op by op
-    state = TrainState(jax.jit(model.init, static_argnums=1,
+    state = TrainState(jax.jit(initializers.batched(model.init),
+                               static_argnums=1,
                                compiler_options=quick)(k_init, options.dtype))
   opt_state = (jax.jit(optimizer.init, compiler_options=quick)(state.params)
                if state.opt_state is None else state.opt_state)
