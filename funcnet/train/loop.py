@@ -27,7 +27,7 @@ import optax
 from funcnet import initializers, losses, tasks
 from funcnet.data import streamed as streamed_data
 from funcnet.model import Model
-from funcnet.train import program_cache
+from funcnet.train import host_keys, program_cache
 from funcnet.train import precision
 from funcnet.train.adversarial import Adversarial
 from funcnet.train.evaluate import make_evaluate, to_host
@@ -175,10 +175,13 @@ def fit(model: Model, loss, optimizer: optax.GradientTransformation, data, *,
   check_batch(options.batch_size, n, options.mixed.accumulate)
   losses.check_pair(loss, model.output_activation)
   identity = _identity(loss, data, options)
-  # decided by the key's type alone: one entry for every fit
-  run_keys = program_cache.compiled(
-      _run_keys, (options.key, 0), identity and "funcnet.train.loop._run_keys",
-      quick=True, integers=True)
+  # made on the host (nothing to compile) from a concrete threefry key;
+  # else one program, decided by the key's type alone: one cache entry
+  run_keys = (host_keys.run_keys if host_keys.usable(options.key)
+              else program_cache.compiled(
+                  _run_keys, (options.key, 0),
+                  identity and "funcnet.train.loop._run_keys",
+                  quick=True, integers=True))
   k_init, k_train, _ = run_keys(options.key, 0)
   state = _starting_state(model, optimizer, state, k_init, options,
                           n // options.batch_size)
@@ -234,7 +237,7 @@ class _Loop:
                state: TrainState, k_train, callbacks: Callbacks,
                run_keys):
     o, self.options, self.callbacks = options, options, callbacks
-    self.run_keys = run_keys  # fit's compiled _run_keys
+    self.run_keys = run_keys  # fit's _run_keys (host_keys', or compiled)
     # with an identity: the first call's shapes load the cached programs
     self.identity = _identity(loss, data, options)
     task = o.task or getattr(data, "task", tasks.DEFAULT)

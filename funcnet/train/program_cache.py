@@ -30,7 +30,8 @@ warm run loads it without tracing:
   at_first_call(fn, identity)  ``compiled`` for the arguments of the
       first call, where only the caller's loop knows them (``fit``'s
       epoch and evaluation, a sweep group's)
-  random_key(seed)  ``jax.random.key(seed)`` as one cached program
+  random_key(seed)  ``jax.random.key(seed)``, made on the host (or one
+      cached program for another generator)
   remembered(name, identity, compute)  a value decided by ``identity``
       (a shape-only estimate, a FLOP count), kept beside the programs
   digest(obj)       a sha256 of nested configs and arrays, for identities
@@ -74,6 +75,7 @@ import jax
 import numpy as np
 
 from funcnet import timings
+from funcnet.train import host_keys
 
 SUBFOLDER = "programs"
 _LOADED: dict = {}  # path -> executable, loaded or compiled in this process
@@ -481,12 +483,16 @@ def _random_key(seed):
 
 
 def random_key(seed: int):
-  """``jax.random.key(seed)``, bit for bit, as one program, cached when the
-  cache is on (JAX's eager call stages the seed, then runs threefry's
-  seed: two programs to compile, each traced on every run). Seeds outside
-  ``[0, 2**31)`` take JAX's call."""
+  """``jax.random.key(seed)``, bit for bit: made on the host
+  (:mod:`funcnet.train.host_keys`, nothing compiled) when JAX's default
+  generator is threefry and ``0 <= seed < 2**31``; else as one program,
+  cached when the cache is on (JAX's eager call stages the seed, then runs
+  threefry's seed: two programs to compile, each traced on every run).
+  Seeds outside ``[0, 2**31)`` take JAX's call."""
   if not 0 <= int(seed) < 2**31:
     return jax.random.key(seed)
+  if "threefry2x32" in str(jax.config.jax_default_prng_impl):
+    return host_keys.random_key(int(seed))
   # jax.random.key converts a Python int through np.int64 to JAX's int
   # type; the same value, as the program's argument.
   arg = np.asarray(seed, jax.dtypes.canonicalize_dtype(np.int64))
