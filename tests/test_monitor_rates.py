@@ -48,3 +48,31 @@ def test_a_schedule_in_python_control_flow_is_recorded_per_epoch():
   traced = monitor_lib.Monitor(["layer 1"], 40, 3, has_test=False,
                                lr_schedule=schedules.constant(0.25))
   assert [_record(traced, e)["lr"] for e in range(3)] == [0.25] * 3
+
+
+def test_a_sweeps_rates_come_from_one_program_and_are_each_schedules(
+    monkeypatch):
+  scheds = [schedules.warmup(schedules.cosine_decay(lr, 400), 100)
+            for lr in (1e-3, 3e-3, 1e-2)]
+  compiled, jit = [], jax.jit
+
+  def spy(fn, *args, **kwargs):
+    compiled.append(getattr(fn, "__name__", "?"))
+    return jit(fn, *args, **kwargs)
+
+  monkeypatch.setattr(jax, "jit", spy)
+  got = monitor_lib.rate_tables(scheds, 40, [12, 5, 9])
+  monkeypatch.undo()
+  assert compiled == ["rates"]
+  assert [g.shape for g in got] == [(12,), (5,), (9,)]
+  for g, lr, n in zip(got, (1e-3, 3e-3, 1e-2), (12, 5, 9)):
+    want = [_warm_cosine_numpy(40 * (e + 1), lr, 400, 100) for e in range(n)]
+    np.testing.assert_allclose(g, want, rtol=1e-6, atol=1e-7 * lr)
+
+
+def test_one_untraceable_schedule_leaves_the_others_tabled():
+  def steps(count):
+    return 0.1 if count < 80 else 0.01
+  got = monitor_lib.rate_tables([schedules.constant(0.25), steps], 40, [3, 3])
+  np.testing.assert_array_equal(got[0], np.full(3, 0.25, np.float32))
+  assert got[1].shape == (0,)

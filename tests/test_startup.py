@@ -39,7 +39,7 @@ ENV.pop("JAX_COMPILATION_CACHE_DIR", None)
 # (train.monitor.epoch_rates; called eagerly, a warm-up and cosine decay
 # was 15 programs of one op each). The run's key and fit's keys are made on
 # the host (train.host_keys): two programs fewer than on 7 December.
-PROGRAMS = ["jit(init)", "jit(epoch)", "jit(evaluate)", "jit(schedule)"]
+PROGRAMS = ["jit(init)", "jit(epoch)", "jit(evaluate)", "jit(rates)"]
 
 
 def _python(*args, env=None, timeout=240):

@@ -40,7 +40,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from funcnet import config as config_lib, experiment, tasks, train
 from funcnet.errors import ConfigError
-from funcnet.train import precision, program_cache
+from funcnet.train import host_keys, monitor as monitor_lib, precision
+from funcnet.train import program_cache
 from funcnet.layers.conv import SCOPE as CONV_SCOPE
 from funcnet.run import rundir
 from funcnet.sweep import grid as grid_lib
@@ -340,13 +341,24 @@ def train_group(variants, setups, placement: Placement, *, norms: bool = True,
                  for a in (ds.x_train, ds.y_train, ds.x_test, ds.y_test)))
   params, opt_state = placement.put(_stack([st[0] for st in states])), \
       placement.put(_stack([st[1] for st in states]))
-  k_trains = [jax.random.split(s.key)[1] for s in setups]
-  key_data = np.stack([np.asarray(jax.random.key_data(k)) for k in k_trains])
+  # fit's training key of each variant (made on the host for threefry keys:
+  # JAX's split and indexing compiled three programs)
+  key_data = np.stack([
+      host_keys.split(host_keys.key_data(s.key), 2)[1]
+      if host_keys.usable(s.key)
+      else np.asarray(jax.random.key_data(jax.random.split(s.key)[1]))
+      for s in setups])
+  steps = len(datas[0].y_train) // rep.cfg["train"]["batch_size"]
+  # every variant's learning rate at every epoch: one program for the group
+  rates = (monitor_lib.rate_tables([s.schedule for s in setups], steps,
+                                   [s.cfg["train"]["epochs"] for s in setups])
+           if all(s.schedule is not None for s in setups)
+           else [None] * len(setups))
   monitors = [train.Monitor(
-      train.layer_groups(states[0][0]), len(datas[0].y_train) //
-      rep.cfg["train"]["batch_size"], s.cfg["train"]["epochs"], s.evaluation,
-      norms, s.schedule, getattr(datas[0], "x_test", None) is not None)
-      for s in setups]
+      train.layer_groups(states[0][0]), steps, s.cfg["train"]["epochs"],
+      s.evaluation, norms, s.schedule,
+      getattr(datas[0], "x_test", None) is not None, rates=r)
+      for s, r in zip(setups, rates)]
   start_epoch, wall0 = 0, 0.0
   restored = checkpoint and checkpoint.restore(params, opt_state, key_data,
                                                monitors)

@@ -88,7 +88,8 @@ def usable(key) -> bool:
           and "threefry2x32" in str(jax.config.jax_default_prng_impl))
 
 
-def _data(key):
+def key_data(key) -> np.ndarray:
+  """``key``'s data as numpy uint32 ``(2,)`` (a typed key's, or raw data)."""
   if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
     return np.asarray(jax.random.key_data(key), np.uint32)
   return np.asarray(key, np.uint32)
@@ -112,6 +113,6 @@ def random_key(seed: int):
 def run_keys(key, epoch):
   """``train.loop._run_keys(key, epoch)``: ``(k_init, k_train,
   fold_in(k_train, epoch))`` from fit's ``key``, a :func:`usable` one."""
-  k_init, k_train = split(_data(key), 2)
+  k_init, k_train = split(key_data(key), 2)
   return (_like(key, k_init), _like(key, k_train),
           _like(key, fold_in(k_train, epoch)))

@@ -70,7 +70,8 @@ class Monitor:
   def __init__(self, groups, steps_per_epoch: int, epochs: int,
                evaluation: Evaluation = Evaluation(), norms: bool = True,
                lr_schedule=None, has_test: bool = True,
-               start: Optional[TrainState] = None):
+               start: Optional[TrainState] = None,
+               rates: Optional[np.ndarray] = None):
     self.groups, self.steps_per_epoch = groups, steps_per_epoch
     self.epochs, self.evaluation, self.norms = epochs, evaluation, norms
     self.lr_schedule, self.has_test = lr_schedule, has_test
@@ -81,7 +82,9 @@ class Monitor:
     self.since_best = int(es.get("evaluations_since_best", 0))
     self.initial_loss = None if start is None else start.initial_loss
     self.improved = False  # the last evaluation set a new best held-out loss
-    self._lrs = None  # every epoch's learning rate, read at the first record
+    # every epoch's learning rate (rate_tables' row, else read at the first
+    # record)
+    self._lrs = None if rates is None else np.asarray(rates)
 
   def snapshot(self) -> dict:
     """Everything this monitor decides from, as JSON (NaN and inf kept as
@@ -197,10 +200,25 @@ def epoch_rates(schedule: Callable, steps_per_epoch: int,
   schedule written with Python control flow on ``count`` cannot be traced:
   it is called per epoch instead, as before (an empty table).
   """
-  counts = (np.arange(epochs, dtype=np.int32) + 1) * steps_per_epoch
+  return rate_tables([schedule], steps_per_epoch, [epochs])[0]
+
+
+def rate_tables(schedules, steps_per_epoch: int, epochs) -> list:
+  """:func:`epoch_rates` of several schedules (a sweep's variants, ``epochs``
+  each theirs) from one compiled call: one program for all, not one per
+  variant. When one of them cannot be traced, each is tabled alone (that
+  one empty)."""
+  counts = (np.arange(max(epochs, default=0), dtype=np.int32) + 1) \
+      * steps_per_epoch
+
+  def rates(c):
+    return [jax.vmap(f)(c) for f in schedules]
+  options = program_cache.quick_options()
   try:
-    table = jax.jit(jax.vmap(schedule),
-                    compiler_options=program_cache.quick_options())(counts)
+    out = jax.jit(rates, compiler_options=options)(counts)
   except jax.errors.JAXTypeError:
-    return np.zeros((0,))
-  return np.asarray(table)
+    if len(schedules) == 1:
+      return [np.zeros((0,))]
+    return [rate_tables([f], steps_per_epoch, [e])[0]
+            for f, e in zip(schedules, epochs)]
+  return [np.asarray(t)[:e] for t, e in zip(out, epochs)]
