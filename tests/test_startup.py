@@ -512,6 +512,33 @@ def test_the_cached_key_is_jaxs_key(program_dir, seed):
                                   jax.random.key_data(jax.random.key(seed)))
 
 
+def test_variants_in_learning_rate_share_one_evaluation_program(program_dir):
+  # a sequential sweep: each variant its own Setup; the evaluation reads
+  # the model and the loss, not the optimizer, so the second variant's is
+  # the first's, loaded from the cache, and only its epoch is new
+  sets = ["train.epochs=1", "model.mlp.hidden=[11]"]
+  a, b = (experiment.Setup(config.load(None, sets + [f"optimizer.learning_rate={lr}",
+                                                      f"seed={seed}"]))
+          for lr, seed in ((0.01, 0), (0.02, 3)))
+  assert a.evaluation_identity == b.evaluation_identity
+  assert a.program_identity != b.program_identity
+  other = experiment.Setup(config.load(None, ["model.mlp.hidden=[12]"]))
+  assert other.evaluation_identity != a.evaluation_identity
+  a.fit()
+  _new_process()
+  lowered = []
+
+  def on_duration(event, duration, **kwargs):
+    if event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
+      lowered.append(str(kwargs.get("fun_name")))
+  jax.monitoring.register_event_duration_secs_listener(on_duration)
+  try:
+    b.fit()
+  finally:
+    jax.monitoring.unregister_event_duration_listener(on_duration)
+  assert "jit(epoch)" in lowered and "jit(evaluate)" not in lowered, lowered
+
+
 def test_a_run_from_cached_programs_equals_one_without_them(monkeypatch,
                                                           tmp_path):
   # a config no other test trains: its programs are new to this process

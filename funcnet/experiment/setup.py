@@ -146,6 +146,15 @@ def _batch_shapes(ds, dtype, rows: int = 2):
   return struct(ds.x_train), struct(ds.y_train)
 
 
+# Config tables, and train keys, the evaluation program does not read: the
+# optimizer and its schedule, the seed, how long and how often to train and
+# evaluate, the run folder's settings, the config's name. (The model, the
+# data, the loss and what changes it stay: distillation, pretraining,
+# adversarial training, fine-tuning.)
+NOT_EVALUATED = ("optimizer", "schedule", "seed", "name", "run")
+NOT_EVALUATED_TRAIN = ("epochs", "patience", "restore_best", "eval_every")
+
+
 class Setup:
   """Everything built from a config: data, model, schedule, optimizer.
 
@@ -223,6 +232,16 @@ class Setup:
     holds as a constant). None where the cache is not used: a mesh plan,
     data streamed from shards."""
     return self._identity()
+
+  @functools.cached_property
+  def evaluation_identity(self):
+    """:attr:`program_identity` less what the evaluation program does not
+    read (:data:`NOT_EVALUATED`): variants of a sequential sweep that differ
+    in learning rate share one evaluation program."""
+    cfg = {k: v for k, v in self.cfg.items() if k not in NOT_EVALUATED}
+    cfg["train"] = {k: v for k, v in cfg["train"].items()
+                    if k not in NOT_EVALUATED_TRAIN}
+    return self._identity(cfg)
 
   def _identity(self, cfg=None):
     """:attr:`program_identity` of ``self.ds`` and ``self.loss`` as they
@@ -313,7 +332,9 @@ class Setup:
       state = train.TrainState(*self.init_state())
     # fit's programs are this Setup's model, loss and optimizer under
     # the options, which fit adds to the identity
-    options = self.options()._replace(programs=self.program_identity)
+    options = self.options()._replace(
+        programs=self.program_identity,
+        evaluation_programs=self.evaluation_identity)
     return train.fit(self.model, self.loss, self.optimizer, self.ds,
                      options=options._replace(**overrides),
                      state=state, callbacks=callbacks)

@@ -83,6 +83,9 @@ class FitOptions(NamedTuple):
       :mod:`funcnet.train.program_cache` on, fit's keys, epoch and evaluation
       programs are loaded from that cache without tracing. None: jitted.
       Ignored for data streamed from shards and with a ``plan``.
+    evaluation_programs: the same for the evaluation alone, which reads
+      ``model`` and ``loss`` but not the optimizer (a sweep's variants that
+      differ in learning rate share it); None: ``programs``.
   """
   epochs: int
   batch_size: int
@@ -97,6 +100,7 @@ class FitOptions(NamedTuple):
   norms: bool = True
   chunk_steps: int = 0
   programs: Optional[str] = None
+  evaluation_programs: Optional[str] = None
 
 
 class Callbacks(NamedTuple):
@@ -281,9 +285,13 @@ class _Loop:
                                epochs=epochs)
     # with an identity, from the program cache; when quick, compiled quick
     # (with or without a cache)
+    evaluation = (self.identity if o.evaluation_programs is None else
+                  _identity(loss, data,
+                            o._replace(programs=o.evaluation_programs)))
     self.program, self.evaluate = (
-        program_cache.at_first_call(f, self.identity, quick=self.quick)
-        for f in (self.program, self.evaluate))
+        program_cache.at_first_call(f, identity, quick=self.quick)
+        for f, identity in ((self.program, self.identity),
+                            (self.evaluate, evaluation)))
 
   def run(self, state: TrainState) -> FitResult:
     """Epochs ``state.epoch .. epochs - 1``, until the monitor or a callback
