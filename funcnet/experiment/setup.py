@@ -325,10 +325,12 @@ class Setup:
 
   def fit(self, state=None, *, callbacks=train.Callbacks(), **overrides):
     """``train.fit`` as the config says, from ``state`` (a
-    ``train.TrainState`` to resume; None: a fresh one, or the fine-tuned
-    run's body with a new head); ``overrides`` replace fields of
+    ``train.TrainState`` to resume; None: :meth:`init_state`'s, for a
+    fine-tuned run its body with a new head); ``overrides`` replace fields of
     :meth:`options` (``grads=self.gradient("manual")``, ``norms=False``)."""
-    if self.pretrained is not None and state is None:
+    if state is None:  # the one compiled init, cached as a run's (and for
+      # a fine-tuned run, its body with a new head): fit's own init, bit for
+      # bit, which would trace and lower two programs each call
       state = train.TrainState(*self.init_state())
     # fit's programs are this Setup's model, loss and optimizer under
     # the options, which fit adds to the identity
