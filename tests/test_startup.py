@@ -224,6 +224,18 @@ def test_setup_init_state_is_model_init_op_by_op(sets):
     np.testing.assert_array_equal(a, b)
 
 
+def test_setups_whose_inits_are_the_same_program_keep_their_own_state_types():
+  # Adam's and AdamW's states hold the same arrays, so their inits lower to
+  # the same text; each Setup must still get its own optimizer's state
+  # (it had AdamWState for Adam, and fit stopped in the while loop)
+  for name in ("adamw", "adam", "adamw"):
+    setup = experiment.Setup(config.load(None, [f"optimizer.name={name}"]))
+    _, opt_state = setup.init_state()
+    want = setup.optimizer.init(setup.model.init(jax.random.key(0)))
+    assert (jax.tree_util.tree_structure(opt_state)
+            == jax.tree_util.tree_structure(want))
+
+
 def test_programs_run_once_compile_quick_and_give_the_default_bits(
     monkeypatch):
   # init, fit's keys and a bare fit's inits are compiled with XLA:CPU's

@@ -325,12 +325,10 @@ class Setup:
 
   def fit(self, state=None, *, callbacks=train.Callbacks(), **overrides):
     """``train.fit`` as the config says, from ``state`` (a
-    ``train.TrainState`` to resume; None: :meth:`init_state`'s, for a
-    fine-tuned run its body with a new head); ``overrides`` replace fields of
+    ``train.TrainState`` to resume; None: a fresh one, or the fine-tuned
+    run's body with a new head); ``overrides`` replace fields of
     :meth:`options` (``grads=self.gradient("manual")``, ``norms=False``)."""
-    if state is None:  # the one compiled init, cached as a run's (and for
-      # a fine-tuned run, its body with a new head): fit's own init, bit for
-      # bit, which would trace and lower two programs each call
+    if self.pretrained is not None and state is None:
       state = train.TrainState(*self.init_state())
     # fit's programs are this Setup's model, loss and optimizer under
     # the options, which fit adds to the identity
@@ -386,7 +384,11 @@ def _compiled(fn, *args):
   # fine-tuned run's old head), and an executable takes only its own.
   shapes = [(np.shape(a), str(getattr(a, "dtype", type(a))))
             for a in jax.tree_util.tree_leaves(args)]
+  # And the outputs' tree: Adam's and AdamW's states are the same arrays
+  # (the same text) in named tuples of two classes; an executable hands
+  # back the tree it was compiled for.
   key = hashlib.sha256(repr((lowered.as_text(), devices, shapes,
+                             str(lowered.out_tree),
                              str(jax.config.jax_default_device))).encode()
                        ).hexdigest()
   if key not in _PROGRAMS:

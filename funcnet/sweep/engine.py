@@ -542,7 +542,10 @@ def _progress(e: int, epochs: int, monitors, active, elapsed: float,
 def train_one(setup: experiment.Setup) -> dict:
   """The same variant trained alone by ``train.fit`` (``--sequential``)."""
   t0 = time.perf_counter()
-  res = setup.fit()
+  # from the one cached init program, as `funcnet train` starts (a bare
+  # fit traces and lowers model.init and optimizer.init at every call);
+  # the same bits
+  res = setup.fit(train.TrainState(*setup.init_state()))
   return {"status": res.status, "reason": res.reason, "history": res.history,
           "params": jax.device_get(res.state.params),
           "group_wall_s": time.perf_counter() - t0}
