@@ -61,12 +61,19 @@ _WASTE, _SLACK = 2, 1 << 16
 class _Draws:
   """The draws of one trace of an init: recorded on the first pass (each
   answered with zeros of its shape), made in groups, then handed out in the
-  same order on the second."""
+  same order on the second.
 
-  def __init__(self):
-    self.asked, self.made, self.handed = [], None, 0
+  Only draws traced at the init's own level (``trace``: its key's): one
+  inside a ``vmap``, ``scan`` or other transformation of the init's body
+  has a key of an inner trace, which cannot leave it; it is drawn where it
+  is, in both passes."""
+
+  def __init__(self, trace):
+    self.trace, self.asked, self.made, self.handed = trace, [], None, 0
 
   def draw(self, sample, key, shape, dtype, args):
+    if getattr(key, "_trace", None) is not self.trace:  # an inner trace's
+      return sample(key, (math.prod(shape),), dtype, *args).reshape(shape)
     n, dtype = math.prod(shape), jnp.dtype(dtype)
     if self.made is None:  # first pass: note it
       self.asked.append((sample, key, n, dtype, args))
@@ -196,7 +203,7 @@ def batched(init):
     if (not isinstance(key, jax.core.Tracer) or not batchable(key)
         or getattr(_batch, "now", None) is not None):
       return init(key, *args, **kwargs)
-    draws = _Draws()
+    draws = _Draws(getattr(key, "_trace", None))
     _batch.now = draws
     try:
       init(key, *args, **kwargs)

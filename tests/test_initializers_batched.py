@@ -35,8 +35,10 @@ def _reference(key):
 
 
 def _draws(fn, *args) -> int:
-  """How many draws ``fn`` makes: ``random_bits`` in its jaxpr, nested
-  calls included (a normal draws uniform bits too)."""
+  """How many draws ``fn`` makes: ``random_bits`` in its jaxpr once dead
+  code is gone (a batched init's first pass), nested calls included (a
+  normal draws uniform bits too)."""
+  from jax._src.interpreters import partial_eval as pe  # JAX's own DCE
 
   def count(jaxpr):
     n = 0
@@ -48,7 +50,8 @@ def _draws(fn, *args) -> int:
           if hasattr(inner, "eqns"):
             n += count(inner)
     return n
-  return count(jax.make_jaxpr(fn)(*args).jaxpr)
+  jaxpr = jax.make_jaxpr(fn)(*args).jaxpr
+  return count(pe.dce_jaxpr(jaxpr, [True] * len(jaxpr.outvars))[0])
 
 
 def _equal(a, b):
@@ -82,10 +85,10 @@ def test_a_batched_model_init_is_its_init_op_by_op(build):
   assert _draws(initializers.batched(model.init), key) < _draws(model.init, key)
 
 
-@pytest.mark.parametrize("dtype", [jnp.float64, jnp.bfloat16])
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float16, jnp.bfloat16])
 def test_a_batched_init_of_other_floats_gives_their_bits(dtype, x64):
-  # float64 from 64-bit bits; bfloat16 (7 mantissa bits: JAX draws 8-bit
-  # bits for it) drawn alone, as op by op
+  # float64 from 64-bit bits, float16 from 16-bit ones; bfloat16 (7
+  # mantissa bits: JAX draws 8-bit bits for it) drawn alone, as op by op
   def init(key):
     ks = jax.random.split(key, 3)
     return [initializers.normal(ks[0], (6, 7), dtype),
@@ -101,7 +104,23 @@ def test_a_batched_init_of_other_floats_gives_their_bits(dtype, x64):
               math.sqrt(2 / 5), dtype)]
   _equal(jax.jit(initializers.batched(init))(key), want)
   assert _draws(initializers.batched(init), key) == (
-      1 if dtype == jnp.float64 else 3)
+      3 if dtype == jnp.bfloat16 else 1)
+
+
+def test_draws_inside_a_transformation_of_the_init_are_drawn_there():
+  # a user's init that vmaps its layers: those keys belong to the vmap's
+  # trace and cannot be drawn outside it; the init's own draws still are
+  def init(key):
+    ks = jax.random.split(key, 4)
+    stacked = jax.vmap(lambda k: initializers.he(k, (4, 6)))(ks[:3])
+    return stacked, initializers.normal(ks[3], (5,)), initializers.normal(
+        ks[0], (7,))
+
+  key = jax.random.key(8)
+  _equal(jax.jit(initializers.batched(init))(key),
+         jax.tree_util.tree_map(np.asarray, init(key)))
+  # the two outer normals in one call, the vmapped He draw its own
+  assert _draws(initializers.batched(init), key) == 2
 
 
 def test_without_partitionable_threefry_an_init_is_not_batched():
