@@ -46,7 +46,13 @@ def _draw(sample, key, shape, dtype, *args):
   batch = getattr(_batch, "now", None)
   if batch is not None:
     return batch.draw(sample, key, shape, dtype, args)
-  return sample(key, (math.prod(shape),), dtype, *args).reshape(shape)
+  return _flat(sample, key, math.prod(shape), dtype, args).reshape(shape)
+
+
+def _flat(sample, key, n, dtype, args):
+  """``sample``'s draw of ``n`` entries as a vector, the one call every
+  unbatched draw makes."""
+  return sample(key, (n,), dtype, *args)
 
 
 # --- every draw of an init in a few vectorised ones --------------------------
@@ -72,9 +78,9 @@ class _Draws:
     self.trace, self.asked, self.made, self.handed = trace, [], None, 0
 
   def draw(self, sample, key, shape, dtype, args):
-    if getattr(key, "_trace", None) is not self.trace:  # an inner trace's
-      return sample(key, (math.prod(shape),), dtype, *args).reshape(shape)
     n, dtype = math.prod(shape), jnp.dtype(dtype)
+    if getattr(key, "_trace", None) is not self.trace:  # an inner trace's
+      return _flat(sample, key, n, dtype, args).reshape(shape)
     if self.made is None:  # first pass: note it
       self.asked.append((sample, key, n, dtype, args))
       return jnp.zeros(shape, dtype)
@@ -86,7 +92,7 @@ class _Draws:
     # an init that asks for other draws the second time (it should not):
     # this one and every later one op by op
     self.handed = len(self.asked)
-    return sample(key, (n,), dtype, *args).reshape(shape)
+    return _flat(sample, key, n, dtype, args).reshape(shape)
 
   def make(self):
     """Each draw's random bits, made in groups of one width: one vectorised
@@ -100,10 +106,10 @@ class _Draws:
     program op by op makes."""
     out = [None] * len(self.asked)
     groups = {}
-    for i, (sample, _, n, dtype, args) in enumerate(self.asked):
+    for i, (sample, key, n, dtype, args) in enumerate(self.asked):
       width = _bits_width(sample, dtype)
       if width is None:  # a sampler or dtype this does not convert: alone
-        out[i] = self.asked[i][0](self.asked[i][1], (n,), dtype, *args)
+        out[i] = _flat(sample, key, n, dtype, args)
       else:
         groups.setdefault(width, []).append(i)
     for width, members in groups.items():
