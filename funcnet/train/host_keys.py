@@ -72,6 +72,12 @@ def fold_in(key, data: int):
   return _hash(key, np.array([0, int(data) & 0xFFFFFFFF], np.uint32))
 
 
+def threefry_default() -> bool:
+  """Whether JAX's default generator (``jax.random.key``'s, and raw keys')
+  is threefry."""
+  return "threefry2x32" in str(jax.config.jax_default_prng_impl)
+
+
 def usable(key) -> bool:
   """Whether ``key`` is a concrete key of JAX's threefry: a typed key of
   that implementation, or raw key data (uint32 ``(2,)``) while threefry is
@@ -85,7 +91,7 @@ def usable(key) -> bool:
   except AttributeError:
     return False
   return (np.shape(key) == (2,) and np.dtype(key.dtype) == np.uint32
-          and "threefry2x32" in str(jax.config.jax_default_prng_impl))
+          and threefry_default())
 
 
 def key_data(key) -> np.ndarray:

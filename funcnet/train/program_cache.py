@@ -491,7 +491,7 @@ def random_key(seed: int):
   Seeds outside ``[0, 2**31)`` take JAX's call."""
   if not 0 <= int(seed) < 2**31:
     return jax.random.key(seed)
-  if "threefry2x32" in str(jax.config.jax_default_prng_impl):
+  if host_keys.threefry_default():
     return host_keys.random_key(int(seed))
   # jax.random.key converts a Python int through np.int64 to JAX's int
   # type; the same value, as the program's argument.
