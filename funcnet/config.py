@@ -512,7 +512,7 @@ def schedule_from_config(cfg):
 
 
 def optimizer_from_config(cfg, schedule):
-  """``[optimizer]`` as an optax chain (clip, L2 decay, the update rule)
+  """``[optimizer]`` as a chain (clip, L2 decay, the update rule)
   with ``schedule`` as its learning rate."""
   o = cfg["optimizer"]
   name = o["name"]

@@ -43,9 +43,9 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from funcnet.errors import ConfigError
+from funcnet.optimizers import GradientTransformation
 
 # The shipped configs (configs/*.toml beside the package), where the
 # pre-training config of a shipped fine-tuning config lives.
@@ -150,13 +150,15 @@ def replace_head(model, pretrained, fresh):
                                 params, fresh)
 
 
-def optimizer(base: optax.GradientTransformation, model, freeze_body: bool,
-              body_lr_scale: float) -> optax.GradientTransformation:
+def optimizer(base: GradientTransformation, model, freeze_body: bool,
+              body_lr_scale: float) -> GradientTransformation:
   """``base`` on the head; zero (frozen) or ``body_lr_scale`` × ``base`` on the body.
 
   Each part gets its own copy of ``base``'s state, so the head's clipping,
-  moments and decay do not see the body's gradients.
+  moments and decay do not see the body's gradients. (optax imported here:
+  a run that fine-tunes nothing does not pay for it.)
   """
+  import optax
   body = (optax.set_to_zero() if freeze_body
           else optax.chain(base, optax.scale(body_lr_scale)))
   return optax.multi_transform({"head": base, "body": body},

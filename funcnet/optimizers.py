@@ -1,12 +1,13 @@
 """Gradient descent ``w := w - eta dC/dw`` and its variants, written from their equations.
 
-Every optimizer is a pure pair ``(init, update)`` packed in an
-``optax.GradientTransformation``, so it composes with ``optax.chain`` and is
-applied with ``optax.apply_updates``:
+Every optimizer is a pure pair ``(init, update)`` packed in a
+:class:`GradientTransformation` (optax's protocol: the same two fields, so
+it composes with ``optax.chain`` and optax's other combinators) and is
+applied with :func:`apply_updates` (``optax.apply_updates``'s rule):
 
   state = opt.init(params)
   updates, state = opt.update(grads, state, params)
-  params = optax.apply_updates(params, updates)      # w_{t+1} = w_t + u_t
+  params = apply_updates(params, updates)            # w_{t+1} = w_t + u_t
 
 ``params``, ``grads`` ``g``, ``updates`` ``u`` and every moment below are
 pytrees of the same structure (each leaf an array of any shape, e.g. a
@@ -83,18 +84,40 @@ Duchi et al. 2011 (Adagrad); Tieleman & Hinton 2012 (RMSprop); Kingma & Ba
 2015 (Adam); Loshchilov & Hutter 2019 (AdamW).
 """
 
+import functools
 import inspect
-from typing import Any, NamedTuple, Optional, Union
+import operator
+from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from funcnet.errors import ConfigError, unknown
 from funcnet.schedules import Schedule, _bind, _check
 from funcnet.tracing import is_off
 
-GradientTransformation = optax.GradientTransformation
+
+
+class GradientTransformation(NamedTuple):
+  """An optimizer or a gradient transform: optax's protocol, not its class.
+
+    init(params) -> state
+    update(updates, state, params=None) -> (updates, state)
+
+  The fields of ``optax.GradientTransformation``, so optax's combinators
+  (``chain``, ``multi_transform``, ``inject_hyperparams``' callers) take
+  it as they take their own; only ``isinstance(t,
+  optax.GradientTransformation)`` tells them apart. Not optax's own class:
+  importing optax (its ``contrib``, ``losses``, absl) costs 0.11-0.13 s, a
+  tenth of a warm one-epoch ``funcnet train``, and a run whose optimizer is
+  funcnet's uses none of it (issue 27; optax is imported when a config
+  asks for ``impl = "optax"``, and by the tests that check each rule
+  against it).
+  """
+  init: Callable
+  update: Callable
+
+
 ScalarOrSchedule = Union[float, Schedule]
 tree_map = jax.tree_util.tree_map
 
@@ -213,6 +236,55 @@ def _need_params(where, params):
   if params is None:
     raise ConfigError(
         f"{where} needs the params; expected update(grads, state, params)")
+
+
+def chain(*transforms) -> GradientTransformation:
+  """The transforms applied in order: ``optax.chain``'s composition and
+  state layout (a tuple of the transforms' states, in order), so a
+  checkpoint's optimizer state is the same whichever built the chain.
+
+    init(params)            = (t_1.init(params), ..., t_n.init(params))
+    update(g, (s_1..s_n), w): g := t_k.update(g, s_k, w) for k = 1..n
+
+  Keyword arguments to ``update`` (optax's "extra args") are not passed
+  on: no funcnet transform takes any (use ``optax.chain`` for those that
+  do)."""
+  inits = tuple(t.init for t in transforms)
+  updates_fns = tuple(t.update for t in transforms)
+
+  def init(params):
+    return tuple(fn(params) for fn in inits)
+
+  def update(updates, state, params=None, **extra_args):
+    del extra_args
+    if len(state) != len(updates_fns):
+      raise ValueError(f"a chain of {len(updates_fns)} transforms got "
+                       f"{len(state)} states; expected its own init's state")
+    new_state = []
+    for s, fn in zip(state, updates_fns):
+      updates, s = fn(updates, s, params)
+      new_state.append(s)
+    return updates, tuple(new_state)
+
+  return GradientTransformation(init, update)
+
+
+def apply_updates(params, updates):
+  """``w := w + u`` leaf by leaf, each result in its param's dtype (a
+  float32 update does not promote a bfloat16 weight): optax's
+  ``apply_updates``, op for op, so the programs are the same."""
+  return jax.tree_util.tree_map(
+      lambda p, u: (None if p is None
+                    else jnp.asarray(p + u).astype(jnp.asarray(p).dtype)),
+      params, updates, is_leaf=lambda x: x is None)
+
+
+def global_norm(tree):
+  """``||w|| = sqrt(sum over leaves of sum w^2)``, in optax's order of
+  operations (``optax.tree.norm``: each leaf's sum, added left to right
+  from 0), so the recorded norms are the ones optax gives."""
+  sums = [jnp.sum(jnp.square(x)) for x in jax.tree_util.tree_leaves(tree)]
+  return jnp.sqrt(functools.reduce(operator.add, sums, 0))
 
 
 # ---------------------------------------------------------------------------
@@ -497,21 +569,27 @@ OPTIMIZERS = {
 
 # optax's counterpart of each rule; called with every hyperparameter spelled
 # out (funcnet's defaults filled in), so no optax default is ever relied on.
+# (optax imported by the first caller: see GradientTransformation.)
+def _optax():
+  import optax
+  return optax
+
+
 _OPTAX = {
-    "sgd": lambda learning_rate: optax.sgd(learning_rate),
-    "momentum": lambda learning_rate, beta: optax.sgd(learning_rate,
-                                                      momentum=beta),
-    "nesterov": lambda learning_rate, beta: optax.sgd(
+    "sgd": lambda learning_rate: _optax().sgd(learning_rate),
+    "momentum": lambda learning_rate, beta: _optax().sgd(learning_rate,
+                                                         momentum=beta),
+    "nesterov": lambda learning_rate, beta: _optax().sgd(
         learning_rate, momentum=beta, nesterov=True),
     "adagrad": lambda learning_rate, initial_accumulator_value, eps:
-        optax.adagrad(learning_rate,
-                      initial_accumulator_value=initial_accumulator_value,
-                      eps=eps),
-    "rmsprop": lambda learning_rate, decay, eps: optax.rmsprop(
+        _optax().adagrad(learning_rate,
+                         initial_accumulator_value=initial_accumulator_value,
+                         eps=eps),
+    "rmsprop": lambda learning_rate, decay, eps: _optax().rmsprop(
         learning_rate, decay=decay, eps=eps),
-    "adam": lambda learning_rate, b1, b2, eps: optax.adam(
+    "adam": lambda learning_rate, b1, b2, eps: _optax().adam(
         learning_rate, b1=b1, b2=b2, eps=eps),
-    "adamw": lambda learning_rate, b1, b2, eps, weight_decay: optax.adamw(
+    "adamw": lambda learning_rate, b1, b2, eps, weight_decay: _optax().adamw(
         learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay),
 }
 
@@ -556,10 +634,11 @@ def build(name: str, learning_rate: ScalarOrSchedule, *, impl: str = "funcnet",
           clip_norm: Optional[float] = None,
           weight_decay: Optional[float] = None,
           **hyperparams) -> GradientTransformation:
-  """``optax.chain(clip, L2 decay, optimizer)``, each stage only when asked for.
+  """``chain(clip, L2 decay, optimizer)``, each stage only when asked for.
 
-  The chain is always an ``optax.chain`` (its state a tuple whose last entry
-  is the optimizer's), in this order:
+  The chain is always a chain (its state a tuple whose last entry is the
+  optimizer's; :func:`chain`, or ``optax.chain`` for ``impl="optax"``), in
+  this order:
 
   1. ``clip_by_global_norm(clip_norm)`` when ``clip_norm`` is given;
   2. ``add_weight_decay(weight_decay)`` when ``weight_decay > 0``, except
@@ -586,12 +665,12 @@ def build(name: str, learning_rate: ScalarOrSchedule, *, impl: str = "funcnet",
   stages = []
   if clip_norm is not None:
     stages.append(clip_by_global_norm(clip_norm) if impl == "funcnet"
-                  else optax.clip_by_global_norm(clip_norm))
+                  else _optax().clip_by_global_norm(clip_norm))
   if weight_decay is not None and not is_off(weight_decay):
     stages.append(add_weight_decay(weight_decay) if impl == "funcnet"
-                  else optax.add_decayed_weights(weight_decay))
+                  else _optax().add_decayed_weights(weight_decay))
   stages.append(get(name, impl, learning_rate=learning_rate, **hyperparams))
-  return optax.chain(*stages)
+  return chain(*stages) if impl == "funcnet" else _optax().chain(*stages)
 
 
 def names() -> list[str]:
@@ -599,9 +678,10 @@ def names() -> list[str]:
 
 
 __all__ = [
-    "AdagradState", "AdamState", "AdamWState", "EmptyState", "IMPLS",
-    "MomentumState", "NesterovState", "OPTIMIZERS", "RmspropState", "SgdState",
-    "adagrad", "adam", "adamw", "add_weight_decay", "build",
-    "clip_by_global_norm", "get", "momentum", "names", "nesterov", "rmsprop",
-    "sgd",
+    "AdagradState", "AdamState", "AdamWState", "EmptyState",
+    "GradientTransformation", "IMPLS", "MomentumState", "NesterovState",
+    "OPTIMIZERS", "RmspropState", "SgdState", "adagrad", "adam", "adamw",
+    "add_weight_decay", "apply_updates", "build", "chain",
+    "clip_by_global_norm", "get", "global_norm", "momentum", "names",
+    "nesterov", "rmsprop", "sgd",
 ]

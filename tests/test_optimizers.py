@@ -400,6 +400,63 @@ def test_second_jitted_call_does_not_retrace():
     assert int(states[name][-1].count) == 3, name
 
 
+# ---------------------------------------------------------------------------
+# The optax protocol without optax: chain, apply_updates, global_norm.
+
+
+def test_chain_apply_updates_and_norm_are_optaxs(x64):
+  """funcnet's ``chain`` of clip, L2 decay and Adam against ``optax.chain``
+  of the same stages for 20 steps: the same state tree (a tuple of the
+  stages' states: checkpoints read either), the same updates; then
+  ``apply_updates`` and ``global_norm`` against optax's, including a
+  bfloat16 leaf that a float32 update must not promote."""
+  stages = lambda: (optimizers.clip_by_global_norm(MAX_NORM),
+                    optimizers.add_weight_decay(L2),
+                    optimizers.adam(LR, b1=0.8, b2=0.95, eps=1e-3))
+  mine, theirs = optimizers.chain(*stages()), optax.chain(*stages())
+  assert isinstance(mine, optimizers.GradientTransformation)
+  params = _params(jax.random.key(3))
+  grads = _gradients(jax.random.key(4))
+  s_mine, s_theirs = mine.init(params), theirs.init(params)
+  assert (jax.tree_util.tree_structure(s_mine)
+          == jax.tree_util.tree_structure(s_theirs))
+  for i in range(20):
+    g = jax.tree_util.tree_map(lambda x: x[i], grads)
+    u_mine, s_mine = mine.update(g, s_mine, params)
+    u_theirs, s_theirs = theirs.update(g, s_theirs, params)
+    _assert_close(u_mine, u_theirs, f"updates at step {i}")
+    _assert_close(s_mine, s_theirs, f"state at step {i}")
+    params = optimizers.apply_updates(params, u_mine)
+  with pytest.raises(ValueError, match="3 transforms got 2 states"):
+    mine.update(g, s_mine[:2], params)
+
+  mixed = {"w": params["w"], "h": jnp.ones((3,), jnp.bfloat16)}
+  step = {"w": params["w"] * 0.1, "h": jnp.full((3,), 0.3, jnp.float32)}
+  out, want = optimizers.apply_updates(mixed, step), optax.apply_updates(
+      mixed, step)
+  assert out["h"].dtype == jnp.bfloat16
+  for k in want:
+    np.testing.assert_array_equal(out[k], want[k])
+  np.testing.assert_array_equal(optimizers.global_norm(params),
+                                optax.tree.norm(params))
+  np.testing.assert_allclose(
+      optimizers.global_norm(params),
+      np.sqrt(sum(np.sum(np.asarray(v) ** 2) for v in params.values())),
+      rtol=1e-14)
+
+
+def test_optax_composes_funcnets_transforms():
+  """optax's combinators take funcnet's transforms as their own (the
+  protocol's two fields): ``optax.chain(funcnet sgd, optax.scale(2))`` is
+  sgd at twice the rate."""
+  params = _params(jax.random.key(5), jnp.float32)
+  g = jax.tree_util.tree_map(jnp.ones_like, params)
+  opt = optax.chain(optimizers.sgd(LR), optax.scale(2.0))
+  u, _ = opt.update(g, opt.init(params), params)
+  for leaf in jax.tree_util.tree_leaves(u):
+    np.testing.assert_allclose(leaf, -2 * LR, rtol=1e-6)
+
+
 def test_count_saturates_instead_of_wrapping():
   top = np.iinfo(np.int32).max
   params = _params(jax.random.key(0), jnp.float32)

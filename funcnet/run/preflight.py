@@ -121,7 +121,7 @@ def estimate(cfg, model, ds, optimizer, plan=None) -> dict:
       ``compute_dtype``, ``accumulate``, ``loss`` are read).
     model: the :class:`funcnet.model.Model` (built, not initialised).
     ds: the :class:`funcnet.data.Dataset`, ``x_train: (n, *in_shape)``.
-    optimizer: the run's ``optax.GradientTransformation``.
+    optimizer: the run's ``GradientTransformation`` (funcnet's or optax's).
     plan: a :class:`funcnet.parallel.Plan`, or None for one device.
 
   Returns:

@@ -73,9 +73,8 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from funcnet import losses
+from funcnet import losses, optimizers
 
 # Primitives that only move or relabel data: no arithmetic.
 _FREE = frozenset((
@@ -274,7 +273,7 @@ def count_step(model, loss, optimizer, params, x, y) -> tuple[Flops, float]:
 
   def update(g, s, p):
     u, s = optimizer.update(g, s, p)
-    return optax.apply_updates(p, u), s
+    return optimizers.apply_updates(p, u), s
   opt = count_jaxpr(jax.make_jaxpr(update)(params, opt_state, params))
   return fwd, step.total + 2 * loss_fwd.total + opt.total
 
@@ -362,7 +361,7 @@ def make_step(model, loss, optimizer, grads="manual"):
   def step(params, opt_state, x, y):
     c, g = vg(params, x, y)
     updates, opt_state = optimizer.update(g, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, c
+    return optimizers.apply_updates(params, updates), opt_state, c
   return step
 
 

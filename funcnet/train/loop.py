@@ -22,11 +22,11 @@ from typing import Any, Callable, NamedTuple, Optional, Union
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from funcnet import initializers, losses, tasks
 from funcnet.data import streamed as streamed_data
 from funcnet.model import Model
+from funcnet.optimizers import GradientTransformation
 from funcnet.train import host_keys, program_cache
 from funcnet.train import precision
 from funcnet.train.adversarial import Adversarial
@@ -152,7 +152,7 @@ class FitResult(NamedTuple):
     return self.status == "diverged"
 
 
-def fit(model: Model, loss, optimizer: optax.GradientTransformation, data, *,
+def fit(model: Model, loss, optimizer: GradientTransformation, data, *,
         options: FitOptions, state: Optional[TrainState] = None,
         callbacks: Callbacks = Callbacks()) -> FitResult:
   """Trains ``model`` on ``data``; returns the final state and history.
@@ -160,7 +160,8 @@ def fit(model: Model, loss, optimizer: optax.GradientTransformation, data, *,
   Args:
     model: any :class:`funcnet.model.Model`.
     loss: a loss name (see :mod:`funcnet.losses`).
-    optimizer: an ``optax.GradientTransformation``.
+    optimizer: a ``GradientTransformation``, funcnet's or optax's
+      (:class:`funcnet.optimizers.GradientTransformation`).
     data: an object with ``x_train, y_train, x_test, y_test`` (and ``task``),
       e.g. a :class:`funcnet.data.Dataset`. ``x_test`` may be ``None``;
       ``x_train`` may be the rows of a split streamed from shards

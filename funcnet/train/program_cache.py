@@ -207,16 +207,26 @@ def user_stamp() -> Optional[tuple]:
   return tuple(sorted(set(out)))
 
 
+def _optax_version() -> str:
+  """optax's version, from its installed metadata: a run whose optimizer
+  is funcnet's does not import optax (funcnet.optimizers), and a program
+  can still hold optax's code (``impl = "optax"``, a user's optimizer)."""
+  from importlib import metadata
+  try:
+    return metadata.version("optax")
+  except metadata.PackageNotFoundError:
+    return ""
+
+
 def environment() -> str:
   """A digest of everything outside a program's arguments and identity that
   could change what it compiles to (see the module docstring)."""
   global _ENV_FINGERPRINT
   if _ENV_FINGERPRINT is None:
     import jaxlib
-    import optax
     import funcnet
     backend = jax.devices()[0].client
-    parts = (jax.__version__, jaxlib.version.__version__, optax.__version__,
+    parts = (jax.__version__, jaxlib.version.__version__, _optax_version(),
              funcnet.__version__, _source_stamp(),
              sorted((k, repr(v)) for k, v in jax.config.values.items()),
              os.environ.get("XLA_FLAGS", ""), backend.platform,

@@ -26,9 +26,9 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from funcnet.model import Model
+from funcnet.optimizers import GradientTransformation
 from funcnet.train import precision
 from funcnet.train.state import TrainState
 from funcnet.train.step import (Batch, epoch_metrics, gradient_fn,
@@ -119,7 +119,7 @@ def _guarded(step, params, opt_state, n_steps, bad_step, sums, offset=None):
   return params, opt_state, bad_step, sums
 
 
-def make_epoch(model: Model, loss, optimizer: optax.GradientTransformation,
+def make_epoch(model: Model, loss, optimizer: GradientTransformation,
                batch_size: int, grads="autodiff", *, jit: bool = True,
                layout: Layout = Layout(), prebatched: bool = False,
                mixed: precision.Mixed = precision.Mixed(), norms: bool = True):
@@ -172,7 +172,7 @@ def make_epoch(model: Model, loss, optimizer: optax.GradientTransformation,
   return jax.jit(epoch, donate_argnums=(0, 1)) if jit else epoch
 
 
-def make_chunk(model: Model, loss, optimizer: optax.GradientTransformation,
+def make_chunk(model: Model, loss, optimizer: GradientTransformation,
                grads="autodiff", *, layout: Layout = Layout(),
                mixed: precision.Mixed = precision.Mixed(), norms: bool = True):
   """Some steps of an epoch in one jitted call: the epoch of data streamed

@@ -16,9 +16,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from funcnet import autodiff, backprop
+from funcnet import autodiff, backprop, optimizers
 from funcnet.errors import ConfigError
 from funcnet.model import Model
 from funcnet.train import adversarial, precision
@@ -152,8 +151,8 @@ def train_step(state: TrainState, batch: Batch, *, vg, optimizer,
     u, opt_state   = optimizer.update(g, opt_state, params)
     params        := params + u
 
-  ``vg`` is a :func:`gradient_fn`, ``optimizer`` an optax
-  ``GradientTransformation``. Only ``params`` and ``opt_state`` of ``state``
+  ``vg`` is a :func:`gradient_fn`, ``optimizer`` a ``GradientTransformation``
+  (funcnet's or optax's). Only ``params`` and ``opt_state`` of ``state``
   change (the step and epoch counters are the host's, see
   :mod:`funcnet.train.state`). ``metrics = (C, ||g_l||, ||u||)`` (``(C,)``
   without ``norms``), each in at least float32: what an epoch sums
@@ -167,7 +166,7 @@ def train_step(state: TrainState, batch: Batch, *, vg, optimizer,
   """
   c, g = vg(state.params, batch.x, batch.y, batch.key)
   updates, opt_state = optimizer.update(g, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
+  params = optimizers.apply_updates(state.params, updates)
   if refresh is not None:
     params = refresh(state.params, params, batch.x, batch.key)
   acc = jnp.promote_types(c.dtype, jnp.float32)
@@ -183,5 +182,5 @@ def epoch_metrics(params, sums, n_batches, bad_step) -> EpochMetrics:
     n_groups = len(layer_groups(params))
     means += [jnp.full((n_groups,), jnp.nan, means[0].dtype),
               jnp.array(jnp.nan, means[0].dtype)]
-  return EpochMetrics(means[0], means[1], optax.tree.norm(params), means[2],
+  return EpochMetrics(means[0], means[1], optimizers.global_norm(params), means[2],
                       bad_step)
