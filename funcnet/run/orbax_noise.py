@@ -31,7 +31,24 @@ class _SaveThreadErrors(logging.Filter):
 
   def filter(self, record) -> bool:
     return not (record.levelno >= logging.ERROR and record.exc_info
-                and f"{os.sep}orbax{os.sep}" in record.pathname)
+                and _from_orbax(record))
+
+
+def _from_orbax(record) -> bool:
+  """Whether ``record`` was logged by orbax, or carries an exception raised
+  in orbax. The record's ``pathname`` names orbax only when the ``absl``
+  logger is absl's own class, which skips absl's frames; when this module
+  made that logger first (absl imported later, by orbax), it names
+  ``absl/logging/__init__.py``, and the exception's traceback tells."""
+  where = f"{os.sep}orbax{os.sep}"
+  if where in record.pathname:
+    return True
+  tb = record.exc_info[2] if isinstance(record.exc_info, tuple) else None
+  while tb is not None:
+    if where in tb.tb_frame.f_code.co_filename:
+      return True
+    tb = tb.tb_next
+  return False
 
 
 logging.getLogger("absl").addFilter(_SaveThreadErrors())
