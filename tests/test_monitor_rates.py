@@ -3,12 +3,13 @@ every epoch's rate from one compiled call, equal to the schedule's formula
 in plain numpy; a schedule that cannot be traced is still recorded."""
 
 import math
+import os
 
 import jax
 import numpy as np
 
 from funcnet import schedules
-from funcnet.train import monitor as monitor_lib
+from funcnet.train import monitor as monitor_lib, program_cache
 from funcnet.train.step import EpochMetrics
 
 
@@ -76,3 +77,29 @@ def test_one_untraceable_schedule_leaves_the_others_tabled():
   got = monitor_lib.rate_tables([schedules.constant(0.25), steps], 40, [3, 3])
   np.testing.assert_array_equal(got[0], np.full(3, 0.25, np.float32))
   assert got[1].shape == (0,)
+
+
+def test_with_an_identity_the_table_is_loaded_from_the_program_cache(
+    monkeypatch, tmp_path):
+  # funcnet's program cache on in a temporary folder; a peak rate new to
+  # this process, so XLA compiles the table (a program JAX's own cache
+  # already holds is not kept) and the cache keeps it
+  monkeypatch.setattr(program_cache, "folder", lambda: str(tmp_path))
+  monkeypatch.setattr(program_cache, "_LOADED", {})
+  lr = float(np.random.default_rng().uniform(1e-3, 1e-2))
+  inner = schedules.warmup(schedules.cosine_decay(lr, 400), 100)
+  traced = []
+
+  def sched(count):
+    traced.append(1)  # runs only while tracing
+    return inner(count)
+  want = [_warm_cosine_numpy(40 * (e + 1), lr, 400, 100) for e in range(12)]
+  first = monitor_lib.epoch_rates(sched, 40, 12, identity="run config")
+  assert traced and [f.split("-")[0] for f in os.listdir(tmp_path)] == [
+      "rates"]
+  n = len(traced)
+  program_cache._LOADED.clear()  # as a new process
+  second = monitor_lib.epoch_rates(sched, 40, 12, identity="run config")
+  assert len(traced) == n  # read from the file: nothing traced
+  for got in (first, second):
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7 * lr)

@@ -32,14 +32,14 @@ ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
 ENV.pop("JAX_ENABLE_X64", None)
 ENV.pop("JAX_COMPILATION_CACHE_DIR", None)
 
-# What a default one-epoch run builds, in order: the initial params and
-# optimizer state (experiment.Setup.init_state), the epoch, the evaluation
-# (these three through funcnet.train.program_cache), and the learning rate
-# the history records, every epoch's in one call of the schedule
-# (train.monitor.epoch_rates; called eagerly, a warm-up and cosine decay
-# was 15 programs of one op each). The run's key and fit's keys are made on
-# the host (train.host_keys): two programs fewer than on 7 December.
-PROGRAMS = ["jit(init)", "jit(epoch)", "jit(evaluate)", "jit(rates)"]
+# What a default one-epoch run builds, in order, each through
+# funcnet.train.program_cache: the initial params and optimizer state
+# (experiment.Setup.init_state), the learning rate the history records,
+# every epoch's in one call of the schedule (train.monitor.epoch_rates;
+# called eagerly, a warm-up and cosine decay was 15 programs of one op
+# each), the epoch and the evaluation. The run's key and fit's keys are
+# made on the host (train.host_keys): two programs fewer than on 7 December.
+PROGRAMS = ["jit(init)", "jit(rates)", "jit(epoch)", "jit(evaluate)"]
 
 
 def _python(*args, env=None, timeout=240):
@@ -83,7 +83,8 @@ def test_a_default_run_compiles_what_it_needs_and_caches_it(cold_and_warm):
   assert len([f for f in os.listdir(cache) if f.endswith("-cache")]) \
       == len(set(PROGRAMS))
   ours = sorted(f.split("-")[0] for f in os.listdir(cache / "programs"))
-  assert ours == ["compute", "epoch", "evaluate", "init", "preflight"], ours
+  assert ours == ["compute", "epoch", "evaluate", "init", "preflight",
+                  "rates"], ours
 
 
 @pytest.mark.slow
@@ -91,9 +92,9 @@ def test_a_second_run_compiles_nothing_and_trains_the_same(cold_and_warm):
   tmp, _, [(_, cold), (_, warm)] = cold_and_warm
   assert warm["names"] == cold["names"]
   assert warm["compiled"] == 0 and warm["cache_hits"] == len(PROGRAMS)
-  # loaded without tracing: only the learning rate's eager call is traced
-  # (the cold run traced the model's steps, pre-flight and FLOP count)
-  assert warm["traced"] == 1 and cold["traced"] > 10, (warm, cold)
+  # loaded without tracing, the learning rates' table too (the cold run
+  # traced the model's steps, pre-flight and FLOP count)
+  assert warm["traced"] == 0 and cold["traced"] > 10, (warm, cold)
   strip = lambda rs: [{k: v for k, v in r.items() if k != "time"} for r in rs]
   assert strip(read_jsonl(tmp / "cold" / "metrics.jsonl")) \
       == strip(read_jsonl(tmp / "warm" / "metrics.jsonl"))
@@ -573,8 +574,11 @@ def test_a_run_from_cached_programs_equals_one_without_them(monkeypatch,
   monkeypatch.undo()
   plain = experiment.Setup(cfg).fit()  # the cache off (tests/conftest.py)
   names = sorted(p.name.split("-")[0] for p in program_dir.iterdir())
-  # (the keys are made on the host: no program of theirs)
-  assert sorted(names) == ["epoch", "evaluate", "init", "preflight"], names
+  # (the keys are made on the host: no program of theirs; the learning
+  # rates' table is the default schedule's, which another test in this
+  # process may have compiled: JAX's cache then has it, and it is not kept)
+  assert sorted(set(names) - {"rates"}) == [
+      "epoch", "evaluate", "init", "preflight"], names
   for run in runs:
     strip = lambda h: [{k: v for k, v in r.items() if k != "time"}  # noqa
                        for r in h]

@@ -33,7 +33,7 @@ from funcnet.train.adversarial import Adversarial
 from funcnet.train.evaluate import make_evaluate, to_host
 from funcnet.train.feed import (InMemoryFeed, StreamedFeed, key_bits,
                                 as_arrays, check_batch, host_arrays)
-from funcnet.train.monitor import Evaluation, Monitor
+from funcnet.train.monitor import Evaluation, Monitor, epoch_rates
 from funcnet.train.programs import Layout, make_chunk, make_epoch
 from funcnet.train.state import TrainState
 from funcnet.train.step import epoch_metrics, layer_groups, metric_zeros
@@ -77,11 +77,12 @@ class FitOptions(NamedTuple):
       jitted call (0: the whole epoch, or what fits
       :data:`funcnet.train.feed.CHUNK_BYTES`). In-memory data ignores it
       (one call per epoch).
-    programs: a string that decides ``model``, ``loss`` and ``optimizer``
-      (the caller vouches: :meth:`funcnet.experiment.Setup.fit` passes its
-      :attr:`~funcnet.experiment.Setup.program_identity`); with it, and
-      :mod:`funcnet.train.program_cache` on, fit's keys, epoch and evaluation
-      programs are loaded from that cache without tracing. None: jitted.
+    programs: a string that decides ``model``, ``loss``, ``optimizer`` and
+      ``lr_schedule`` (the caller vouches: :meth:`funcnet.experiment.Setup.fit`
+      passes its :attr:`~funcnet.experiment.Setup.program_identity`); with
+      it, and :mod:`funcnet.train.program_cache` on, fit's epoch, evaluation
+      and learning-rate table programs are loaded from that cache without
+      tracing. None: jitted.
       Ignored for data streamed from shards and with a ``plan``.
     evaluation_programs: the same for the evaluation alone, which reads
       ``model`` and ``loss`` but not the optimizer (a sweep's variants that
@@ -258,7 +259,8 @@ class _Loop:
     self.evaluate = make_evaluate(model, loss, task)
     self.monitor = Monitor(layer_groups(state.params), self.steps, o.epochs,
                            o.evaluation, o.norms, o.lr_schedule,
-                           self.test is not None, state)
+                           self.test is not None, state,
+                           rates=self._rates(state.epoch))
     order_key = key_bits(k_train)  # read once: no epoch waits on the device
     epochs = range(state.epoch, o.epochs)
     # A fresh fit of one short epoch (a newcomer's first run, a smoke
@@ -334,6 +336,17 @@ class _Loop:
       return FitResult(state, monitor.history, monitor.status,
                        monitor.reason, best_epoch=best[1])
     return FitResult(state, monitor.history, monitor.status, monitor.reason)
+
+  def _rates(self, start: int):
+    """Every epoch's learning rate, for the records
+    (:func:`~funcnet.train.monitor.epoch_rates`; with an identity, its
+    program from the program cache: a warm run loads it untraced); None
+    without a schedule or an epoch left from ``start`` (the monitor then
+    calls the schedule itself)."""
+    o = self.options
+    if o.lr_schedule is None or start >= o.epochs:
+      return None
+    return epoch_rates(o.lr_schedule, self.steps, o.epochs, self.identity)
 
   def _epoch(self, e: int, state: TrainState, key_e):
     """Epoch ``e`` of in-memory data: one call of the epoch program."""
