@@ -9,6 +9,7 @@ the user's (tests/conftest.py turns it off for everything else).
 """
 
 import csv
+import io
 import json
 import math
 import os
@@ -174,6 +175,23 @@ def test_digits_are_scikit_learns_read_without_importing_it():
   assert x.dtype == want_x.dtype and y.dtype == want_y.dtype
   np.testing.assert_array_equal(x, want_x)
   np.testing.assert_array_equal(y, want_y)
+
+
+def test_the_integer_csv_reader_is_loadtxt_or_declines():
+  # random tables of integers with 1 to 15 digits: np.loadtxt's values
+  rng = np.random.default_rng(0)
+  for rows, cols, top in [(1, 1, 10), (7, 3, 17), (40, 65, 10**15 - 1)]:
+    table = rng.integers(0, top, size=(rows, cols), endpoint=True)
+    text = "".join(",".join(map(str, r)) + "\n" for r in table)
+    got = data.bundled._integer_csv(text.encode())
+    want = np.loadtxt(io.StringIO(text), delimiter=",", ndmin=2)
+    assert got.dtype == want.dtype == np.float64
+    np.testing.assert_array_equal(got, want)
+  # anything else is left to loadtxt (None): a float, an empty field, a
+  # missing last newline, CRLF, ragged rows, a sign, 16 digits
+  for bad in [b"1.5,2\n", b"1,,2\n", b"1,2", b"1,2\r\n", b"1,2\n3\n",
+              b"-1,2\n", b"1234567890123456,1\n", b""]:
+    assert data.bundled._integer_csv(bad) is None, bad
 
 
 # --- initialisation: one compiled call, the bits of op by op ----------------
