@@ -60,18 +60,13 @@ def _config_path(name: str) -> str:
   return os.path.join(root, "configs", f"{name}.toml")
 
 
-def _step_and_batches(setup, grads: str):
-  """The jitted step and a few mini-batches of the config's training data."""
+def temp_bytes(setup, grads: str, batch) -> int:
+  """XLA's temporary allocation of one compiled training step on ``batch``
+  (an ``(x, y)`` of :func:`_numpy_batches`)."""
   step = step_time.make_step(setup.model, setup.loss, setup.optimizer, grads)
-  return step, [feed.as_arrays(x, y, setup.dtype)
-                for x, y in _numpy_batches(setup)]
-
-
-def temp_bytes(setup, grads: str) -> int:
-  """XLA's temporary allocation of one compiled training step."""
-  step, batches = _step_and_batches(setup, grads)
   params, opt_state = setup.init_state()
-  stats = step.lower(params, opt_state, *batches[0]).compile().memory_analysis()
+  x, y = feed.as_arrays(*batch, setup.dtype)
+  stats = step.lower(params, opt_state, x, y).compile().memory_analysis()
   return int(stats.temp_size_in_bytes) if stats is not None else -1
 
 
@@ -130,9 +125,9 @@ def run(configs: Sequence[str] = CONFIGS, *, rounds: int = 3, repeats: int = 3,
   for name in configs:
     cfg = config_lib.load(_config_path(name))
     setup = experiment.Setup(cfg)
-    mem = {g: temp_bytes(setup, g) for g in GRADS}
-    runners, built, notes = contestants(setup, _numpy_batches(setup), peers,
-                                        log)
+    batches = _numpy_batches(setup)
+    mem = {g: temp_bytes(setup, g, batches[0]) for g in GRADS}
+    runners, built, notes = contestants(setup, batches, peers, log)
     times = {k: [] for k in runners}
     for i in range(rounds):     # all alternate, so all meet the same load
       for k, r in runners.items():
