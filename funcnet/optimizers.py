@@ -97,7 +97,6 @@ from funcnet.schedules import Schedule, _bind, _check
 from funcnet.tracing import is_off
 
 
-
 class GradientTransformation(NamedTuple):
   """An optimizer or a gradient transform: optax's protocol, not its class.
 
@@ -105,9 +104,8 @@ class GradientTransformation(NamedTuple):
     update(updates, state, params=None) -> (updates, state)
 
   The fields of ``optax.GradientTransformation``, so optax's combinators
-  (``chain``, ``multi_transform``, ``inject_hyperparams``' callers) take
-  it as they take their own; only ``isinstance(t,
-  optax.GradientTransformation)`` tells them apart. Not optax's own class:
+  (``chain``, ``multi_transform``, ...) take it as they take their own;
+  only ``isinstance(t, optax.GradientTransformation)`` tells them apart. Not optax's own class:
   importing optax (its ``contrib``, ``losses``, absl) costs 0.11-0.13 s, a
   tenth of a warm one-epoch ``funcnet train``, and a run whose optimizer is
   funcnet's uses none of it (issue 27; optax is imported when a config
@@ -567,14 +565,14 @@ OPTIMIZERS = {
     "adamw": adamw,
 }
 
-# optax's counterpart of each rule; called with every hyperparameter spelled
-# out (funcnet's defaults filled in), so no optax default is ever relied on.
-# (optax imported by the first caller: see GradientTransformation.)
 def _optax():
+  """optax, imported by the first caller (see GradientTransformation)."""
   import optax
   return optax
 
 
+# optax's counterpart of each rule; called with every hyperparameter spelled
+# out (funcnet's defaults filled in), so no optax default is ever relied on.
 _OPTAX = {
     "sgd": lambda learning_rate: _optax().sgd(learning_rate),
     "momentum": lambda learning_rate, beta: _optax().sgd(learning_rate,
