@@ -105,12 +105,12 @@ class GradientTransformation(NamedTuple):
 
   The fields of ``optax.GradientTransformation``, so optax's combinators
   (``chain``, ``multi_transform``, ...) take it as they take their own;
-  only ``isinstance(t, optax.GradientTransformation)`` tells them apart. Not optax's own class:
-  importing optax (its ``contrib``, ``losses``, absl) costs 0.11-0.13 s, a
-  tenth of a warm one-epoch ``funcnet train``, and a run whose optimizer is
-  funcnet's uses none of it (issue 27; optax is imported when a config
-  asks for ``impl = "optax"``, and by the tests that check each rule
-  against it).
+  only ``isinstance(t, optax.GradientTransformation)`` tells them apart.
+  Not optax's own class: importing optax (its ``contrib``, ``losses``,
+  absl) costs 0.11-0.13 s, a tenth of a warm one-epoch ``funcnet train``,
+  and a run whose optimizer is funcnet's uses none of it (issue 27; optax
+  is imported when a config asks for ``impl = "optax"``, and by the tests
+  that check each rule against it).
   """
   init: Callable
   update: Callable
