@@ -341,12 +341,10 @@ def train_group(variants, setups, placement: Placement, *, norms: bool = True,
                  for a in (ds.x_train, ds.y_train, ds.x_test, ds.y_test)))
   params, opt_state = placement.put(_stack([st[0] for st in states])), \
       placement.put(_stack([st[1] for st in states]))
-  # fit's training key of each variant (made on the host for threefry keys:
-  # JAX's split and indexing compiled three programs)
+  # fit's training key of each variant, drawn as fit draws it (on the host
+  # for threefry keys: JAX's split and indexing compiled three programs)
   key_data = np.stack([
-      host_keys.split(host_keys.key_data(s.key), 2)[1]
-      if host_keys.usable(s.key)
-      else np.asarray(jax.random.key_data(jax.random.split(s.key)[1]))
+      host_keys.key_data(train.loop.run_keys_for(s.key)(s.key, 0)[1])
       for s in setups])
   steps = len(datas[0].y_train) // rep.cfg["train"]["batch_size"]
   # every variant's learning rate at every epoch: one program for the group

@@ -181,13 +181,7 @@ def fit(model: Model, loss, optimizer: GradientTransformation, data, *,
   check_batch(options.batch_size, n, options.mixed.accumulate)
   losses.check_pair(loss, model.output_activation)
   identity = _identity(loss, data, options)
-  # made on the host (nothing to compile) from a concrete threefry key;
-  # else one program, decided by the key's type alone: one cache entry
-  run_keys = (host_keys.run_keys if host_keys.usable(options.key)
-              else program_cache.compiled(
-                  _run_keys, (options.key, 0),
-                  identity and "funcnet.train.loop._run_keys",
-                  quick=True, integers=True))
+  run_keys = run_keys_for(options.key, identity is not None)
   k_init, k_train, _ = run_keys(options.key, 0)
   state = _starting_state(model, optimizer, state, k_init, options,
                           n // options.batch_size)
@@ -397,6 +391,19 @@ def _fresh_copy(a):
   if isinstance(a, jax.Array) and a.is_fully_addressable:
     return jax.device_put(a, a.sharding, may_alias=False)
   return jnp.array(a)
+
+
+def run_keys_for(key, cached: bool = False):
+  """The function ``(key, epoch) -> (k_init, k_train, fold_in(k_train,
+  epoch))`` fit draws its keys with (:func:`_run_keys`'s values): made on
+  the host (nothing to compile) from a concrete threefry key
+  (:mod:`funcnet.train.host_keys`); else one program, decided by the key's
+  type alone, kept in the program cache when ``cached``."""
+  if host_keys.usable(key):
+    return host_keys.run_keys
+  return program_cache.compiled(
+      _run_keys, (key, 0), "funcnet.train.loop._run_keys" if cached else None,
+      quick=True, integers=True)
 
 
 def _run_keys(key, epoch):
