@@ -356,15 +356,16 @@ class Run:
     # one-epoch run outpaces (the save phase 0.07 -> 0.13 s once optax left
     # the start, issue 27); drawing meanwhile takes the plots' 0.1-0.2 s off
     # the end of the run.
+    plotting = bool(self.is_main and cfg["run"]["plots"] and self.history)
     drawing = False
-    if self.is_main and cfg["run"]["plots"] and self.history:
+    if plotting:
       with timings.phase("plots"):
         drawing = bool(self.plotter) and self.plotter.draw(
             self.history, self.workdir, cfg["name"])
     if not result.diverged and result.state.position is None:  # (else saved)
       with timings.phase("save"):
         self.saver.save(result.state)
-    if self.is_main and cfg["run"]["plots"] and self.history and not drawing:
+    if plotting and not drawing:  # no plotting process: drawn here
       with timings.phase("plots"):
         from funcnet.run import plots  # matplotlib only when plotting
         plots.write(self.history, self.workdir, title=cfg["name"])
