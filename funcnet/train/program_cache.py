@@ -335,7 +335,7 @@ def quick_options(integers: bool = False) -> Optional[dict]:
 
 def compiled(fn: Callable, args: tuple, identity: Optional[str],
              name: Optional[str] = None, quick: bool = False,
-             integers: bool = False) -> Callable:
+             integers: bool = False, background: bool = False) -> Callable:
   """``fn`` (a ``jax.jit`` function, or a plain one to jit) for ``args``'
   shapes; its executable loaded from the cache when one matches.
 
@@ -354,6 +354,9 @@ def compiled(fn: Callable, args: tuple, identity: Optional[str],
       compiled with them, its donation kept).
     integers: with ``quick``, a program of integers alone (keys):
       ``quick_options(integers=True)``.
+    background: when it compiles, compile on a thread (:class:`Compiling`)
+      and return at once; the first call waits for it. It is traced and
+      lowered here, in the caller's thread (its JAX config contexts).
 
   Returns:
     The jitted ``fn`` when the cache is off or ``identity`` is None; else a
@@ -368,9 +371,9 @@ def compiled(fn: Callable, args: tuple, identity: Optional[str],
   where = folder() if identity is not None else None
   user = user_stamp() if where is not None else None
   if user is None:  # no cache, or user code that no file stamps an edit of
-    if late is None:
+    if late is None and not background:
       return jitted
-    return Checked(jitted.lower(*args).compile(compiler_options=late),
+    return Checked(_compile(jitted.lower(*args), late, None, background),
                    jitted, args)
   name = name or getattr(fn, "__name__", "program")
   name = "".join(c if c.isalnum() or c in "_." else "_" for c in name)
@@ -385,30 +388,108 @@ def compiled(fn: Callable, args: tuple, identity: Optional[str],
   if exe is not None:
     timings.loaded(f"jit({name})", time.perf_counter() - t0)
   else:
-    with _Compiles() as seen:
-      exe = jitted.lower(*args).compile(compiler_options=late)
-    if seen.fresh:  # else JAX's (see the module docstring): not kept
-      _store(path, exe)
+    exe = _compile(jitted.lower(*args), late, path, background)
   if len(_LOADED) >= 64:  # a long-lived process: forget the oldest
     del _LOADED[next(iter(_LOADED))]
   _LOADED[path] = exe
   return Checked(exe, jitted, args)
 
 
+def _compile(lowered, options: Optional[dict], path: Optional[str],
+             background: bool):
+  """``lowered.compile(compiler_options=options)``, written to ``path``
+  when XLA compiled it here (not JAX's cache: module docstring); on a
+  :class:`Compiling` thread when ``background``."""
+  def build():
+    with _Compiles() as seen:
+      exe = lowered.compile(compiler_options=options)
+    if path is not None and seen.fresh:
+      _store(path, exe)
+    return exe
+  return Compiling(build, lowered.out_info) if background else build()
+
+
+class Compiling:
+  """An executable XLA builds on a thread, while the caller's thread goes on
+  (XLA releases the GIL as it compiles): ``result()`` waits for it and
+  raises what compiling raised; calling it calls the executable.
+
+  A cold one-epoch run lowers its epoch and evaluation programs, starts
+  both, and traces its FLOP count meanwhile: the three overlap on two
+  cores instead of following one another (docs/performance.md, "Cold
+  start: programs compiled beside each other"). The thread is not a
+  daemon: a process that ends while one compiles waits for it rather
+  than tearing XLA down under it."""
+
+  def __init__(self, build: Callable, out_info=None):
+    self.out_info = out_info  # the outputs' shapes, known before it is built
+    self._exe = self._error = None
+    self._thread = threading.Thread(target=self._run, args=(build,),
+                                    name="funcnet-compile")
+    self._thread.start()
+
+  def _run(self, build):
+    try:
+      self._exe = build()
+    except BaseException as e:  # noqa: BLE001 - raised in the caller's thread
+      self._error = e
+
+  def result(self):
+    self._thread.join()
+    if self._error is not None:
+      raise self._error
+    return self._exe
+
+  def __call__(self, *args):
+    return self.result()(*args)
+
+
 def at_first_call(fn: Callable, identity: Optional[str],
                   name: Optional[str] = None, quick: bool = False) -> Callable:
   """``fn``, called through :func:`compiled` for the arguments of its first
   call (their shapes decide the executable; the later calls reuse it);
-  ``fn`` itself when neither ``identity`` nor ``quick`` asks for that."""
-  if identity is None and not quick:
-    return fn
-  exe = []
+  ``fn`` itself when neither ``identity`` nor ``quick`` asks for that.
 
-  def call(*args):
-    if not exe:
-      exe.append(compiled(fn, args, identity, name, quick=quick))
-    return exe[0](*args)
-  return call
+  The callable returned has ``start(*args)``: the same, begun ahead of the
+  first call and compiled in the background (:class:`Compiling`) when it
+  compiles; the first call, with arguments of those shapes, waits for it."""
+  if identity is None and not quick:
+    return _Plain(fn)
+  return _FirstCall(fn, identity, name, quick)
+
+
+class _Plain:
+  """``fn`` as :func:`at_first_call` hands it back when nothing is cached:
+  ``start`` does nothing (jit compiles at the first call)."""
+
+  def __init__(self, fn):
+    self.fn = fn
+
+  def start(self, *args):
+    del args
+
+  def __call__(self, *args):
+    return self.fn(*args)
+
+
+class _FirstCall:
+  """:func:`at_first_call`'s callable: ``compiled`` for the first call's
+  (or ``start``'s) arguments, then that executable for every call."""
+
+  def __init__(self, fn, identity, name, quick):
+    self.fn, self.identity, self.name, self.quick = fn, identity, name, quick
+    self.exe = None
+
+  def start(self, *args):
+    if self.exe is None:
+      self.exe = compiled(self.fn, args, self.identity, self.name,
+                          quick=self.quick, background=True)
+
+  def __call__(self, *args):
+    if self.exe is None:
+      self.exe = compiled(self.fn, args, self.identity, self.name,
+                          quick=self.quick)
+    return self.exe(*args)
 
 
 class _Compiles:
@@ -547,7 +628,15 @@ class Checked:
   def __init__(self, exe, jitted, args):
     self.exe, self.jitted, self.signature = exe, jitted, _signature(args)
 
+  @property
+  def out_info(self):
+    """The outputs' shapes and dtypes (``jax.ShapeDtypeStruct``s), also
+    while it compiles."""
+    return self.exe.out_info
+
   def __call__(self, *args):
     if _signature(args) == self.signature:
+      if isinstance(self.exe, Compiling):  # done by now, or waited for
+        self.exe = self.exe.result()
       return self.exe(*args)
     return self.jitted(*args)
