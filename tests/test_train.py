@@ -412,3 +412,18 @@ def test_a_loss_that_grows_without_bound_but_stays_finite_is_diverged(x64):
   np.testing.assert_allclose([h["train_loss"] for h in res.history],
                              want[:stop], rtol=1e-9)
   assert res.state.initial_loss == pytest.approx(want[0], rel=1e-12)
+
+
+def test_meanwhile_runs_once_before_the_first_epoch():
+  """``Callbacks.meanwhile``: the caller's work while fit's programs
+  compile, called once, after fit has begun them and before any epoch."""
+  x, y = _regression(n=24)
+  seen = []
+  model = mlp([3, 4, 2], activation="tanh", output_activation="identity")
+  r = train.fit(model, "mse", optimizers.sgd(0.1), _dataset(x, y, x, y),
+                options=train.FitOptions(epochs=2, batch_size=8,
+                                         key=jax.random.key(0)),
+                callbacks=train.Callbacks(
+                    on_epoch=lambda rec, s, st: seen.append(rec["epoch"]),
+                    meanwhile=lambda: seen.append("meanwhile")))
+  assert r.status == "done" and seen == ["meanwhile", 1, 2]

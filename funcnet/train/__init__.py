@@ -34,7 +34,8 @@ One job per module:
   precision   mixed precision and gradient accumulation (wrappers of vg)
   adversarial adversarial training: each batch mixed with FGSM or PGD
               attacks on it, made inside the step (a wrapper of vg)
-  loop        fit, FitOptions, Callbacks, FitResult
+  loop        fit, FitOptions, Callbacks, FitResult; prepare (fit's first
+              programs begun compiling ahead of it)
   program_cache  compiled programs on disk by what decides them (a warm
               run loads them without tracing)
 
@@ -50,7 +51,8 @@ from funcnet.train.evaluate import make_evaluate, predict
 from funcnet.train.feed import (CHUNK_BYTES, CHUNKS_IN_FLIGHT, Chunk,
                                 InMemoryFeed, StreamedFeed, as_arrays,
                                 batch_order, check_batch, chunk_length)
-from funcnet.train.loop import Callbacks, FitOptions, FitResult, fit
+from funcnet.train.loop import (Callbacks, FitOptions, FitResult, fit,
+                                prepare)
 from funcnet.train.monitor import (LOSS_GROWTH_LIMIT, STATUSES, Evaluation,
                                    Monitor)
 from funcnet.train.programs import Layout, make_chunk, make_epoch
@@ -66,5 +68,5 @@ __all__ = [
     "TrainState", "as_arrays", "batch_order", "check_batch", "chunk_length",
     "epoch_metrics", "fit", "gradient_fn", "layer_groups", "layer_subtrees",
     "make_chunk", "make_epoch", "make_evaluate", "metric_zeros", "predict",
-    "step_norms", "train_step",
+    "prepare", "step_norms", "train_step",
 ]

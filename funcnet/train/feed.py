@@ -155,6 +155,12 @@ class InMemoryFeed:
     return (jax.device_put(x[order].reshape(rows + x.shape[1:])),
             jax.device_put(y[order].reshape(rows + y.shape[1:])))
 
+  @property
+  def upcoming(self) -> tuple:
+    """``(xb, yb)`` of the next epoch :meth:`epoch` will give, on the
+    device (its program can be compiled for them before it runs)."""
+    return self._upcoming
+
   def epoch(self, e: int) -> Iterator[Chunk]:
     """Epoch ``e`` as one chunk. Asked for the next chunk (the caller has
     dispatched this one's compiled call), it cuts epoch ``e + 1``'s batches

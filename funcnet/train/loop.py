@@ -116,9 +116,14 @@ class Callbacks(NamedTuple):
       saving).
     on_chunk: streamed data only: ``on_chunk(state)`` after each chunk
       that ends inside an epoch; ``state.position`` says where.
+    meanwhile: ``meanwhile()`` once, before the first epoch, while XLA
+      compiles fit's programs on other threads (when they compile): host
+      work the caller would do anyway, done in that time (the experiment's
+      summary traces its FLOP count there). Its return value is ignored.
   """
   on_epoch: Optional[Callable] = None
   on_chunk: Optional[Callable] = None
+  meanwhile: Optional[Callable] = None
 
 
 class FitResult(NamedTuple):
@@ -201,6 +206,78 @@ def _identity(loss, data, o: FitOptions) -> Optional[str]:
        o.mixed, o.norms, o.task or getattr(data, "task", tasks.DEFAULT)))
 
 
+def _evaluation_identity(loss, data, o: FitOptions) -> Optional[str]:
+  """The evaluation's identity: ``o.evaluation_programs`` in place of
+  ``o.programs`` when given (see :class:`FitOptions`)."""
+  if o.evaluation_programs is None:
+    return _identity(loss, data, o)
+  return _identity(loss, data, o._replace(programs=o.evaluation_programs))
+
+
+def _quick(o: FitOptions, start: int, steps: int, streamed: bool) -> bool:
+  """Whether fit's epoch and evaluation compile quick: a fresh fit of one
+  short epoch (a newcomer's first run, a smoke test) runs each once. Not a
+  resumed fit's last epoch: a resumed run gives the uninterrupted one's
+  numbers bit for bit, and the older emitters may round differently (the
+  MNIST-1D CNN's first-epoch loss by 1 ulp)."""
+  return (o.epochs - start == 1 and start == 0 and steps <= QUICK_STEPS
+          and not streamed)
+
+
+def _epoch_program(model, loss, optimizer, o: FitOptions, layout: Layout):
+  """The jitted epoch of in-memory data (:func:`~.programs.make_epoch`)."""
+  return make_epoch(model, loss, optimizer, o.batch_size, o.grads,
+                    layout=layout, prebatched=True, mixed=o.mixed,
+                    norms=o.norms)
+
+
+def prepare(model: Model, loss, optimizer: GradientTransformation, data, *,
+            options: FitOptions, state: TrainState) -> None:
+  """Begins compiling the epoch and evaluation programs a ``fit`` with
+  these arguments will run first, on threads (XLA releases the GIL while it
+  compiles), and returns; that ``fit`` takes them from the program cache,
+  waiting for them at its first calls.
+
+  For a caller with other work before ``fit``: ``Setup.init_state`` runs
+  it while XLA compiles init on a cold cache, so the three compilations
+  overlap (docs/performance.md, "Cold start: programs compiled beside
+  each other"). ``state``'s arrays may be shapes
+  (``jax.ShapeDtypeStruct``s with the init's dtypes). Nothing is done
+  unless ``fit`` would use the program cache (``options.programs``, the
+  cache on, one device, data in memory) and has an epoch to run; a warm
+  cache loads the programs here instead.
+  """
+  o = options
+  identity = _identity(loss, data, o)
+  if identity is None or program_cache.folder() is None \
+      or state.epoch >= o.epochs:
+    return
+  steps = int(np.shape(data.x_train)[0]) // o.batch_size
+  quick = _quick(o, state.epoch, steps, False)
+  key_e = run_keys_for(o.key, True)(o.key, state.epoch)[2]
+  xb, yb = (jax.ShapeDtypeStruct((steps, o.batch_size, *np.shape(a)[1:]),
+                                 _input_dtype(a, o.dtype))
+            for a in (data.x_train, data.y_train))
+  program_cache.at_first_call(
+      _epoch_program(model, loss, optimizer, o, Layout()), identity,
+      quick=quick).start(state.params, state.opt_state, key_e, xb, yb)
+  if getattr(data, "x_test", None) is not None:
+    test = (jax.ShapeDtypeStruct(np.shape(a), _input_dtype(a, o.dtype))
+            for a in (data.x_test, data.y_test))
+    program_cache.at_first_call(
+        make_evaluate(model, loss, o.task or getattr(data, "task",
+                                                     tasks.DEFAULT)),
+        _evaluation_identity(loss, data, o), quick=quick).start(
+            state.params, *test)
+
+
+def _input_dtype(a, dtype):
+  """The dtype :func:`~.feed.as_arrays` gives ``a`` on the device."""
+  own = np.asarray(a).dtype if not hasattr(a, "dtype") else np.dtype(a.dtype)
+  return jnp.dtype(dtype) if np.issubdtype(own, np.floating) else \
+      jax.dtypes.canonicalize_dtype(own)
+
+
 def _starting_state(model, optimizer, state, k_init, options,
                     steps_per_epoch) -> TrainState:
   """``state`` (or a fresh one) with its own copy of every array, on the
@@ -257,13 +334,7 @@ class _Loop:
                            rates=self._rates(state.epoch))
     order_key = key_bits(k_train)  # read once: no epoch waits on the device
     epochs = range(state.epoch, o.epochs)
-    # A fresh fit of one short epoch (a newcomer's first run, a smoke
-    # test): its program and the evaluation run once, so they compile
-    # quick. Not a resumed fit's last epoch: a resumed run gives the
-    # uninterrupted one's numbers bit for bit, and the older emitters may
-    # round differently (the MNIST-1D CNN's first-epoch loss by 1 ulp).
-    self.quick = (len(epochs) == 1 and state.epoch == 0
-                  and self.steps <= QUICK_STEPS and not self.streamed)
+    self.quick = _quick(o, state.epoch, self.steps, self.streamed)
     if self.streamed:
       self.program = make_chunk(model, loss, optimizer, o.grads, layout=layout,
                                 mixed=o.mixed, norms=o.norms)
@@ -275,16 +346,12 @@ class _Loop:
           if state.epoch < o.epochs else 0)
     else:
       x, y = host_arrays(data.x_train, data.y_train, o.dtype)
-      self.program = make_epoch(model, loss, optimizer, o.batch_size, o.grads,
-                                layout=layout, prebatched=True, mixed=o.mixed,
-                                norms=o.norms)
+      self.program = _epoch_program(model, loss, optimizer, o, layout)
       self.feed = InMemoryFeed(x, y, order_key, o.batch_size, o.plan,
                                epochs=epochs)
     # with an identity, from the program cache; when quick, compiled quick
     # (with or without a cache)
-    evaluation = (self.identity if o.evaluation_programs is None else
-                  _identity(loss, data,
-                            o._replace(programs=o.evaluation_programs)))
+    evaluation = _evaluation_identity(loss, data, o)
     self.program, self.evaluate = (
         program_cache.at_first_call(f, identity, quick=self.quick)
         for f, identity in ((self.program, self.identity),
@@ -295,6 +362,7 @@ class _Loop:
     stops them."""
     o, monitor, on_epoch = self.options, self.monitor, self.callbacks.on_epoch
     t0 = time.perf_counter()
+    self._start(state)
     best = None  # (params, epoch) of the best evaluation, for restore_best
     try:
       for e in range(state.epoch, o.epochs):
@@ -330,6 +398,23 @@ class _Loop:
       return FitResult(state, monitor.history, monitor.status,
                        monitor.reason, best_epoch=best[1])
     return FitResult(state, monitor.history, monitor.status, monitor.reason)
+
+  def _start(self, state: TrainState) -> None:
+    """The first epoch's program and the evaluation begun on threads (when
+    they compile: a cold cache), then ``callbacks.meanwhile``; the first
+    calls wait for the programs. Lowering stays in this thread (its
+    config contexts); XLA's compilations run beside each other and beside
+    ``meanwhile`` (it releases the GIL)."""
+    o = self.options
+    if not self.streamed and state.epoch < o.epochs:
+      key_e = self.run_keys(o.key, state.epoch)[2]
+      key_e = key_e if o.plan is None else o.plan.replicate(key_e)
+      self.program.start(state.params, state.opt_state, key_e,
+                         *self.feed.upcoming)
+    if self.test is not None:
+      self.evaluate.start(state.params, *self.test)
+    if self.callbacks.meanwhile is not None:
+      self.callbacks.meanwhile()
 
   def _rates(self, start: int):
     """Every epoch's learning rate, for the records
