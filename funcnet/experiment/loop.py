@@ -194,9 +194,11 @@ class Run:
   def execute(self, has_ckpt: bool, changed: dict) -> dict:
     """Every phase; returns the summary, or raises DivergenceError or
     Preempted after writing it (see :func:`train_and_evaluate`)."""
-    _import_in_background(["orbax.checkpoint"])
+    if has_ckpt:  # the restore needs it now; else ahead() begins it
+      _import_in_background(["orbax.checkpoint"])
     with timings.phase("init"):
-      self.state = TrainState(*self.setup.init_state())
+      self.state = TrainState(*self.setup.init_state(
+          meanwhile=None if has_ckpt else self.ahead))
     if has_ckpt:
       self.restore(changed)
     self.last_saved = self._number(self.state)
@@ -299,7 +301,8 @@ class Run:
     try:
       with timings.phase("train"):
         result = self.setup.fit(self.state, callbacks=Callbacks(
-            self.on_epoch, self.on_chunk if self.stream else None))
+            self.on_epoch, self.on_chunk if self.stream else None,
+            meanwhile=self.count_flops))
     finally:
       self.bar.close()
       for f in (self.metrics, self.board):
@@ -307,6 +310,30 @@ class Run:
           f.close()
     self.rapl = (rapl0, compute.rapl_joules())
     return result, time.perf_counter() - t0
+
+  def ahead(self, shapes) -> None:
+    """While XLA compiles init (a fresh run on a cold cache): fit's epoch
+    and evaluation begun compiling beside it, and the FLOP count traced.
+    A cold default run's three compilations overlapped, where they had
+    followed one another (docs/performance.md, "Cold start: programs
+    compiled beside each other")."""
+    self.setup.prepare_fit(TrainState(*shapes))
+    self.count_flops()
+    # orbax's import (0.2 s holding the GIL, needed at the first save)
+    # while this thread waits for XLA: begun earlier, it slowed the
+    # tracing above as much as it overlapped
+    _import_in_background(["orbax.checkpoint"])
+
+  def count_flops(self) -> None:
+    """The summary's FLOP count (``Setup.compute``, kept on the Setup),
+    traced while XLA compiles the run's programs on other threads: on a
+    cold cache 0.1 s of tracing that followed training now overlaps the
+    epoch's compilation. A model that cannot be counted is left to the
+    summary (which records no ``compute``)."""
+    try:
+      self.setup.compute()
+    except Exception:  # noqa: BLE001 - accounting must never fail a run
+      pass
 
   def on_epoch(self, record: dict, state: TrainState,
                status: str) -> bool:

@@ -263,7 +263,7 @@ class Setup:
     info = self.ds.info
     return (info["mean"], info["std"]) if "mean" in info else None
 
-  def init_state(self, place: bool = True):
+  def init_state(self, place: bool = True, meanwhile=None):
     """Params and optimizer state exactly as ``train.fit`` would make them.
 
     One compiled call (key split, ``model.init``, the fine-tuned head,
@@ -275,6 +275,12 @@ class Setup:
 
     Laid out on the plan's mesh when there is one and ``place`` (so a
     checkpoint restores straight into that layout).
+
+    ``meanwhile(shapes)``: called with the state's shapes (``(params,
+    opt_state)`` of ``jax.ShapeDtypeStruct``s) before the program runs,
+    while XLA compiles it on a thread when it compiles (the program cache
+    on, a cold cache): the caller's next work, done in that time
+    (``funcnet train`` begins fit's programs there, :meth:`prepare_fit`).
     """
     init = self.initializer()
     args = (self.key,
@@ -283,9 +289,25 @@ class Setup:
     # nothing), else one executable per process and program text
     identity = self.program_identity
     use_cache = identity is not None and program_cache.folder() is not None
-    state = (program_cache.compiled(init, args, identity, quick=True)
-             if use_cache else _compiled(init, *args))(*args)
+    if use_cache:
+      program = program_cache.compiled(init, args, identity, quick=True,
+                                       background=meanwhile is not None)
+      if meanwhile is not None:
+        meanwhile(program.out_info)
+      state = program(*args)
+    else:
+      state = _compiled(init, *args)(*args)
+      if meanwhile is not None:
+        meanwhile(jax.tree_util.tree_map(
+            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state))
     return state if self.plan is None or not place else self.plan.place(state)
+
+  def prepare_fit(self, state) -> None:
+    """:func:`funcnet.train.prepare` for :meth:`fit` from ``state`` (a
+    ``train.TrainState``, whose arrays may be shapes): its first programs
+    begun compiling on threads."""
+    train.prepare(self.model, self.loss, self.optimizer, self.ds,
+                  options=self._fit_options(), state=state)
 
   def initializer(self, optimizer=None):
     """``init(key, pretrained) -> (params, opt_state)``, the pure function
@@ -330,14 +352,17 @@ class Setup:
     :meth:`options` (``grads=self.gradient("manual")``, ``norms=False``)."""
     if self.pretrained is not None and state is None:
       state = train.TrainState(*self.init_state())
-    # fit's programs are this Setup's model, loss and optimizer under
-    # the options, which fit adds to the identity
-    options = self.options()._replace(
-        programs=self.program_identity,
-        evaluation_programs=self.evaluation_identity)
     return train.fit(self.model, self.loss, self.optimizer, self.ds,
-                     options=options._replace(**overrides),
+                     options=self._fit_options(**overrides),
                      state=state, callbacks=callbacks)
+
+  def _fit_options(self, **overrides) -> train.FitOptions:
+    """:meth:`options` with the program identities: fit's programs are this
+    Setup's model, loss and optimizer under the options, which fit adds to
+    the identity."""
+    return self.options()._replace(
+        programs=self.program_identity,
+        evaluation_programs=self.evaluation_identity, **overrides)
 
   def compute(self, xla="lowered"):
     """:func:`funcnet.train.compute.account` of one training step at the
@@ -349,10 +374,16 @@ class Setup:
     source = t["grads"] if isinstance(t["grads"], str) else "manual"
     # adversarial training: the step with its attacks, counted and measured
     identity = self.program_identity
-    return program_cache.remembered(
-        f"compute-{xla}", identity and program_cache.digest((identity, source)),
-        lambda: compute.account(self.model, self.loss, self.optimizer, x, y,
-                                self.gradient(source), self.dtype, xla=xla))
+    # kept on this Setup too: a run counts while its programs compile
+    # (experiment.loop's meanwhile) and reads it for the summary
+    accounts = self.__dict__.setdefault("_accounts", {})
+    if xla not in accounts:
+      accounts[xla] = program_cache.remembered(
+          f"compute-{xla}",
+          identity and program_cache.digest((identity, source)),
+          lambda: compute.account(self.model, self.loss, self.optimizer, x, y,
+                                  self.gradient(source), self.dtype, xla=xla))
+    return accounts[xla]
 
   def device(self) -> str:
     """``"cpu"``, or e.g. ``"8 x TPU v4 (mesh data=8 fsdp=1, 2 processes)"``."""
