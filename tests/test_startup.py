@@ -271,7 +271,8 @@ def test_programs_run_once_compile_quick_and_give_the_default_bits(
   # XLA's defaults explicitly, over the fast loop's XLA_FLAGS.
   quick = dict(program_cache.QUICK_TO_COMPILE)
   default = {"xla_cpu_use_fusion_emitters": True,
-             "xla_backend_optimization_level": 2}
+             "xla_backend_optimization_level": 2,
+             "xla_cpu_parallel_codegen_split_count": 32}
   assert set(quick) == set(default)
   integers = dict(program_cache.INTEGERS_TO_COMPILE)
   assert integers == {**quick, "xla_backend_optimization_level": 0}
@@ -311,9 +312,16 @@ def test_programs_run_once_compile_quick_and_give_the_default_bits(
 
 def test_quick_options_leave_what_xla_flags_sets(monkeypatch):
   monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
-  assert program_cache.quick_options() == {"xla_cpu_use_fusion_emitters": False}
+  assert program_cache.quick_options() == {
+      "xla_cpu_use_fusion_emitters": False,
+      "xla_cpu_parallel_codegen_split_count": 1}
   monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_use_fusion_emitters=true "
                      "--xla_backend_optimization_level=3")
+  assert program_cache.quick_options() == {
+      "xla_cpu_parallel_codegen_split_count": 1}
+  monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_use_fusion_emitters=true "
+                     "--xla_backend_optimization_level=3 "
+                     "--xla_cpu_parallel_codegen_split_count=8")
   assert program_cache.quick_options() is None
   monkeypatch.setenv("XLA_FLAGS", "")
   assert program_cache.quick_options() == program_cache.QUICK_TO_COMPILE
@@ -331,7 +339,8 @@ def test_a_fresh_one_epoch_fit_compiles_its_epoch_quick_to_the_same_numbers(
   from funcnet.train import loop as train_loop
   quick = dict(program_cache.QUICK_TO_COMPILE)
   default = {"xla_cpu_use_fusion_emitters": True,
-             "xla_backend_optimization_level": 2}
+             "xla_backend_optimization_level": 2,
+             "xla_cpu_parallel_codegen_split_count": 32}
   setup = experiment.Setup(config.load(None, ["model.mlp.hidden=[16]"]))
   calls, compiled = [], program_cache.compiled
 

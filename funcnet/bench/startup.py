@@ -147,5 +147,7 @@ def format_table(result: dict) -> str:
             f"({os.cpu_count()} CPUs)",
             "start: the interpreter up to cli.main; exit: after it; other: "
             "the rest of cli.main; compile, trace, lower: JAX building "
-            "programs (compiling or loading them), inside init and train"]
+            "programs (compiling or loading them), inside init and train; "
+            "compile sums each program's time, and a cold run compiles "
+            "three side by side"]
   return "\n".join(lines)

@@ -311,8 +311,16 @@ def _store(path: str, compiled) -> None:
 # config's init compiled in 8.9 s in all against 13.6 with the older
 # emitters alone and 12.8 with neither, to the same bits (7 December 2026;
 # level 0 changes init's bits by an ulp: it contracts no multiply-add).
+# And LLVM's code generated as one module, not split in 32 for a thread
+# pool (XLA's default): the same kernels (the same bits), with less CPU
+# (the default run's init, epoch and evaluation 1.02 -> 0.69 s of CPU for
+# 0.60 -> 0.58 s of wall), which a cold run, two cores busy with its
+# programs compiling side by side, its plots' process and orbax's import,
+# feels as wall time: 2.13 -> 1.80 s with the compilations side by side
+# (docs/performance.md, "Cold start: programs compiled beside each other").
 QUICK_TO_COMPILE = {"xla_cpu_use_fusion_emitters": False,
-                    "xla_backend_optimization_level": 1}
+                    "xla_backend_optimization_level": 1,
+                    "xla_cpu_parallel_codegen_split_count": 1}
 # A program of integers alone (the keys: threefry's adds, xors and
 # rotations) at level 0, which cannot change an integer: fit's keys
 # compiled in 0.046-0.061 s against 0.069-0.081 at level 1.
