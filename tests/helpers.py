@@ -23,9 +23,13 @@ def tree_rel(a, b):
 
 # The fast loop's XLA options (tests/conftest.py sets them as XLA_FLAGS for
 # the whole loop), and compiler options for one program in the full suite:
-# XLA:CPU's optimisation level 0 and its older loop emitters for fusions.
+# XLA:CPU's optimisation level 0, its older loop emitters for fusions, and
+# LLVM's code generated as one module (XLA splits it in 32 for a thread
+# pool, which two pytest workers already keep busy: the same kernels for
+# a third less CPU; funcnet.train.program_cache.QUICK_TO_COMPILE).
 QUICK_TO_COMPILE = {"xla_backend_optimization_level": 0,
-                    "xla_cpu_use_fusion_emitters": False}
+                    "xla_cpu_use_fusion_emitters": False,
+                    "xla_cpu_parallel_codegen_split_count": 1}
 
 
 def quick_jit(fn, *args):
