@@ -57,6 +57,7 @@ import numpy as np
 
 from funcnet import autodiff, config as config_lib, data as data_lib, paths
 from funcnet.train import precision
+from funcnet.train.feed import device_dtype
 from funcnet.errors import ConfigError
 from funcnet.models import registry
 
@@ -77,16 +78,6 @@ def _tree_bytes(tree, plan=None) -> int:
       shape = plan.sharding_of(shape).shard_shape(shape)
     total += _nbytes(shape, leaf.dtype)
   return total
-
-
-def _input_dtype(a, dtype):
-  """The dtype ``train`` gives the host array ``a``: floats in ``dtype``,
-  labels and ids in their own (as JAX canonicalises them)."""
-  # The dataset's numpy arrays (no copy), or a streamed split's Rows.
-  own = a.dtype if hasattr(a, "dtype") else np.asarray(a).dtype
-  if np.issubdtype(own, np.floating):
-    return jnp.dtype(dtype)
-  return jax.dtypes.canonicalize_dtype(own)
 
 
 def _residual_bytes(model, loss, params, x, y, key, compute_dtype) -> int:
@@ -144,8 +135,8 @@ def estimate(cfg, model, ds, optimizer, plan=None) -> dict:
   # One micro-batch on one device: b / (accumulate x devices) rows, the
   # check_batch rules make it whole (at least one row, for the estimate).
   rows = max(b // (k * n_dev), 1)
-  x_dt = _input_dtype(ds.x_train, dtype)
-  y_dt = _input_dtype(ds.y_train, dtype)
+  x_dt = device_dtype(ds.x_train, dtype)
+  y_dt = device_dtype(ds.y_train, dtype)
   x_in, y_in = np.shape(ds.x_train)[1:], np.shape(ds.y_train)[1:]
   activations = _residual_bytes(
       model, t["loss"], params, jax.ShapeDtypeStruct((rows, *x_in), x_dt),
@@ -164,8 +155,8 @@ def estimate(cfg, model, ds, optimizer, plan=None) -> dict:
   batch_rows = -(-b // n_dev)  # the device's share of each step's rows
   test = 0
   if getattr(ds, "x_test", None) is not None:
-    test = (_nbytes(np.shape(ds.x_test), _input_dtype(ds.x_test, dtype))
-            + _nbytes(np.shape(ds.y_test), _input_dtype(ds.y_test, dtype)))
+    test = (_nbytes(np.shape(ds.x_test), device_dtype(ds.x_test, dtype))
+            + _nbytes(np.shape(ds.y_test), device_dtype(ds.y_test, dtype)))
 
   out = {"params": p_bytes,
          "gradients": p_bytes * (2 if k > 1 else 1),

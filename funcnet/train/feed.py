@@ -99,6 +99,17 @@ def host_arrays(x, y, dtype):
   return x, y
 
 
+def device_dtype(a, dtype):
+  """The dtype :func:`as_arrays` gives the array (or streamed split) ``a``
+  on the device: floats in ``dtype``, labels and ids in their own as JAX
+  canonicalises them (int64 -> int32 without x64). Read off ``a.dtype``:
+  nothing is converted."""
+  own = np.dtype(a.dtype) if hasattr(a, "dtype") else np.asarray(a).dtype
+  if np.issubdtype(own, np.floating):
+    return jnp.dtype(dtype)
+  return jax.dtypes.canonicalize_dtype(own)
+
+
 def as_arrays(x, y, dtype):
   """``x`` and ``y`` as device arrays, floats in ``dtype`` (labels and ids
   keep their integer dtypes).

@@ -32,7 +32,8 @@ from funcnet.train import precision
 from funcnet.train.adversarial import Adversarial
 from funcnet.train.evaluate import make_evaluate, to_host
 from funcnet.train.feed import (InMemoryFeed, StreamedFeed, key_bits,
-                                as_arrays, check_batch, host_arrays)
+                                as_arrays, check_batch, device_dtype,
+                                host_arrays)
 from funcnet.train.monitor import Evaluation, Monitor, epoch_rates
 from funcnet.train.programs import Layout, make_chunk, make_epoch
 from funcnet.train.state import TrainState
@@ -256,26 +257,19 @@ def prepare(model: Model, loss, optimizer: GradientTransformation, data, *,
   quick = _quick(o, state.epoch, steps, False)
   key_e = run_keys_for(o.key, True)(o.key, state.epoch)[2]
   xb, yb = (jax.ShapeDtypeStruct((steps, o.batch_size, *np.shape(a)[1:]),
-                                 _input_dtype(a, o.dtype))
+                                 device_dtype(a, o.dtype))
             for a in (data.x_train, data.y_train))
   program_cache.at_first_call(
       _epoch_program(model, loss, optimizer, o, Layout()), identity,
       quick=quick).start(state.params, state.opt_state, key_e, xb, yb)
   if getattr(data, "x_test", None) is not None:
-    test = (jax.ShapeDtypeStruct(np.shape(a), _input_dtype(a, o.dtype))
+    test = (jax.ShapeDtypeStruct(np.shape(a), device_dtype(a, o.dtype))
             for a in (data.x_test, data.y_test))
     program_cache.at_first_call(
         make_evaluate(model, loss, o.task or getattr(data, "task",
                                                      tasks.DEFAULT)),
         _evaluation_identity(loss, data, o), quick=quick).start(
             state.params, *test)
-
-
-def _input_dtype(a, dtype):
-  """The dtype :func:`~.feed.as_arrays` gives ``a`` on the device."""
-  own = np.asarray(a).dtype if not hasattr(a, "dtype") else np.dtype(a.dtype)
-  return jnp.dtype(dtype) if np.issubdtype(own, np.floating) else \
-      jax.dtypes.canonicalize_dtype(own)
 
 
 def _starting_state(model, optimizer, state, k_init, options,
