@@ -422,12 +422,13 @@ class Compiling:
   (XLA releases the GIL as it compiles): ``result()`` waits for it and
   raises what compiling raised; calling it calls the executable.
 
-  A cold one-epoch run lowers its epoch and evaluation programs, starts
-  both, and traces its FLOP count meanwhile: the three overlap on two
-  cores instead of following one another (docs/performance.md, "Cold
-  start: programs compiled beside each other"). The thread is not a
-  daemon: a process that ends while one compiles waits for it rather
-  than tearing XLA down under it."""
+  A cold one-epoch run begins init, then lowers and begins its epoch and
+  evaluation, and traces its FLOP count while they compile: the Python
+  work that followed each compilation now runs beside them. XLA holds no
+  lock across compilations; on two cores what they wait for is CPU
+  (docs/performance.md, "Cold start: programs compiled beside each
+  other"). The thread is not a daemon: a process that ends while one
+  compiles waits for it rather than tearing XLA down under it."""
 
   def __init__(self, build: Callable, out_info=None):
     self.out_info = out_info  # the outputs' shapes, known before it is built
