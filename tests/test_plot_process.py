@@ -60,6 +60,21 @@ def test_a_failed_drawing_is_one_line(tmp_path):
   assert "FileNotFoundError" in msg and "missing" in msg
 
 
+def test_a_figure_that_fails_alone_is_one_line_and_the_other_is_written(
+    tmp_path):
+  # the two figures are drawn by two processes (a fork, on Linux): the
+  # gradient norms' failure, in the fork, still fails the drawing
+  history = [{k: v for k, v in h.items() if k != "grad_norms"}
+             for h in _history()]
+  p = _started()
+  assert p.draw(history, tmp_path, "t")
+  with pytest.raises(FuncnetError, match="KeyError: 'grad_norms'") as e:
+    p.wait()
+  assert "\n" not in str(e.value)
+  assert (tmp_path / "loss.png").read_bytes()[:8] == PNG
+  assert not (tmp_path / "grad_norms.png").exists()
+
+
 def test_closed_unused_it_ends_at_once_without_drawing(tmp_path):
   p = _started()  # still importing matplotlib
   t0 = time.time()

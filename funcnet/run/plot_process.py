@@ -8,6 +8,11 @@ core while the command imports JAX, then waits on its stdin; at the end the
 command sends it the history (one JSON object) and goes on closing the last
 checkpoint and writing the summary while it draws, and waits for it last.
 
+On Linux it draws the two figures side by side: once the history
+arrives it forks (matplotlib loaded and warmed up, no threads to break),
+and the fork draws ``grad_norms.png`` while it draws ``loss.png`` (a cold
+one-epoch run's wait for its plots 0.12 -> 0.03 s).
+
 Why a process and not a thread: importing matplotlib is Python bytecode
 holding the GIL; on a thread it competed with the main thread to the end of
 a short run and made it slower (issue 15, second session). A process has
@@ -154,8 +159,41 @@ def serve() -> int:
     return 0
   try:
     r = json.loads(request)
-    plots.write(r["history"], r["workdir"], title=r["title"])
+  except ValueError as e:
+    return _failed(e)
+  # The two figures side by side: a fork of this process (matplotlib
+  # loaded and warmed up, no threads) draws the second while this one
+  # draws the first. The command waits for the drawing last, when its
+  # cores are idle: 0.2 s of drawing -> 0.12.
+  child = _fork()
+  figures = plots.FIGURES if child is None else (
+      plots.FIGURES[1:] if child == 0 else plots.FIGURES[:1])
+  try:
+    plots.write(r["history"], r["workdir"], title=r["title"], figures=figures)
+    code = 0
   except Exception as e:  # pylint: disable=broad-except
-    print(f"{type(e).__name__}: {e}".replace("\n", " "), file=sys.stderr)
-    return 2
-  return 0
+    code = _failed(e)
+  if child == 0:  # the fork: its figure written, or its line printed
+    sys.stderr.flush()
+    os._exit(code)
+  if child is not None:
+    _, status = os.waitpid(child, 0)
+    code = code or (2 if status else 0)
+  return code
+
+
+def _failed(e: BaseException) -> int:
+  """Prints the one line :meth:`Plotter.wait` raises; returns 2."""
+  print(f"{type(e).__name__}: {e}".replace("\n", " "), file=sys.stderr)
+  return 2
+
+
+def _fork() -> Optional[int]:
+  """``os.fork()`` on Linux (0 in the child, its pid in the parent); None
+  elsewhere, or when it fails: then one process draws both figures."""
+  if not sys.platform.startswith("linux"):
+    return None
+  try:
+    return os.fork()
+  except OSError:
+    return None

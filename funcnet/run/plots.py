@@ -56,15 +56,21 @@ def _metric(test: list):
   return shown[0] if shown else None
 
 
-def write(history: list, workdir: str, title: str = "") -> list[str]:
-  """Writes ``loss.png`` and ``grad_norms.png`` into ``workdir``; returns paths.
+FIGURES = ("loss.png", "grad_norms.png")
+
+
+def write(history: list, workdir: str, title: str = "",
+          figures=FIGURES) -> list[str]:
+  """Writes ``loss.png`` and ``grad_norms.png`` (or those of them in
+  ``figures``) into ``workdir``; returns their paths.
 
   Drawn on bare ``Figure`` objects with fixed margins and plain-text log
   labels: ``tight_layout`` draws each figure once more to measure it, and
   mathtext labels build a parser; the two were most of the plotting time of
   a one-epoch run (issue 15).
   """
-  return _draw(history, title, lambda name: os.path.join(workdir, name))
+  return _draw(history, title, lambda name: os.path.join(workdir, name),
+               figures)
 
 
 def warm_up() -> None:
@@ -81,14 +87,20 @@ def warm_up() -> None:
   _draw([record], "warm-up", lambda name: io.BytesIO())
 
 
-def _draw(history: list, title: str, target) -> list:
-  """The two figures of :func:`write`, each saved to ``target(name)`` (a
-  path or a binary file); returns the targets."""
+def _draw(history: list, title: str, target, figures=FIGURES) -> list:
+  """The figures of :func:`write` named in ``figures``, each saved to
+  ``target(name)`` (a path or a binary file); returns the targets."""
   epochs = [h["epoch"] for h in history]
-  paths = []
   # One epoch is one point: a line of one point draws nothing.
   mark = {"marker": "o"} if len(epochs) == 1 else {}
+  draw = {"loss.png": _draw_loss, "grad_norms.png": _draw_grad_norms}
+  return [draw[name](history, epochs, mark, title, target(name))
+          for name in figures]
 
+
+def _draw_loss(history, epochs, mark, title, target):
+  """``loss.png``: train and test loss, and the task's metric (or the
+  learning rate) beside them."""
   fig = Figure(figsize=(10, 4))
   axes = fig.subplots(1, 2)
   fig.subplots_adjust(left=0.08, right=0.98, bottom=0.12, top=0.91, wspace=0.25)
@@ -114,9 +126,12 @@ def _draw(history: list, title: str, target) -> list:
     ax.set_ylabel("learning rate")
   ax.set_xlabel("epoch")
   ax.set_title(f"{title} {metric or 'learning rate'}", y=TITLE_Y)
-  paths.append(target("loss.png"))
-  fig.savefig(paths[-1], dpi=100, format="png")
+  fig.savefig(target, dpi=100, format="png")
+  return target
 
+
+def _draw_grad_norms(history, epochs, mark, title, target):
+  """``grad_norms.png``: each layer's mean gradient norm, log scale."""
   fig = Figure(figsize=(6, 4))
   ax = fig.subplots()
   fig.subplots_adjust(left=0.14, right=0.97, bottom=0.12, top=0.91)
@@ -129,6 +144,5 @@ def _draw(history: list, title: str, target) -> list:
   ax.set_ylabel("mean ||dC/dθ|| per step")
   ax.set_title(f"{title} per-layer gradient norms", y=TITLE_Y)
   ax.legend(fontsize="small")
-  paths.append(target("grad_norms.png"))
-  fig.savefig(paths[-1], dpi=100, format="png")
-  return paths
+  fig.savefig(target, dpi=100, format="png")
+  return target
