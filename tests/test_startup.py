@@ -653,6 +653,9 @@ def test_fits_programs_begun_while_init_compiles_are_compiled_once(
   for a, b in zip(jax.tree_util.tree_leaves(run.state),
                   jax.tree_util.tree_leaves(plain.state), strict=True):
     np.testing.assert_array_equal(a, b)
+    # committed to the device as fit's own (else every eager op on the
+    # run's params, e.g. compare_grads' differences, compiles twice)
+    assert getattr(a, "_committed", None) == getattr(b, "_committed", None)
 
 
 def test_a_run_from_cached_programs_equals_one_without_them(monkeypatch,

@@ -255,13 +255,23 @@ def prepare(model: Model, loss, optimizer: GradientTransformation, data, *,
     return
   steps = int(np.shape(data.x_train)[0]) // o.batch_size
   quick = _quick(o, state.epoch, steps, False)
+  # fit's state is committed to the device (_starting_state's copies), and
+  # an executable lowered for committed inputs gives committed outputs:
+  # shapes without a sharding would give the run's params uncommitted,
+  # and each eager op on them (a comparison, a sample) a second program
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  params, opt_state = jax.tree_util.tree_map(
+      lambda a: jax.ShapeDtypeStruct(
+          a.shape, a.dtype, sharding=a.sharding
+          if isinstance(a, jax.Array) else device),
+      (state.params, state.opt_state))
   key_e = run_keys_for(o.key, True)(o.key, state.epoch)[2]
   xb, yb = (jax.ShapeDtypeStruct((steps, o.batch_size, *np.shape(a)[1:]),
                                  device_dtype(a, o.dtype))
             for a in (data.x_train, data.y_train))
   program_cache.at_first_call(
       _epoch_program(model, loss, optimizer, o, Layout()), identity,
-      quick=quick).start(state.params, state.opt_state, key_e, xb, yb)
+      quick=quick).start(params, opt_state, key_e, xb, yb)
   if getattr(data, "x_test", None) is not None:
     test = (jax.ShapeDtypeStruct(np.shape(a), device_dtype(a, o.dtype))
             for a in (data.x_test, data.y_test))
@@ -269,7 +279,7 @@ def prepare(model: Model, loss, optimizer: GradientTransformation, data, *,
         make_evaluate(model, loss, o.task or getattr(data, "task",
                                                      tasks.DEFAULT)),
         _evaluation_identity(loss, data, o), quick=quick).start(
-            state.params, *test)
+            params, *test)
 
 
 def _starting_state(model, optimizer, state, k_init, options,
