@@ -222,12 +222,12 @@ def rate_tables(schedules, steps_per_epoch: int, epochs,
   def rates(c):
     return [jax.vmap(f)(c) for f in schedules]
   try:
-    if identity is None:
-      out = jax.jit(rates, compiler_options=program_cache.quick_options())(
-          counts)
-    else:
-      out = program_cache.compiled(rates, (counts,), program_cache.digest(
-          (identity, len(schedules))), name="rates", quick=True)(counts)
+    # (without an identity, compiled returns jit(rates) with the quick
+    # options: the cache is then not used)
+    out = program_cache.compiled(
+        rates, (counts,),
+        identity and program_cache.digest((identity, len(schedules))),
+        name="rates", quick=True)(counts)
   except jax.errors.JAXTypeError:
     if len(schedules) == 1:
       return [np.zeros((0,))]
