@@ -647,15 +647,22 @@ def test_fits_programs_begun_while_init_compiles_are_compiled_once(
     plain = experiment.Setup(cfg).fit()
   finally:
     program_cache.folder = folder
+  _assert_same_run(run, plain)
+  for a, b in zip(jax.tree_util.tree_leaves(run.state),
+                  jax.tree_util.tree_leaves(plain.state), strict=True):
+    # committed to the device as fit's own (else every eager op on the
+    # run's params, e.g. compare_grads' differences, compiles twice)
+    assert getattr(a, "_committed", None) == getattr(b, "_committed", None)
+
+
+def _assert_same_run(run, plain):
+  """Two fits' histories (less their times) and states, equal bit for bit."""
   strip = lambda h: [{k: v for k, v in r.items() if k != "time"}  # noqa
                      for r in h]
   assert strip(run.history) == strip(plain.history)
   for a, b in zip(jax.tree_util.tree_leaves(run.state),
                   jax.tree_util.tree_leaves(plain.state), strict=True):
     np.testing.assert_array_equal(a, b)
-    # committed to the device as fit's own (else every eager op on the
-    # run's params, e.g. compare_grads' differences, compiles twice)
-    assert getattr(a, "_committed", None) == getattr(b, "_committed", None)
 
 
 def test_a_run_from_cached_programs_equals_one_without_them(monkeypatch,
@@ -680,12 +687,7 @@ def test_a_run_from_cached_programs_equals_one_without_them(monkeypatch,
   assert sorted(set(names) - {"rates"}) == [
       "epoch", "evaluate", "init", "preflight"], names
   for run in runs:
-    strip = lambda h: [{k: v for k, v in r.items() if k != "time"}  # noqa
-                       for r in h]
-    assert strip(run.history) == strip(plain.history)
-    for a, b in zip(jax.tree_util.tree_leaves(run.state),
-                    jax.tree_util.tree_leaves(plain.state), strict=True):
-      np.testing.assert_array_equal(a, b)
+    _assert_same_run(run, plain)
 
 
 def test_a_program_jax_read_from_its_cache_is_run_but_not_kept(program_dir):
