@@ -51,7 +51,6 @@ import math
 from typing import Optional
 
 import jax
-import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 
@@ -97,7 +96,10 @@ def _residual_bytes(model, loss, params, x, y, key, compute_dtype) -> int:
   jaxpr = jax.make_jaxpr(residuals)(params, x, y, key).jaxpr
   inputs, seen, total = set(jaxpr.invars), set(), 0
   for v in jaxpr.outvars:
-    if isinstance(v, jax.extend.core.Literal) or v in inputs or v in seen:
+    # A literal is the one outvar with a ``val``. Not isinstance against
+    # jax.extend.core.Literal: importing jax.extend brings Pallas with it,
+    # 22 ms of every ``funcnet train``'s start (issue 27).
+    if hasattr(v, "val") or v in inputs or v in seen:
       continue  # a literal, an argument, or one array kept twice
     seen.add(v)
     total += _nbytes(v.aval.shape, v.aval.dtype)
