@@ -335,7 +335,10 @@ def test_a_fresh_one_epoch_fit_compiles_its_epoch_quick_to_the_same_numbers(
   the quick options (they run once); two epochs, or a resumed fit's last
   one, keep XLA's defaults. The default MLP's params and metrics after the
   quick epoch equal, bit for bit, those of the same epoch compiled with
-  XLA's defaults asked for explicitly."""
+  XLA's defaults asked for explicitly; so are its metrics, but for the
+  params' norm, a reduction whose order the older emitters may change: on
+  an AVX2 CPU (AMD EPYC, 7 December 2026) it came out one ulp away, on
+  the AVX-512 Xeon equal."""
   from funcnet.train import loop as train_loop
   quick = dict(program_cache.QUICK_TO_COMPILE)
   default = {"xla_cpu_use_fusion_emitters": True,
@@ -361,9 +364,10 @@ def test_a_fresh_one_epoch_fit_compiles_its_epoch_quick_to_the_same_numbers(
                   jax.tree_util.tree_leaves(runs["default"].state.params),
                   strict=True):
     np.testing.assert_array_equal(a, b)
-  assert runs["quick"].history == [
-      {**h, "time": runs["quick"].history[0]["time"]}
-      for h in runs["default"].history]
+  [quick_h], [default_h] = runs["quick"].history, runs["default"].history
+  np.testing.assert_allclose(quick_h.pop("param_norm"),
+                             default_h.pop("param_norm"), rtol=2.4e-7, atol=0)
+  assert quick_h == {**default_h, "time": quick_h["time"]}
   calls.clear()
   two = setup.fit(epochs=2)
   assert ("epoch", False) in calls and ("epoch", True) not in calls
