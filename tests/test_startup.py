@@ -731,31 +731,60 @@ def test_a_program_jax_read_from_its_cache_is_run_but_not_kept(program_dir):
     np.testing.assert_allclose(g(w, x), np.sin(x @ w) * k, rtol=1e-6)
 
 
-def test_a_program_jax_holds_under_another_entry_is_compiled_and_kept(
-    program_dir):
-  """After an edit or upgrade of funcnet (its source stamps are in every
-  key) or under a new identity, an unchanged program has no entry here
-  while JAX's cache holds its text: compiled again and kept (its module
-  carries this cache's key, so JAX's cache misses), where before it was
-  read from JAX's cache, not kept, and traced by every later run."""
+def test_a_program_only_jaxs_cache_holds_is_compiled_and_kept(program_dir):
+  """A program JAX's cache holds and no entry here does (compiled outside
+  this cache, or before entries were listed by program): compiled once
+  more, with this cache's key in its module, and kept; before, it was read
+  from JAX's cache, not kept, and traced by every later run."""
   if not jax.config.jax_compilation_cache_dir:
     pytest.skip("needs JAX's persistent cache on (tests/conftest.py)")
   c = float(np.random.default_rng().uniform(3, 4))  # a program new to JAX
   w = np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3)
   x = np.arange(8, dtype=np.float32).reshape(2, 4) / 7
-  first = lambda w, x: jnp.cos(x @ w) * c  # noqa: E731
-  program_cache.compiled(first, (w, x), "cosine, before the edit")
-  assert len(os.listdir(program_dir)) == 1
-  _new_process()
+  outside = lambda w, x: jnp.cos(x @ w) * c  # noqa: E731
+  jax.jit(outside)(w, x)  # JAX's cache has it now; this cache nothing
   traced = []
   body = lambda w, x: (traced.append(1), jnp.cos(x @ w) * c)[1]  # noqa: E731
-  got = program_cache.compiled(body, (w, x), "cosine, after the edit")
+  with program_cache._Compiles() as seen:
+    got = program_cache.compiled(body, (w, x), "cosine")
+  assert seen.fresh  # XLA compiled it: JAX's cache did not serve it
   np.testing.assert_allclose(got(w, x), np.cos(x @ w) * c, rtol=1e-6)
-  assert len(os.listdir(program_dir)) == 2 and len(traced) == 1
+  assert len([p for p in program_dir.iterdir() if p.is_file()]) == 1
   _new_process()  # the next run loads it: nothing traced, the same numbers
-  again = program_cache.compiled(body, (w, x), "cosine, after the edit")
+  again = program_cache.compiled(body, (w, x), "cosine")
   assert len(traced) == 1
   np.testing.assert_array_equal(again(w, x), got(w, x))
+
+
+def test_keys_of_one_program_share_its_entry_and_compile_it_once(
+    program_dir):
+  """Two identities of one program (a sweep's variants, runs of two seeds,
+  the keys before and after an edit of funcnet): the second loads the
+  first's entry, compiles nothing, and keeps a copy under its own key. A
+  program of the same text whose results are another tree is another
+  program."""
+  c = float(np.random.default_rng().uniform(4, 5))  # new to this process
+  w = np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3)
+  x = np.arange(8, dtype=np.float32).reshape(2, 4) / 7
+  want = np.tanh(x @ w) * c
+  program_cache.compiled(lambda w, x: jnp.tanh(x @ w) * c, (w, x), "seed 0")
+  _new_process()
+  traced = []
+  body = lambda w, x: (traced.append(1), jnp.tanh(x @ w) * c)[1]  # noqa: E731
+  with program_cache._Compiles() as seen:
+    got = program_cache.compiled(body, (w, x), "seed 1")
+    assert seen._now() == seen._before  # no compilation, nor JAX's cache
+  np.testing.assert_allclose(got(w, x), want, rtol=1e-6)
+  assert len([p for p in program_dir.iterdir() if p.is_file()]) == 2
+  _new_process()
+  again = program_cache.compiled(body, (w, x), "seed 1")
+  assert len(traced) == 1  # its own entry now: loaded, not traced
+  np.testing.assert_array_equal(again(w, x), got(w, x))
+  # the same text returning a one-element list, not an array: compiled
+  listed = program_cache.compiled(lambda w, x: [jnp.tanh(x @ w) * c],
+                                  (w, x), "seed 2")
+  [out] = listed(w, x)
+  np.testing.assert_allclose(out, want, rtol=1e-6)
 
 
 def test_a_change_in_the_config_is_another_identity():

@@ -56,6 +56,15 @@ backend compilation and no persistent-cache hit. Such a program is used
 but not kept; the next process takes JAX's cache for it, as without this
 one.
 
+Keys differ where programs need not: a sweep's variants, runs that differ
+in their seed, any key after an edit or upgrade of funcnet. So each entry
+is also listed under a digest of its program (``programs-by-program/``:
+the lowered text, trees, options and environment less the sources), and
+a key that misses loads the entry of the same program and keeps a copy,
+instead of compiling it, or reading it from JAX's cache where it could
+not be kept. A program JAX's cache holds and no entry does is compiled
+once more with this cache's key in its module (:func:`_tag`), and kept.
+
 Files are written whole (a temporary file, then ``os.replace``), so two
 processes writing one entry leave one of the two.
 """
@@ -278,23 +287,16 @@ def _load(path: str, args):
   return compiled if _matches(compiled, args) else None
 
 
-def _store(path: str, compiled) -> None:
+def _store(path: str, compiled) -> bool:
   """Writes ``compiled`` to ``path`` whole, or not at all (an executable
-  that cannot be serialized, a full disk: the next run compiles again)."""
+  that cannot be serialized, a full disk: the next run compiles again);
+  whether it did."""
   from jax.experimental import serialize_executable
   try:
-    data = pickle.dumps(serialize_executable.serialize(compiled))
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-    try:
-      with os.fdopen(fd, "wb") as f:
-        f.write(data)
-      os.replace(tmp, path)
-    except BaseException:
-      os.unlink(tmp)
-      raise
-  except Exception:
-    pass
+    _write_whole(path, pickle.dumps(serialize_executable.serialize(compiled)))
+  except Exception:  # noqa: BLE001
+    return False
+  return True
 
 
 # XLA:CPU's older loop emitters for fusions, for programs that run once or
@@ -396,48 +398,144 @@ def compiled(fn: Callable, args: tuple, identity: Optional[str],
   if exe is not None:
     timings.loaded(f"jit({name})", time.perf_counter() - t0)
   else:
-    lowered = jitted.lower(*args)
-    _tag(lowered, key)
-    exe = _compile(lowered, late, path, background)
+    exe = _compile(jitted.lower(*args), late, path, background,
+                   (key, options, args, f"jit({name})"))
   if len(_LOADED) >= 64:  # a long-lived process: forget the oldest
     del _LOADED[next(iter(_LOADED))]
   _LOADED[path] = exe
   return Checked(exe, jitted, args)
 
 
-def _tag(lowered, key: str) -> None:
-  """Marks ``lowered``'s module with this cache's ``key``, so that JAX's
-  persistent cache keeps the program under a key of its own too.
+_TAG = "funcnet.program"
 
-  Without it, a program whose entry here is missing while JAX's cache
-  holds the same text (after any edit or upgrade of funcnet, whose source
-  stamps are in ``key``; a new identity for an unchanged program) is read
-  from JAX's cache, which cannot be written here (module docstring), and
-  every later run traced and lowered it again: a warm default run's init
-  phase 0.07 -> 0.41 s for good after a one-line edit of funcnet (issue
-  27). XLA ignores a module attribute it does not know; JAX's key hashes
-  the module's text, attributes included. ``compiler_ir`` is the module
+
+def _tag(lowered, key: str) -> None:
+  """Marks ``lowered``'s module with this cache's ``key`` (a module
+  attribute, ``funcnet.program``), so that JAX's persistent cache keeps
+  the program under a key of its own too, and XLA compiles it here.
+
+  For a program no entry here holds (:func:`_load_same_program` found
+  none) that JAX's cache does: one JAX compiled under funcnet before
+  programs were listed by their digest, or outside this cache
+  (``FUNCNET_PROGRAM_CACHE=0``, a plain ``jax.jit``). Read from JAX's
+  cache, it could not be kept (module docstring), and every later run
+  traced and lowered it again: after a one-line edit of funcnet, a warm
+  default run's init phase 0.07 -> 0.41 s for good (issue 27). XLA
+  ignores a module attribute it does not know; JAX's key hashes the
+  module's text, attributes included. ``compiler_ir`` is the module
   ``compile`` compiles (jax 0.10); where it is not, nothing is tagged and
   the cache works as before."""
   try:
     module = lowered.compiler_ir("stablehlo")
     from jaxlib.mlir import ir
     with module.context:
-      module.operation.attributes["funcnet.program"] = ir.StringAttr.get(key)
+      module.operation.attributes[_TAG] = ir.StringAttr.get(key)
   except Exception:  # noqa: BLE001 - another JAX's lowering: untagged
     pass
 
 
+def _listing(path: str, digest: str) -> str:
+  """Where the entry of ``digest``'s program is listed: beside the
+  entries' folder (``programs-by-program/<digest>``, holding the entry's
+  file name), so that folder holds entries alone."""
+  return os.path.join(os.path.dirname(path) + "-by-program", digest[:40])
+
+
+def _program_digest(lowered, options: Optional[dict]) -> Optional[str]:
+  """A sha256 of what decides the executable XLA builds from ``lowered``:
+  its text (no debug information), its argument and result trees (a
+  loaded executable returns the stored one's), the compile options, and
+  the environment less funcnet's and the user's sources (which decide a
+  program only through its text). None when the text cannot be had."""
+  try:
+    attributes = lowered.compiler_ir("stablehlo").operation.attributes
+    if _TAG in attributes:  # a module lowered (and tagged) before
+      del attributes[_TAG]
+    text = lowered.as_text()
+    trees = (str(lowered.in_tree), str(lowered.out_tree))
+  except Exception:  # noqa: BLE001 - nothing shared, as before
+    return None
+  import jaxlib
+  backend = jax.devices()[0].client
+  parts = (text, trees, sorted((options or {}).items()), jax.__version__,
+           jaxlib.version.__version__,
+           sorted((k, repr(v)) for k, v in jax.config.values.items()),
+           os.environ.get("XLA_FLAGS", ""), backend.platform,
+           backend.platform_version,
+           [(d.id, d.device_kind) for d in jax.devices()])
+  return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
+def _load_same_program(digest: Optional[str], path: str, args):
+  """The entry of another key whose program is this one (``digest``),
+  copied to ``path`` and loaded; None when there is none.
+
+  Keys that differ where programs do not: the configs of a sweep's
+  variants, or of runs that differ in their seed alone; every key after
+  an edit or upgrade of funcnet whose programs did not change. Such a
+  program compiled under one key is loaded under the others instead of
+  compiled, and kept under each (JAX's cache would have served it, but an
+  executable read from there cannot be kept: module docstring)."""
+  if digest is None:
+    return None
+  where = os.path.dirname(path)
+  try:
+    with open(_listing(path, digest)) as f:
+      source = os.path.join(where, os.path.basename(f.read().strip()))
+    exe = _load(source, args)
+    if exe is not None and source != path:
+      with open(source, "rb") as f:
+        _write_whole(path, f.read())
+  except OSError:  # no such program here, or a file gone meanwhile
+    return None
+  return exe
+
+
+def _write_whole(path: str, data: bytes) -> None:
+  """``data`` to ``path`` through a temporary file and ``os.replace``:
+  readers see the old file or the new one, never a part."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      f.write(data)
+    os.replace(tmp, path)
+  except BaseException:
+    os.unlink(tmp)
+    raise
+
+
 def _compile(lowered, options: Optional[dict], path: Optional[str],
-             background: bool):
+             background: bool, entry: Optional[tuple] = None):
   """``lowered.compile(compiler_options=options)``, written to ``path``
   when XLA compiled it here (not JAX's cache: module docstring); on a
-  :class:`Compiling` thread when ``background``."""
+  :class:`Compiling` thread when ``background``.
+
+  ``entry``: ``(key, all options, args, timings name)`` of the entry at
+  ``path``: first the entry of the same program under another key is
+  looked for (:func:`_load_same_program`), else the module is tagged
+  with ``key`` (:func:`_tag`), and what XLA compiles is listed under its
+  program. On the thread too: the program's text (7-10 ms for a default
+  run's epoch) is printed beside the caller's tracing."""
   def build():
+    same = None
+    if path is not None and entry is not None:
+      key, all_options, args, label = entry
+      t0 = time.perf_counter()
+      same = _program_digest(lowered, all_options)
+      exe = _load_same_program(same, path, args)
+      if exe is not None:
+        timings.loaded(label, time.perf_counter() - t0)
+        return exe
+      _tag(lowered, key)
     with _Compiles() as seen:
       exe = lowered.compile(compiler_options=options)
-    if path is not None and seen.fresh:
-      _store(path, exe)
+    if path is not None and seen.fresh and _store(path, exe) \
+        and same is not None:
+      try:
+        _write_whole(_listing(path, same), os.path.basename(path).encode())
+      except OSError:
+        pass
     return exe
   return Compiling(build, lowered.out_info) if background else build()
 
