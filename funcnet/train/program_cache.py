@@ -482,7 +482,9 @@ def _load_same_program(digest: Optional[str], path: str, args):
   try:
     with open(_listing(path, digest)) as f:
       source = os.path.join(where, os.path.basename(f.read().strip()))
-    exe = _load(source, args)
+    exe = _LOADED.get(source)  # this process has it: a sweep's variants
+    if exe is None or isinstance(exe, Compiling):
+      exe = _load(source, args)
     if exe is not None and source != path:
       with open(source, "rb") as f:
         _write_whole(path, f.read())
