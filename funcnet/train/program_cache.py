@@ -407,6 +407,7 @@ def compiled(fn: Callable, args: tuple, identity: Optional[str],
 
 
 _TAG = "funcnet.program"
+_MODULES = threading.Lock()  # held while a lowered module's tag changes
 
 
 def _tag(lowered, key: str) -> None:
@@ -524,12 +525,19 @@ def _compile(lowered, options: Optional[dict], path: Optional[str],
     if path is not None and entry is not None:
       key, all_options, args, label = entry
       t0 = time.perf_counter()
-      same = _program_digest(lowered, all_options)
-      exe = _load_same_program(same, path, args)
+      # One jitted function lowered twice for the same shapes gives the
+      # same module object (JAX caches lowerings): its tag is read,
+      # removed and set by one thread at a time. (Compiling it under two
+      # keys at once, one thread tagging while XLA reads it on another,
+      # is left alone: no caller lowers one function for two keys at once.)
+      with _MODULES:
+        same = _program_digest(lowered, all_options)
+        exe = _load_same_program(same, path, args)
+        if exe is None:
+          _tag(lowered, key)
       if exe is not None:
         timings.loaded(label, time.perf_counter() - t0)
         return exe
-      _tag(lowered, key)
     with _Compiles() as seen:
       exe = lowered.compile(compiler_options=options)
     if path is not None and seen.fresh and _store(path, exe) \
