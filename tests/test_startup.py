@@ -8,6 +8,7 @@ built, from ``jax.monitoring``) and a temporary compilation cache, never
 the user's (tests/conftest.py turns it off for everything else).
 """
 
+import collections
 import csv
 import io
 import json
@@ -756,13 +757,17 @@ def test_a_program_only_jaxs_cache_holds_is_compiled_and_kept(program_dir):
   np.testing.assert_array_equal(again(w, x), got(w, x))
 
 
+_TreeA = collections.namedtuple("_TreeA", ["y"])
+_TreeB = collections.namedtuple("_TreeB", ["y"])
+
+
 def test_keys_of_one_program_share_its_entry_and_compile_it_once(
-    program_dir):
+    program_dir, monkeypatch):
   """Two identities of one program (a sweep's variants, runs of two seeds,
   the keys before and after an edit of funcnet): the second loads the
   first's entry, compiles nothing, and keeps a copy under its own key. A
-  program of the same text whose results are another tree is another
-  program."""
+  program of the same text whose results are another tree, or compiled
+  with other options, is another program."""
   c = float(np.random.default_rng().uniform(4, 5))  # new to this process
   w = np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3)
   x = np.arange(8, dtype=np.float32).reshape(2, 4) / 7
@@ -780,11 +785,26 @@ def test_keys_of_one_program_share_its_entry_and_compile_it_once(
   again = program_cache.compiled(body, (w, x), "seed 1")
   assert len(traced) == 1  # its own entry now: loaded, not traced
   np.testing.assert_array_equal(again(w, x), got(w, x))
-  # the same text returning a one-element list, not an array: compiled
-  listed = program_cache.compiled(lambda w, x: [jnp.tanh(x @ w) * c],
-                                  (w, x), "seed 2")
-  [out] = listed(w, x)
-  np.testing.assert_allclose(out, want, rtol=1e-6)
+  # the same text returning another tree (two state types of the same
+  # fields, as two models' TrainStates): each its own
+  # (a text new to this process, so that XLA compiles A's and it is kept;
+  # A and B at the module's top level, so that their trees pickle)
+  A, B = _TreeA, _TreeB
+  program_cache.compiled(lambda w, x: A(jnp.tanh(x @ w) * (c + 1)), (w, x),
+                         "A")
+  got_b = program_cache.compiled(lambda w, x: B(jnp.tanh(x @ w) * (c + 1)),
+                                 (w, x), "B")(w, x)
+  assert type(got_b) is B
+  np.testing.assert_allclose(got_b.y, np.tanh(x @ w) * (c + 1), rtol=1e-6)
+  # the same text compiled with other options (quick ones; the fast
+  # suite's XLA_FLAGS would leave none): compiled, not shared
+  monkeypatch.setattr(program_cache, "quick_options",
+                      lambda integers=False: {
+                          "xla_cpu_parallel_codegen_split_count": 2})
+  with program_cache._Compiles() as seen:
+    quick = program_cache.compiled(body, (w, x), "seed 3", quick=True)
+    assert seen._now()[1] > seen._before[1]
+  np.testing.assert_allclose(quick(w, x), want, rtol=1e-6)
 
 
 def test_a_change_in_the_config_is_another_identity():
