@@ -232,17 +232,27 @@ def environment() -> str:
   could change what it compiles to (see the module docstring)."""
   global _ENV_FINGERPRINT
   if _ENV_FINGERPRINT is None:
-    import jaxlib
     import funcnet
-    backend = jax.devices()[0].client
-    parts = (jax.__version__, jaxlib.version.__version__, _optax_version(),
-             funcnet.__version__, _source_stamp(),
-             sorted((k, repr(v)) for k, v in jax.config.values.items()),
-             os.environ.get("XLA_FLAGS", ""), backend.platform,
-             backend.platform_version,
-             [(d.id, d.device_kind) for d in jax.devices()])
+    jax_v, jaxlib_v, *xla = _compiler_environment()
+    parts = (jax_v, jaxlib_v, _optax_version(), funcnet.__version__,
+             _source_stamp(), *xla)
     _ENV_FINGERPRINT = hashlib.sha256(repr(parts).encode()).hexdigest()
   return _ENV_FINGERPRINT
+
+
+def _compiler_environment() -> tuple:
+  """What decides the executable XLA builds from a program's text besides
+  its options: jax's and jaxlib's versions, JAX's config values,
+  ``XLA_FLAGS``, the backend, its version and the devices. Part of
+  :func:`environment`, and of :func:`_program_digest` (which leaves out
+  the sources: they decide a program only through its text)."""
+  import jaxlib
+  backend = jax.devices()[0].client
+  return (jax.__version__, jaxlib.version.__version__,
+          sorted((k, repr(v)) for k, v in jax.config.values.items()),
+          os.environ.get("XLA_FLAGS", ""), backend.platform,
+          backend.platform_version,
+          [(d.id, d.device_kind) for d in jax.devices()])
 
 
 def _signature(args) -> tuple:
@@ -446,8 +456,7 @@ def _program_digest(lowered, options: Optional[dict]) -> Optional[str]:
   """A sha256 of what decides the executable XLA builds from ``lowered``:
   its text (no debug information), its argument and result trees (a
   loaded executable returns the stored one's), the compile options, and
-  the environment less funcnet's and the user's sources (which decide a
-  program only through its text). None when the text cannot be had."""
+  :func:`_compiler_environment`. None when the text cannot be had."""
   try:
     attributes = lowered.compiler_ir("stablehlo").operation.attributes
     if _TAG in attributes:  # a module lowered (and tagged) before
@@ -456,14 +465,8 @@ def _program_digest(lowered, options: Optional[dict]) -> Optional[str]:
     trees = (str(lowered.in_tree), str(lowered.out_tree))
   except Exception:  # noqa: BLE001 - nothing shared, as before
     return None
-  import jaxlib
-  backend = jax.devices()[0].client
-  parts = (text, trees, sorted((options or {}).items()), jax.__version__,
-           jaxlib.version.__version__,
-           sorted((k, repr(v)) for k, v in jax.config.values.items()),
-           os.environ.get("XLA_FLAGS", ""), backend.platform,
-           backend.platform_version,
-           [(d.id, d.device_kind) for d in jax.devices()])
+  parts = (text, trees, sorted((options or {}).items()),
+           _compiler_environment())
   return hashlib.sha256(repr(parts).encode()).hexdigest()
 
 
