@@ -224,3 +224,75 @@ def test_the_warm_up_writes_nothing_and_changes_no_png(tmp_path, monkeypatch):
                   str(fresh)], check=True, cwd=ROOT)
   for name in ("loss.png", "grad_norms.png"):
     assert (out / name).read_bytes() == (fresh / name).read_bytes(), name
+
+
+def _sweep_figures(keys=("optimizer.learning_rate", "model.mlp.hidden", "seed")):
+  """A sweep's figure data (funcnet.run.sweep_figures), 2 x 2 x 2 variants
+  over ``keys``' first two and seeds, one of them diverged (NaN)."""
+  variants = []
+  for lr in (0.1, 0.01):
+    for hidden in ([8], [16]):
+      for seed in (0, 1):
+        bad = lr == 0.1 and seed == 1
+        history = [{"epoch": e, "train_loss": float("nan") if bad and e > 1
+                    else 1 / (e * lr * 100 + hidden[0]),
+                    "test_accuracy": 0.5 + 0.1 * e + 0.01 * seed}
+                   for e in (1, 2, 3)]
+        values = dict(zip(("optimizer.learning_rate", "model.mlp.hidden",
+                           "seed"), (lr, hidden, seed)))
+        variants.append({"assignment": {k: values[k] for k in keys},
+                         "history": history,
+                         "final": float("nan") if bad else history[-1]["test_accuracy"]})
+  return {"metric": "test_accuracy", "higher_is_better": True,
+          "keys": list(keys), "variants": variants}
+
+
+@pytest.mark.parametrize("keys, names", [
+    (("optimizer.learning_rate", "model.mlp.hidden", "seed"),
+     ["curves.png", "heatmap.png"]),   # two keys: the heatmap, by a fork
+    (("seed",), ["curves.png"]),       # seeds alone: no summary figure
+], ids=["heatmap", "seeds-only"])
+def test_a_sweeps_figures_are_the_pngs_drawn_in_process(tmp_path, keys, names):
+  from funcnet.run import sweep_figures
+  here, there = tmp_path / "here", tmp_path / "there"
+  here.mkdir(), there.mkdir()
+  data = _sweep_figures(keys)
+  assert sweep_figures.draw(data, str(here)) == names
+  p = _started()
+  assert p.draw_sweep(data, there)
+  p.wait()
+  assert sorted(os.listdir(there)) == sorted(names)
+  for name in names:
+    a, b = (d / name for d in (here, there))
+    assert b.read_bytes()[:8] == PNG
+    assert a.read_bytes() == b.read_bytes(), name
+
+
+def _sweep_command(out):
+  return ["sweep", "--set", "train.epochs=1", "--set", "model.mlp.hidden=[8]",
+          "--set", "data.train_per_class=8", "--set", "train.batch_size=16",
+          "--grid", "optimizer.learning_rate=0.1,0.01", "--out", str(out)]
+
+
+def test_the_sweep_command_draws_in_the_plotting_process(tmp_path, monkeypatch,
+                                                         capsys):
+  from funcnet.run import sweep_figures
+  if plot_process._cores() < 2:
+    pytest.skip("one core: funcnet draws in-process")
+  def not_here(*a, **k):
+    raise AssertionError("drawn in the command's process")
+  monkeypatch.setattr(sweep_figures, "curves", not_here)
+  monkeypatch.setattr(sweep_figures, "summary", not_here)
+  assert cli.main(_sweep_command(tmp_path / "sw")) == 0
+  assert "curves.png, heatmap.png" in capsys.readouterr().out
+  for name in ("curves.png", "heatmap.png"):
+    assert (tmp_path / "sw" / name).read_bytes()[:8] == PNG
+
+
+def test_a_sweep_whose_plotter_is_gone_draws_in_process(tmp_path):
+  from funcnet import sweep
+  cfg = config.load(None, _sweep_command(tmp_path)[2:10:2])
+  sweep.run(cfg, {"optimizer.learning_rate": [0.1, 0.01]},
+            str(tmp_path / "sw"), log=lambda *a: 0, plotter=_gone())
+  for name in ("curves.png", "heatmap.png"):
+    assert (tmp_path / "sw" / name).read_bytes()[:8] == PNG

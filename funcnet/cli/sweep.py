@@ -50,6 +50,23 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+  plotter = None
+  if not args.search:
+    from funcnet.cli.train import plots_likely
+    if plots_likely(args):
+      # First: it imports matplotlib on the other core while this process
+      # imports JAX, and draws curves.png and heatmap.png while the results
+      # tables are written (funcnet.run.plot_process).
+      from funcnet.run import plot_process
+      plotter = plot_process.start()
+  try:
+    return _run(args, plotter)
+  finally:
+    if plotter is not None:
+      plotter.close()
+
+
+def _run(args, plotter) -> int:
   import time
   from funcnet import config as config_lib
   if args.resume and (not args.out or args.search):
@@ -81,7 +98,8 @@ def run(args) -> int:
     from funcnet.sweep import resume
     resume.refuse_existing(out)
   sweep.run(cfg, grid, out, sequential=args.sequential, resume=args.resume,
-            log=print if jax.process_index() == 0 else (lambda *a: None))
+            log=print if jax.process_index() == 0 else (lambda *a: None),
+            plotter=plotter)
   return 0
 
 

@@ -1,4 +1,4 @@
-"""A run's plots drawn by a second process, started before JAX.
+"""A run's plots (and a sweep's) drawn by a second process, started before JAX.
 
 ``funcnet train`` spends most of a one-epoch warm run outside training:
 importing JAX (0.75 s) and, at the end, drawing ``loss.png`` and
@@ -27,8 +27,10 @@ before. The process exits when its stdin closes, so it never outlives the
 command: a command that fails or is killed closes that pipe.
 
 Protocol, on the plotter's stdin, closed after it:
-``{"history": [...], "workdir": DIR, "title": NAME}``; an empty stdin: exit
-without drawing. A drawing that fails exits 2 with one line on stderr (the
+``{"history": [...], "workdir": DIR, "title": NAME}`` (a run's two
+figures), or ``{"sweep": DATA, "workdir": DIR}`` (a sweep's ``curves.png``
+and ``heatmap.png``, :mod:`funcnet.run.sweep_figures`); an empty stdin:
+exit without drawing. A drawing that fails exits 2 with one line on stderr (the
 exception's type and message), which :meth:`Plotter.wait` raises as a
 :class:`~funcnet.errors.FuncnetError`.
 """
@@ -54,7 +56,8 @@ def _cores() -> int:
 
 
 class Plotter:
-  """A started plotting process; :meth:`draw` once, then :meth:`wait`."""
+  """A started plotting process; :meth:`draw` (or :meth:`draw_sweep`)
+  once, then :meth:`wait`."""
 
   def __init__(self, proc: subprocess.Popen):
     self._proc = proc
@@ -62,18 +65,26 @@ class Plotter:
 
   def draw(self, history: list, workdir: str, title: str) -> bool:
     """Sends the history; False when the process is gone (draw here)."""
+    return self._send({"history": history, "workdir": os.fspath(workdir),
+                       "title": title})
+
+  def _send(self, request: dict) -> bool:
+    """Writes the one request and closes stdin; False when it is gone."""
     try:
       # default=float: numpy and JAX scalars; NaN and inf travel as JSON's
       # NaN and Infinity, which json.loads reads back.
-      request = json.dumps({"history": history, "workdir": os.fspath(workdir),
-                            "title": title}, default=float)
-      self._proc.stdin.write(request.encode())
+      self._proc.stdin.write(json.dumps(request, default=float).encode())
       self._proc.stdin.close()
       self._drawing = True
     except (OSError, TypeError, ValueError):  # BrokenPipeError: it is gone
       self.close()
       return False
     return True
+
+  def draw_sweep(self, figures: dict, folder: str) -> bool:
+    """Sends a sweep's figure data (:mod:`funcnet.run.sweep_figures`);
+    False when the process is gone (draw here)."""
+    return self._send({"sweep": figures, "workdir": os.fspath(folder)})
 
   def _finish(self) -> bytes:
     """Waits for the process that is drawing; returns its stderr, read to
@@ -165,11 +176,19 @@ def serve() -> int:
   # loaded and warmed up, no threads) draws the second while this one
   # draws the first. The command waits for the drawing last, when its
   # cores are idle: 0.2 s of drawing -> 0.12.
-  child = _fork()
-  figures = plots.FIGURES if child is None else (
-      plots.FIGURES[1:] if child == 0 else plots.FIGURES[:1])
+  if "sweep" in r:  # a sweep's curves.png and heatmap.png
+    from funcnet.run import sweep_figures
+    names = sweep_figures.files(r["sweep"])
+    draw = lambda some: sweep_figures.draw(r["sweep"], r["workdir"], some)
+  else:  # a run's loss.png and grad_norms.png
+    names = list(plots.FIGURES)
+    draw = lambda some: plots.write(r["history"], r["workdir"],
+                                    title=r["title"], figures=some)
+  child = _fork() if len(names) > 1 else None
+  figures = names if child is None else (
+      names[1:] if child == 0 else names[:1])
   try:
-    plots.write(r["history"], r["workdir"], title=r["title"], figures=figures)
+    draw(figures)
     code = 0
   except Exception as e:  # pylint: disable=broad-except
     code = _failed(e)

@@ -190,7 +190,7 @@ def _label(assignment: dict) -> str:
 
 def run(cfg: dict, grid: dict, out: Optional[str] = None, *,
         sequential: bool = False, resume: bool = False, cache=None,
-        log=print) -> SweepResult:
+        log=print, plotter=None) -> SweepResult:
   """Trains every variant of ``grid`` over the base config ``cfg``.
 
   Args:
@@ -206,6 +206,9 @@ def run(cfg: dict, grid: dict, out: Optional[str] = None, *,
     cache: compiled programs kept across calls (see
       :func:`funcnet.sweep.engine.train_group`); None: compiled afresh.
     log: where progress lines go.
+    plotter: a started :class:`funcnet.run.plot_process.Plotter` that
+      draws the folder's figures (``funcnet sweep`` starts one before
+      JAX); None: drawn in this process.
 
   Returns:
     A :class:`SweepResult`.
@@ -239,7 +242,7 @@ def run(cfg: dict, grid: dict, out: Optional[str] = None, *,
                          time.perf_counter() - t0, out)
     if out is not None and jax.process_index() == 0:  # one writer
       from funcnet.sweep import results
-      results.write(result, grid, log=log)
+      results.write(result, grid, log=log, plotter=plotter)
   finally:
     if folder is not None:
       folder.close()

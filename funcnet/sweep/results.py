@@ -19,12 +19,9 @@
 
 import csv
 import json
-import math
 import os
 
-import numpy as np
-
-from funcnet.run import rundir
+from funcnet.run import rundir, sweep_figures
 
 
 def _fmt(v) -> str:
@@ -130,113 +127,34 @@ def write_variants(variants, folder: str) -> None:
                              **v.final})
 
 
-def _summary_plot(result, path: str) -> bool:
-  """``heatmap.png`` over two swept keys, or a line over one (seeds
-  averaged, their spread shown). False when no key but seed is swept."""
-  from funcnet.run import plots
-  keys = [k for k in result.keys if k != "seed"
-          and len({json.dumps(v.assignment[k]) for v in result.variants}) > 1]
-  if not keys or len(keys) > 2:
-    return False
-  score = {}
-  for v in result.variants:
-    cell = tuple(json.dumps(v.assignment[k]) for k in keys)
-    x = v.final.get(result.metric, float("nan"))
-    score.setdefault(cell, []).append(x)
-  values = [sorted({c[i] for c in score}, key=_sort_key) for i in range(len(keys))]
-  name = result.metric.replace("test_", "test ")
-  if len(keys) == 2:
-    mean = np.full((len(values[0]), len(values[1])), np.nan)
-    spread = np.zeros_like(mean)
-    for (a, b), xs in score.items():
-      i, j = values[0].index(a), values[1].index(b)
-      mean[i, j] = np.nanmean(xs) if not all(math.isnan(x) for x in xs) else np.nan
-      spread[i, j] = np.nanstd(xs) if len(xs) > 1 and not np.isnan(mean[i, j]) else 0
-    fig = plots.Figure(figsize=(1.3 * len(values[1]) + 3,
-                                0.8 * len(values[0]) + 2))
-    ax = fig.subplots()
-    im = ax.imshow(mean, cmap="viridis" if result.higher_is_better else "viridis_r",
-                   aspect="auto")
-    fig.colorbar(im, ax=ax, label=name)
-    for i in range(mean.shape[0]):
-      for j in range(mean.shape[1]):
-        text = "diverged" if np.isnan(mean[i, j]) else (
-            f"{mean[i, j]:.3g}" + (f"\n±{spread[i, j]:.2g}" if spread[i, j] else ""))
-        light = not np.isnan(mean[i, j]) and im.norm(mean[i, j]) > 0.5
-        if not result.higher_is_better:  # viridis_r: light at low values
-          light = not np.isnan(mean[i, j]) and im.norm(mean[i, j]) < 0.5
-        ax.text(j, i, text, ha="center", va="center", fontsize=8,
-                color="black" if light else "white")
-    ax.set_xticks(range(len(values[1])), values[1])
-    ax.set_yticks(range(len(values[0])), values[0])
-    ax.invert_yaxis()  # the first value at the bottom, as on an axis
-    ax.set_xlabel(keys[1])
-    ax.set_ylabel(keys[0])
-  else:
-    fig = plots.Figure(figsize=(6, 4))
-    ax = fig.subplots()
-    xs = values[0]
-    mean = [np.nanmean(score[(x,)]) if not all(math.isnan(s) for s in score[(x,)])
-            else np.nan for x in xs]
-    err = [np.nanstd(score[(x,)]) if len(score[(x,)]) > 1 else 0 for x in xs]
-    ax.errorbar(range(len(xs)), mean, yerr=err, marker="o", capsize=3)
-    ax.set_xticks(range(len(xs)), xs)
-    ax.set_xlabel(keys[0])
-    ax.set_ylabel(name)
-  seeds = len({v.assignment.get("seed") for v in result.variants})
-  ax.set_title(f"final {name}" + (f" (mean ± std over {seeds} seeds)"
-                                  if "seed" in result.keys and seeds > 1 else ""))
-  fig.tight_layout()  # its labels' sizes vary with the grid: measured
-  fig.savefig(path, dpi=100)
-  return True
+def figure_data(result) -> dict:
+  """What ``curves.png`` and ``heatmap.png`` show, as plain JSON-ready data
+  (the format :mod:`funcnet.run.sweep_figures` draws, in this process or
+  the plotting process)."""
+  m = result.metric
+  return {"metric": m, "higher_is_better": bool(result.higher_is_better),
+          "keys": list(result.keys),
+          "variants": [{
+              "assignment": {k: v.assignment[k] for k in v.assignment},
+              "history": [{k: h[k] for k in ("epoch", "train_loss", m) if k in h}
+                          for h in v.history],
+              "final": float(v.final.get(m, float("nan")))}
+                       for v in result.variants]}
 
 
-def _sort_key(text: str):
-  v = json.loads(text)
-  return (0, v, "") if isinstance(v, (int, float)) and not isinstance(v, bool) \
-      else (1, 0, text)
+def write(result, grid: dict, log=print, plotter=None) -> list:
+  """Writes the whole folder ``result.out``; returns the files written.
 
-
-def _curves(result, path: str) -> None:
-  """``curves.png``: every variant's training loss and headline metric by
-  epoch. Drawn as ``funcnet.run.plots.write`` draws a run's (a bare
-  ``Figure``, fixed margins, plain-text log labels: pyplot's import,
-  ``tight_layout``'s second drawing and the mathtext parser were 0.8 of
-  this figure's 1.25 s)."""
-  from funcnet.run import plots
-  fig = plots.Figure(figsize=(11, 4))
-  axes = fig.subplots(1, 2)
-  fig.subplots_adjust(left=0.07, right=0.98, bottom=0.12, top=0.91,
-                      wspace=0.22)
-  many = len(result.variants) > 12
-  for v in result.variants:
-    label = ", ".join(f"{k.rsplit('.', 1)[-1]}={x}" for k, x in v.assignment.items())
-    e = [h["epoch"] for h in v.history]
-    loss = [h["train_loss"] for h in v.history]
-    axes[0].plot(e, loss, lw=1, alpha=0.7, label=None if many else label)
-    tests = [h for h in v.history if result.metric in h]
-    axes[1].plot([h["epoch"] for h in tests], [h[result.metric] for h in tests],
-                 lw=1, alpha=0.7, label=None if many else label)
-  positive = all(h["train_loss"] > 0 for v in result.variants for h in v.history
-                 if h["train_loss"] == h["train_loss"])
-  if positive:
-    plots.log_y(axes[0])
-  axes[0].set_ylabel("training loss")
-  axes[1].set_ylabel(result.metric.replace("test_", "test "))
-  for ax in axes:
-    ax.set_xlabel("epoch")
-  axes[0].set_title(f"{len(result.variants)} variants: training loss",
-                    y=plots.TITLE_Y)
-  axes[1].set_title(result.metric.replace("test_", "test "), y=plots.TITLE_Y)
-  if not many:
-    axes[1].legend(fontsize="x-small")
-  fig.savefig(path, dpi=100)
-
-
-def write(result, grid: dict, log=print) -> list:
-  """Writes the whole folder ``result.out``; returns the files written."""
+  ``plotter``: a started :class:`funcnet.run.plot_process.Plotter`, which
+  draws the figures while the tables and ``variants/`` are written (None,
+  or one that is gone: drawn here, after them)."""
   out = result.out
   os.makedirs(out, exist_ok=True)
+  figures = None
+  if result.variants[0].cfg["run"]["plots"]:
+    figures = figure_data(result)
+    if plotter is not None and not plotter.draw_sweep(figures, out):
+      plotter = None
   write_csv(result, os.path.join(out, "results.csv"))
   with open(os.path.join(out, "results.md"), "w") as f:
     f.write(markdown(result))
@@ -244,11 +162,12 @@ def write(result, grid: dict, log=print) -> list:
   write_json(result, grid, os.path.join(out, "sweep.json"))
   write_variants(result.variants, os.path.join(out, "variants"))
   files = ["results.csv", "results.md", "best.toml", "sweep.json", "variants/"]
-  if result.variants[0].cfg["run"]["plots"]:
-    _curves(result, os.path.join(out, "curves.png"))
-    files.append("curves.png")
-    if _summary_plot(result, os.path.join(out, "heatmap.png")):
-      files.append("heatmap.png")
+  if figures is not None:
+    if plotter is not None:
+      plotter.wait()  # FuncnetError: its one line
+      files += sweep_figures.files(figures)
+    else:
+      files += sweep_figures.draw(figures, out)
   best = result.best
   log(f"best variant {best.index}: "
       + ", ".join(f"{k}={json.dumps(v)}" for k, v in best.assignment.items())
