@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from funcnet import cli, config, experiment
@@ -296,3 +297,35 @@ def test_a_sweep_whose_plotter_is_gone_draws_in_process(tmp_path):
             str(tmp_path / "sw"), log=lambda *a: 0, plotter=_gone())
   for name in ("curves.png", "heatmap.png"):
     assert (tmp_path / "sw" / name).read_bytes()[:8] == PNG
+
+
+def test_a_sweeps_heatmap_shows_each_cells_mean_over_seeds(tmp_path,
+                                                          monkeypatch):
+  # The cells' numbers against numpy's mean and spread of the finals,
+  # grouped here by hand: rates on the rows (numbers in order), widths on
+  # the columns (lists, in the order of their text: "[16]" < "[8]"); a cell
+  # whose seeds all diverged shows NaN ("diverged").
+  from funcnet.run import plots, sweep_figures
+  made = []
+  real = plots.Figure
+  monkeypatch.setattr(plots, "Figure",
+                      lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+  data = _sweep_figures()
+  data["variants"][0]["final"] = float("nan")  # lr 0.1, [8], seed 0
+  assert sweep_figures.summary(data, str(tmp_path / "h.png"))
+  ax = made[-1].axes[0]
+  shown = np.asarray(ax.images[0].get_array(), dtype=float)
+  want = np.full((2, 2), np.nan)
+  for i, lr in enumerate((0.01, 0.1)):      # sorted: 0.01 first
+    for j, hidden in enumerate(([16], [8])):
+      finals = [v["final"] for v in data["variants"]
+                if v["assignment"]["optimizer.learning_rate"] == lr
+                and v["assignment"]["model.mlp.hidden"] == hidden]
+      assert len(finals) == 2
+      if not all(np.isnan(finals)):
+        want[i, j] = np.nanmean(finals)
+  np.testing.assert_array_equal(np.isnan(shown), np.isnan(want))
+  np.testing.assert_allclose(shown[~np.isnan(want)], want[~np.isnan(want)])
+  texts = [t.get_text() for t in ax.texts]
+  assert texts.count("diverged") == 1
+  assert any("±" in t for t in texts)        # the two seeds' spread
