@@ -92,12 +92,17 @@ def _t(count):
 
 
 def constant(lr) -> Schedule:
-  """``eta_t = lr`` for every ``t``."""
+  """``eta_t = lr`` for every ``t``.
+
+  The function carries its rate as ``schedule.constant``: a table of its
+  values (``train.monitor.rate_tables``, the rate each epoch's record
+  holds) is then made without compiling a program for it."""
   _check_lr("constant", lr)
 
   def schedule(count):
     return jnp.full(jnp.shape(count), lr, dtype=float)
 
+  schedule.constant = lr
   return schedule
 
 

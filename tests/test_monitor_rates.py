@@ -103,3 +103,20 @@ def test_with_an_identity_the_table_is_loaded_from_the_program_cache(
   assert len(traced) == n  # read from the file: nothing traced
   for got in (first, second):
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7 * lr)
+
+
+def test_a_constant_rates_table_is_made_without_a_program(monkeypatch):
+  # lr at every epoch (the schedule's equation), in JAX's default float as
+  # the compiled table is; nothing compiled, for one schedule or a sweep's
+  def no_program(*a, **k):
+    raise AssertionError("a program compiled for a constant rate")
+  monkeypatch.setattr(program_cache, "compiled", no_program)
+  tables = monitor_lib.rate_tables(
+      [schedules.constant(3e-3), schedules.constant(0.5)], 40, [3, 5])
+  assert [t.dtype for t in tables] == [np.float32, np.float32]
+  assert tables[0].tolist() == [float(np.float32(3e-3))] * 3
+  assert tables[1].tolist() == [0.5] * 5
+  # with a warm-up it is no longer constant: its table needs the program
+  with np.testing.assert_raises(AssertionError):
+    monitor_lib.epoch_rates(schedules.warmup(schedules.constant(0.5), 100),
+                            40, 3)

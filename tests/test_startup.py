@@ -36,12 +36,12 @@ ENV.pop("JAX_COMPILATION_CACHE_DIR", None)
 
 # What a default one-epoch run builds, each through
 # funcnet.train.program_cache: the initial params and optimizer state
-# (experiment.Setup.init_state), the learning rate the history records,
-# every epoch's in one call of the schedule (train.monitor.epoch_rates;
-# called eagerly, a warm-up and cosine decay was 15 programs of one op
-# each), the epoch and the evaluation. The run's key and fit's keys are
-# made on the host (train.host_keys): two programs fewer than on 7 December.
-PROGRAMS = ["jit(init)", "jit(rates)", "jit(epoch)", "jit(evaluate)"]
+# (experiment.Setup.init_state), the epoch and the evaluation. The run's
+# key and fit's keys are made on the host (train.host_keys): two programs
+# fewer than on 7 December; the learning rate each record holds is the
+# default's constant, tabled without a program (train.monitor.rate_tables;
+# a schedule that varies is one program, `jit(rates)`, for every epoch's).
+PROGRAMS = ["jit(init)", "jit(epoch)", "jit(evaluate)"]
 
 
 def _python(*args, env=None, timeout=240):
@@ -86,8 +86,7 @@ def test_a_default_run_compiles_what_it_needs_and_caches_it(cold_and_warm):
   assert len([f for f in os.listdir(cache) if f.endswith("-cache")]) \
       == len(set(PROGRAMS))
   ours = sorted(f.split("-")[0] for f in os.listdir(cache / "programs"))
-  assert ours == ["compute", "epoch", "evaluate", "init", "preflight",
-                  "rates"], ours
+  assert ours == ["compute", "epoch", "evaluate", "init", "preflight"], ours
 
 
 @pytest.mark.slow
@@ -686,10 +685,9 @@ def test_a_run_from_cached_programs_equals_one_without_them(monkeypatch,
   monkeypatch.undo()
   plain = experiment.Setup(cfg).fit()  # the cache off (tests/conftest.py)
   names = sorted(p.name.split("-")[0] for p in program_dir.iterdir())
-  # (the keys are made on the host: no program of theirs; the learning
-  # rates' table is the default schedule's, which another test in this
-  # process may have compiled: JAX's cache then has it, and it is not kept)
-  assert sorted(set(names) - {"rates"}) == [
+  # (the keys are made on the host, the default's constant learning rate
+  # tabled without a program: no program of theirs)
+  assert sorted(names) == [
       "epoch", "evaluate", "init", "preflight"], names
   for run in runs:
     _assert_same_run(run, plain)
