@@ -39,7 +39,10 @@ def draw(data: dict, folder: str, names=None) -> list[str]:
   wanted = [n for n in files(data) if names is None or n in names]
   for name in wanted:
     path = os.path.join(folder, name)
-    curves(data, path) if name == CURVES else summary(data, path)
+    if name == CURVES:
+      curves(data, path)
+    else:
+      summary(data, path)
   return wanted
 
 
