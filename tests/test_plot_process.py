@@ -329,3 +329,63 @@ def test_a_sweeps_heatmap_shows_each_cells_mean_over_seeds(tmp_path,
   texts = [t.get_text() for t in ax.texts]
   assert texts.count("diverged") == 1
   assert any("±" in t for t in texts)        # the two seeds' spread
+
+
+def _search_figure():
+  return {"metric": "test_loss", "higher_is_better": False, "finished": 5,
+          "trials": [[0, 0.9], [1, 1.2], [2, 0.4], [4, 0.6]]}  # 3 failed
+
+
+def test_a_searchs_figure_is_the_png_drawn_in_process(tmp_path):
+  from funcnet.run import sweep_figures
+  here, there = tmp_path / "here", tmp_path / "there"
+  here.mkdir(), there.mkdir()
+  sweep_figures.search(_search_figure(), str(here / "search.png"))
+  p = _started()
+  assert p.draw_search(_search_figure(), there)
+  p.wait()
+  assert os.listdir(there) == ["search.png"]
+  assert (there / "search.png").read_bytes()[:8] == PNG
+  assert (here / "search.png").read_bytes() == (there / "search.png").read_bytes()
+
+
+def test_a_searchs_best_so_far_is_the_running_minimum(tmp_path, monkeypatch):
+  from funcnet.run import plots, sweep_figures
+  made = []
+  real = plots.Figure
+  monkeypatch.setattr(plots, "Figure",
+                      lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+  sweep_figures.search(_search_figure(), str(tmp_path / "s.png"))
+  trials, best = made[-1].axes[0].lines
+  assert list(trials.get_xdata()) == [0, 1, 2, 4]
+  # a loss: the best so far is the smallest, by hand
+  assert list(best.get_ydata()) == [0.9, 0.9, 0.4, 0.4]
+
+
+@pytest.mark.parametrize("gone", [False, True], ids=["there", "gone"])
+def test_a_search_draws_in_its_plotter_or_here_when_it_is_gone(
+    tmp_path, monkeypatch, gone):
+  # the training stubbed (nothing compiles), as in tests/test_sweep.py
+  pytest.importorskip("optuna")
+  from funcnet import sweep
+  from funcnet.run import sweep_figures
+  from funcnet.sweep import results as results_lib, search
+
+  def train_variants(vs, cache=None, log=print):
+    return [sweep.VariantResult(
+        v.index, v.assignment, v.cfg, "done", None,
+        [{"epoch": 1, "train_loss": 0.1, "test_loss": 0.5 + v.index}],
+        None, 0, 0.0, "regression") for v in vs]
+  monkeypatch.setattr(sweep, "train_variants", train_variants)
+  monkeypatch.setattr(results_lib, "write_variants", lambda vs, folder: None)
+  if not gone:
+    def not_here(*a, **k):
+      raise AssertionError("drawn in the command's process")
+    monkeypatch.setattr(sweep_figures, "search", not_here)
+  base = config.load(None, ["data.name=regression", "train.loss=mse",
+                            "model.mlp.output_activation=identity"])
+  space = search.parse_space(["optimizer.learning_rate=loguniform:1e-4,0.1"])
+  out = tmp_path / "s"
+  search.run(base, space, trials=2, parallel=2, out=str(out),
+             log=lambda *a: None, plotter=_gone() if gone else _started())
+  assert (out / "search.png").read_bytes()[:8] == PNG

@@ -51,14 +51,14 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
   plotter = None
-  if not args.search:
-    from funcnet.cli.train import plots_likely
-    if plots_likely(args):
-      # First: it imports matplotlib on the other core while this process
-      # imports JAX, and draws curves.png and heatmap.png while the results
-      # tables are written (funcnet.run.plot_process).
-      from funcnet.run import plot_process
-      plotter = plot_process.start()
+  from funcnet.cli.train import plots_likely
+  if plots_likely(args):
+    # First: it imports matplotlib on the other core while this process
+    # imports JAX, and draws curves.png and heatmap.png (a search's
+    # search.png) while the results tables are written
+    # (funcnet.run.plot_process).
+    from funcnet.run import plot_process
+    plotter = plot_process.start()
   try:
     return _run(args, plotter)
   finally:
@@ -85,7 +85,7 @@ def _run(args, plotter) -> int:
       "sweeps", f"{cfg['name']}-{time.strftime('%Y%m%d-%H%M%S')}")
   import jax
   if args.search:
-    return _search(args, cfg, out, jax.process_count())
+    return _search(args, cfg, out, jax.process_count(), plotter)
   if args.space:
     raise FuncnetError("--space needs --search optuna; a grid is --grid KEY=V1,V2")
   from funcnet import sweep
@@ -103,7 +103,7 @@ def _run(args, plotter) -> int:
   return 0
 
 
-def _search(args, cfg, out, process_count: int) -> int:
+def _search(args, cfg, out, process_count: int, plotter) -> int:
   """``--search optuna``: one process, ``--space`` not ``--grid``."""
   if process_count > 1:
     raise FuncnetError("--search runs in one process (Optuna's storage has "
@@ -112,5 +112,6 @@ def _search(args, cfg, out, process_count: int) -> int:
     raise FuncnetError("--search takes --space, not --grid or --sequential")
   from funcnet.sweep import search
   space = search.parse_space(args.space)
-  search.run(cfg, space, trials=args.trials, parallel=args.parallel, out=out)
+  search.run(cfg, space, trials=args.trials, parallel=args.parallel, out=out,
+             plotter=plotter)
   return 0

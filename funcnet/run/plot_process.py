@@ -28,9 +28,10 @@ command: a command that fails or is killed closes that pipe.
 
 Protocol, on the plotter's stdin, closed after it:
 ``{"history": [...], "workdir": DIR, "title": NAME}`` (a run's two
-figures), or ``{"sweep": DATA, "workdir": DIR}`` (a sweep's ``curves.png``
-and ``heatmap.png``, :mod:`funcnet.run.sweep_figures`); an empty stdin:
-exit without drawing. A drawing that fails exits 2 with one line on stderr (the
+figures), ``{"sweep": DATA, "workdir": DIR}`` (a sweep's ``curves.png``
+and ``heatmap.png``, :mod:`funcnet.run.sweep_figures`) or ``{"search":
+DATA, "workdir": DIR}`` (an Optuna search's ``search.png``); an empty
+stdin: exit without drawing. A drawing that fails exits 2 with one line on stderr (the
 exception's type and message), which :meth:`Plotter.wait` raises as a
 :class:`~funcnet.errors.FuncnetError`.
 """
@@ -56,8 +57,8 @@ def _cores() -> int:
 
 
 class Plotter:
-  """A started plotting process; :meth:`draw` (or :meth:`draw_sweep`)
-  once, then :meth:`wait`."""
+  """A started plotting process; :meth:`draw` (or :meth:`draw_sweep`,
+  :meth:`draw_search`) once, then :meth:`wait`."""
 
   def __init__(self, proc: subprocess.Popen):
     self._proc = proc
@@ -85,6 +86,12 @@ class Plotter:
     """Sends a sweep's figure data (:mod:`funcnet.run.sweep_figures`);
     False when the process is gone (draw here)."""
     return self._send({"sweep": figures, "workdir": os.fspath(folder)})
+
+  def draw_search(self, figure: dict, folder: str) -> bool:
+    """Sends an Optuna search's figure data (``search.png``,
+    :func:`funcnet.run.sweep_figures.search`); False when the process is
+    gone (draw here)."""
+    return self._send({"search": figure, "workdir": os.fspath(folder)})
 
   def _finish(self) -> bytes:
     """Waits for the process that is drawing; returns its stderr, read to
@@ -180,6 +187,11 @@ def serve() -> int:
     from funcnet.run import sweep_figures
     names = sweep_figures.files(r["sweep"])
     draw = lambda some: sweep_figures.draw(r["sweep"], r["workdir"], some)
+  elif "search" in r:  # an Optuna search's search.png
+    from funcnet.run import sweep_figures
+    names = [sweep_figures.SEARCH]
+    draw = lambda some: sweep_figures.search(
+        r["search"], os.path.join(r["workdir"], sweep_figures.SEARCH))
   else:  # a run's loss.png and grad_norms.png
     names = list(plots.FIGURES)
     draw = lambda some: plots.write(r["history"], r["workdir"],

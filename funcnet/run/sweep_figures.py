@@ -1,4 +1,5 @@
-"""A sweep's two figures, ``curves.png`` and ``heatmap.png``, from plain data.
+"""A sweep's two figures, ``curves.png`` and ``heatmap.png``, from plain data
+(and an Optuna search's ``search.png``, :func:`search`).
 
 The data is what :func:`funcnet.sweep.results.figure_data` makes of a
 finished sweep, JSON-ready so that the plotting process
@@ -25,6 +26,7 @@ import numpy as np
 
 CURVES = "curves.png"
 SUMMARY = "heatmap.png"
+SEARCH = "search.png"
 
 
 def files(data: dict) -> list[str]:
@@ -149,6 +151,28 @@ def summary(data: dict, path: str) -> bool:
   fig.tight_layout()  # its labels' sizes vary with the grid: measured
   fig.savefig(path, dpi=100)
   return True
+
+
+def search(data: dict, path: str) -> None:
+  """``search.png`` of an Optuna search (:mod:`funcnet.sweep.search`):
+  each finished trial's final metric by its number, and the best so far.
+  ``data``: ``{"metric", "higher_is_better", "finished": n, "trials":
+  [[number, value], ...]}`` (the trials with a value, in order)."""
+  from funcnet.run import plots
+  xs = [n for n, _ in data["trials"]]
+  ys = [v for _, v in data["trials"]]
+  best = max if data["higher_is_better"] else min
+  running = [best(ys[: i + 1]) for i in range(len(ys))]
+  fig = plots.Figure(figsize=(6, 4))
+  ax = fig.subplots()
+  ax.plot(xs, ys, "o", ms=4, label="trial")
+  ax.step(xs, running, where="post", label="best so far")
+  ax.set_xlabel("trial")
+  ax.set_ylabel(data["metric"].replace("test_", "test "))
+  ax.set_title(f"Optuna search: {data['finished']} trials")
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
 
 
 def _sort_key(text: str):

@@ -91,7 +91,7 @@ def _assignment(params: dict, space: dict) -> dict:
 
 
 def run(cfg: dict, space: dict, *, trials: int, parallel: int, out: str,
-        seed: Optional[int] = None, log=print):
+        seed: Optional[int] = None, log=print, plotter=None):
   """Runs (or resumes) the search in ``out``; returns the Optuna study.
 
   Args:
@@ -102,6 +102,9 @@ def run(cfg: dict, space: dict, *, trials: int, parallel: int, out: str,
     parallel: trials asked for, and trained as one sweep, at a time.
     out: the folder holding ``optuna.db`` and the results.
     seed: the sampler's seed (default: the config's ``seed``).
+    plotter: a started :class:`funcnet.run.plot_process.Plotter` that draws
+      ``search.png`` (``funcnet sweep`` starts one before JAX); None: drawn
+      in this process.
   """
   from funcnet import sweep
   optuna = _optuna()
@@ -142,7 +145,7 @@ def run(cfg: dict, space: dict, *, trials: int, parallel: int, out: str,
         study.tell(t, state=state.FAIL)
       else:
         study.tell(t, value)
-  write(study, cfg, space, out, metric, log)
+  write(study, cfg, space, out, metric, log, plotter=plotter)
   return study
 
 
@@ -163,13 +166,21 @@ def _check_same_space(study, space, out) -> None:
                       "to resume it, or a new --out folder")
 
 
-def write(study, cfg, space, out, metric, log=print) -> None:
+def write(study, cfg, space, out, metric, log=print, plotter=None) -> None:
   """``results.csv`` / ``results.md`` (one row per finished trial, the
-  table sorted best first), ``best.toml`` and ``search.png``."""
-  from funcnet.run import plots
+  table sorted best first), ``best.toml`` and ``search.png`` (drawn by
+  ``plotter``, a started :class:`funcnet.run.plot_process.Plotter`, while
+  the rest is written; here when there is none or it is gone)."""
+  from funcnet.run import sweep_figures
   from funcnet.sweep import results as results_lib
   done = [t for t in study.get_trials(deepcopy=False)
           if STATUS in t.user_attrs]
+  good = [t for t in done if t.value is not None]
+  sign = 1 if study.direction.name == "MAXIMIZE" else -1
+  figure = {"metric": metric, "higher_is_better": sign > 0,
+            "finished": len(done),
+            "trials": [[t.number, t.value] for t in good]}
+  drawing = bool(good) and plotter is not None and plotter.draw_search(figure, out)
   keys = list(space)
   header = ["trial"] + keys + [f"final {metric}", "status"]
   rows = [[t.number] + [t.params.get(k) for k in keys]
@@ -179,8 +190,6 @@ def write(study, cfg, space, out, metric, log=print) -> None:
     w = csv.writer(f)
     w.writerow(header)
     w.writerows(rows)
-  good = [t for t in done if t.value is not None]
-  sign = 1 if study.direction.name == "MAXIMIZE" else -1
   ranked = sorted(rows, key=lambda r: -sign * r[-2] if r[-2] == r[-2] else 1e300)
   with open(os.path.join(out, "results.md"), "w") as f:
     f.write("| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n")
@@ -197,20 +206,10 @@ def write(study, cfg, space, out, metric, log=print) -> None:
           + ", ".join(f"{k} = {json.dumps(v)}" for k, v in a.items())
           + f"\nfinal {metric} = {best.value}; train it again with: "
           "funcnet train --config <this file>")))
-    fig, ax = plots.plt.subplots(figsize=(6, 4))
-    xs = [t.number for t in good]
-    ys = [t.value for t in good]
-    ax.plot(xs, ys, "o", ms=4, label="trial")
-    running = [max(ys[: i + 1]) if sign > 0 else min(ys[: i + 1])
-               for i in range(len(ys))]
-    ax.step(xs, running, where="post", label="best so far")
-    ax.set_xlabel("trial")
-    ax.set_ylabel(metric.replace("test_", "test "))
-    ax.set_title(f"Optuna search: {len(done)} trials")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "search.png"), dpi=100)
-    plots.plt.close(fig)
+    if drawing:
+      plotter.wait()  # FuncnetError: its one line
+    else:
+      sweep_figures.search(figure, os.path.join(out, sweep_figures.SEARCH))
     log(f"best trial {best.number}: "
         + ", ".join(f"{k}={json.dumps(v)}" for k, v in a.items())
         + f", final {metric} {best.value:.4g}")
