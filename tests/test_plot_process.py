@@ -15,7 +15,7 @@ import pytest
 
 from funcnet import cli, config, experiment
 from funcnet.run import plot_process, plots
-from funcnet.cli import train as train_command
+from funcnet.cli import common
 from funcnet.errors import FuncnetError
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -160,12 +160,12 @@ def test_the_guess_before_jax_reads_flags_and_the_config_file(
   if toml is not None:
     path = tmp_path / "c.toml"
     path.write_text(toml)
-  assert train_command.plots_likely(_args(path, overrides)) is likely
+  assert common.plots_likely(_args(path, overrides)) is likely
 
 
 def test_several_processes_draw_on_process_0_in_process():
-  assert not train_command.plots_likely(_args(distributed=True))
-  assert not train_command.plots_likely(_args(num_processes=2))
+  assert not common.plots_likely(_args(distributed=True))
+  assert not common.plots_likely(_args(num_processes=2))
 
 
 @pytest.mark.slow

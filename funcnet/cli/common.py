@@ -1,10 +1,12 @@
-"""What several commands share: the config and device flags, starting JAX
-(the compilation cache, the timings, the devices) and writing ``--json``.
+"""What several commands share: the config and device flags, the plotting
+process, starting JAX (the compilation cache, the timings, the devices) and
+writing ``--json``.
 
 Nothing here imports JAX at import time: ``funcnet --help`` builds every
 command's flags and must stay fast (tests/test_startup.py).
 """
 
+import contextlib
 import json
 import sys
 
@@ -19,6 +21,53 @@ def config_flags(p) -> None:
                  metavar="KEY=VALUE",
                  help="override a config key, e.g. --set train.epochs=5 "
                  "(repeatable; values are TOML: 0.1, [64,64], true, adam)")
+
+
+def plots_likely(args) -> bool:
+  """A cheap guess, before JAX, whether this command (``funcnet train``,
+  ``funcnet sweep``) draws plots in this process.
+
+  A wrong guess costs time, never a result: a plotter not needed is closed,
+  and plots are drawn in-process when there is none. So only what is read
+  in microseconds is looked at: the ``--set run.plots=`` flags, the config
+  file's ``[run] plots``, and several processes (only process 0 draws; its
+  index is known after JAX starts).
+  """
+  import tomllib
+  if args.distributed or args.coordinator or args.num_processes is not None:
+    return False
+  wanted = True  # the default
+  if args.config:
+    try:
+      with open(args.config, "rb") as f:
+        wanted = tomllib.load(f).get("run", {}).get("plots", True) is not False
+    except (OSError, ValueError, AttributeError):
+      pass  # config.load reports it
+  for text in args.overrides:
+    key, _, value = text.partition("=")
+    if key.strip() == "run.plots":
+      wanted = value.strip() != "false"
+  return wanted
+
+
+@contextlib.contextmanager
+def plotter(args):
+  """A plotting process (:func:`funcnet.run.plot_process.start`) for the
+  command's figures, or None when :func:`plots_likely` says there will be
+  none (or it cannot start); closed when the command ends.
+
+  Started first thing: it imports matplotlib on the other core while the
+  command imports JAX, and draws while the command writes its last files.
+  """
+  p = None
+  if plots_likely(args):
+    from funcnet.run import plot_process
+    p = plot_process.start()
+  try:
+    yield p
+  finally:
+    if p is not None:
+      p.close()
 
 
 def import_flag(p) -> None:

@@ -50,20 +50,10 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-  plotter = None
-  from funcnet.cli.train import plots_likely
-  if plots_likely(args):
-    # First: it imports matplotlib on the other core while this process
-    # imports JAX, and draws curves.png and heatmap.png (a search's
-    # search.png) while the results tables are written
-    # (funcnet.run.plot_process).
-    from funcnet.run import plot_process
-    plotter = plot_process.start()
-  try:
+  # curves.png and heatmap.png (a search's search.png), drawn while the
+  # results tables are written
+  with common.plotter(args) as plotter:
     return _run(args, plotter)
-  finally:
-    if plotter is not None:
-      plotter.close()
 
 
 def _run(args, plotter) -> int:

@@ -32,44 +32,9 @@ def add_arguments(p) -> None:
   common.device_flags(p)
 
 
-def plots_likely(args) -> bool:
-  """A cheap guess, before JAX, whether this run draws plots in this process.
-
-  A wrong guess costs time, never a result: a plotter not needed is closed,
-  and plots are drawn in-process when there is none. So only what is read
-  in microseconds is looked at: the ``--set run.plots=`` flags, the config
-  file's ``[run] plots``, and several processes (only process 0 draws; its
-  index is known after JAX starts).
-  """
-  import tomllib
-  if args.distributed or args.coordinator or args.num_processes is not None:
-    return False
-  wanted = True  # the default
-  if args.config:
-    try:
-      with open(args.config, "rb") as f:
-        wanted = tomllib.load(f).get("run", {}).get("plots", True) is not False
-    except (OSError, ValueError, AttributeError):
-      pass  # config.load reports it
-  for text in args.overrides:
-    key, _, value = text.partition("=")
-    if key.strip() == "run.plots":
-      wanted = value.strip() != "false"
-  return wanted
-
-
 def run(args) -> int:
-  plotter = None
-  if plots_likely(args):
-    # First: it imports matplotlib on the other core while this process
-    # imports JAX (funcnet.run.plot_process).
-    from funcnet.run import plot_process
-    plotter = plot_process.start()
-  try:
+  with common.plotter(args) as plotter:
     return _train_with(args, plotter)
-  finally:
-    if plotter is not None:
-      plotter.close()
 
 
 def _config(args):

@@ -135,7 +135,7 @@ def figure_data(result) -> dict:
   return {"metric": m, "higher_is_better": bool(result.higher_is_better),
           "keys": list(result.keys),
           "variants": [{
-              "assignment": {k: v.assignment[k] for k in v.assignment},
+              "assignment": dict(v.assignment),
               "history": [{k: h[k] for k in ("epoch", "train_loss", m) if k in h}
                           for h in v.history],
               "final": float(v.final.get(m, float("nan")))}
