@@ -11,19 +11,36 @@ blocks it already covers depends on what ran before in the process: the
 same Transformer step took 42-45 ms in a fresh process and 29 ms after the
 CNN and GRU benchmarks had run in it (``funcnet bench models``).
 
+And the threshold alone is not enough: XLA:CPU runs a program, and
+allocates its temporaries, on threads of its own, and glibc gives each
+thread an *arena* of its own, whose heaps are at most 64 MiB (on 64-bit):
+a larger block from such a thread is always a fresh ``mmap``, whatever the
+threshold. The character GPT's step has 104 MB of temporaries: with the
+thresholds alone it still faulted in 27,700 pages (108 MB) at every step,
+and a Python loop of its jitted steps ran at 113 ms a step against 88 ms
+for the same step in a ``lax.scan`` of 8 (one call, one fault-in, for 8
+steps).
+
 :func:`tune` sets both the mmap threshold and the trim threshold (how much
 free memory at the top of the heap glibc keeps rather than returning) to 1
-GiB with ``mallopt``: blocks up to 1 GiB are then reused from the heap, at
-the price of a process that keeps up to that much freed memory for its next
-step instead of handing it back. Measured in fresh processes, alternated
+GiB with ``mallopt``, and the number of arenas to 1 (every thread
+allocates from the main heap, which has no such cap): blocks up to 1 GiB
+are then reused from the heap, at the price of a process that keeps up to
+that much freed memory for its next step instead of handing it back, and
+of threads that take turns at one allocator's lock (XLA's threads allocate
+per program call, not per element: no contention showed in the GPT's
+scanned step, 87.6 against 88.4 ms). Measured in fresh processes, alternated
 (``docs/performance.md``, "malloc"): the Transformer's autodiff step 39.5
 -> 31.7 ms (medians of 3), the GRU's and CNN's unchanged (their blocks fit
-under the threshold glibc reaches by itself).
+under the threshold glibc reaches by itself); with one arena, the GPT's
+hand-written step in a Python loop 115.8 -> 89.9 ms ("One arena").
 
 The ``funcnet`` command calls it first thing (Linux with glibc only;
 ``FUNCNET_MALLOC=default`` leaves glibc's own policy, and so does a
-``MALLOC_MMAP_THRESHOLD_`` or ``MALLOC_TRIM_THRESHOLD_`` the user set, or
-``GLIBC_TUNABLES``). A script that imports funcnet can call it too; the
+``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_`` or
+``MALLOC_ARENA_MAX`` the user set, or ``GLIBC_TUNABLES``). It must run
+before any thread but the main one has allocated (a thread keeps the
+arena it first took): the command calls it before importing JAX. A script that imports funcnet can call it too; the
 library alone never changes the process's allocator.
 """
 
@@ -36,7 +53,9 @@ THRESHOLD = 1 << 30  # bytes: 1 GiB
 # mallopt's parameters, from glibc's malloc.h
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
-_USERS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
+M_ARENA_MAX = -8
+_USERS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_",
+          "MALLOC_ARENA_MAX", "GLIBC_TUNABLES")
 
 _tuned = False
 
@@ -49,7 +68,8 @@ def _glibc() -> bool:
 
 
 def tune() -> bool:
-  """Sets glibc's mmap and trim thresholds to :data:`THRESHOLD`; returns
+  """Sets glibc's mmap and trim thresholds to :data:`THRESHOLD` and its
+  arenas to one (see the module docstring); returns
   whether they are set (now or by an earlier call). False, changing
   nothing: not Linux with glibc, ``FUNCNET_MALLOC=default``, the user's own
   malloc settings in the environment, or ``mallopt`` refused."""
@@ -67,5 +87,8 @@ def tune() -> bool:
     return False
   # mmap first: glibc turns its own raising of the threshold off at either
   _tuned = (mallopt(M_MMAP_THRESHOLD, THRESHOLD) == 1
-            and mallopt(M_TRIM_THRESHOLD, THRESHOLD) == 1)
+            and mallopt(M_TRIM_THRESHOLD, THRESHOLD) == 1
+            # one heap for every thread: XLA's allocate where its programs
+            # run, and a thread's own arena maps any block over 64 MiB anew
+            and mallopt(M_ARENA_MAX, 1) == 1)
   return _tuned
