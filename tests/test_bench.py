@@ -195,12 +195,15 @@ def test_each_subcommand_runs_its_benchmark(monkeypatch, tmp_path, capsys):
   assert models[0] == ("run", (("mnist1d_cnn", "mnist1d_gru",
                                 "mnist1d_transformer", "text_gpt"),),
                        {"rounds": 3, "repeats": 2, "min_time": 0.5,
-                        "peak_size": 0, "peers": None})
+                        "peak_size": 0, "peers": None,
+                        "modes": ("loop", "scan")})
   assert models[2][1] == (["digits_mlp", "mnist1d_cnn"],)
   assert cli.main(["bench", "models", "--no-peers", "--rounds", "5"]) == 0
   assert models[4][2]["peers"] is False and models[4][2]["rounds"] == 5
   assert cli.main(["bench", "models", "--peers"]) == 0
   assert models[6][2]["peers"] is True
+  assert cli.main(["bench", "models", "--modes", "scan, loop,scan"]) == 0
+  assert models[8][2]["modes"] == ("scan", "loop")
   assert json.loads((tmp_path / "m.json").read_text()) == [{"m": 1}]
 
   sweeps = _record_calls(monkeypatch, sweep_speed, run=[], format_table="")
@@ -238,6 +241,7 @@ def test_each_subcommand_runs_its_benchmark(monkeypatch, tmp_path, capsys):
     (["bench", "data", "memory-cap", "0"], ["memory-cap 0", "> 0"]),
     (["bench", "models", "--repeats", "0"], ["--repeats"]),
     (["bench", "models", "--rounds", "0"], ["--rounds"]),
+    (["bench", "models", "--modes", "loop,eager"], ["--modes", "loop, scan"]),
     (["bench", "sweep", "digits_mlp:2"], ["'digits_mlp:2'", "multiple of 4"]),
     (["bench", "sweep", "digits_mlp"], ["'digits_mlp'", "CONFIG:N"]),
 ])

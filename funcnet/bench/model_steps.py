@@ -9,13 +9,20 @@ step), one jitted call with params, optimizer state and key donated
 (:func:`funcnet.bench.peers.common.jax_runner`), on mini-batches of the
 config's data:
 
-  time     seconds per step of a Python loop of steps
-           (:func:`funcnet.bench.step_time.measure`); funcnet manual,
-           funcnet autodiff and each peer measured in turn, ``rounds``
-           times each, so that all meet the same load; ratios are of the
-           medians. Against the peers, a contestant's speed ratio is
-           ``t_peer / t_contestant`` (above 1: faster than the peer), to the
-           fastest JAX peer and to PyTorch (eager, at its best thread count)
+  time     seconds per step (:func:`funcnet.bench.step_time.measure`) of
+           each JAX contestant in two ``modes``: ``loop``, a Python loop of
+           jitted steps, and ``scan``, the same steps ``lax.scan``-ned over
+           the batches in one jitted call, as ``funcnet train`` runs an
+           epoch; PyTorch eager in its loop. funcnet manual, funcnet
+           autodiff and each peer measured in turn, each mode, ``rounds``
+           times each, so that all meet the same load; a contestant's time
+           is the median of its faster mode (both are in the record: a
+           contestant is timed as it trains fastest, and the peers get the
+           same choice: Flax's convolutions, for one, are 14x slower inside
+           a loop, so its CNN's best is the Python loop). Against the
+           peers, a contestant's speed ratio is ``t_peer / t_contestant``
+           (above 1: faster than the peer), to the fastest JAX peer and to
+           PyTorch (eager, at its best thread count)
   memory   XLA's temporary allocation of the compiled step without dropout
            (:func:`funcnet.bench.step_time.make_step`;
            ``memory_analysis().temp_size_in_bytes``): what the backward
@@ -47,6 +54,7 @@ from funcnet.train import feed
 
 CONFIGS = ("mnist1d_cnn", "mnist1d_gru", "mnist1d_transformer", "text_gpt")
 GRADS = ("manual", "autodiff")
+MODES = ("loop", "scan")
 JAX_PEERS = ("flax", "equinox")
 TORCH_PEER = "pytorch"
 
@@ -87,38 +95,57 @@ def _numpy_batches(setup) -> list:
   return out
 
 
-def contestants(setup, batches, peers=None, log: Callable = print) -> tuple:
-  """``({name: run}, {name: Peer}, notes)``: funcnet's step with each
-  gradient source and, unless ``peers`` is False, the peers of
+def contestants(setup, batches, peers=None, log: Callable = print,
+                modes: Sequence[str] = MODES) -> tuple:
+  """``({name: {mode: run}}, {name: Peer}, notes)``: funcnet's step with
+  each gradient source and, unless ``peers`` is False, the peers of
   :mod:`funcnet.bench.peers` that import and can write the model.
 
-  Every JAX contestant runs the same jitted loop (:func:`peers.common.jax_runner`:
-  a dropout key split per step, params, optimizer state and key donated),
-  funcnet's with the config's own optimizer."""
+  Every JAX contestant runs the same jitted step in each of ``modes``
+  (:func:`peers.common.jax_runner`: a dropout key split per step, params,
+  optimizer state and key donated; ``scan``: the steps scanned over the
+  batches in one call), funcnet's with the config's own optimizer;
+  PyTorch eager runs its ``loop``."""
   from funcnet.bench import peers as peers_lib
   from funcnet.bench.peers import common
   runners = {}
-  for g in GRADS:              # params of their own: each runner donates its
+  for g in GRADS:  # params of their own: each runner donates its own
     vg = train.gradient_fn(setup.model, setup.loss, g)
-    runners[g] = common.jax_runner(vg, setup.init_state()[0], setup.optimizer,
-                                   batches)[0]
+    runners[g] = {m: common.jax_runner(vg, setup.init_state()[0],
+                                       setup.optimizer, batches,
+                                       scan=m == "scan")[0] for m in modes}
   if peers is False:
     return runners, {}, []
   built, notes = peers_lib.build_all(setup.model, setup.cfg, batches)
   for note in notes:
     log(note)
-  runners.update({n: p.run for n, p in built.items()})
+  for n, p in built.items():
+    runners[n] = ({"loop": p.run} if p.scanned is None else
+                  {m: p.scanned if m == "scan" else p.run for m in modes})
   return runners, built, notes
+
+
+def fastest_modes(times: dict) -> tuple[dict, dict]:
+  """``({name: ms}, {name: mode})`` from ``times = {name: {mode: [seconds
+  per step, one a round]}}``: each contestant's median in milliseconds in
+  its faster mode, and that mode."""
+  by_mode = {k: {m: 1e3 * float(np.median(v)) for m, v in ms.items()}
+             for k, ms in times.items()}
+  mode = {k: min(v, key=v.get) for k, v in by_mode.items()}
+  return {k: by_mode[k][m] for k, m in mode.items()}, mode
 
 
 def run(configs: Sequence[str] = CONFIGS, *, rounds: int = 3, repeats: int = 3,
         min_time: float = 0.5, log: Callable = print,
-        peak_size: int = 0, peers: Optional[bool] = None) -> list:
+        peak_size: int = 0, peers: Optional[bool] = None,
+        modes: Sequence[str] = MODES) -> list:
   """One record per config: ms per step and temp bytes of each gradient
   source, and manual / autodiff ratios, its compute (see the module
   docstring; ``peak_size`` > 0 measures the peak with ``n x n`` matmuls);
   with the peers (``peers`` None or True; False: funcnet only), each
-  peer's ms per step and the speed ratios of :func:`peer_ratios`."""
+  peer's ms per step and the speed ratios of :func:`peer_ratios`. Each
+  contestant's time is its faster of ``modes`` (``ms_by_mode`` holds
+  every one, ``modes`` the one taken)."""
   records = []
   peak = (step_time.matmul_peak(peak_size, min_time=min_time)["gflops"]
           if peak_size else None)
@@ -127,15 +154,16 @@ def run(configs: Sequence[str] = CONFIGS, *, rounds: int = 3, repeats: int = 3,
     setup = experiment.Setup(cfg)
     batches = _numpy_batches(setup)
     mem = {g: temp_bytes(setup, g, batches[0]) for g in GRADS}
-    runners, built, notes = contestants(setup, batches, peers, log)
-    times = {k: [] for k in runners}
+    runners, built, notes = contestants(setup, batches, peers, log, modes)
+    times = {k: {m: [] for m in by_mode} for k, by_mode in runners.items()}
     for i in range(rounds):     # all alternate, so all meet the same load
-      for k, r in runners.items():
+      for k, by_mode in runners.items():
         if i and k in built and built[k].before_round is not None:
           built[k].before_round()   # PyTorch: its best threads for now
-        times[k].append(step_time.measure(r, repeats=repeats,
-                                          min_time=min_time).median)
-    ms = {g: 1e3 * float(np.median(v)) for g, v in times.items()}
+        for m, r in by_mode.items():
+          t = step_time.measure(r, repeats=repeats, min_time=min_time).median
+          times[k][m].append(t / getattr(r, "steps", 1))
+    ms, mode = fastest_modes(times)
     rec = {"config": name, "kind": setup.model.kind,
            "batch": cfg["train"]["batch_size"],
            "manual_ms": ms["manual"], "autodiff_ms": ms["autodiff"],
@@ -143,7 +171,11 @@ def run(configs: Sequence[str] = CONFIGS, *, rounds: int = 3, repeats: int = 3,
            "manual_temp_bytes": mem["manual"],
            "autodiff_temp_bytes": mem["autodiff"],
            "memory_ratio": mem["manual"] / max(mem["autodiff"], 1),
-           "rounds": rounds, "device": step_time.device_description()}
+           "rounds": rounds, "device": step_time.device_description(),
+           "modes": mode,
+           "ms_by_mode": {k: {m: 1e3 * float(np.median(v))
+                              for m, v in by_mode.items()}
+                          for k, by_mode in times.items()}}
     rec.update(_compute(setup, {g: ms[g] for g in GRADS}, peak))
     if built or notes:
       rec.update(peer_ratios(ms))
@@ -221,17 +253,21 @@ def _peers_table(records: list) -> list:
   """Rows of the contestants' table, empty when no record has peers."""
   if not any("peers_ms" in r for r in records):
     return []
-  rows = ["", "| config | contestant | ms/step | speed / fastest JAX peer "
-          "| speed / PyTorch |", "| --- | --- | ---: | ---: | ---: |"]
+  rows = ["", "| config | contestant | ms/step | loop | scan "
+          "| speed / fastest JAX peer | speed / PyTorch |",
+          "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
   fmt = lambda v: "n/a" if v is None else f"{v:.2f}x"  # noqa: E731
   for r in records:
     if "peers_ms" not in r:
       continue
     ms = {"autodiff": r["autodiff_ms"], "manual": r["manual_ms"],
           **r["peers_ms"]}
+    by_mode = r.get("ms_by_mode", {})
     for k, v in ms.items():
       name = k if k in r["peers_ms"] else f"funcnet {k}"
-      rows.append(f"| {r['config']} | {name} | {v:.2f} | "
+      each = [by_mode.get(k, {}).get(m) for m in MODES]
+      each = [("-" if t is None else f"{t:.2f}") for t in each]
+      rows.append(f"| {r['config']} | {name} | {v:.2f} | {' | '.join(each)} | "
                   f"{fmt(r['over_fastest_jax_peer'][k])} | "
                   f"{fmt(r['over_pytorch'][k])} |")
   return rows

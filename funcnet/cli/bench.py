@@ -168,7 +168,21 @@ def _models_arguments(p) -> None:
                  default=None, help="also time the models written in Flax, "
                  "Equinox and PyTorch (default: those whose library "
                  "imports; a missing one is named in one line)")
+  p.add_argument("--modes", default="loop,scan", metavar="M[,M]",
+                 help="how each JAX contestant's steps are run, its faster "
+                 "one reported: loop (a Python loop of jitted steps), scan "
+                 "(the steps scanned in one jitted call, as funcnet train "
+                 "runs an epoch); default loop,scan")
   _json_flag(p)
+
+
+def _modes(text: str) -> tuple:
+  from funcnet.bench import model_steps
+  modes = tuple(m.strip() for m in text.split(",") if m.strip())
+  wrong = [m for m in modes if m not in model_steps.MODES]
+  if wrong or not modes:
+    raise FuncnetError(f"--modes {text!r}: expected loop, scan or loop,scan")
+  return tuple(dict.fromkeys(modes))
 
 
 def models(args) -> int:
@@ -179,7 +193,8 @@ def models(args) -> int:
   records = model_steps.run(args.configs or model_steps.CONFIGS,
                             rounds=args.rounds, repeats=args.repeats,
                             min_time=args.min_time, log=common.log,
-                            peak_size=args.peak_size, peers=args.peers)
+                            peak_size=args.peak_size, peers=args.peers,
+                            modes=_modes(args.modes))
   print(model_steps.format_table(records))
   common.write_json(args.json, records)
   return 0

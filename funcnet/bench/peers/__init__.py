@@ -35,6 +35,10 @@ A :class:`Peer` holds
   before_round  None, or called before each round of measurements (PyTorch
           chooses its thread count again: the machine's load changes
           between rounds, and with it the best count)
+  scanned None, or ``run``'s steps ``lax.scan``-ned over every batch in
+          one jitted call (``common.jax_runner(..., scan=True)``: a unit
+          of ``scanned.steps`` steps), as ``funcnet train`` runs an epoch;
+          the JAX peers have one, PyTorch eager does not
 
 The libraries are optional: flax and equinox come with the ``test`` (or
 ``flax``/``equinox``) extra, torch with ``bench``. :func:`available` says
@@ -62,6 +66,7 @@ class Peer(NamedTuple):
   loss: Callable
   info: dict = {}
   before_round: Optional[Callable[[], None]] = None
+  scanned: Optional[Callable[[int], None]] = None
 
 
 def module(name: str):

@@ -94,7 +94,7 @@ def cross_entropy(z, y):
 
 
 def jax_runner(value_and_grad: Callable, params, optimizer, batches,
-               seed: int = 0):
+               seed: int = 0, scan: bool = False):
   """``(run, loss)`` of a jitted training step, the one every JAX
   contestant is timed with:
 
@@ -105,6 +105,11 @@ def jax_runner(value_and_grad: Callable, params, optimizer, batches,
   steps over ``batches`` and waits for them (see :mod:`funcnet.bench.peers`);
   ``loss(x, y)`` is the first result of ``value_and_grad`` without a key
   (no dropout).
+
+  ``scan``: the same step ``lax.scan``-ned over every batch in one jitted
+  call, as ``funcnet train`` runs an epoch: ``run(k)`` then takes ``k``
+  such passes, ``len(batches)`` steps each (``run.steps``; 1 for a loop of
+  calls). The steps, their keys and their order are the same either way.
   """
   def step(params, opt_state, key, x, y):
     key, sub = jax.random.split(key)
@@ -112,18 +117,29 @@ def jax_runner(value_and_grad: Callable, params, optimizer, batches,
     updates, opt_state = optimizer.update(g, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, key, c
 
-  step = jax.jit(step, donate_argnums=(0, 1, 2))
+  def steps(params, opt_state, key, xs, ys):
+    def body(carry, xy):
+      *carry, c = step(*carry, *xy)
+      return tuple(carry), c
+    carry, c = jax.lax.scan(body, (params, opt_state, key), (xs, ys))
+    return (*carry, c[-1])
+
   evaluate = jax.jit(lambda p, x, y: value_and_grad(p, x, y, None)[0])
   state = [params, jax.jit(optimizer.init)(params), jax.random.key(seed)]
   jb = [(jnp.asarray(x), jnp.asarray(y)) for x, y in batches]
+  if scan:  # one call, every batch: its inputs stacked once, here
+    jb = [tuple(jnp.stack(a) for a in zip(*jb))]
+  call = jax.jit(steps if scan else step, donate_argnums=(0, 1, 2))
 
   def run(k):
     p, o, key = state
     c = None
     for i in range(k):
-      p, o, key, c = step(p, o, key, *jb[i % len(jb)])
+      p, o, key, c = call(p, o, key, *jb[i % len(jb)])
     jax.block_until_ready((p, o, c))
     state[:] = p, o, key
+
+  run.steps = len(batches) if scan else 1
 
   def loss(x, y):
     return float(evaluate(state[0], jnp.asarray(x), jnp.asarray(y)))
