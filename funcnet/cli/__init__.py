@@ -107,6 +107,8 @@ def _main(argv) -> int:
   malloc.tune()
   parser = build_parser(COMMANDS)
   args = parser.parse_args(argv)
+  if getattr(args, "one_arena", False):  # bench models: before JAX starts
+    malloc.tune(one_arena=True)
   if args.command is None:
     parser.print_help()
     return 2

@@ -151,7 +151,10 @@ def steps(args) -> int:
 # --- models ------------------------------------------------------------------
 
 def _models_arguments(p) -> None:
-  p.set_defaults(handler=models)
+  # every contestant's temporaries reused from step to step, XLA's threads'
+  # included (funcnet.run.malloc: what it costs compilation, and why a
+  # training run does without)
+  p.set_defaults(handler=models, one_arena=True)
   p.add_argument("configs", nargs="*", metavar="CONFIG",
                  help="config names or TOML files (default the MNIST-1D cnn, "
                  "gru, transformer and text_gpt)")

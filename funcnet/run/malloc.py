@@ -23,25 +23,32 @@ steps).
 
 :func:`tune` sets both the mmap threshold and the trim threshold (how much
 free memory at the top of the heap glibc keeps rather than returning) to 1
-GiB with ``mallopt``, and the number of arenas to 1 (every thread
-allocates from the main heap, which has no such cap): blocks up to 1 GiB
-are then reused from the heap, at the price of a process that keeps up to
-that much freed memory for its next step instead of handing it back, and
-of threads that take turns at one allocator's lock (XLA's threads allocate
-per program call, not per element: no contention showed in the GPT's
-scanned step, 87.6 against 88.4 ms). Measured in fresh processes, alternated
+GiB with ``mallopt``: blocks up to 1 GiB are then reused from the heap, at
+the price of a process that keeps up to that much freed memory for its next
+step instead of handing it back. Measured in fresh processes, alternated
 (``docs/performance.md``, "malloc"): the Transformer's autodiff step 39.5
 -> 31.7 ms (medians of 3), the GRU's and CNN's unchanged (their blocks fit
-under the threshold glibc reaches by itself); with one arena, the GPT's
-hand-written step in a Python loop 115.8 -> 89.9 ms ("One arena").
+under the threshold glibc reaches by itself).
 
-The ``funcnet`` command calls it first thing (Linux with glibc only;
-``FUNCNET_MALLOC=default`` leaves glibc's own policy, and so does a
+``tune(one_arena=True)`` also sets the number of arenas to 1: every thread
+allocates from the main heap, which has no such cap, and the GPT's loop of
+steps took 0 page faults and ran at its scanned speed (115.8 -> 89.9 ms;
+scanned 87.6 -> 88.4 ms). Only ``funcnet bench models`` asks for it, for
+every contestant alike: it costs compilation dearly, since XLA compiles on
+several threads and LLVM allocates at every turn, and with one arena they
+take turns at its lock (a cold default ``funcnet train``, 6 alternated
+rounds: 2.13 -> 2.85 s, its compilations 1.35 -> 2.30 s). A training run
+does not need it: an epoch is one call, so its temporaries are faulted in
+once an epoch, not once a step.
+
+The ``funcnet`` command calls it before anything runs (Linux with glibc
+only; ``FUNCNET_MALLOC=default`` leaves glibc's own policy, and so does a
 ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_`` or
-``MALLOC_ARENA_MAX`` the user set, or ``GLIBC_TUNABLES``). It must run
-before any thread but the main one has allocated (a thread keeps the
-arena it first took): the command calls it before importing JAX. A script that imports funcnet can call it too; the
-library alone never changes the process's allocator.
+``MALLOC_ARENA_MAX`` the user set, or ``GLIBC_TUNABLES``); one arena must
+be asked for before any thread but the main one has allocated (a thread
+keeps the arena it first took): the command asks before JAX starts. A
+script that imports funcnet can call it too; the library alone never
+changes the process's allocator.
 """
 
 import ctypes
@@ -57,7 +64,8 @@ M_ARENA_MAX = -8
 _USERS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_",
           "MALLOC_ARENA_MAX", "GLIBC_TUNABLES")
 
-_tuned = False
+_tuned = False      # the thresholds
+_one_arena = False
 
 
 def _glibc() -> bool:
@@ -67,14 +75,14 @@ def _glibc() -> bool:
     return False
 
 
-def tune() -> bool:
-  """Sets glibc's mmap and trim thresholds to :data:`THRESHOLD` and its
-  arenas to one (see the module docstring); returns
+def tune(one_arena: bool = False) -> bool:
+  """Sets glibc's mmap and trim thresholds to :data:`THRESHOLD` and, with
+  ``one_arena``, its arenas to one (see the module docstring); returns
   whether they are set (now or by an earlier call). False, changing
   nothing: not Linux with glibc, ``FUNCNET_MALLOC=default``, the user's own
   malloc settings in the environment, or ``mallopt`` refused."""
-  global _tuned
-  if _tuned:
+  global _tuned, _one_arena
+  if _tuned and (_one_arena or not one_arena):
     return True
   if os.environ.get(ENV, "").lower() in ("default", "off", "0", "no") \
       or any(v in os.environ for v in _USERS):
@@ -85,10 +93,13 @@ def tune() -> bool:
     mallopt = ctypes.CDLL(None).mallopt  # the process's own C library
   except (OSError, AttributeError):
     return False
-  # mmap first: glibc turns its own raising of the threshold off at either
-  _tuned = (mallopt(M_MMAP_THRESHOLD, THRESHOLD) == 1
-            and mallopt(M_TRIM_THRESHOLD, THRESHOLD) == 1
-            # one heap for every thread: XLA's allocate where its programs
-            # run, and a thread's own arena maps any block over 64 MiB anew
-            and mallopt(M_ARENA_MAX, 1) == 1)
+  if not _tuned:
+    # mmap first: glibc turns its own raising of the threshold off at either
+    _tuned = (mallopt(M_MMAP_THRESHOLD, THRESHOLD) == 1
+              and mallopt(M_TRIM_THRESHOLD, THRESHOLD) == 1)
+  if _tuned and one_arena:
+    # one heap for every thread: XLA's allocate where its programs run,
+    # and a thread's own arena maps any block over 64 MiB anew
+    _one_arena = mallopt(M_ARENA_MAX, 1) == 1
+    return _one_arena
   return _tuned
