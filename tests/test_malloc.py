@@ -99,16 +99,18 @@ def test_the_command_tunes_before_anything_runs(monkeypatch):
   assert called == [1]
 
 
-def test_bench_models_alone_asks_for_one_arena(monkeypatch):
+def test_the_step_benchmarks_alone_ask_for_one_arena(monkeypatch):
   from funcnet import cli
-  from funcnet.bench import model_steps
+  from funcnet.bench import lm_step, model_steps
   asked = []
   monkeypatch.setattr(malloc, "tune", lambda one_arena=False:
                       asked.append(one_arena) or True)
   monkeypatch.setattr(model_steps, "run", lambda *a, **k: [])
   monkeypatch.setattr(model_steps, "format_table", lambda r: "")
+  monkeypatch.setattr(lm_step, "run", lambda *a, **k: {})
   assert cli.main(["bench", "models", "--no-peers"]) == 0
-  assert asked == [False, True]
+  assert cli.main(["bench", "gpt"]) == 0
+  assert asked == [False, True, False, True]
   asked.clear()
   with pytest.raises(SystemExit):
     cli.main(["train", "--help"])

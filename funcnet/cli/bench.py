@@ -318,7 +318,7 @@ def startup(args) -> int:
 
 
 def _gpt_arguments(p) -> None:
-  p.set_defaults(handler=gpt)
+  p.set_defaults(handler=gpt, one_arena=True)  # as bench models: steps by call
   _repeats_flag(p, 3, "rounds, each timing the three steps in turn")
   _json_flag(p)
 

@@ -33,8 +33,9 @@ under the threshold glibc reaches by itself).
 ``tune(one_arena=True)`` also sets the number of arenas to 1: every thread
 allocates from the main heap, which has no such cap, and the GPT's loop of
 steps took 0 page faults and ran at its scanned speed (115.8 -> 89.9 ms;
-scanned 87.6 -> 88.4 ms). Only ``funcnet bench models`` asks for it, for
-every contestant alike: it costs compilation dearly, since XLA compiles on
+scanned 87.6 -> 88.4 ms). Only the benchmarks that time steps call by
+call ask for it (``funcnet bench models``, for every contestant alike, and
+``bench gpt``: 3.82 -> 4.87 steps a second): it costs compilation dearly, since XLA compiles on
 several threads and LLVM allocates at every turn, and with one arena they
 take turns at its lock (a cold default ``funcnet train``, 6 alternated
 rounds: 2.13 -> 2.85 s, its compilations 1.35 -> 2.30 s). A training run
