@@ -107,7 +107,7 @@ def _main(argv) -> int:
   malloc.tune()
   parser = build_parser(COMMANDS)
   args = parser.parse_args(argv)
-  if getattr(args, "one_arena", False):  # bench models: before JAX starts
+  if getattr(args, "one_arena", False):  # step benchmarks, before JAX starts
     malloc.tune(one_arena=True)
   if args.command is None:
     parser.print_help()

@@ -33,14 +33,14 @@ under the threshold glibc reaches by itself).
 ``tune(one_arena=True)`` also sets the number of arenas to 1: every thread
 allocates from the main heap, which has no such cap, and the GPT's loop of
 steps took 0 page faults and ran at its scanned speed (115.8 -> 89.9 ms;
-scanned 87.6 -> 88.4 ms). Only the benchmarks that time steps call by
-call ask for it (``funcnet bench models``, for every contestant alike, and
-``bench gpt``: 3.82 -> 4.87 steps a second): it costs compilation dearly, since XLA compiles on
-several threads and LLVM allocates at every turn, and with one arena they
-take turns at its lock (a cold default ``funcnet train``, 6 alternated
-rounds: 2.13 -> 2.85 s, its compilations 1.35 -> 2.30 s). A training run
-does not need it: an epoch is one call, so its temporaries are faulted in
-once an epoch, not once a step.
+scanned 87.6 -> 88.4 ms). Only the benchmarks that time steps call by call
+ask for it (``funcnet bench models``, for every contestant alike, and
+``bench gpt``: 3.82 -> 4.87 steps a second): it costs compilation dearly,
+since XLA compiles on several threads and LLVM allocates at every turn,
+and with one arena they take turns at its lock (a cold default ``funcnet
+train``, 6 alternated rounds: 2.13 -> 2.85 s, its compilations 1.35 ->
+2.30 s). A training run does not need it: an epoch is one call, so its
+temporaries are faulted in once an epoch, not once a step.
 
 The ``funcnet`` command calls it before anything runs (Linux with glibc
 only; ``FUNCNET_MALLOC=default`` leaves glibc's own policy, and so does a

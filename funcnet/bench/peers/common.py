@@ -11,7 +11,7 @@ import numpy as np
 import optax
 
 from funcnet import config as config_lib
-from funcnet.bench.peers import Unsupported
+from funcnet.bench.peers import Peer, Unsupported
 
 
 def require(spec: dict, **expected) -> None:
@@ -145,6 +145,19 @@ def jax_runner(value_and_grad: Callable, params, optimizer, batches,
     return float(evaluate(state[0], jnp.asarray(x), jnp.asarray(y)))
 
   return run, loss
+
+
+def jax_peer(name: str, value_and_grad: Callable, params, cfg, batches,
+             seed: int = 0) -> Peer:
+  """The :class:`Peer` of a JAX framework's model: its ``run`` a loop of
+  :func:`jax_runner`'s steps, its ``scanned`` the same steps scanned, each
+  with params of its own (each runner donates the ones it holds), the
+  config's optimizer in optax."""
+  opt = optax_optimizer(cfg)
+  run, loss = jax_runner(value_and_grad, params, opt, batches, seed)
+  scanned, _ = jax_runner(value_and_grad, jax.tree.map(jnp.copy, params),
+                          opt, batches, seed, scan=True)
+  return Peer(name, count(params), run, loss, scanned=scanned)
 
 
 def count(params) -> int:

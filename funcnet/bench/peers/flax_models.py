@@ -215,9 +215,4 @@ def build(model, cfg, batches, seed: int = 0) -> Peer:
       return common.cross_entropy(z, y)
     return jax.value_and_grad(loss)(params)
 
-  opt = common.optax_optimizer(cfg)
-  run, loss = common.jax_runner(value_and_grad, params, opt, batches, seed)
-  # its own params: each runner donates the ones it holds
-  scanned, _ = common.jax_runner(value_and_grad, jax.tree.map(jnp.copy, params),
-                                 opt, batches, seed, scan=True)
-  return Peer("flax", common.count(params), run, loss, scanned=scanned)
+  return common.jax_peer("flax", value_and_grad, params, cfg, batches, seed)
