@@ -125,12 +125,16 @@ def contestants(setup, batches, peers=None, log: Callable = print,
   return runners, built, notes
 
 
-def fastest_modes(times: dict) -> tuple[dict, dict]:
-  """``({name: ms}, {name: mode})`` from ``times = {name: {mode: [seconds
-  per step, one a round]}}``: each contestant's median in milliseconds in
-  its faster mode, and that mode."""
-  by_mode = {k: {m: 1e3 * float(np.median(v)) for m, v in ms.items()}
-             for k, ms in times.items()}
+def medians(times: dict) -> dict:
+  """``{name: {mode: ms}}``, the median in milliseconds of ``times = {name:
+  {mode: [seconds per step, one a round]}}``."""
+  return {k: {m: 1e3 * float(np.median(v)) for m, v in ms.items()}
+          for k, ms in times.items()}
+
+
+def fastest_modes(by_mode: dict) -> tuple[dict, dict]:
+  """``({name: ms}, {name: mode})`` from :func:`medians`' ``{name: {mode:
+  ms}}``: each contestant's time in its faster mode, and that mode."""
   mode = {k: min(v, key=v.get) for k, v in by_mode.items()}
   return {k: by_mode[k][m] for k, m in mode.items()}, mode
 
@@ -155,15 +159,16 @@ def run(configs: Sequence[str] = CONFIGS, *, rounds: int = 3, repeats: int = 3,
     batches = _numpy_batches(setup)
     mem = {g: temp_bytes(setup, g, batches[0]) for g in GRADS}
     runners, built, notes = contestants(setup, batches, peers, log, modes)
-    times = {k: {m: [] for m in by_mode} for k, by_mode in runners.items()}
+    times = {k: {m: [] for m in ways} for k, ways in runners.items()}
     for i in range(rounds):     # all alternate, so all meet the same load
-      for k, by_mode in runners.items():
+      for k, ways in runners.items():
         if i and k in built and built[k].before_round is not None:
           built[k].before_round()   # PyTorch: its best threads for now
-        for m, r in by_mode.items():
+        for m, r in ways.items():
           t = step_time.measure(r, repeats=repeats, min_time=min_time).median
           times[k][m].append(t / getattr(r, "steps", 1))
-    ms, mode = fastest_modes(times)
+    by_mode = medians(times)
+    ms, mode = fastest_modes(by_mode)
     rec = {"config": name, "kind": setup.model.kind,
            "batch": cfg["train"]["batch_size"],
            "manual_ms": ms["manual"], "autodiff_ms": ms["autodiff"],
@@ -172,10 +177,7 @@ def run(configs: Sequence[str] = CONFIGS, *, rounds: int = 3, repeats: int = 3,
            "autodiff_temp_bytes": mem["autodiff"],
            "memory_ratio": mem["manual"] / max(mem["autodiff"], 1),
            "rounds": rounds, "device": step_time.device_description(),
-           "modes": mode,
-           "ms_by_mode": {k: {m: 1e3 * float(np.median(v))
-                              for m, v in by_mode.items()}
-                          for k, by_mode in times.items()}}
+           "modes": mode, "ms_by_mode": by_mode}
     rec.update(_compute(setup, {g: ms[g] for g in GRADS}, peak))
     if built or notes:
       rec.update(peer_ratios(ms))
